@@ -1,0 +1,38 @@
+"""vpeft: parameter-efficient transfer learning for pretrained vision transformers.
+
+Public API::
+
+    backbone = vpeft.create_backbone("vit_base_patch16_224", num_classes=100, checkpoint="ViT-B_16.npz")
+    vpeft.apply_method(backbone, "bitfit")
+    vpeft.trainable_state_dict(backbone)   # only what trains
+"""
+
+__version__ = "0.1.0"
+
+from .backbones import Backbone, create_backbone
+from .config import RunConfig
+from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
+from .errors import CheckpointError, ConfigError, DataError, RunDirError, VpeftError
+from .measure import measure
+from .methods import apply_method
+from . import objectives as _objectives  # noqa: F401  (registers objectives)
+from .registry import METHODS, OBJECTIVES, SELECTORS
+
+__all__ = [
+    "Backbone",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "METHODS",
+    "OBJECTIVES",
+    "RunConfig",
+    "RunDirError",
+    "SELECTORS",
+    "VpeftError",
+    "apply_method",
+    "create_backbone",
+    "load_trainable",
+    "measure",
+    "save_trainable",
+    "trainable_state_dict",
+]

@@ -1,0 +1,340 @@
+"""Backbones: timm models by name, weights from local files, and the hooks methods use.
+
+A :class:`Backbone` wraps a timm model without copying it. Methods reach the model through timm's own interface
+(``blocks``, ``num_prefix_tokens``, ``forward_features``, ``forward_head``, ``forward_intermediates``) plus three
+hooks added here, all built on PyTorch module hooks so timm's forward code runs unchanged:
+
+* :meth:`Backbone.register_token_hook`: insert extra tokens after the position embedding (VPT, the GIST token);
+* :meth:`Backbone.register_block_hook`: read a block's input and/or rewrite its output (DTL, VPT-deep).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .config import parse_spec
+from .errors import CheckpointError, ConfigError
+
+
+class Backbone(nn.Module):
+    """A timm classification model plus the hooks and modules that methods attach to it.
+
+    Args:
+        model: The timm model.
+        spec: The spec it was built from (kept for the run config).
+        pool: Classifier input, ``token`` or ``avg`` (mean of patch tokens, then the final norm).
+    """
+
+    def __init__(self, model: nn.Module, spec: str, pool: str):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.pool = pool
+        # Modules owned by methods or objectives that do not live inside the timm model (prompts, side networks).
+        self.extras = nn.ModuleDict()
+        self._hook_handles: list = []
+
+    # ---- timm's interface -------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(x, pre_logits=pre_logits)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.get_classifier()
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def embed_dim(self) -> int:
+        return getattr(self.model, "embed_dim", None) or self.model.num_features
+
+    @property
+    def is_vit(self) -> bool:
+        """True for plain ViT-like models: a token sequence with prefix tokens and one list of blocks."""
+        m = self.model
+        return hasattr(m, "blocks") and hasattr(m, "num_prefix_tokens") and hasattr(m, "norm_pre")
+
+    @property
+    def has_class_token(self) -> bool:
+        return getattr(self.model, "cls_token", None) is not None
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return getattr(self.model, "num_prefix_tokens", 0)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """All transformer / conv blocks in forward order (ViT ``blocks``; Swin and ConvNeXt stages flattened)."""
+        return [blk for _, blocks in self.stages() for blk in blocks]
+
+    def stages(self) -> list[tuple[nn.Module | None, list[nn.Module]]]:
+        """``(stage module, its blocks)`` pairs; a ViT has a single stage."""
+        m = self.model
+        if hasattr(m, "blocks"):
+            return [(None, list(m.blocks))]
+        for name in ("layers", "stages"):
+            if hasattr(m, name):
+                return [(s, list(s.blocks)) for s in getattr(m, name)]
+        raise ConfigError(f"{type(m).__name__} has no blocks that vpeft knows how to find")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        pe = getattr(self.model, "patch_embed", None)
+        size = getattr(pe, "img_size", None)
+        if size is not None:
+            return tuple(size) if not isinstance(size, int) else (size, size)
+        _, h, w = self.model.pretrained_cfg.get("input_size", (3, 224, 224))
+        return (h, w)
+
+    # ---- hooks ------------------------------------------------------------------------------------------------------
+    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int):
+        """Insert ``num_tokens`` tokens after the position embedding (and pos_drop), before the first block.
+
+        ``fn(x)`` receives ``[B, N, D]`` tokens and must return ``[B, N + num_tokens, D]`` with the new tokens placed
+        right after the existing prefix tokens (class token). They are counted as prefix tokens, so timm's average
+        pooling and ``forward_intermediates`` leave them out.
+        """
+        if not self.is_vit:
+            raise ConfigError(
+                f"{type(self.model).__name__} has no token sequence with prefix tokens; "
+                "inserting tokens needs a ViT-like backbone"
+            )
+        npt = self.model.num_prefix_tokens
+
+        def hook(module, args, output):
+            out = fn(output)
+            if out.shape[1] != output.shape[1] + num_tokens:
+                raise RuntimeError(f"token hook returned {out.shape[1]} tokens, expected {output.shape[1] + num_tokens}")
+            return out
+
+        handle = self.model.norm_pre.register_forward_hook(hook)
+        self.model.num_prefix_tokens = npt + num_tokens
+        self._hook_handles.append(handle)
+        return handle
+
+    def register_block_hook(
+        self,
+        index: int,
+        pre: Optional[Callable[[torch.Tensor], None]] = None,
+        post: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
+    ):
+        """Read block ``index``'s input with ``pre(x)`` and/or rewrite its output with ``post(y) -> y``."""
+        blocks = self.blocks
+        if not -len(blocks) <= index < len(blocks):
+            raise ConfigError(f"block index {index} out of range: the backbone has {len(blocks)} blocks")
+        blk = blocks[index]
+        handles = []
+        if pre is not None:
+            handles.append(blk.register_forward_pre_hook(lambda m, args: pre(args[0])))
+        if post is not None:
+            handles.append(blk.register_forward_hook(lambda m, args, out: post(out)))
+        self._hook_handles.extend(handles)
+        return handles
+
+    def remove_hooks(self) -> None:
+        for h in self._hook_handles:
+            h.remove()
+        self._hook_handles.clear()
+
+
+def _timm():
+    import timm
+
+    return timm
+
+
+def _split_backbone_spec(spec: str) -> tuple[str, dict]:
+    name, kwargs = parse_spec(spec)
+    timm = _timm()
+    if not timm.is_model(name.split(".")[0]):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown backbone {name!r}: not a timm model name.{hint}")
+    return name, kwargs
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _create_from_hub(timm, name: str, **kwargs):
+    """timm hub weights; with no network, look only in the local cache instead of retrying for a minute."""
+    if _hub_reachable():
+        return timm.create_model(name, pretrained=True, **kwargs)
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def _init_head(head: nn.Module) -> None:
+    # Papers' code (timm init): trunc_normal(std=0.02) weights, zero bias.
+    if isinstance(head, nn.Linear):
+        nn.init.trunc_normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or ``.pth``/``.pt``/``.bin`` state dict without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise CheckpointError(f"checkpoint {path}: unknown format {suffix!r}; use .npz, .safetensors or .pth")
+    except CheckpointError:
+        raise
+    except Exception as e:  # corrupt file, pickled objects refused by weights_only, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Load backbone weights (everything but the classifier) from a local file into a timm model, strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    name = type(model).__name__
+    if path.suffix.lower() == ".npz":
+        if not hasattr(model, "load_pretrained"):
+            raise CheckpointError(f"{name} cannot load Google .npz checkpoints; convert {path} to .safetensors")
+        try:
+            model.load_pretrained(str(path))
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): {e}") from None
+        return
+    sd = read_state_dict(path)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            sd = filter_fn(sd, model)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): {e}") from None
+    classifier = model.pretrained_cfg.get("classifier", "head")
+    classifier = classifier if isinstance(classifier, str) else classifier[0]
+    own = model.state_dict()
+    is_head = lambda k: k == classifier or k.startswith(classifier + ".")  # noqa: E731
+    sd = {k: v for k, v in sd.items() if not is_head(k)}
+    missing = [k for k in own if k not in sd and not is_head(k)]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
+        raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): " + "; ".join(parts))
+    model.load_state_dict(sd, strict=False)
+
+
+def _set_pool(model: nn.Module, pool: str, spec: str) -> str:
+    """Switch a ViT's classifier input after its weights are loaded; returns the effective pool."""
+    is_vit_like = hasattr(model, "global_pool") and hasattr(model, "fc_norm") and hasattr(model, "norm")
+    current = getattr(model, "global_pool", "avg")
+    if pool is None:
+        return "token" if current == "token" else "avg"
+    if not is_vit_like:
+        if pool == "token":
+            raise ConfigError(f"backbone {spec!r} has no class token; use pool 'avg'")
+        return "avg"
+    if pool == "token":
+        if not getattr(model, "has_class_token", False):
+            raise ConfigError(f"backbone {spec!r} has no class token; use pool 'avg'")
+        if current != "token":
+            raise ConfigError(f"backbone {spec!r} was built with global_pool={current!r}; use pool 'avg'")
+        return "token"
+    if current == "token":
+        # DTL's classifier: the mean of the patch tokens, then the (pretrained, frozen) final norm. In timm terms this
+        # is global_pool='avg' with fc_norm holding the final norm, so the result stays a plain timm model.
+        model.global_pool = "avg"
+        if not isinstance(model.norm, nn.Identity):
+            model.fc_norm, model.norm = model.norm, nn.Identity()
+    return "avg"
+
+
+def create_backbone(
+    spec: str,
+    num_classes: int,
+    checkpoint: str | Path | None = None,
+    *,
+    pretrained: bool = False,
+    pool: Optional[str] = None,
+    drop_path: float = 0.0,
+) -> Backbone:
+    """Build a timm backbone with a fresh head for ``num_classes``.
+
+    Args:
+        spec: timm model name with optional overrides, ``name:key=value,...``.
+        num_classes: Classes of the new head.
+        checkpoint: Local weights (``.npz``, ``.safetensors``, ``.pth``); the head in it is ignored.
+        pretrained: Fetch timm hub weights instead (needs network); ignored when ``checkpoint`` is given.
+        pool: ``token`` (class token) or ``avg`` (mean of patch tokens, then the final norm); None keeps timm's.
+        drop_path: Stochastic depth rate of the backbone's blocks.
+
+    Returns:
+        A :class:`Backbone` with every parameter trainable; methods decide what to freeze.
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    timm = _timm()
+    name, kwargs = _split_backbone_spec(spec)
+    kwargs.setdefault("drop_path_rate", drop_path)
+    use_hub = pretrained and checkpoint is None
+    try:
+        if use_hub:
+            model = _create_from_hub(timm, name, num_classes=num_classes, **kwargs)
+        else:
+            model = timm.create_model(name, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"backbone {spec!r}: {e}") from None
+    except Exception as e:
+        if use_hub:
+            raise CheckpointError(
+                f"could not fetch the hub weights of {name!r} ({type(e).__name__}: {e}). This machine may be offline: "
+                "download the weights where there is network and pass them with --checkpoint FILE"
+            ) from None
+        raise ConfigError(f"backbone {spec!r}: {e}") from None
+    if checkpoint is not None:
+        load_backbone_weights(model, checkpoint)
+    pool = _set_pool(model, pool, spec)
+    model.reset_classifier(num_classes)
+    _init_head(model.get_classifier())
+    return Backbone(model, spec=spec, pool=pool)

@@ -1,0 +1,272 @@
+"""The ``vpeft`` command line. ``vpeft COMMAND --help`` documents each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import VpeftError
+
+EPILOG = """examples:
+  vpeft demo
+  vpeft data synth --out data/ --tasks shapes
+  vpeft train --data data/shapes --backbone vit_tiny_patch16_224:img_size=32,patch_size=4 --method bitfit --out runs/a
+  vpeft train --config run.yaml train.lr=0.01 method.name=full --out runs/b
+  vpeft eval --run runs/a
+  vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
+  vpeft list methods
+"""
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a backbone with a method on a task folder",
+        description="Train backbone x method x objective on a VTAB-1K-layout task folder. Options given on the "
+        "command line override --config; dotted SECTION.KEY=VALUE overrides (e.g. train.lr=0.01 method.rank=4) "
+        "come last.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--config", help="run config YAML (sections backbone, method, objective, data, train)")
+    p.add_argument("--data", help="task folder (train800.txt, val200.txt, train800val200.txt, test.txt)")
+    p.add_argument("--backbone", help="timm model name[:key=value,...]")
+    p.add_argument("--checkpoint", help="backbone weights: .npz, .safetensors or .pth")
+    p.add_argument("--pretrained", action="store_true", help="download timm hub weights (needs network)")
+    p.add_argument("--pool", choices=["token", "avg"], help="classifier input (default: the model's)")
+    p.add_argument("--method", help="method spec, name[:key=value,...] (see 'vpeft list methods')")
+    p.add_argument("--objective", help="objective spec (see 'vpeft list objectives')")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--select", choices=["last", "val", "best-test"], help="model-selection rule (default last)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _train_config(args):
+    from .config import RunConfig, apply_overrides, load_yaml, parse_spec
+
+    data = load_yaml(args.config) if args.config else {}
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    sec = lambda name: data.setdefault(name, {}) if isinstance(data.get(name, {}), dict) else data[name]  # noqa
+    if args.data:
+        sec("data")["root"] = args.data
+    if args.backbone:
+        sec("backbone")["spec"] = args.backbone
+    if args.checkpoint:
+        sec("backbone")["checkpoint"] = args.checkpoint
+    if args.pretrained:
+        sec("backbone")["pretrained"] = True
+    if args.pool:
+        sec("backbone")["pool"] = args.pool
+    for flag in ("method", "objective"):
+        value = getattr(args, flag)
+        if value:
+            name, kwargs = parse_spec(value)
+            data[flag] = {"name": name, **kwargs}
+    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"),
+                      ("select", "select")):
+        value = getattr(args, flag)
+        if value is not None:
+            sec("train")[key] = value
+    data = apply_overrides(data, args.overrides)
+    return RunConfig.from_dict(data)
+
+
+def cmd_train(args) -> int:
+    from .engine.trainer import train
+
+    cfg = _train_config(args)
+    result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    _print_result(result, args.out)
+    return 0
+
+
+def _mib(n) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _print_result(result: dict, out) -> None:
+    m = result["memory"]
+    print(f"run:        {out}")
+    print(f"task:       {result['task']} ({result['num_classes']} classes)  method: {result['method']}  "
+          f"objective: {result['objective']}")
+    print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
+          f"select={result['protocol']['select']}, epoch {result['selected_epoch']})")
+    print(f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
+          f"of {result['total_params']:,}")
+    print(f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
+          f"batch {m['batch_size']}, {m['dtype']}, {m['device']})")
+    print(f"time:       train {result['train_seconds']:.1f} s, eval {result['eval_seconds']:.1f} s")
+    for w in result.get("warnings", []):
+        print(f"warning:    {w}")
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .data.vtab import load_split
+    from .run import RESULT_FILE, evaluate, load_run
+
+    model, objective, cfg, num_classes = load_run(args.run, device=args.device)
+    root = args.data or cfg.data.root
+    split = args.split or cfg.data.test_split
+    size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
+    ds = load_split(root, split, size, num_classes)
+    acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
+                                   cfg.data.normalize, torch.device(args.device))
+    recorded = None
+    result_path = Path(args.run) / RESULT_FILE
+    if result_path.is_file() and split == cfg.data.test_split and root == cfg.data.root:
+        recorded = json.loads(result_path.read_text())["test_acc"]
+    out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        line = f"{split} acc: {acc:.2f}% ({correct}/{total})"
+        if recorded is not None:
+            line += f"; recorded {recorded:.2f}% ({'same' if recorded == acc else 'DIFFERENT'})"
+        print(line)
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from .measure import MEASURE_KEYS, measure
+
+    rows = []
+    for method in args.method or ["linear"]:
+        r = measure(args.backbone, method, args.objective, batch_size=args.batch_size, num_classes=args.num_classes,
+                    timing=not args.no_timing, device=args.device)
+        rows.append(r)
+        if not args.json:
+            print(f"{r['method']} x {r['objective']}: " + ", ".join(
+                f"{k}={r[k]:,}" if isinstance(r[k], int) else f"{k}={r[k]:.3f}" if isinstance(r[k], float)
+                else f"{k}={r[k]}" for k in MEASURE_KEYS), flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .config import field_docs
+    from .registry import METHODS, OBJECTIVES, SELECTORS
+    import vpeft.methods  # noqa: F401
+    import vpeft.objectives  # noqa: F401
+    import vpeft.selectors  # noqa: F401
+
+    registry = {"methods": METHODS, "selectors": SELECTORS, "objectives": OBJECTIVES}[args.kind]
+    if not registry.names():
+        print(f"no {args.kind} registered yet")
+    for name in registry.names():
+        cls = registry.get(name)
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name}: {summary}")
+        docs = field_docs(cls)
+        defaults = cls().to_dict()
+        for f in cls.fields():
+            print(f"    {f.name} = {defaults[f.name]!r}: {docs.get(f.name, '')}")
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from .data.synth import TASKS, generate
+
+    unknown = [t for t in args.tasks or [] if t not in TASKS]
+    if unknown:
+        raise VpeftError(f"unknown synthetic task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    for root in generate(args.out, args.tasks, seed=args.seed, size=args.size, n_test=args.n_test):
+        print(root)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vpeft",
+        description="Parameter-efficient transfer learning for pretrained vision transformers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vpeft {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("demo", help="the embedded default: fine-tune on a generated task and print a table")
+    d.add_argument("--out", default="runs/demo", help="where data and runs go (default runs/demo)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default: the demo's)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+
+    _add_train(sub)
+
+    e = sub.add_parser("eval", help="rebuild a run's model from its directory and evaluate it")
+    e.add_argument("--run", required=True, help="run directory written by 'vpeft train'")
+    e.add_argument("--data", help="task folder (default: the run's)")
+    e.add_argument("--split", help="list file stem (default: the run's test split)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true")
+
+    m = sub.add_parser("measure", help="trainable parameters, training memory and step time, random weights")
+    m.add_argument("--backbone", required=True, help="timm model name[:key=value,...]")
+    m.add_argument("--method", action="append", help="method spec; repeat to compare several")
+    m.add_argument("--objective", default="ce")
+    m.add_argument("--batch-size", type=int, default=2)
+    m.add_argument("--num-classes", type=int, default=10)
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--no-timing", action="store_true", help="skip the timed step")
+    m.add_argument("--json", action="store_true", help="print a JSON list, one object per method")
+
+    ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
+    ls.add_argument("kind", choices=["methods", "selectors", "objectives"])
+
+    data = sub.add_parser("data", help="data tools")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    s = dsub.add_parser("synth", help="write synthetic tasks in the VTAB-1K layout (deterministic by seed)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--tasks", nargs="+", help="task names (default: all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=32, help="image side in pixels")
+    s.add_argument("--n-test", type=int, default=500, help="test images per task")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    handler = cmd_data_synth if args.command == "data" else COMMANDS[args.command]
+    try:
+        return handler(args)
+    except VpeftError as e:
+        if args.verbose:
+            raise
+        print(f"vpeft: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vpeft: interrupted; a training run continues with the same command plus --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

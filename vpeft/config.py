@@ -1,0 +1,462 @@
+"""Typed configs: dataclasses that reject unknown keys and bad values when they are read, not when they are used.
+
+Every plug-in config and every section of a run config derives from :class:`BaseConfig`. Fields are documented once,
+in the class docstring's ``Args:`` section; :func:`field_docs` reads them back for ``vpeft list`` and the docs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"tuple of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert the lossless cases (int -> float, str -> number)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{where}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        if isinstance(value, str):
+            value = [v for v in re.split(r"[+,]", value) if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Map field name -> description, read from the ``Args:`` section of the class docstring."""
+    doc = cls.__doc__ or ""
+    out: dict[str, str] = {}
+    in_args, current = False, None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Args:":
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if stripped and not line.startswith(" " * 8) and stripped.endswith(":") and " " not in stripped:
+            break  # next section (Returns:, Raises:)
+        m = re.match(r"^\s{4,8}(\w+):\s*(.*)$", line)
+        if m and (line.startswith(" " * 4) and not line.startswith(" " * 12)):
+            current = m.group(1)
+            out[current] = m.group(2).strip()
+        elif current and stripped:
+            out[current] += " " + stripped
+        elif not stripped and current:
+            current = None
+    return out
+
+
+@dataclass(kw_only=True)
+class BaseConfig:
+    """Base of every config: ``from_dict`` validates, ``to_dict`` gives plain YAML-able values."""
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.init]
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str | None = None):
+        where = where or cls.__name__
+        data = dict(data or {})
+        hints = typing.get_type_hints(cls)
+        valid = [f.name for f in cls.fields()]
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where} has no option {key!r}{hint}; valid options: {', '.join(valid) or '(none)'}"
+            )
+        kwargs = {k: _coerce(v, hints[k], f"{where}, option {k!r}") for k, v in data.items()}
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in self.fields():
+            v = getattr(self, f.name)
+            if isinstance(v, BaseConfig):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+def _parse_value(text: str) -> Any:
+    text = text.strip()
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside brackets, so ``targets=[q,v],rank=4`` gives two items."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``"name"`` or ``"name:key=value,key=value"`` into ``(name, kwargs)``.
+
+    Values are read as YAML scalars or flow lists: ``rank=4``, ``scale=0.1``, ``bias=true``, ``targets=[q,v]``.
+    """
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"empty name in spec {spec!r}; write name or name:key=value,...")
+    kwargs: dict[str, Any] = {}
+    if rest.strip():
+        for item in _split_top_level(rest):
+            if not item.strip():
+                continue
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"bad item {item!r} in spec {spec!r}; write key=value")
+            kwargs[key.strip()] = _parse_value(value)
+    return name, kwargs
+
+
+def format_spec(name: str, kwargs: dict[str, Any]) -> str:
+    """Inverse of :func:`parse_spec` for simple values."""
+    if not kwargs:
+        return name
+
+    def fmt(v):
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(str(x) for x in v) + "]"
+        if isinstance(v, bool):
+            return str(v).lower()
+        return str(v)
+
+    return name + ":" + ",".join(f"{k}={fmt(v)}" for k, v in kwargs.items())
+
+
+def plugin_to_dict(cfg: BaseConfig) -> dict:
+    """A registered plug-in config as a YAML mapping with its ``name``."""
+    return {"name": cfg.name, **cfg.to_dict()}  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Run config: the composition backbone x method x objective x data x train.
+
+
+@dataclass(kw_only=True)
+class BackboneConfig(BaseConfig):
+    """Which pretrained model to adapt.
+
+    Args:
+        spec: timm model name with optional overrides, ``name:key=value,...``
+            (e.g. ``vit_tiny_patch16_224:img_size=32,patch_size=4,depth=2``).
+        checkpoint: Local weight file (Google ``.npz``, ``.safetensors`` or ``.pth`` state dict); null for random
+            weights.
+        pretrained: Download timm hub weights (needs network); ignored when ``checkpoint`` is set.
+        pool: Classifier input: ``token`` (class token after the final norm) or ``avg`` (mean of the patch tokens,
+            then the final norm, as DTL); null keeps the model's default.
+    """
+
+    spec: str = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"
+    checkpoint: Optional[str] = None
+    pretrained: bool = False
+    pool: Optional[Literal["token", "avg"]] = None
+
+
+@dataclass(kw_only=True)
+class DataConfig(BaseConfig):
+    """Where the images are and how they are read.
+
+    Args:
+        root: A task folder in the VTAB-1K layout (``train800.txt``, ``val200.txt``, ``train800val200.txt``,
+            ``test.txt`` with lines ``<relative path> <label>``).
+        train_split: List file stem to train on; null picks ``train800val200`` (or ``train800`` when selecting on
+            val).
+        val_split: List file stem for model selection with ``train.select=val``.
+        test_split: List file stem to report accuracy on.
+        normalize: ``inception`` (mean = std = 0.5, as the papers) or ``imagenet`` (ImageNet mean and std).
+        img_size: Input side length; null uses the backbone's.
+        num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label.
+    """
+
+    root: Optional[str] = None
+    train_split: Optional[str] = None
+    val_split: str = "val200"
+    test_split: str = "test"
+    normalize: Literal["inception", "imagenet"] = "inception"
+    img_size: Optional[int] = None
+    num_classes: Optional[int] = None
+
+
+@dataclass(kw_only=True)
+class TrainConfig(BaseConfig):
+    """How to train.
+
+    Args:
+        epochs: Number of epochs.
+        batch_size: Images per optimizer step (before gradient accumulation splits it).
+        lr: Peak learning rate.
+        optimizer: ``adamw``, ``adam`` or ``sgd``.
+        momentum: SGD momentum.
+        weight_decay: Weight decay.
+        decay_1d: Also decay tensors with ndim <= 1 (biases, norms, tokens); the papers' code does not.
+        warmup_epochs: Linear warm-up length, inside the cosine (timm ``warmup_prefix=False``).
+        warmup_lr: Learning rate at the start of warm-up.
+        min_lr: Learning rate at the end of the cosine.
+        cosine_epochs: Length of the cosine in epochs; null means ``epochs``. Epochs past it stay at ``min_lr``
+            (timm's ``--epochs 100`` trains 110 epochs this way).
+        sched_unit: Step the schedule per ``epoch`` (timm style, as the papers) or per optimizer ``step``.
+        grad_accum: Split each batch into this many micro-batches and accumulate gradients.
+        drop_path: Stochastic depth rate on the frozen backbone's blocks.
+        amp: Mixed precision on CUDA: ``none``, ``fp16`` or ``bf16`` (ignored on CPU, with a warning).
+        seed: Seed for initialisation, shuffling, dropout and drop-path; same seed, same result on CPU.
+        select: Model selection: ``last`` epoch, best ``val`` accuracy (training on train800), or ``best-test``
+            (selects on the test set, as the GIST/iDAT/GPS code; flagged in the log and result).
+        eval_batch_size: Batch size for evaluation; null means ``batch_size``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    decay_1d: bool = False
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-7
+    min_lr: float = 1e-8
+    cosine_epochs: Optional[int] = None
+    sched_unit: Literal["epoch", "step"] = "epoch"
+    grad_accum: int = 1
+    drop_path: float = 0.0
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    seed: int = 0
+    select: Literal["last", "val", "best-test"] = "last"
+    eval_batch_size: Optional[int] = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train option {name!r} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train option 'batch_size' ({self.batch_size}) must be a multiple of 'grad_accum' ({self.grad_accum})"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"train option 'lr' must be > 0, got {self.lr}")
+        if not 0 <= self.drop_path < 1:
+            raise ConfigError(f"train option 'drop_path' must be in [0, 1), got {self.drop_path}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
+
+
+@dataclass(kw_only=True)
+class RunConfig(BaseConfig):
+    """A whole run: backbone x method x objective, on data, trained by the trainer.
+
+    Args:
+        backbone: The backbone section.
+        method: Method spec: a name or a mapping with ``name`` and its options.
+        objective: Objective spec, as ``method``.
+        data: The data section.
+        train: The train section.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: Any = "linear"
+    objective: Any = "ce"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, where: str | None = None) -> "RunConfig":
+        from .registry import METHODS, OBJECTIVES
+
+        data = dict(data or {})
+        valid = [f.name for f in cls.fields()]
+        for key in data:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"run config has no section {key!r}{hint}; valid sections: {', '.join(valid)}")
+        sections = {"backbone": BackboneConfig, "data": DataConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for name, sec in sections.items():
+            value = data.get(name) or {}
+            if isinstance(value, BaseConfig):
+                kwargs[name] = value
+            elif isinstance(value, str) and name == "backbone":
+                kwargs[name] = BackboneConfig(spec=value)
+            elif isinstance(value, dict):
+                kwargs[name] = sec.from_dict(value, where=f"section {name!r}")
+            else:
+                raise ConfigError(f"section {name!r} must be a mapping, got {value!r}")
+        # Plug-ins are validated against their registries and stored as instances.
+        import vpeft.methods  # noqa: F401  (registers the built-in plug-ins)
+        import vpeft.objectives  # noqa: F401
+
+        kwargs["method"] = METHODS.build(data.get("method", "linear"))
+        kwargs["objective"] = OBJECTIVES.build(data.get("objective", "ce"))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return {
+            "backbone": self.backbone.to_dict(),
+            "method": plugin_to_dict(self.method),
+            "objective": plugin_to_dict(self.objective),
+            "data": self.data.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply dotted ``section.key=value`` overrides to a nested mapping (a copy)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"bad override {item!r}; write section.key=value, e.g. train.lr=0.01")
+        parts = key.split(".")
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if isinstance(child, str) and p in ("method", "objective"):
+                name, kwargs = parse_spec(child)
+                child = {"name": name, **kwargs}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node[p] = child
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, naming the file in any error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def spec_string(cfg: BaseConfig) -> str:
+    """A plug-in config as ``name:key=value,...`` listing only the options that differ from their defaults."""
+    default = type(cfg)().to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if v != default.get(k)}
+    return format_spec(cfg.name, changed)  # type: ignore[attr-defined]

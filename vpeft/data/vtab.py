@@ -1,0 +1,162 @@
+"""Reader for task folders in the VTAB-1K layout (NOAH's, read by all four papers' code).
+
+::
+
+    <task>/images/<split>/000123.jpg
+    <task>/{train800,val200,train800val200,test}.txt     # lines: "<relative path> <label>"
+    <task>/classes.txt                                   # optional: "<label> <name>" per class
+
+Images are resized directly to the model's input size (bicubic, no crop, no augmentation, as the papers' VTAB runs)
+and kept decoded in memory as uint8, so an epoch costs no decoding. Every problem names the list file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+
+NORMALIZATION = {
+    # mean = std = 0.5 (timm's IMAGENET_INCEPTION_*), as GIST, iDAT, GPS and DTL
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass
+class ListEntry:
+    path: str
+    label: int
+    line: int
+
+
+@dataclass
+class ImageDataset:
+    """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def list_path(root: str | Path, split: str) -> Path:
+    return Path(root) / f"{split}.txt"
+
+
+def read_list(root: str | Path, split: str) -> list[ListEntry]:
+    """Parse ``<root>/<split>.txt``; a bad line fails with the file and line number."""
+    path = list_path(root, split)
+    if not Path(root).is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    if not path.is_file():
+        present = sorted(p.stem for p in Path(root).glob("*.txt"))
+        raise DataError(f"missing list file {path} (list files there: {', '.join(present) or 'none'})")
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{path}:{lineno}: expected '<relative path> <label>', got {line!r}")
+            try:
+                label = int(parts[1])
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
+            entries.append(ListEntry(parts[0], label, lineno))
+    if not entries:
+        raise DataError(f"list file {path} has no entries")
+    return entries
+
+
+def infer_num_classes(root: str | Path, splits: list[str]) -> int:
+    """``classes.txt``'s line count if it exists, else 1 + the largest label in ``splits``."""
+    classes = Path(root) / "classes.txt"
+    if classes.is_file():
+        n = sum(1 for line in classes.read_text().splitlines() if line.strip())
+        if n > 0:
+            return n
+    return 1 + max(e.label for s in splits for e in read_list(root, s))
+
+
+def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        img = img.convert("RGB")
+        if img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BICUBIC)
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+_CACHE: dict[tuple, ImageDataset] = {}
+
+
+def load_split(
+    root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True
+) -> ImageDataset:
+    """Read and decode one split; checks labels against ``num_classes`` before decoding anything."""
+    root = Path(root)
+    entries = read_list(root, split)
+    lpath = list_path(root, split)
+    if num_classes is not None:
+        for e in entries:
+            if not 0 <= e.label < num_classes:
+                raise DataError(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
+    key = (str(root.resolve()), split, tuple(size), os.path.getmtime(lpath))
+    if cache and key in _CACHE:
+        return _CACHE[key]
+    for e in entries:
+        if not (root / e.path).is_file():
+            raise DataError(f"{lpath}:{e.line}: image {root / e.path} does not exist")
+
+    def work(e: ListEntry) -> np.ndarray:
+        try:
+            return _decode(root / e.path, size)
+        except Exception as ex:
+            raise DataError(f"{lpath}:{e.line}: cannot read image {root / e.path}: {type(ex).__name__}: {ex}") from None
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(work, entries))
+    ds = ImageDataset(
+        images=torch.from_numpy(np.stack(arrays)),
+        labels=torch.tensor([e.label for e in entries], dtype=torch.int64),
+        source=str(lpath),
+    )
+    if cache:
+        _CACHE[key] = ds
+    return ds
+
+
+def batches(
+    ds: ImageDataset, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(uint8 images, labels)`` batches; the last batch may be smaller."""
+    n = len(ds)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        yield ds.images[idx], ds.labels[idx]
+
+
+def num_batches(ds: ImageDataset, batch_size: int) -> int:
+    return (len(ds) + batch_size - 1) // batch_size
+
+
+def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` to normalised float32."""
+    mean, std = NORMALIZATION[kind]
+    mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std

@@ -1,0 +1,100 @@
+"""Trainable-only checkpoints (safetensors) and atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+from .optim import trainable_named_parameters
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def trainable_state_dict(model, objective=None) -> dict[str, torch.Tensor]:
+    """Only the trainable tensors, keyed as in ``model.named_parameters()`` (objective ones under ``objective.``)."""
+    modules = [model] + ([objective] if objective is not None else [])
+    return {n: p.detach().clone() for n, p in trainable_named_parameters(*modules)}
+
+
+def save_trainable(path: str | Path, model, objective=None, metadata: dict | None = None) -> None:
+    sd = {k: v.contiguous() for k, v in trainable_state_dict(model, objective).items()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(sd, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: str = "state") -> None:
+    """Copy ``sd`` into the trainable tensors; every trainable tensor must be present with its shape."""
+    named = dict(trainable_named_parameters(*([model] + ([objective] if objective is not None else []))))
+    missing = [k for k in named if k not in sd]
+    unexpected = [k for k in sd if k not in named]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(named[k].shape)}" for k in sd if k in named and sd[k].shape != named[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(sd[k])
+
+
+def load_trainable(path: str | Path, model, objective=None) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"trainable checkpoint {path} does not exist")
+    try:
+        sd = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    load_trainable_state(model, objective, sd, source=str(path))

@@ -1,0 +1,316 @@
+"""The one training loop. Methods and objectives plug in; the trainer reads only ``out["loss"]`` and logs the rest.
+
+A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one line per epoch), ``state.pt`` (the
+resume state, rewritten atomically after every epoch, removed at the end), ``trainable.safetensors`` (only the trainable
+tensors of the selected epoch) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..config import RunConfig, spec_string
+from ..data.vtab import infer_num_classes, load_split, normalize, num_batches, batches
+from ..errors import ConfigError, RunDirError
+from ..measure import SavedTensorProbe, memory_stats, param_counts
+from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, build_model, evaluate, resolve_device
+from .checkpoint import (
+    TRAINABLE_FILE,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_trainable_state,
+    save_trainable,
+    trainable_state_dict,
+)
+from .optim import build_optimizer, lr_at, param_groups, set_lr, trainable_named_parameters
+
+log = logging.getLogger("vpeft")
+
+BEST_TEST_WARNING = (
+    "model selection 'best-test' picks the epoch with the best TEST accuracy (as the GIST, iDAT and GPS code does); "
+    "the reported accuracy is optimistic and not comparable to 'last' or 'val'"
+)
+
+
+def _versions() -> dict:
+    import platform
+
+    import numpy
+    import timm
+
+    from .. import __version__
+
+    return {
+        "vpeft": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _git() -> dict:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return {"hash": None, "dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        return {"hash": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"hash": None, "dirty": None}
+
+
+def _splits(cfg: RunConfig) -> tuple[str, Optional[str], str]:
+    select = cfg.train.select
+    train_split = cfg.data.train_split or ("train800" if select == "val" else "train800val200")
+    val_split = cfg.data.val_split if select == "val" else None
+    return train_split, val_split, cfg.data.test_split
+
+
+def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_configs(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_epoch_end: Optional[Callable[[int, dict], None]] = None,
+) -> dict:
+    """Train ``cfg`` into ``out_dir`` and return the result record (also written to ``result.json``).
+
+    Args:
+        cfg: The run config.
+        out_dir: Run directory; created if needed.
+        resume: Continue from ``state.pt`` (a finished run returns its result).
+        overwrite: Replace an existing run directory's contents.
+        progress: Show tqdm progress bars.
+        on_epoch_end: Called as ``on_epoch_end(epoch, log_entry)`` after each epoch's state is saved.
+    """
+    tc, dc = cfg.train, cfg.data
+    out = Path(out_dir)
+    if dc.root is None:
+        raise ConfigError("no data given: set data.root (--data TASK_DIR)")
+    resolved = cfg.to_dict()
+    resolved["data"]["root"] = str(Path(dc.root).resolve())
+    if cfg.backbone.checkpoint:
+        resolved["backbone"]["checkpoint"] = str(Path(cfg.backbone.checkpoint).resolve())
+
+    # 1. Everything that can fail on bad input fails here, before the run directory is touched.
+    train_split, val_split, test_split = _splits(cfg)
+    all_splits = [s for s in (train_split, val_split, test_split) if s]
+    num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits)
+    if out.exists() and any(out.iterdir()):
+        if (out / RESULT_FILE).is_file() and resume and not overwrite:
+            log.info("run %s already finished", out)
+            return json.loads((out / RESULT_FILE).read_text())
+        if resume and (out / CONFIG_FILE).is_file():
+            saved = yaml.safe_load((out / CONFIG_FILE).read_text())
+            diff = _diff_configs(saved, resolved)
+            if diff:
+                raise RunDirError(f"cannot resume {out}: its config differs: " + "; ".join(diff))
+        elif not overwrite:
+            raise RunDirError(
+                f"run directory {out} is not empty; pass --resume to continue it or --overwrite to replace it"
+            )
+    model, objective = build_model(cfg, num_classes)
+    size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
+    train_ds = load_split(dc.root, train_split, size, num_classes)
+    val_ds = load_split(dc.root, val_split, size, num_classes) if val_split else None
+    test_ds = load_split(dc.root, test_split, size, num_classes)
+
+    if out.exists() and overwrite and not resume:
+        for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+
+    device = resolve_device(tc.device)
+    model.to(device), objective.to(device)
+    use_amp = tc.amp != "none" and device.type == "cuda"
+    if tc.amp != "none" and not use_amp:
+        warnings.warn(f"train.amp={tc.amp!r} is ignored on {device.type}; training in fp32")
+    amp_dtype = torch.float16 if tc.amp == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda") if use_amp and tc.amp == "fp16" else None
+    if tc.select == "best-test":
+        warnings.warn(BEST_TEST_WARNING)
+
+    named = trainable_named_parameters(model, objective)
+    if not named:
+        raise ConfigError(f"method {spec_string(cfg.method)!r} leaves nothing to train")
+    no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
+    optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
+    steps_per_epoch = num_batches(train_ds, tc.batch_size)
+    unit = steps_per_epoch if tc.sched_unit == "step" else 1
+
+    # 2. Resume state.
+    start_epoch, history, best, memory, train_seconds = 0, [], None, None, 0.0
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        load_trainable_state(model, objective, state["trainable"], source=str(state_path))
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history, best = state["epoch"], state["log"], state["best"]
+        memory, train_seconds = state["memory"], state["train_seconds"]
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+    elif resume:
+        log.info("nothing to resume in %s: starting", out)
+
+    micro = tc.batch_size // tc.grad_accum
+    epochs_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", disable=not progress, initial=start_epoch,
+                      total=tc.epochs, leave=False)
+    for epoch in epochs_bar:
+        t0 = time.perf_counter()
+        model.train(), objective.train()
+        if tc.sched_unit == "epoch":
+            set_lr(optimizer, lr_at(epoch, tc))
+        gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+        sums: dict[str, float] = {}
+        seen = correct = 0
+        bar = tqdm(batches(train_ds, tc.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        for step, (x, y) in enumerate(bar):
+            if tc.sched_unit == "step":
+                set_lr(optimizer, lr_at(epoch * unit + step, tc, unit))
+            x, y = normalize(x.to(device), dc.normalize), y.to(device)
+            n = len(y)
+            for xs, ys in zip(x.split(micro), y.split(micro)):
+                probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
+                with probe, (torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()):
+                    result = objective(model, xs, ys)
+                loss = result["loss"] * (len(ys) / n)
+                (scaler.scale(loss) if scaler else loss).backward()
+                for k, v in result.items():
+                    if k != "logits":
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(ys)
+                correct += int((result["logits"].detach().argmax(-1) == ys).sum())
+                if memory is None:
+                    memory = {"saved_bytes": probe.bytes, "micro_batch": len(ys)}
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            if "param_bytes" not in memory:
+                memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes")))
+            optimizer.zero_grad(set_to_none=True)
+            seen += n
+            if not math.isfinite(sums["loss"]):
+                raise RuntimeError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        entry.update({k: v / seen for k, v in sums.items()})
+        entry["train_acc"] = 100.0 * correct / seen
+        train_seconds += time.perf_counter() - t0
+        # Model selection bookkeeping.
+        if tc.select in ("val", "best-test"):
+            ds, key = (val_ds, "val_acc") if tc.select == "val" else (test_ds, "test_acc")
+            acc, _, _ = evaluate(model, objective, ds, tc.eval_batch_size or tc.batch_size, dc.normalize, device)
+            entry[key] = acc
+            if best is None or acc > best["acc"]:
+                best = {"acc": acc, "epoch": epoch + 1, "trainable": trainable_state_dict(model, objective)}
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
+        epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **({k: f"{entry[k]:.1f}" for k in ("val_acc", "test_acc") if k in entry}))
+        state = {
+            "epoch": epoch + 1,
+            "trainable": trainable_state_dict(model, objective),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "log": history,
+            "best": best,
+            "memory": memory,
+            "train_seconds": train_seconds,
+        }
+        atomic_torch_save(state_path, state)
+        atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, entry)
+
+    # 3. Select, test, write.
+    selected_epoch = tc.epochs
+    if tc.select in ("val", "best-test") and best is not None:
+        load_trainable_state(model, objective, best["trainable"], source="best epoch")
+        selected_epoch = best["epoch"]
+    t0 = time.perf_counter()
+    test_acc, test_correct, test_total = evaluate(
+        model, objective, test_ds, tc.eval_batch_size or tc.batch_size, dc.normalize, device
+    )
+    eval_seconds = time.perf_counter() - t0
+    save_trainable(out / TRAINABLE_FILE, model, objective, metadata={"method": spec_string(cfg.method)})
+    counts = param_counts(model, objective)
+    result = {
+        "test_acc": test_acc,
+        "test_correct": test_correct,
+        "test_total": test_total,
+        "val_acc": best["acc"] if tc.select == "val" and best else None,
+        "selected_epoch": selected_epoch,
+        "backbone": cfg.backbone.spec,
+        "method": spec_string(cfg.method),
+        "objective": spec_string(cfg.objective),
+        "task": Path(dc.root).name,
+        "num_classes": num_classes,
+        "seed": tc.seed,
+        "trainable_params": counts["trainable"],
+        "trainable_params_no_head": counts["trainable_no_head"],
+        "total_params": counts["total"],
+        "memory": {
+            **{k: v for k, v in memory.items() if k != "micro_batch"},
+            "batch_size": memory["micro_batch"],
+            "dtype": str(amp_dtype if use_amp else torch.float32).replace("torch.", ""),
+            "device": device.type,
+        },
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "protocol": {
+            "select": tc.select,
+            "train_split": train_split,
+            "val_split": val_split,
+            "test_split": test_split,
+            "resize": "direct bicubic, no crop, no augmentation",
+            "img_size": list(size),
+            "normalize": dc.normalize,
+            "epochs": tc.epochs,
+            "batch_size": tc.batch_size,
+            "optimizer": tc.optimizer,
+            "lr": tc.lr,
+            "weight_decay": tc.weight_decay,
+            "schedule": f"cosine, warmup {tc.warmup_epochs} epochs, stepped per {tc.sched_unit}",
+        },
+        "warnings": [BEST_TEST_WARNING] if tc.select == "best-test" else [],
+        "versions": _versions(),
+        "git": _git(),
+    }
+    if use_amp and device.type == "cuda":
+        result["memory"]["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+    atomic_write_json(out / RESULT_FILE, result)
+    state_path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,69 @@
+"""Methods that add no modules: linear probing, full fine-tuning and BitFit (Ben Zaken et al., arXiv:2106.10199)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..registry import METHODS
+from .base import MethodConfig
+
+
+@METHODS.register("linear")
+@dataclass(kw_only=True)
+class LinearConfig(MethodConfig):
+    """Linear probing: only the classifier head trains; the backbone stays frozen."""
+
+    identity_init = True
+
+    def inject(self, backbone) -> None:
+        pass
+
+    def extra_trainable_count(self, backbone) -> int:
+        return 0
+
+
+@METHODS.register("full")
+@dataclass(kw_only=True)
+class FullConfig(MethodConfig):
+    """Full fine-tuning: every backbone parameter trains (the upper baseline of every PETL table)."""
+
+    identity_init = True
+    trains_backbone = True
+
+    def inject(self, backbone) -> None:
+        for p in backbone.model.parameters():
+            p.requires_grad_(True)
+
+    def extra_trainable_count(self, backbone) -> int:
+        head = {id(p) for p in backbone.head.parameters()}
+        return sum(p.numel() for p in backbone.model.parameters() if id(p) not in head)
+
+
+def _bias_params(backbone):
+    for module in backbone.model.modules():
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, nn.Parameter) and module is not backbone.head:
+            yield bias
+
+
+@METHODS.register("bitfit")
+@dataclass(kw_only=True)
+class BitFitConfig(MethodConfig):
+    """BitFit: every bias term trains (linear, convolution and normalisation biases), plus the head.
+
+    On ViT-B/16 this is 102,912 parameters without the head: per block the biases of norm1 (768), qkv (2,304),
+    proj (768), norm2 (768), fc1 (3,072) and fc2 (768), plus the patch embedding's and the final norm's.
+    """
+
+    identity_init = True
+    mergeable = True
+    trains_backbone = True
+
+    def inject(self, backbone) -> None:
+        for p in _bias_params(backbone):
+            p.requires_grad_(True)
+
+    def extra_trainable_count(self, backbone) -> int:
+        return sum(p.numel() for p in _bias_params(backbone))

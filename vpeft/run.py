@@ -1,0 +1,85 @@
+"""Runs: build a model from a run config, read a run directory back, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .backbones import create_backbone
+from .config import RunConfig, load_yaml
+from .data.vtab import ImageDataset, batches, normalize
+from .engine.checkpoint import TRAINABLE_FILE, load_trainable
+from .errors import RunDirError
+from .methods.base import apply_method
+
+CONFIG_FILE = "config.yaml"
+RESULT_FILE = "result.json"
+LOG_FILE = "log.jsonl"
+STATE_FILE = "state.pt"
+
+
+def build_model(cfg: RunConfig, num_classes: int):
+    """Backbone (seeded by ``train.seed``) + method + objective. Same config and seed, same initial model."""
+    torch.manual_seed(cfg.train.seed)
+    backbone = create_backbone(
+        cfg.backbone.spec,
+        num_classes,
+        cfg.backbone.checkpoint,
+        pretrained=cfg.backbone.pretrained,
+        pool=cfg.backbone.pool,
+        drop_path=cfg.train.drop_path,
+    )
+    apply_method(backbone, cfg.method)
+    objective = cfg.objective.build(backbone)
+    return backbone, objective
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model, objective, ds: ImageDataset, batch_size: int, norm: str, device=None) -> tuple[float, int, int]:
+    """Top-1 accuracy in percent, with the number correct and the total."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval(), objective.eval()
+    correct = 0
+    for x, y in batches(ds, batch_size):
+        logits = objective.predict(model, normalize(x.to(device), norm))
+        correct += int((logits.argmax(-1).cpu() == y).sum())
+    model.train(was_training), objective.train(was_training)
+    return 100.0 * correct / len(ds), correct, len(ds)
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    return RunConfig.from_dict(load_yaml(path))
+
+
+def load_run(run_dir: str | Path, device: str = "cpu"):
+    """Rebuild the trained model of a run directory: ``(model, objective, config, num_classes)``."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    result_path = run_dir / RESULT_FILE
+    if not (run_dir / TRAINABLE_FILE).is_file():
+        raise RunDirError(f"{run_dir} has no {TRAINABLE_FILE}: the run did not finish (continue it with --resume)")
+    num_classes = cfg.data.num_classes
+    if num_classes is None and result_path.is_file():
+        num_classes = json.loads(result_path.read_text())["num_classes"]
+    if num_classes is None:
+        raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
+    model, objective = build_model(cfg, num_classes)
+    load_trainable(run_dir / TRAINABLE_FILE, model, objective)
+    model.to(device), objective.to(device)
+    model.eval(), objective.eval()
+    return model, objective, cfg, num_classes
