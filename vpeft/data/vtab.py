@@ -114,12 +114,17 @@ def load_split(
         for e in entries:
             if not 0 <= e.label < num_classes:
                 raise DataError(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
-    key = (str(root.resolve()), split, tuple(size), os.path.getmtime(lpath))
+    # The cache key covers every image's size and mtime, so an edited, replaced or deleted file is read again.
+    stats = []
+    for e in entries:
+        try:
+            st = os.stat(root / e.path)
+        except OSError:
+            raise DataError(f"{lpath}:{e.line}: image {root / e.path} does not exist") from None
+        stats.append((st.st_mtime_ns, st.st_size))
+    key = (str(root.resolve()), split, tuple(size), hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
         return _CACHE[key]
-    for e in entries:
-        if not (root / e.path).is_file():
-            raise DataError(f"{lpath}:{e.line}: image {root / e.path} does not exist")
 
     def work(e: ListEntry) -> np.ndarray:
         try:

@@ -1,0 +1,50 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+#: The tiny ViT of the tests (STYLE.md): img 32, patch 8, dim 32, depth 2.
+TINY = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2"
+#: Small Swin and ConvNeXt for the "every backbone family builds" checks.
+TINY_SWIN = "swin_tiny_patch4_window7_224:img_size=32,window_size=4,embed_dim=16,depths=[1,1],num_heads=[1,2]"
+TINY_CONVNEXT = "convnext_atto:dims=[8,16,32,64],depths=[1,1,1,1]"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Synthetic tasks (count, shapes), 800/200/200 images of 32 px, generated once per session."""
+    from vpeft.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, ["count", "shapes"], seed=0, n_test=200)
+    return root
+
+
+def make_task(root: Path, n_train: int = 24, n_test: int = 12, num_classes: int = 3, size: int = 16) -> Path:
+    """A small task folder in the VTAB-1K layout with random images (for error-path tests)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lists = {}
+    for split, n in (("train800", n_train), ("val200", n_train // 2), ("test", n_test)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(n):
+            rel = f"images/{split}/{i:04d}.png"
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / rel)
+            lines.append(f"{rel} {i % num_classes}")
+        lists[split] = lines
+    lists["train800val200"] = lists["train800"] + lists["val200"]
+    for split, lines in lists.items():
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def small_task(tmp_path) -> Path:
+    return make_task(tmp_path / "task")

@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vpeft.cli import main
+from vpeft.registry import METHODS, OBJECTIVES
+
+from conftest import TINY
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train", "eval", "measure", "list", "data"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("kind,registry", [("methods", METHODS), ("objectives", OBJECTIVES)])
+def test_list_prints_every_registered_name_with_options(capsys, kind, registry):
+    assert main(["list", kind]) == 0
+    out = capsys.readouterr().out
+    for name in registry.names():
+        assert f"{name}:" in out
+        for f in registry.get(name).fields():
+            assert f"    {f.name} = " in out
+
+
+def test_list_selectors_when_empty(capsys):
+    assert main(["list", "selectors"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_measure_json(capsys):
+    assert main(["measure", "--backbone", TINY, "--method", "linear", "--method", "bitfit", "--batch-size", "2",
+                 "--num-classes", "3", "--json", "--no-timing"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["linear", "bitfit"]
+    assert all(set(r) == {"method", "objective", "trainable", "trainable_no_head", "total", "saved_activation_bytes",
+                          "param_bytes", "grad_bytes", "optimizer_state_bytes", "train_memory_bytes",
+                          "step_seconds"} for r in rows)
+
+
+def test_errors_are_one_line_with_exit_code_2(capsys, small_task, tmp_path):
+    code = main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "lora_typo", "--out",
+                 str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vpeft: error: unknown method 'lora_typo'") and "Traceback" not in err
+    code = main(["train", "--data", str(tmp_path / "nowhere"), "--backbone", TINY, "--out", str(tmp_path / "r")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path / "nowhere")]) == 2
+    assert "run directory" in capsys.readouterr().err
+
+
+def test_train_from_yaml_with_overrides_then_eval(small_task, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"backbone: {{spec: '{TINY}'}}\nmethod: {{name: linear}}\ndata: {{root: '{small_task}'}}\n"
+        "train: {epochs: 1, batch_size: 8}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "method.name=bitfit", "train.lr=0.01", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "test acc:" in printed and "trainable:" in printed and "train mem:" in printed
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"]["name"] == "bitfit" and saved["train"]["lr"] == 0.01
+    assert main(["eval", "--run", str(out)]) == 0
+    assert "(same)" in capsys.readouterr().out
+
+
+def test_data_synth_is_deterministic(tmp_path):
+    from vpeft.data.synth import TASKS
+
+    for d in ("a", "b"):
+        assert main(["data", "synth", "--out", str(tmp_path / d), "--seed", "5", "--n-test", "50"]) == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == len(TASKS) * (800 + 200 + 50 + 5)
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
+    main(["data", "synth", "--out", str(tmp_path / "c"), "--seed", "6", "--n-test", "50", "--tasks", "count"])
+    assert (tmp_path / "c/count/images/test/000000.png").read_bytes() != (
+        tmp_path / "a/count/images/test/000000.png").read_bytes()
+
+
+def test_module_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "vpeft", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("vpeft ")
