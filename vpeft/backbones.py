@@ -126,29 +126,48 @@ class Backbone(nn.Module):
         self._hook_handles.append(handle)
         return handle
 
+    def register_module_hook(
+        self,
+        module: nn.Module,
+        pre: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
+        post: Optional[Callable[[torch.Tensor, torch.Tensor], Optional[torch.Tensor]]] = None,
+    ) -> list:
+        """Hook any submodule: ``pre(x)`` may return a replacement input; ``post(x, y)`` may return a new output.
+
+        ``x`` is the module's first positional input and ``y`` its output. Returning None leaves them unchanged.
+        """
+        handles = []
+        if pre is not None:
+            handles.append(module.register_forward_pre_hook(lambda m, args: _replace_first(args, pre(args[0]))))
+        if post is not None:
+            handles.append(module.register_forward_hook(lambda m, args, out: post(args[0] if args else None, out)))
+        self._hook_handles.extend(handles)
+        return handles
+
     def register_block_hook(
         self,
         index: int,
-        pre: Optional[Callable[[torch.Tensor], None]] = None,
+        pre: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
         post: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
-    ):
-        """Read block ``index``'s input with ``pre(x)`` and/or rewrite its output with ``post(y) -> y``."""
+    ) -> list:
+        """Read (or replace) block ``index``'s input with ``pre(x)``; rewrite its output with ``post(y) -> y``."""
         blocks = self.blocks
         if not -len(blocks) <= index < len(blocks):
             raise ConfigError(f"block index {index} out of range: the backbone has {len(blocks)} blocks")
-        blk = blocks[index]
-        handles = []
-        if pre is not None:
-            handles.append(blk.register_forward_pre_hook(lambda m, args: pre(args[0])))
-        if post is not None:
-            handles.append(blk.register_forward_hook(lambda m, args, out: post(out)))
-        self._hook_handles.extend(handles)
-        return handles
+        return self.register_module_hook(
+            blocks[index], pre=pre, post=(lambda x, y: post(y)) if post is not None else None
+        )
 
     def remove_hooks(self) -> None:
         for h in self._hook_handles:
             h.remove()
         self._hook_handles.clear()
+
+
+def _replace_first(args: tuple, new):
+    if new is None:
+        return None
+    return (new, *args[1:])
 
 
 def _timm():

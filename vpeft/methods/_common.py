@@ -1,0 +1,80 @@
+"""Small building blocks shared by the methods."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "quick_gelu": QuickGELU, "silu": nn.SiLU, "identity": nn.Identity}
+
+
+def block_dim(block: nn.Module) -> int:
+    """Channel width of a block: the size its first LayerNorm normalises."""
+    for m in block.modules():
+        if isinstance(m, nn.LayerNorm):
+            return m.normalized_shape[-1]
+    raise ConfigError(f"cannot tell the width of {type(block).__name__}: it has no LayerNorm")
+
+
+def require(backbone, block: nn.Module, attrs: tuple[str, ...], method: str, why: str) -> None:
+    """Fail clearly when a block lacks what a method hooks into."""
+    missing = [a for a in attrs if not hasattr(block, a)]
+    if missing:
+        raise ConfigError(
+            f"method {method!r} does not apply to {type(backbone.model).__name__}: its {type(block).__name__} has no "
+            f"{', '.join(missing)} ({why})"
+        )
+
+
+def init_linear(layer: nn.Linear, kind: str) -> None:
+    """``trunc_normal`` (timm ViT init, GIST/iDAT), ``zero`` or ``kaiming`` (nn.Linear default), ``xavier`` (NOAH)."""
+    if kind == "trunc_normal":
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif kind == "zero":
+        nn.init.zeros_(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif kind == "kaiming":
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif kind == "xavier":
+        nn.init.xavier_uniform_(layer.weight)
+        if layer.bias is not None:
+            nn.init.normal_(layer.bias, std=1e-6)
+    else:
+        raise ValueError(f"unknown init {kind!r}")
+
+
+class Bottleneck(nn.Module):
+    """``scale * up(dropout(act(down(x))))``: the adapter module of every adapter variant."""
+
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool, init: str, scale: float, dropout: float = 0.0):
+        super().__init__()
+        self.down = nn.Linear(dim, hidden, bias=bias)
+        self.act = ACTIVATIONS[act]()
+        self.drop = nn.Dropout(dropout)
+        self.up = nn.Linear(hidden, dim, bias=bias)
+        self.scale = scale
+        if init == "zero_up":
+            init_linear(self.down, "kaiming")
+            init_linear(self.up, "zero")
+        else:
+            init_linear(self.down, init)
+            init_linear(self.up, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.up(self.drop(self.act(self.down(x))))
+        return out * self.scale if self.scale != 1.0 else out
