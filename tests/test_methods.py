@@ -11,11 +11,11 @@ from conftest import TINY
 NAMES = METHODS.names()
 
 
-def build(name, seed=0, num_classes=5):
+def build(name, seed=0, num_classes=5, spec=TINY, **overrides):
     cls = METHODS.get(name)
-    cfg = cls.from_dict(dict(cls.test_overrides))
+    cfg = cls.from_dict({**cls.test_overrides, **overrides})
     torch.manual_seed(seed)
-    bb = create_backbone(TINY, num_classes=num_classes)
+    bb = create_backbone(spec, num_classes=num_classes)
     plain = {k: v.clone() for k, v in bb.state_dict().items()}
     apply_method(bb, cfg)
     return bb, cfg, plain
@@ -38,11 +38,12 @@ def sgd_steps(bb, steps=3):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_identity_init(name):
-    if not METHODS.get(name).identity_init:
+    cls = METHODS.get(name)
+    if not cls.identity_init and cls.identity_overrides is None:
         pytest.skip("not identity-initialised")
     torch.manual_seed(0)
     plain = create_backbone(TINY, num_classes=5)
-    bb, _, _ = build(name)
+    bb, _, _ = build(name, **({} if cls.identity_init else cls.identity_overrides))
     x, _ = batch()
     torch.testing.assert_close(bb.eval()(x), plain.eval()(x), rtol=0, atol=0)
 
@@ -67,6 +68,8 @@ def test_only_trainable_tensors_change(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_trainable_tensor_gets_a_gradient(name):
     bb, _, _ = build(name)
+    sgd_steps(bb, steps=1)  # zero-initialised factors (LoRA's B, FacT's V) pass gradients on after one step
+    bb.zero_grad(set_to_none=True)
     x, y = batch()
     torch.nn.functional.cross_entropy(bb(x), y).backward()
     for n, p in bb.named_parameters():
@@ -100,3 +103,41 @@ def test_trainable_count_matches_formula(name):
     head = head_param_names(bb)
     assert count_params(bb, exclude=head) == cfg.extra_trainable_count(bb)
     assert count_params(bb) == cfg.extra_trainable_count(bb) + sum(p.numel() for p in bb.head.parameters())
+
+
+MERGEABLE = [n for n in NAMES if METHODS.get(n).mergeable]
+
+
+@pytest.mark.parametrize("name", MERGEABLE)
+def test_merge_gives_a_plain_timm_model_with_the_same_outputs(name):
+    import timm
+
+    from vpeft import merge
+
+    bb, _, _ = build(name)
+    sgd_steps(bb)  # move every factor away from its init so the merge has something to fold
+    x, _ = batch(seed=2)
+    bb.eval()
+    with torch.no_grad():
+        expected = bb(x)
+    model = merge(bb)
+    assert type(model).__module__.startswith("timm.")
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              num_classes=5)
+    assert set(model.state_dict()) == set(plain.state_dict()), "merged model has extra or missing tensors"
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()), "hooks left behind"
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), expected, rtol=1e-5, atol=1e-5)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unmergeable_methods_refuse_clearly():
+    from vpeft import ConfigError, merge
+
+    for name in NAMES:
+        if not METHODS.get(name).mergeable:
+            bb, _, _ = build(name)
+            with pytest.raises(ConfigError, match="cannot be merged"):
+                merge(bb)

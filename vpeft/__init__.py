@@ -14,7 +14,7 @@ from .config import RunConfig
 from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
 from .errors import CheckpointError, ConfigError, DataError, RunDirError, VpeftError
 from .measure import measure
-from .methods import apply_method
+from .methods import apply_method, merge
 from . import objectives as _objectives  # noqa: F401  (registers objectives)
 from .registry import METHODS, OBJECTIVES, SELECTORS
 
@@ -33,6 +33,7 @@ __all__ = [
     "create_backbone",
     "load_trainable",
     "measure",
+    "merge",
     "save_trainable",
     "trainable_state_dict",
 ]

@@ -144,6 +144,16 @@ class Backbone(nn.Module):
         self._hook_handles.extend(handles)
         return handles
 
+    def override_forward(self, module: nn.Module, forward: Callable) -> "_ForwardOverride":
+        """Run ``forward(*args)`` instead of ``module``'s own forward, keeping its parameters and state-dict keys.
+
+        For fusing a method into a layer (SSF's scale and shift into a LayerNorm's affine) where a hook would have to
+        compute the layer twice. Undone by :meth:`remove_hooks`.
+        """
+        handle = _ForwardOverride(module, forward)
+        self._hook_handles.append(handle)
+        return handle
+
     def register_block_hook(
         self,
         index: int,
@@ -162,6 +172,17 @@ class Backbone(nn.Module):
         for h in self._hook_handles:
             h.remove()
         self._hook_handles.clear()
+
+
+class _ForwardOverride:
+    def __init__(self, module: nn.Module, forward: Callable):
+        if "forward" in module.__dict__:
+            raise ConfigError(f"{type(module).__name__} already has its forward replaced by another method")
+        self.module = module
+        module.forward = forward
+
+    def remove(self) -> None:
+        self.module.__dict__.pop("forward", None)
 
 
 def _replace_first(args: tuple, new):

@@ -1,6 +1,7 @@
 """Tuning methods. Importing this package registers every built-in method in :data:`vpeft.registry.METHODS`."""
 
 from .base import MethodConfig, apply_method, count_params, freeze, head_param_names
-from . import basic  # noqa: F401  (registers linear, full, bitfit)
+from . import adapter, basic, fact, lora, ssf, vpt  # noqa: F401  (each module registers its methods)
+from .merge import merge
 
-__all__ = ["MethodConfig", "apply_method", "count_params", "freeze", "head_param_names"]
+__all__ = ["merge", "MethodConfig", "apply_method", "count_params", "freeze", "head_param_names"]

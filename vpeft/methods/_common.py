@@ -61,8 +61,10 @@ def init_linear(layer: nn.Linear, kind: str) -> None:
 class Bottleneck(nn.Module):
     """``scale * up(dropout(act(down(x))))``: the adapter module of every adapter variant."""
 
-    def __init__(self, dim: int, hidden: int, act: str, bias: bool, init: str, scale: float, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, act: str, bias: bool, init: str, scale: float, dropout: float = 0.0,
+                 channels_first: bool = False):
         super().__init__()
+        self.channels_first = channels_first
         self.down = nn.Linear(dim, hidden, bias=bias)
         self.act = ACTIVATIONS[act]()
         self.drop = nn.Dropout(dropout)
@@ -76,5 +78,8 @@ class Bottleneck(nn.Module):
             init_linear(self.up, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:  # NCHW maps (ConvNeXt): project the channel dimension
+            x = x.movedim(1, -1)
         out = self.up(self.drop(self.act(self.down(x))))
-        return out * self.scale if self.scale != 1.0 else out
+        out = out * self.scale if self.scale != 1.0 else out
+        return out.movedim(-1, 1) if self.channels_first else out

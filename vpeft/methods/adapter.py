@@ -40,8 +40,9 @@ class _AdapterBase(MethodConfig):
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
 
-    def _make(self, block) -> Bottleneck:
-        return Bottleneck(block_dim(block), self.dim, self.act, self.bias, self.init, self.scale)
+    def _make(self, block, channels_first: bool = False) -> Bottleneck:
+        return Bottleneck(block_dim(block), self.dim, self.act, self.bias, self.init, self.scale,
+                          channels_first=channels_first)
 
     def extra_trainable_count(self, backbone) -> int:
         return sum(_bottleneck_count(block_dim(b), self.dim, self.bias) for b in backbone.blocks)
@@ -75,7 +76,8 @@ class AdapterConfig(_AdapterBase):
                 require(backbone, block, ("mlp",), self.name, "position=mlp needs an MLP sub-module")
             else:  # ConvNeXt blocks (no norm1) return channels-first maps; their MLP works token-last
                 require(backbone, block, ("norm1",), self.name, "its blocks output channels-first maps; use position=mlp")
-            adapter = self._make(block)
+            # ConvNeXt's conv-MLP returns NCHW maps
+            adapter = self._make(block, self.position == "mlp" and isinstance(getattr(block.mlp, "fc2", None), nn.Conv2d))
             adapters.append(adapter)
             target = block.mlp if self.position == "mlp" else block
             backbone.register_module_hook(target, post=lambda x, y, a=adapter: y + a(y))

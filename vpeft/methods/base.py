@@ -22,6 +22,8 @@ class MethodConfig(BaseConfig):
     name: ClassVar[str]
     #: The model's output equals the plain backbone's at initialisation (tested).
     identity_init: ClassVar[bool] = False
+    #: Overrides under which the model's output equals the backbone's at init (e.g. a zero-initialised up-projection).
+    identity_overrides: ClassVar[dict | None] = None
     #: The method can be folded into a plain timm model (``vpeft merge``).
     mergeable: ClassVar[bool] = False
     #: Overrides the registry-parametrised tests use to keep the method small.

@@ -16,6 +16,7 @@ class LinearConfig(MethodConfig):
     """Linear probing: only the classifier head trains; the backbone stays frozen."""
 
     identity_init = True
+    mergeable = True
 
     def inject(self, backbone) -> None:
         pass
@@ -30,6 +31,7 @@ class FullConfig(MethodConfig):
     """Full fine-tuning: every backbone parameter trains (the upper baseline of every PETL table)."""
 
     identity_init = True
+    mergeable = True
     trains_backbone = True
 
     def inject(self, backbone) -> None:

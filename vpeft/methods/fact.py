@@ -1,0 +1,181 @@
+"""FacT: factor-tuning (Jie & Deng, arXiv:2212.03145), tensor-train (``fact_tt``) and Tucker (``fact_tk``) forms,
+as in PETL-ViT's ``FacT/fact_tt.py`` and ``fact_tk.py``.
+
+The weight updates of all blocks are seen as one tensor of 12L d x d slices (per block: q, k, v, o, fc1 as 4 slices,
+fc2 as 4 slices) factorised with shared U (d -> r, trainable) and V (r -> d, zero-initialised):
+
+* FacT-TT: per block, r x r cores for q, k, v, o, an r -> 4r core for fc1 and a 4r -> r core for fc2
+  (PyTorch's default Linear init). Parameters: ``2 d r + 12 L r^2`` (ViT-B/16, r = 8: 21,504).
+* FacT-TK: a shared core C (r x r x r) and P (r x 12L), both xavier-uniform; slice j's core is ``C @ P[:, j]``.
+  Parameters: ``2 d r + 12 L r + r^3`` (ViT-B/16, r = 8: 13,952).
+
+The update of each slice is ``s * V dropout(core(U x))``; dropout 0.1 as the authors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import METHODS
+from .base import MethodConfig
+
+
+def _check_vit(backbone, name: str):
+    blocks = backbone.blocks
+    d = backbone.embed_dim
+    for b in blocks:
+        attn, mlp = getattr(b, "attn", None), getattr(b, "mlp", None)
+        ok = (
+            isinstance(getattr(attn, "qkv", None), nn.Linear)
+            and isinstance(getattr(attn, "proj", None), nn.Linear)
+            and isinstance(getattr(mlp, "fc1", None), nn.Linear)
+            and attn.qkv.in_features == d
+            and mlp.fc1.out_features == 4 * d
+        )
+        if not ok:
+            raise ConfigError(
+                f"method {name!r} does not apply to {type(backbone.model).__name__}: FacT stacks every block's "
+                f"weights into one tensor, so it needs ViT blocks of one width d with a fused qkv and a 4d MLP"
+            )
+    return blocks, d
+
+
+class FacTShared(nn.Module):
+    def __init__(self, d: int, r: int, blocks: int, tucker: bool, dropout: float):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fact_u = nn.Linear(d, r, bias=False)
+        self.fact_v = nn.Linear(r, d, bias=False)
+        nn.init.zeros_(self.fact_v.weight)
+        self.tucker = tucker
+        if tucker:
+            self.fact_c = nn.Parameter(torch.empty(r, r, r))
+            self.fact_p = nn.Parameter(torch.empty(r, 12 * blocks))
+            nn.init.xavier_uniform_(self.fact_c)
+            nn.init.xavier_uniform_(self.fact_p)
+        else:
+            self.cores = nn.ModuleList(
+                nn.ModuleDict({
+                    "q": nn.Linear(r, r, bias=False), "k": nn.Linear(r, r, bias=False),
+                    "v": nn.Linear(r, r, bias=False), "o": nn.Linear(r, r, bias=False),
+                    "fc1": nn.Linear(r, 4 * r, bias=False), "fc2": nn.Linear(4 * r, r, bias=False),
+                })
+                for _ in range(blocks)
+            )
+        self.r = r
+
+    def core(self, block: int, kind: str) -> torch.Tensor:
+        """The core as a matrix acting on row vectors: ``h @ core``. Shapes r x r, r x 4r (fc1), 4r x r (fc2)."""
+        if not self.tucker:
+            return self.cores[block][kind].weight.t()
+        r = self.r
+        if kind in ("q", "k", "v", "o"):
+            c = self.fact_c @ self.fact_p[:, 12 * block : 12 * block + 4]  # r x r x 4
+            return c[:, :, "qkvo".index(kind)]
+        c = self.fact_c @ self.fact_p[:, 12 * block + 4 : 12 * block + 12]  # r x r x 8
+        if kind == "fc1":
+            return c[:, :, :4].reshape(r, 4 * r)
+        return c[:, :, 4:].reshape(r, 4 * r).t()
+
+    def delta_weights(self, block: int, scale: float) -> dict[str, torch.Tensor]:
+        """Dense weight updates (out x in) of qkv, proj, fc1 and fc2 for merging."""
+        u, v, r = self.fact_u.weight, self.fact_v.weight, self.r  # r x d, d x r
+        out = {
+            "qkv": torch.cat([v @ self.core(block, t).t() @ u for t in "qkv"], 0),
+            "proj": v @ self.core(block, "o").t() @ u,
+        }
+        c1 = self.core(block, "fc1")  # r x 4r: slice j uses columns j*r:(j+1)*r
+        out["fc1"] = torch.cat([v @ c1[:, j * r:(j + 1) * r].t() @ u for j in range(4)], 0)
+        c2 = self.core(block, "fc2")  # 4r x r: slice j uses rows j*r:(j+1)*r
+        out["fc2"] = torch.cat([v @ c2[j * r:(j + 1) * r].t() @ u for j in range(4)], 1)
+        return {k: w * scale for k, w in out.items()}
+
+
+@dataclass(kw_only=True)
+class _FacTBase(MethodConfig):
+    rank: int = 8
+    scale: float = 1.0
+    dropout: float = 0.1
+
+    tucker: ClassVar[bool] = False
+    identity_init: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = True
+    test_overrides: ClassVar[dict] = {"rank": 2}
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+
+    def inject(self, backbone) -> None:
+        blocks, d = _check_vit(backbone, self.name)
+        shared = FacTShared(d, self.rank, len(blocks), self.tucker, self.dropout)
+        backbone.extras[self.name] = shared
+        drop = shared.drop
+        s, r = self.scale, self.rank
+
+        def upd(h, i, kind):  # s * V(dropout(U(x) @ core))
+            return shared.fact_v(drop(h @ shared.core(i, kind))) * s
+
+        for i, b in enumerate(blocks):
+            attn, mlp = b.attn, b.mlp
+            backbone.register_module_hook(
+                attn.qkv, post=lambda x, y, i=i: y + torch.cat([upd(shared.fact_u(x), i, t) for t in "qkv"], -1))
+            backbone.register_module_hook(attn.proj, post=lambda x, y, i=i: y + upd(shared.fact_u(x), i, "o"))
+
+            def fc1(x, y, i=i):
+                h = drop(shared.fact_u(x) @ shared.core(i, "fc1"))  # B N 4r
+                return y + (shared.fact_v(h.unflatten(-1, (4, r))) * s).flatten(-2)
+
+            def fc2(x, y, i=i):
+                h = shared.fact_u(x.unflatten(-1, (4, d))).flatten(-2)  # B N 4r
+                return y + shared.fact_v(drop(h @ shared.core(i, "fc2"))) * s
+
+            backbone.register_module_hook(mlp.fc1, post=fc1)
+            backbone.register_module_hook(mlp.fc2, post=fc2)
+
+    def extra_trainable_count(self, backbone) -> int:
+        L, d, r = len(backbone.blocks), backbone.embed_dim, self.rank
+        if self.tucker:
+            return 2 * d * r + 12 * L * r + r**3
+        return 2 * d * r + 12 * L * r * r
+
+    def merge(self, backbone) -> None:
+        shared = backbone.extras[self.name]
+        with torch.no_grad():
+            for i, b in enumerate(backbone.blocks):
+                deltas = shared.delta_weights(i, self.scale)
+                for layer, key in ((b.attn.qkv, "qkv"), (b.attn.proj, "proj"), (b.mlp.fc1, "fc1"), (b.mlp.fc2, "fc2")):
+                    layer.weight += deltas[key].to(layer.weight.dtype)
+
+
+@METHODS.register("fact_tt")
+@dataclass(kw_only=True)
+class FacTTTConfig(_FacTBase):
+    """FacT-TT: shared U, V and per-block tensor-train cores; ``2 d r + 12 L r^2`` parameters (21,504 on ViT-B/16
+    with r = 8). ViT-like backbones only. Mergeable.
+
+    Args:
+        rank: Rank r of the factorisation (8 for most VTAB tasks in the FacT configs).
+        scale: Scale s of the update (per task in the FacT configs: 0.1 to 100).
+        dropout: Dropout on the core's output.
+    """
+
+
+@METHODS.register("fact_tk")
+@dataclass(kw_only=True)
+class FacTTKConfig(_FacTBase):
+    """FacT-TK: shared U, V, a Tucker core C (r x r x r) and per-slice factors P (r x 12L);
+    ``2 d r + 12 L r + r^3`` parameters (13,952 on ViT-B/16 with r = 8). ViT-like backbones only. Mergeable.
+
+    Args:
+        rank: Rank r of the factorisation.
+        scale: Scale s of the update.
+        dropout: Dropout on the core's output.
+    """
+
+    tucker: ClassVar[bool] = True

@@ -1,0 +1,144 @@
+"""LoRA (Hu et al., arXiv:2106.09685) on the attention projections of timm's fused ``qkv`` layer.
+
+``targets=[q,v]`` (default, as most vision papers and PETL-ViT's Bi-LoRA) adds a separate low-rank update to the query
+and value slices of the fused weight; ``targets=[qkv]`` (NOAH) one update to the whole fused weight. ``proj``,
+``fc1`` and ``fc2`` may be added. A is kaiming-uniform, B zero, so the model starts as the backbone; the update is
+scaled by ``alpha / rank`` (``alpha`` null: no scaling, as NOAH).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import METHODS
+from .base import MethodConfig
+
+Target = Literal["q", "k", "v", "qkv", "proj", "fc1", "fc2"]
+
+
+class LoRAUpdate(nn.Module):
+    """``scale * B(A(x))`` with A (rank x in) kaiming-uniform and B (out x rank) zero."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, dropout: float = 0.0):
+        super().__init__()
+        self.lora_down = nn.Linear(in_features, rank, bias=False)
+        self.lora_up = nn.Linear(rank, out_features, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.scale = scale
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lora_up(self.lora_down(self.drop(x))) * self.scale
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.lora_up.weight @ self.lora_down.weight * self.scale
+
+
+def _sites(backbone, targets) -> list[tuple[nn.Linear, str, slice]]:
+    """``(linear layer, target, output slice)`` for every target in every block."""
+    out = []
+    for block in backbone.blocks:
+        attn = getattr(block, "attn", None)
+        qkv = getattr(attn, "qkv", None)
+        for t in targets:
+            if t in ("q", "k", "v", "qkv"):
+                if not isinstance(qkv, nn.Linear):
+                    raise ConfigError(
+                        f"method 'lora' does not apply to {type(backbone.model).__name__}: target {t!r} needs a fused "
+                        f"attention qkv Linear, which its {type(block).__name__} does not have"
+                    )
+                d = qkv.out_features // 3
+                sl = slice(0, 3 * d) if t == "qkv" else slice("qkv".index(t) * d, ("qkv".index(t) + 1) * d)
+                out.append((qkv, t, sl))
+            else:
+                parent = attn if t == "proj" else getattr(block, "mlp", None)
+                layer = getattr(parent, t, None)
+                if not isinstance(layer, nn.Linear):
+                    raise ConfigError(
+                        f"method 'lora' does not apply to {type(backbone.model).__name__}: its "
+                        f"{type(block).__name__} has no {t} Linear for target {t!r}"
+                    )
+                out.append((layer, t, slice(0, layer.out_features)))
+    return out
+
+
+@METHODS.register("lora")
+@dataclass(kw_only=True)
+class LoRAConfig(MethodConfig):
+    """LoRA: a trainable low-rank update ``W + (alpha / rank) * B A`` of attention (and optionally MLP) weights.
+
+    On ViT-B/16 with ``rank=8``: ``targets=[q,v]`` 12 x 2 x (8*768 + 768*8) = 294,912 parameters;
+    ``targets=[qkv]`` 12 x (8*768 + 2304*8) = 294,912 as well. Mergeable: ``vpeft.merge`` folds B A into the weights.
+
+    Args:
+        rank: Inner dimension r of the update.
+        targets: Which projections: ``q``, ``k``, ``v`` (slices of the fused qkv), ``qkv`` (the fused weight, as
+            NOAH), ``proj``, ``fc1``, ``fc2``.
+        alpha: Scale numerator; the update is multiplied by ``alpha / rank``. Null: no scaling (NOAH).
+        dropout: Dropout on the LoRA input.
+    """
+
+    rank: int = 8
+    targets: tuple[Target, ...] = ("q", "v")
+    alpha: Optional[float] = None
+    dropout: float = 0.0
+
+    identity_init: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = True
+    test_overrides: ClassVar[dict] = {"rank": 2}
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if not self.targets:
+            raise ValueError("targets must name at least one projection")
+        if "qkv" in self.targets and set(self.targets) & {"q", "k", "v"}:
+            raise ValueError("targets: 'qkv' already covers q, k and v")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets repeat a name: {list(self.targets)}")
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    def inject(self, backbone) -> None:
+        updates = nn.ModuleList()
+        by_layer: dict[int, list] = {}
+        for layer, target, sl in _sites(backbone, self.targets):
+            upd = LoRAUpdate(layer.in_features, sl.stop - sl.start, self.rank, self.scale, self.dropout)
+            updates.append(upd)
+            by_layer.setdefault(id(layer), [layer, []])[1].append((sl, upd))
+        for layer, parts in by_layer.values():
+            backbone.register_module_hook(layer, post=lambda x, y, parts=parts: _add_updates(x, y, parts))
+        backbone.extras["lora"] = updates
+
+    def extra_trainable_count(self, backbone) -> int:
+        return sum(self.rank * (layer.in_features + sl.stop - sl.start) for layer, _, sl in _sites(backbone, self.targets))
+
+    def merge(self, backbone) -> None:
+        updates = backbone.extras["lora"]
+        with torch.no_grad():  # same order as inject
+            for (layer, _, sl), upd in zip(_sites(backbone, self.targets), updates):
+                layer.weight[sl] += upd.delta_weight().to(layer.weight.dtype)
+
+
+def _add_updates(x: torch.Tensor, y: torch.Tensor, parts) -> torch.Tensor:
+    if len(parts) == 1 and parts[0][0].stop - parts[0][0].start == y.shape[-1]:
+        return y + parts[0][1](x)
+    deltas = []
+    pos = 0
+    for sl, upd in sorted(parts, key=lambda p: p[0].start):
+        if sl.start > pos:
+            deltas.append(y.new_zeros(*y.shape[:-1], sl.start - pos))
+        deltas.append(upd(x))
+        pos = sl.stop
+    if pos < y.shape[-1]:
+        deltas.append(y.new_zeros(*y.shape[:-1], y.shape[-1] - pos))
+    return y + torch.cat(deltas, dim=-1)

@@ -1,0 +1,156 @@
+"""SSF: scaling and shifting features (Lian et al., arXiv:2210.08823), placed as in the GPS/SSF code.
+
+``y = x * gamma + beta`` (gamma ~ N(1, 0.02), beta ~ N(0, 0.02)) after the patch embedding, after every Linear in the
+blocks (attention qkv and proj, MLP fc1 and fc2), after both LayerNorms of every block, and after the final norm.
+
+Memory-lean: a plain ``x * gamma + beta`` keeps its input ``x`` for gamma's gradient, an extra copy of nearly every
+activation (about 1.25x the activations of full fine-tuning on ViT-B). Here:
+
+* after a LayerNorm, the scale and shift are fused into the norm's affine (``weight * gamma``, ``bias * gamma +
+  beta``), so the norm keeps only what it keeps anyway (its input and statistics);
+* after a Linear or convolution, :class:`ScaleShift` keeps its *output* and recovers ``x = (y - beta) / gamma`` in
+  backward; the output is usually kept anyway by the next operation (GELU, attention), so the two share one storage.
+
+Gradients match the plain formula to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import METHODS
+from .base import MethodConfig
+
+
+class ScaleShift(torch.autograd.Function):
+    """``x * scale + shift`` over the last dimension, saving the output rather than the input for backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale, shift):
+        y = torch.addcmul(shift, x, scale)
+        ctx.save_for_backward(y, scale, shift)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        y, scale, shift = ctx.saved_tensors
+        gx = gy * scale if ctx.needs_input_grad[0] else None
+        dims = tuple(range(gy.dim() - 1))
+        g_scale = (gy * ((y - shift) / scale)).sum(dims) if ctx.needs_input_grad[1] else None
+        g_shift = gy.sum(dims) if ctx.needs_input_grad[2] else None
+        return gx, g_scale, g_shift
+
+
+def _ssf_layernorm(norm: nn.LayerNorm, ssf: "SSF", channels_first: bool):
+    """``norm(x) * gamma + beta`` as one layer norm with the affine folded in (nothing extra saved for backward)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        w = norm.weight * ssf.ssf_scale
+        b = ssf.ssf_shift if norm.bias is None else torch.addcmul(ssf.ssf_shift, norm.bias, ssf.ssf_scale)
+        if channels_first:
+            return F.layer_norm(x.permute(0, 2, 3, 1), norm.normalized_shape, w, b, norm.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(x, norm.normalized_shape, w, b, norm.eps)
+
+    return forward
+
+
+class SSF(nn.Module):
+    def __init__(self, dim: int, channels_first: bool = False):
+        super().__init__()
+        self.ssf_scale = nn.Parameter(torch.empty(dim))
+        self.ssf_shift = nn.Parameter(torch.empty(dim))
+        self.channels_first = channels_first
+        nn.init.normal_(self.ssf_scale, mean=1.0, std=0.02)
+        nn.init.normal_(self.ssf_shift, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return ScaleShift.apply(x.movedim(1, -1), self.ssf_scale, self.ssf_shift).movedim(-1, 1)
+        return ScaleShift.apply(x, self.ssf_scale, self.ssf_shift)
+
+
+def _is_layernorm(m: nn.Module) -> bool:
+    return isinstance(m, nn.LayerNorm) and m.elementwise_affine
+
+
+def _channels_first(m: nn.Module) -> bool:
+    """Conv layers and timm's LayerNorm2d (ConvNeXt) work on NCHW maps; Linear and LayerNorm on the last dim."""
+    return isinstance(m, nn.Conv2d) or (isinstance(m, nn.LayerNorm) and type(m).__name__.endswith("2d"))
+
+
+def _sites(backbone) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` whose output SSF rescales, in forward order."""
+    model = backbone.model
+    sites = []
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and hasattr(pe, "proj"):
+        sites.append(("patch_embed", pe))
+    names = {id(m): n for n, m in model.named_modules()}
+    for block in backbone.blocks:
+        for m in block.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) or _is_layernorm(m):
+                sites.append((names[id(m)], m))
+    for final in ("norm", "fc_norm"):
+        m = getattr(model, final, None)
+        if m is not None and _is_layernorm(m):
+            sites.append((final, m))
+    return sites
+
+
+def _width(m: nn.Module) -> int:
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.Conv2d):
+        return m.out_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
+    return m.proj.out_channels  # patch embedding
+
+
+@METHODS.register("ssf")
+@dataclass(kw_only=True)
+class SSFConfig(MethodConfig):
+    """SSF: a learnt per-channel scale and shift after the patch embedding, every block Linear (qkv, proj, fc1,
+    fc2), both block LayerNorms and the final norm. On ViT-B/16: 2 x (768 + 12 x (2304 + 768 + 768 + 768 + 3072 +
+    768) + 768) = 205,824 parameters. On ConvNeXt, after every convolution and norm of the blocks. Mergeable: each
+    scale and shift folds into the layer before it.
+    """
+
+    mergeable: ClassVar[bool] = True
+
+    def inject(self, backbone) -> None:
+        modules = nn.ModuleDict()
+        for name, m in _sites(backbone):
+            ssf = SSF(_width(m), channels_first=_channels_first(m))
+            modules[name.replace(".", "_")] = ssf
+            if _is_layernorm(m):
+                backbone.override_forward(m, _ssf_layernorm(m, ssf, _channels_first(m)))
+            else:
+                backbone.register_module_hook(m, post=lambda x, y, s=ssf: s(y))
+        backbone.extras["ssf"] = modules
+
+    def extra_trainable_count(self, backbone) -> int:
+        return sum(2 * _width(m) for _, m in _sites(backbone))
+
+    def merge(self, backbone) -> None:
+        modules = backbone.extras["ssf"]
+        with torch.no_grad():
+            for name, m in _sites(backbone):
+                ssf = modules[name.replace(".", "_")]
+                g, b = ssf.ssf_scale, ssf.ssf_shift
+                if name == "patch_embed":
+                    norm = getattr(m, "norm", None)
+                    if norm is not None and not isinstance(norm, nn.Identity):
+                        m = norm  # fold into the patch norm's affine, the last op of the embedding
+                    else:
+                        m = m.proj
+                shape = (-1,) + (1,) * (m.weight.dim() - 1)
+                if m.bias is None:
+                    m.bias = nn.Parameter(torch.zeros_like(g), requires_grad=False)
+                m.weight.mul_(g.view(shape))
+                m.bias.mul_(g).add_(b)

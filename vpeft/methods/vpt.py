@@ -1,0 +1,107 @@
+"""Visual prompt tuning (Jia et al., arXiv:2203.12119): learnt prompt tokens in the token sequence.
+
+``vpt_shallow`` inserts ``length`` prompts once, after the position embedding, right after the class token;
+``vpt_deep`` also replaces them with a fresh set before every later block. The prompts carry no position embedding and
+count as prefix tokens, so timm's average pooling and ``forward_intermediates`` leave them out and the class token
+stays at index 0: the classifier never reads a prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import METHODS
+from .base import MethodConfig
+
+
+class Prompts(nn.Module):
+    def __init__(self, depth: int, length: int, dim: int, init: str, dropout: float, patch_dim: int):
+        super().__init__()
+        self.vpt_prompts = nn.Parameter(torch.empty(depth, length, dim))
+        self.drop = nn.Dropout(dropout)
+        if init == "xavier_uniform":  # VPT: uniform(-v, v), v = sqrt(6 / (patch_dim + dim))
+            bound = math.sqrt(6.0 / float(patch_dim + dim))
+            nn.init.uniform_(self.vpt_prompts, -bound, bound)
+        else:  # NOAH's VPT-deep
+            nn.init.trunc_normal_(self.vpt_prompts, std=0.02)
+
+    def get(self, layer: int, batch: int) -> torch.Tensor:
+        return self.drop(self.vpt_prompts[layer]).unsqueeze(0).expand(batch, -1, -1)
+
+
+@dataclass(kw_only=True)
+class _VPTBase(MethodConfig):
+    length: int = 10
+    init: Literal["xavier_uniform", "trunc_normal"] = "xavier_uniform"
+    dropout: float = 0.1
+
+    deep: ClassVar[bool] = False
+    test_overrides: ClassVar[dict] = {"length": 2}
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {self.length}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def inject(self, backbone) -> None:
+        if not backbone.is_vit:
+            raise ConfigError(
+                f"method {self.name!r} does not apply to {type(backbone.model).__name__}: prompts are tokens inserted "
+                "into one token sequence, which only ViT-like backbones have"
+            )
+        depth = len(backbone.blocks) if self.deep else 1
+        pe = getattr(backbone.model, "patch_embed", None)
+        k = getattr(getattr(pe, "proj", None), "kernel_size", (16, 16))
+        patch_dim = 3 * k[0] * k[1]
+        prompts = Prompts(depth, self.length, backbone.embed_dim, self.init, self.dropout, patch_dim)
+        backbone.extras[self.name] = prompts
+        start = backbone.num_prefix_tokens  # after the class (and register) tokens
+        end = start + self.length
+
+        def insert(x):
+            return torch.cat([x[:, :start], prompts.get(0, x.shape[0]), x[:, start:]], dim=1)
+
+        backbone.register_token_hook(insert, self.length)
+        if self.deep:
+            for i in range(1, depth):
+                backbone.register_block_hook(
+                    i, pre=lambda x, i=i: torch.cat([x[:, :start], prompts.get(i, x.shape[0]), x[:, end:]], dim=1)
+                )
+
+    def extra_trainable_count(self, backbone) -> int:
+        return (len(backbone.blocks) if self.deep else 1) * self.length * backbone.embed_dim
+
+
+@METHODS.register("vpt_shallow")
+@dataclass(kw_only=True)
+class VPTShallowConfig(_VPTBase):
+    """VPT-shallow: ``length`` prompt tokens inserted once at the input (``length x dim`` parameters; 7,680 on
+    ViT-B/16 with length 10). ViT-like backbones only.
+
+    Args:
+        length: Number of prompt tokens.
+        init: ``xavier_uniform`` (VPT) or ``trunc_normal`` (std 0.02, NOAH).
+        dropout: Dropout on the prompts.
+    """
+
+
+@METHODS.register("vpt_deep")
+@dataclass(kw_only=True)
+class VPTDeepConfig(_VPTBase):
+    """VPT-deep: a fresh set of ``length`` prompts before every block (``depth x length x dim`` parameters; 92,160
+    on ViT-B/16 with length 10). ViT-like backbones only.
+
+    Args:
+        length: Number of prompt tokens per block.
+        init: ``xavier_uniform`` (VPT) or ``trunc_normal`` (std 0.02, NOAH).
+        dropout: Dropout on the prompts.
+    """
+
+    deep: ClassVar[bool] = True
