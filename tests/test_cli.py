@@ -91,3 +91,26 @@ def test_data_synth_is_deterministic(tmp_path):
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "vpeft", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("vpeft ")
+
+
+@pytest.mark.parametrize("method", ["lora:rank=2", "ssf", "vpt_shallow:length=2"])
+def test_merge_command(small_task, tmp_path, capsys, method):
+    import torch
+
+    from vpeft import load_merged
+    from vpeft.data.vtab import load_split, normalize
+    from vpeft.run import load_run
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", method, "--epochs", "1",
+                 "--batch-size", "8", "--pool", "avg", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "merged.safetensors"
+    code = main(["merge", "--run", str(run), "--out", str(out)])
+    if method.startswith("vpt"):
+        assert code == 2 and "cannot be merged" in capsys.readouterr().err and not out.exists()
+        return
+    assert code == 0
+    model, objective, _, _ = load_run(run)
+    x = normalize(load_split(small_task, "test", (32, 32)).images[:4], "inception")
+    with torch.no_grad():
+        torch.testing.assert_close(load_merged(out)(x), model(x), rtol=1e-5, atol=1e-5)

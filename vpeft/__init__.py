@@ -15,6 +15,7 @@ from .engine.checkpoint import load_trainable, save_trainable, trainable_state_d
 from .errors import CheckpointError, ConfigError, DataError, RunDirError, VpeftError
 from .measure import measure
 from .methods import apply_method, merge
+from .methods.merge import load_merged
 from . import objectives as _objectives  # noqa: F401  (registers objectives)
 from .registry import METHODS, OBJECTIVES, SELECTORS
 
@@ -32,6 +33,7 @@ __all__ = [
     "apply_method",
     "create_backbone",
     "load_trainable",
+    "load_merged",
     "measure",
     "merge",
     "save_trainable",

@@ -17,6 +17,7 @@ EPILOG = """examples:
   vpeft train --data data/shapes --backbone vit_tiny_patch16_224:img_size=32,patch_size=4 --method bitfit --out runs/a
   vpeft train --config run.yaml train.lr=0.01 method.name=full --out runs/b
   vpeft eval --run runs/a
+  vpeft merge --run runs/a --out merged.safetensors
   vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
   vpeft list methods
 """
@@ -187,6 +188,19 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from .methods.merge import save_merged
+    from .run import load_run
+
+    model, objective, cfg, _ = load_run(args.run)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_merged(model, out)
+    print(f"wrote {out}: a plain timm model ({cfg.backbone.spec.split(':')[0]}) with {cfg.method.name} folded in; "
+          "load it with vpeft.load_merged(path)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -232,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-timing", action="store_true", help="skip the timed step")
     m.add_argument("--json", action="store_true", help="print a JSON list, one object per method")
 
+    mg = sub.add_parser("merge", help="fold a run's method into the backbone and write a plain timm model")
+    mg.add_argument("--run", required=True, help="run directory of a mergeable method (lora, ssf, fact_*, bitfit)")
+    mg.add_argument("--out", required=True, help="output .safetensors file")
+
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
     ls.add_argument("kind", choices=["methods", "selectors", "objectives"])
 
@@ -246,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+COMMANDS = {"merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

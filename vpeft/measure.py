@@ -122,12 +122,14 @@ def measure(
     timing: bool = True,
     device: str = "cpu",
     seed: int = 0,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     """Build ``backbone x method x objective`` with random weights and measure one AdamW training step.
 
     Returns:
         A dict with ``method``, ``objective`` and :data:`MEASURE_KEYS` (``step_seconds`` is None without timing;
-        ``cuda_max_memory_allocated`` is added on CUDA).
+        ``cuda_max_memory_allocated`` is added on CUDA). ``step_seconds`` is the median of ``repeats`` timed steps
+        after the measured one.
     """
     from .config import RunConfig, spec_string
     from .engine.optim import build_optimizer, param_groups
@@ -163,15 +165,19 @@ def measure(
     result.update(memory_stats(model, obj, opt, probe.bytes))
     result["step_seconds"] = None
     if timing:
-        t0 = time.perf_counter()
-        out = obj(model, images, labels)
-        if out["loss"].requires_grad:
-            out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        result["step_seconds"] = time.perf_counter() - t0
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            out = obj(model, images, labels)
+            if out["loss"].requires_grad:
+                out["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(time.perf_counter() - t0)
+            del out
+        result["step_seconds"] = sorted(times)[len(times) // 2]
     if dev.type == "cuda":
         result["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(dev)
     return result

@@ -29,3 +29,50 @@ def merge(backbone) -> nn.Module:
     backbone.remove_hooks()
     backbone.extras.clear()
     return backbone.model
+
+
+def timm_kwargs(backbone) -> tuple[str, dict]:
+    """The timm name and keyword arguments that build a plain model with the merged model's architecture."""
+    from ..config import parse_spec
+
+    name, kwargs = parse_spec(backbone.spec)
+    kwargs = {k: v for k, v in kwargs.items() if k != "drop_path_rate"}
+    kwargs["num_classes"] = backbone.num_classes
+    if backbone.pool == "avg" and getattr(backbone.model, "global_pool", None) == "avg" and hasattr(backbone.model, "fc_norm"):
+        kwargs["global_pool"] = "avg"
+        kwargs["fc_norm"] = not isinstance(backbone.model.fc_norm, nn.Identity)
+    return name, kwargs
+
+
+def save_merged(backbone, path) -> None:
+    """Merge and write a safetensors file that :func:`load_merged` (or timm plus the recorded kwargs) reads."""
+    import json
+
+    from safetensors.torch import save_file
+
+    name, kwargs = timm_kwargs(backbone)
+    model = merge(backbone)
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(path), metadata={"timm_name": name, "timm_kwargs": json.dumps(kwargs), "format": "vpeft-merged"})
+
+
+def load_merged(path) -> nn.Module:
+    """A plain timm model from a file written by ``vpeft merge``."""
+    import json
+
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ..errors import CheckpointError
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"cannot read merged model {path}: {e}") from None
+    if meta.get("format") != "vpeft-merged":
+        raise CheckpointError(f"{path} was not written by 'vpeft merge' (no vpeft-merged metadata)")
+    model = timm.create_model(meta["timm_name"], **json.loads(meta["timm_kwargs"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()

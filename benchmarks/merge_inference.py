@@ -1,0 +1,102 @@
+"""Inference time of merged models against the plain backbone, and of the unmerged method, on ViT-B/16.
+
+For every mergeable method: build it (random weights, its factors moved off their init), time eval forwards of the
+unmerged model, merge, and time the merged model against a plain timm ViT-B/16, interleaving the two so drift on
+the machine hits both alike. Writes benchmarks/results/merge_inference.{json,md}.
+
+    .venv/bin/python benchmarks/merge_inference.py [--batch-size 4] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+
+import vpeft
+from vpeft.registry import METHODS
+
+OUT = Path(__file__).resolve().parent / "results"
+BACKBONE = "vit_base_patch16_224"
+
+
+@torch.no_grad()
+def _time(model, x) -> float:
+    t0 = time.perf_counter()
+    model(x)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=15)
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    x = torch.randn(args.batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    names = [n for n in METHODS.names() if METHODS.get(n).mergeable]
+    rows = []
+    for name in names:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        torch.manual_seed(0)
+        bb = vpeft.create_backbone(BACKBONE, num_classes=100)
+        vpeft.apply_method(bb, name)
+        with torch.no_grad():
+            for p_ in bb.parameters():
+                if p_.requires_grad:
+                    p_.add_(torch.randn_like(p_) * 0.01)
+        bb.eval()
+        _time(bb, x)
+        unmerged = [_time(bb, x) for _ in range(max(3, args.repeats // 3))]
+        with torch.no_grad():
+            expected = bb(x)
+        merged = vpeft.merge(bb).eval()
+        with torch.no_grad():
+            err = (merged(x) - expected).abs().max().item()
+        plain = timm.create_model(BACKBONE, num_classes=100).eval()
+        _time(plain, x), _time(merged, x)
+        t_plain, t_merged = [], []
+        for _ in range(args.repeats):
+            t_plain.append(_time(plain, x))
+            t_merged.append(_time(merged, x))
+        row = {
+            "method": name,
+            "plain_s": statistics.median(t_plain),
+            "merged_s": statistics.median(t_merged),
+            "unmerged_s": statistics.median(unmerged),
+            "max_abs_diff": err,
+        }
+        row["merged_over_plain"] = row["merged_s"] / row["plain_s"]
+        row["unmerged_over_plain"] = row["unmerged_s"] / row["plain_s"]
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    meta = {"backbone": BACKBONE, "batch_size": args.batch_size, "repeats": args.repeats, "dtype": "float32",
+            "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "command": " ".join(["python benchmarks/merge_inference.py", *(argv if argv is not None else sys.argv[1:])])}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "merge_inference.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = [
+        f"# Eval forward time, merged vs plain {BACKBONE}, batch {args.batch_size}, fp32, CPU",
+        "",
+        f"Command: `{meta['command']}`; medians of {args.repeats} interleaved forwards (unmerged: of "
+        f"{max(3, args.repeats // 3)}). `max |diff|` is merged vs unmerged output.",
+        "",
+        "| method | plain s | merged s | merged / plain | unmerged s | unmerged / plain | max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['plain_s']:.3f} | {r['merged_s']:.3f} | {r['merged_over_plain']:.3f} "
+                     f"| {r['unmerged_s']:.3f} | {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |")
+    (OUT / "merge_inference.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
