@@ -13,3 +13,24 @@ def test_every_registered_plugin_has_an_up_to_date_page(path, cls):
     assert expected_page(path, cls) == text, f"{path} is out of date: run python -m vpeft.docs"
     body = text.split(BEGIN)[0]
     assert body.startswith("# ") and len(body.split()) > 40, f"{path}: write what it is, the paper and tips"
+
+
+def test_readme_tables_match_the_committed_results():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "readme_tables.py"
+    spec = importlib.util.spec_from_file_location("readme_tables", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--check"]) == 0, "README.md tables are stale: run python benchmarks/readme_tables.py"
+
+
+def test_readme_names_every_registered_method():
+    from pathlib import Path
+
+    from vpeft import METHODS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [n for n in METHODS.names() if f"`{n}`" not in readme]
+    assert not missing, f"README.md does not mention {missing}"
