@@ -199,3 +199,25 @@ def memory_b2():
 def test_ssf_and_lora_are_memory_lean_on_vit_b(memory_b2):
     assert memory_b2["ssf"] <= 0.85 * memory_b2["full"], memory_b2
     assert memory_b2["lora"] <= 0.75 * memory_b2["full"], memory_b2
+
+
+@pytest.mark.parametrize("backbone,depth,dim", [("vit_small_patch16_224", 12, 384), ("vit_large_patch16_224", 24, 1024)])
+@pytest.mark.parametrize("name", METHODS.names())
+def test_vit_s_and_l_structure(backbone, depth, dim, name):
+    """Every method applies to ViT-S/16 and ViT-L/16 (built on the meta device: shapes only, no memory)."""
+    cls = METHODS.get(name)
+    with torch.device("meta"):
+        bb = create_backbone(backbone, num_classes=10)
+        cfg = cls()
+        apply_method(bb, cfg)
+    assert len(bb.blocks) == depth and bb.embed_dim == dim
+    assert count_params(bb, exclude=head_param_names(bb)) == cfg.extra_trainable_count(bb)
+    # spot checks of the formulas at this width and depth
+    expected = {
+        "adapter": depth * (2 * dim * 4 + 4 + dim),
+        "lora": depth * 2 * (8 * dim * 2),
+        "vpt_deep": depth * 10 * dim,
+        "fact_tt": 2 * dim * 8 + 12 * depth * 64,
+    }
+    if name in expected:
+        assert cfg.extra_trainable_count(bb) == expected[name]
