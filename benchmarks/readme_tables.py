@@ -53,7 +53,22 @@ def merge_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"memory": memory_table, "merge": merge_table}
+def gist_table() -> str:
+    data = json.loads((RESULTS / "gist_overhead.json").read_text())
+    meta = data["meta"]
+    lines = [
+        f"{meta['backbone']}, batch {meta['batch_size']}, {meta['dtype']}, {meta['device']}, fastest of "
+        f"{meta['repeats']} ABBA runs; `{meta['command']}`.",
+        "",
+        "| method | train step, gist / ce | eval forward, gist / ce | eval FLOPs, gist / ce |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(f"| {r['method']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | {r['eval_flops_ratio']:.4f} |")
+    return "\n".join(lines)
+
+
+TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table}
 
 
 def render(text: str) -> str:

@@ -164,8 +164,9 @@ def test_token_hook_inserts_prefix_tokens_left_out_of_pooling():
     assert out.shape == base.shape and not torch.equal(out, base)  # the tokens take part in attention
     inter = bb.model.forward_intermediates(x, indices=[0], output_fmt="NLC", intermediates_only=True)
     assert inter[0].shape[1] == 16  # prefix (class + inserted) tokens stripped
+    assert bb.token_slots == {"tokens": slice(1, 3)}
     bb.remove_hooks()
-    bb.model.num_prefix_tokens = 1
+    assert bb.model.num_prefix_tokens == 1 and bb.token_slots == {}
     assert torch.equal(bb(x), base)
 
 

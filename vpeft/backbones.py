@@ -38,6 +38,8 @@ class Backbone(nn.Module):
         self.pool = pool
         # Modules owned by methods or objectives that do not live inside the timm model (prompts, side networks).
         self.extras = nn.ModuleDict()
+        #: Where inserted tokens sit in the sequence, by owner (``"vpt_deep"``, ``"gist"``): ``slice(start, stop)``.
+        self.token_slots: dict[str, slice] = {}
         self._hook_handles: list = []
 
     # ---- timm's interface -------------------------------------------------------------------------------------------
@@ -101,12 +103,12 @@ class Backbone(nn.Module):
         return (h, w)
 
     # ---- hooks ------------------------------------------------------------------------------------------------------
-    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int):
+    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int, owner: str = "tokens"):
         """Insert ``num_tokens`` tokens after the position embedding (and pos_drop), before the first block.
 
         ``fn(x)`` receives ``[B, N, D]`` tokens and must return ``[B, N + num_tokens, D]`` with the new tokens placed
         right after the existing prefix tokens (class token). They are counted as prefix tokens, so timm's average
-        pooling and ``forward_intermediates`` leave them out.
+        pooling and ``forward_intermediates`` leave them out. Their place is recorded in ``token_slots[owner]``.
         """
         if not self.is_vit:
             raise ConfigError(
@@ -123,6 +125,7 @@ class Backbone(nn.Module):
 
         handle = self.model.norm_pre.register_forward_hook(hook)
         self.model.num_prefix_tokens = npt + num_tokens
+        self.token_slots[owner] = slice(npt, npt + num_tokens)
         self._hook_handles.append(handle)
         return handle
 
@@ -172,6 +175,9 @@ class Backbone(nn.Module):
         for h in self._hook_handles:
             h.remove()
         self._hook_handles.clear()
+        if self.token_slots and hasattr(self.model, "num_prefix_tokens"):
+            self.model.num_prefix_tokens -= sum(s.stop - s.start for s in self.token_slots.values())
+        self.token_slots.clear()
 
 
 class _ForwardOverride:

@@ -68,7 +68,7 @@ class _VPTBase(MethodConfig):
         def insert(x):
             return torch.cat([x[:, :start], prompts.get(0, x.shape[0]), x[:, start:]], dim=1)
 
-        backbone.register_token_hook(insert, self.length)
+        backbone.register_token_hook(insert, self.length, owner=self.name)
         if self.deep:
             for i in range(1, depth):
                 backbone.register_block_hook(

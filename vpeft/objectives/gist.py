@@ -1,0 +1,166 @@
+"""GIST (Ruan et al., arXiv:2312.07255): a gist token and a bidirectional-KL "knowledge interaction" objective that
+wraps any tuning method, as the authors' code (JCruan519/GIST) implements it.
+
+* A trainable gist token (default length 1), initialised U(-0.5, 0.5) with dropout 0.1, is inserted after the
+  position embedding, right after the class token, with no position embedding. It passes through every block and
+  every module the method added, at training and at evaluation alike.
+* The same head, after the final norm, gives gist logits ``z_g``; the class logits ``z_c`` are the model's own.
+  Prediction uses ``z_c`` only.
+* Loss: ``CE(z_c, y) + mu CE(z_g, y) + lam (KL(p_c || p_g) + KL(p_g || p_c))``, ``p = softmax(z / T)``, batch-mean
+  KL, no T^2, nothing detached; defaults T = 3, mu = 0.5, lam = 0.75 (the code's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import OBJECTIVES
+from .base import Objective, ObjectiveConfig
+
+
+@OBJECTIVES.register("gist")
+@dataclass(kw_only=True)
+class GISTConfig(ObjectiveConfig):
+    """GIST: a gist token whose logits join the loss, plus knowledge interaction between class and gist logits.
+
+    Adds ``length x embed_dim`` trainable parameters (768 on ViT-B/16). ViT-like backbones only (the token joins the
+    token sequence). Options cover the paper's ablations: token length (Table 6), each loss term (Table 7), the
+    interaction loss (Table 8), and the section 3.1 variant where VPT's prompts feed the loss (``source=vpt``).
+
+    Args:
+        length: Number of gist tokens (their outputs are averaged before the head).
+        temperature: Softmax temperature T of the interaction loss.
+        mu: Weight of the gist cross-entropy ``CE(z_g, y)``; 0 turns the term off.
+        lam: Weight of the interaction loss; 0 turns it off.
+        ce_cls: Keep the class cross-entropy ``CE(z_c, y)``.
+        interaction: ``bkl`` (both KL directions, GIST), ``fkl`` (``KL(p_c || p_g)`` only), ``rkl``
+            (``KL(p_g || p_c)`` only), ``mse`` (mean squared error between the logits) or ``cos`` (1 - cosine
+            similarity of the logits, batch mean). The paper does not say what its MSE and cosine read; logits here.
+        t2: Multiply the KL terms by T^2 (Hinton's scaling; the authors' code does not).
+        detach: Stop gradients through the target side of each KL term (the first argument), as plain distillation.
+        dropout: Dropout on the gist token before it joins the sequence.
+        source: ``gist`` (the gist token) or ``vpt`` (no new token: the mean of the method's VPT prompts gives the
+            extra logits, the ``L_vpt`` of section 3.1; use with ``vpt_shallow`` or ``vpt_deep``).
+    """
+
+    length: int = 1
+    temperature: float = 3.0
+    mu: float = 0.5
+    lam: float = 0.75
+    ce_cls: bool = True
+    interaction: Literal["bkl", "fkl", "rkl", "mse", "cos"] = "bkl"
+    t2: bool = False
+    detach: bool = False
+    dropout: float = 0.1
+    source: Literal["gist", "vpt"] = "gist"
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {self.length}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.mu < 0 or self.lam < 0:
+            raise ValueError("mu and lam must be >= 0")
+        if not (self.ce_cls or self.mu > 0 or self.lam > 0):
+            raise ValueError("every loss term is off: keep ce_cls, or set mu or lam above 0")
+
+    def build(self, backbone) -> "GISTObjective":
+        name = type(backbone.model).__name__
+        if not backbone.is_vit or not backbone.has_class_token:
+            raise ConfigError(
+                f"objective 'gist' does not apply to {name}: the gist token joins a token sequence next to a class "
+                "token, which only ViT-like backbones have (Swin and ConvNeXt pool feature maps)"
+            )
+        if self.source == "vpt":
+            owners = [k for k in backbone.token_slots if k.startswith("vpt")]
+            if not owners:
+                raise ConfigError("objective 'gist' with source=vpt needs the method vpt_shallow or vpt_deep")
+            slot = backbone.token_slots[owners[0]]
+        else:
+            token = GistToken(self.length, backbone.embed_dim, self.dropout)
+            backbone.extras["gist"] = token
+            start = backbone.num_prefix_tokens
+
+            # Index 1 right after the class token; after a method's own prefix tokens (VPT prompts) if there are
+            # any, so their places stay put. Neither has a position embedding, so the order changes nothing else.
+            def insert(x):
+                return torch.cat([x[:, :start], token(x.shape[0]), x[:, start:]], dim=1)
+
+            backbone.register_token_hook(insert, self.length, owner="gist")
+            slot = backbone.token_slots["gist"]
+        return GISTObjective(self, slot)
+
+
+class GistToken(nn.Module):
+    def __init__(self, length: int, dim: int, dropout: float):
+        super().__init__()
+        self.gist_token = nn.Parameter(torch.empty(1, length, dim))
+        self.drop = nn.Dropout(dropout)
+        nn.init.uniform_(self.gist_token, -0.5, 0.5)
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.drop(self.gist_token.expand(batch, -1, -1))
+
+
+def kl(p_log_target: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` from log-probabilities, summed over classes, averaged over the batch."""
+    return (p_log_target.exp() * (p_log_target - q_log)).sum(-1).mean()
+
+
+def gist_loss(z_cls, z_gist, labels, cfg: GISTConfig) -> dict[str, torch.Tensor]:
+    """The GIST loss and its parts from class and gist logits."""
+    zero = z_cls.new_zeros(())
+    parts = {
+        "ce_cls": F.cross_entropy(z_cls, labels) if cfg.ce_cls else zero,
+        "ce_gist": F.cross_entropy(z_gist, labels) if cfg.mu > 0 else zero,
+        "kl_fwd": zero,
+        "kl_rev": zero,
+    }
+    interaction = zero
+    if cfg.lam > 0:
+        T = cfg.temperature
+        if cfg.interaction in ("bkl", "fkl", "rkl"):
+            # The authors take the log of a softmax (not log_softmax); the two agree unless a probability underflows.
+            lc, lg = F.log_softmax(z_cls / T, -1), F.log_softmax(z_gist / T, -1)
+            tc, tg = (lc.detach(), lg.detach()) if cfg.detach else (lc, lg)
+            scale = T * T if cfg.t2 else 1.0
+            if cfg.interaction in ("bkl", "fkl"):
+                parts["kl_fwd"] = kl(tc, lg) * scale  # KL(p_cls || p_gist)
+            if cfg.interaction in ("bkl", "rkl"):
+                parts["kl_rev"] = kl(tg, lc) * scale  # KL(p_gist || p_cls)
+            interaction = parts["kl_fwd"] + parts["kl_rev"]
+        elif cfg.interaction == "mse":
+            parts["mse"] = interaction = F.mse_loss(z_cls, z_gist)
+        else:
+            parts["cos"] = interaction = (1 - F.cosine_similarity(z_cls, z_gist, dim=-1)).mean()
+    loss = parts["ce_cls"] + cfg.mu * parts["ce_gist"] + cfg.lam * interaction
+    return {"loss": loss, **parts}
+
+
+class GISTObjective(Objective):
+    def __init__(self, cfg: GISTConfig, slot: slice):
+        super().__init__()
+        self.cfg = cfg
+        self.slot = slot
+
+    def logits(self, model, images):
+        feats = model.forward_features(images)
+        z_cls = model.forward_head(feats)
+        m = model.model
+        # The gist token goes through the final norm (in forward_features for class-token models; fc_norm holds
+        # it for avg-pool models) and the shared head.
+        g = m.fc_norm(feats[:, self.slot].mean(1))
+        z_gist = m.head(m.head_drop(g))
+        return z_cls, z_gist
+
+    def forward(self, model, images, labels):
+        z_cls, z_gist = self.logits(model, images)
+        out = gist_loss(z_cls, z_gist, labels, self.cfg)
+        parts = {k: v.detach() for k, v in out.items() if k != "loss"}
+        return {"loss": out["loss"], "logits": z_cls, **parts}
