@@ -156,7 +156,7 @@ def test_vpt_prompts_are_left_out_of_average_pooling():
 FAMILIES = {"swin": TINY_SWIN, "convnext": TINY_CONVNEXT}
 # Which methods must apply to which family (the rest must refuse with a clear reason).
 APPLIES = {
-    "swin": {"linear", "full", "bitfit", "adapter", "adaptformer", "adapter_ps", "lora", "ssf"},
+    "swin": {"linear", "full", "bitfit", "adapter", "adaptformer", "adapter_ps", "lora", "ssf", "dtl", "dtl_plus"},
     "convnext": {"linear", "full", "bitfit", "ssf"},
 }
 

@@ -14,6 +14,7 @@ from .config import RunConfig
 from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
 from .errors import CheckpointError, ConfigError, DataError, RunDirError, VpeftError
 from .measure import measure
+from .multitask import MultiTask
 from .methods import apply_method, merge
 from .methods.merge import load_merged
 from . import objectives as _objectives  # noqa: F401  (registers objectives)
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "METHODS",
+    "MultiTask",
     "OBJECTIVES",
     "RunConfig",
     "RunDirError",

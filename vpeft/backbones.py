@@ -102,6 +102,13 @@ class Backbone(nn.Module):
         _, h, w = self.model.pretrained_cfg.get("input_size", (3, 224, 224))
         return (h, w)
 
+    def set_pool(self, pool: str) -> None:
+        """Switch the classifier input (``token`` or ``avg``); see :func:`create_backbone`."""
+        if pool != self.pool:
+            if pool == "token":
+                raise ConfigError("this backbone was built with pool 'avg'; build it with pool 'token' instead")
+            self.pool = _set_pool(self.model, pool, self.spec)
+
     # ---- hooks ------------------------------------------------------------------------------------------------------
     def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int, owner: str = "tokens"):
         """Insert ``num_tokens`` tokens after the position embedding (and pos_drop), before the first block.
@@ -365,10 +372,12 @@ def create_backbone(
     kwargs.setdefault("drop_path_rate", drop_path)
     use_hub = pretrained and checkpoint is None
     try:
+        # Built headless, so random backbone weights depend on the seed only, not on the number of classes (tasks
+        # that share a random-weight backbone, as in multi-task inference, get the same frozen weights).
         if use_hub:
-            model = _create_from_hub(timm, name, num_classes=num_classes, **kwargs)
+            model = _create_from_hub(timm, name, num_classes=0, **kwargs)
         else:
-            model = timm.create_model(name, num_classes=num_classes, **kwargs)
+            model = timm.create_model(name, num_classes=0, **kwargs)
     except TypeError as e:
         raise ConfigError(f"backbone {spec!r}: {e}") from None
     except Exception as e:

@@ -18,6 +18,7 @@ EPILOG = """examples:
   vpeft train --config run.yaml train.lr=0.01 method.name=full --out runs/b
   vpeft eval --run runs/a
   vpeft merge --run runs/a --out merged.safetensors
+  vpeft predict --runs runs/dtl-cifar runs/dtl-dtd --images img.jpg   # DTL runs share the backbone trunk
   vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
   vpeft list methods
 """
@@ -201,6 +202,37 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .data.vtab import normalize
+    from .errors import DataError
+    from .multitask import MultiTask
+    from .run import read_run_config
+
+    mt = MultiTask(args.runs, device=args.device)
+    norm = read_run_config(args.runs[0]).data.normalize
+    h, w = mt.backbone.input_size
+    paths = [Path(p) for p in args.images]
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start:start + args.batch_size]
+        arrays = []
+        for p in chunk:
+            try:
+                with Image.open(p) as img:
+                    arrays.append(np.asarray(img.convert("RGB").resize((w, h), Image.BICUBIC)).transpose(2, 0, 1))
+            except Exception as e:
+                raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
+        x = normalize(torch.from_numpy(np.stack(arrays)).to(args.device), norm)
+        outs = mt(x)
+        for j, p in enumerate(chunk):
+            preds = {name: int(o[j].argmax()) for name, o in zip(mt.names, outs)}
+            print(json.dumps({"image": str(p), "predictions": preds}))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -250,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--run", required=True, help="run directory of a mergeable method (lora, ssf, fact_*, bitfit)")
     mg.add_argument("--out", required=True, help="output .safetensors file")
 
+    pr = sub.add_parser("predict", help="predict with several DTL runs over one shared backbone trunk")
+    pr.add_argument("--runs", nargs="+", required=True, help="run directories of dtl / dtl_plus runs")
+    pr.add_argument("--images", nargs="+", required=True, help="image files")
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--device", default="cpu")
+
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
     ls.add_argument("kind", choices=["methods", "selectors", "objectives"])
 
@@ -264,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+COMMANDS = {"predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
