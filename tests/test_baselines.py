@@ -193,12 +193,17 @@ def memory_b2():
     from vpeft.measure import measure
 
     return {m: measure("vit_base_patch16_224", m, batch_size=2, timing=False)["saved_activation_bytes"]
-            for m in ("full", "ssf", "lora")}
+            for m in ("full", "ssf", "lora", "dtl")}
 
 
 def test_ssf_and_lora_are_memory_lean_on_vit_b(memory_b2):
     assert memory_b2["ssf"] <= 0.85 * memory_b2["full"], memory_b2
     assert memory_b2["lora"] <= 0.75 * memory_b2["full"], memory_b2
+
+
+def test_dtl_memory_against_full_and_lora_on_vit_b(memory_b2):
+    assert memory_b2["dtl"] <= 0.35 * memory_b2["full"], memory_b2
+    assert memory_b2["dtl"] <= 0.55 * memory_b2["lora"], memory_b2
 
 
 @pytest.mark.parametrize("backbone,depth,dim", [("vit_small_patch16_224", 12, 384), ("vit_large_patch16_224", 24, 1024)])

@@ -48,9 +48,10 @@ def test_forward_equals_the_papers_formula(method):
     torch.testing.assert_close(bb(x), expected)
 
 
-def test_swish_beta():
-    h = torch.tensor([-1.0, 0.0, 0.01, 2.0])
+def test_swish_beta_and_its_gradient():
+    h = torch.tensor([-1.0, 0.0, 0.01, 2.0, -0.003], dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(swish(h, 100.0), h * torch.sigmoid(100 * h))
+    torch.autograd.gradcheck(lambda t: swish(t, 100.0), (h,))
 
 
 def test_blocks_before_m_store_nothing_and_get_no_gradient():

@@ -27,8 +27,25 @@ from ._common import block_dim
 from .base import MethodConfig
 
 
+class _Swish(torch.autograd.Function):
+    """``h * sigmoid(beta h)`` keeping only ``h`` for backward (autograd's version keeps h and the sigmoid)."""
+
+    @staticmethod
+    def forward(ctx, h, beta):
+        ctx.save_for_backward(h)
+        ctx.beta = beta
+        return h * torch.sigmoid(beta * h)
+
+    @staticmethod
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.beta * h)
+        return g * (s + ctx.beta * h * s * (1 - s)), None
+
+
 def swish(h: torch.Tensor, beta: float) -> torch.Tensor:
-    return h * torch.sigmoid(beta * h)
+    """``h * sigmoid(beta * h)``, the activation of DTL's side output (beta = 100 in the paper)."""
+    return _Swish.apply(h, beta)
 
 
 class SideNetwork(nn.Module):
