@@ -13,6 +13,8 @@ def test_parse_spec_values():
     assert name == "lora"
     assert kw == {"rank": 4, "alpha": 0.5, "bias": True, "targets": ["q", "v"], "act": "gelu"}
     assert parse_spec(format_spec("x", {"a": 1, "b": [1, 2], "c": False})) == ("x", {"a": 1, "b": [1, 2], "c": False})
+    assert parse_spec("idat:teacher='vit_s:img_size=32,patch_size=8',alpha=2") == (
+        "idat", {"teacher": "vit_s:img_size=32,patch_size=8", "alpha": 2})
 
 
 @pytest.mark.parametrize("bad", ["", ":rank=4", "lora:rank", "lora:=4"])

@@ -40,6 +40,7 @@ def _add_train(sub):
     p.add_argument("--checkpoint", help="backbone weights: .npz, .safetensors or .pth")
     p.add_argument("--pretrained", action="store_true", help="download timm hub weights (needs network)")
     p.add_argument("--pool", choices=["token", "avg"], help="classifier input (default: the model's)")
+    p.add_argument("--preset", help="a named method + objective pair (see 'vpeft list presets'), e.g. idat-ps-kl")
     p.add_argument("--method", help="method spec, name[:key=value,...] (see 'vpeft list methods')")
     p.add_argument("--objective", help="objective spec (see 'vpeft list objectives')")
     p.add_argument("--epochs", type=int)
@@ -59,6 +60,11 @@ def _train_config(args):
     data = load_yaml(args.config) if args.config else {}
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     sec = lambda name: data.setdefault(name, {}) if isinstance(data.get(name, {}), dict) else data[name]  # noqa
+    if args.preset:
+        from .presets import get_preset
+
+        preset = get_preset(args.preset)
+        data["method"], data["objective"] = preset["method"], dict(preset["objective"])
     if args.data:
         sec("data")["root"] = args.data
     if args.backbone:
@@ -164,6 +170,12 @@ def cmd_list(args) -> int:
     import vpeft.objectives  # noqa: F401
     import vpeft.selectors  # noqa: F401
 
+    if args.kind == "presets":
+        from .presets import PRESETS
+
+        for name, p in sorted(PRESETS.items()):
+            print(f"{name}: {p['about']}\n    --method {p['method']} --objective {p['objective']}")
+        return 0
     registry = {"methods": METHODS, "selectors": SELECTORS, "objectives": OBJECTIVES}[args.kind]
     if not registry.names():
         print(f"no {args.kind} registered yet")
@@ -289,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
-    ls.add_argument("kind", choices=["methods", "selectors", "objectives"])
+    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets"])
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

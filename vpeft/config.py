@@ -182,14 +182,20 @@ def _parse_value(text: str) -> Any:
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside brackets, so ``targets=[q,v],rank=4`` gives two items."""
-    parts, depth, cur = [], 0, []
+    """Split on ``sep`` outside brackets and quotes, so ``targets=[q,v],rank=4`` gives two items and
+    ``teacher='vit_small_patch16_224:img_size=32,patch_size=8'`` one."""
+    parts, depth, cur, quote = [], 0, [], None
     for ch in text:
-        if ch in "[({":
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[({":
             depth += 1
         elif ch in "])}":
             depth -= 1
-        if ch == sep and depth == 0:
+        if ch == sep and depth == 0 and quote is None:
             parts.append("".join(cur))
             cur = []
         else:
@@ -201,9 +207,10 @@ def _split_top_level(text: str, sep: str = ",") -> list[str]:
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Parse ``"name"`` or ``"name:key=value,key=value"`` into ``(name, kwargs)``.
 
-    Values are read as YAML scalars or flow lists: ``rank=4``, ``scale=0.1``, ``bias=true``, ``targets=[q,v]``.
+    Values are read as YAML scalars or flow lists: ``rank=4``, ``scale=0.1``, ``bias=true``, ``targets=[q,v]``;
+    quote a value that holds commas or colons: ``teacher='vit_small_patch16_224:img_size=32'``.
     """
-    name, _, rest = spec.strip().partition(":")
+    name, _, rest = spec.strip().partition(":")  # the first colon: quoted values may hold more
     name = name.strip()
     if not name:
         raise ConfigError(f"empty name in spec {spec!r}; write name or name:key=value,...")

@@ -100,16 +100,15 @@ def memory_stats(model: nn.Module, objective: nn.Module | None, optimizer, saved
 
 
 def param_counts(model, objective=None) -> dict[str, int]:
+    """Counts of the model that is kept (the student): a teacher owned by the objective is counted apart."""
     from .methods.base import head_param_names
 
-    modules = [model] + ([objective] if objective is not None else [])
-    named = trainable_named_parameters(*modules)
+    named = trainable_named_parameters(model)
     head = head_param_names(model)
-    total = sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
     return {
         "trainable": sum(p.numel() for _, p in named),
         "trainable_no_head": sum(p.numel() for n, p in named if n not in head),
-        "total": total,
+        "total": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -159,7 +158,11 @@ def measure(
         opt.zero_grad(set_to_none=True)
     del out, loss
     result: dict[str, Any] = {"method": spec_string(cfg.method), "objective": spec_string(cfg.objective)}
-    result.update(param_counts(model, obj))
+    result.update(param_counts(model))
+    teacher = getattr(obj, "teacher", None)
+    if teacher is not None:  # together: the student's counts plus the teacher's
+        for k, v in param_counts(teacher).items():
+            result[k] += v
     if opt is None:
         opt = torch.optim.AdamW([torch.zeros(0)])
     result.update(memory_stats(model, obj, opt, probe.bytes))
@@ -180,4 +183,12 @@ def measure(
         result["step_seconds"] = sorted(times)[len(times) // 2]
     if dev.type == "cuda":
         result["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(dev)
+    if teacher is not None:
+        # Each model alone (with plain cross-entropy), beside the joint figures above.
+        icfg = obj.cfg
+        student = measure(backbone, method, "ce", batch_size, num_classes, timing, device, seed, repeats)
+        t_method = icfg.teacher_method if icfg.teacher_method is not None else method
+        alone = measure(icfg.teacher, t_method, "ce", batch_size, num_classes, timing, device, seed, repeats)
+        result["student"] = {k: student[k] for k in MEASURE_KEYS}
+        result["teacher"] = {k: alone[k] for k in MEASURE_KEYS}
     return result

@@ -20,8 +20,11 @@ LOG_FILE = "log.jsonl"
 STATE_FILE = "state.pt"
 
 
-def build_model(cfg: RunConfig, num_classes: int):
-    """Backbone (seeded by ``train.seed``) + method + objective. Same config and seed, same initial model."""
+def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
+    """Backbone (seeded by ``train.seed``) + method + objective. Same config and seed, same initial model.
+
+    With ``inference``, the objective is the one evaluation needs (``ObjectiveConfig.for_inference``: no teacher).
+    """
     torch.manual_seed(cfg.train.seed)
     backbone = create_backbone(
         cfg.backbone.spec,
@@ -32,7 +35,7 @@ def build_model(cfg: RunConfig, num_classes: int):
         drop_path=cfg.train.drop_path,
     )
     apply_method(backbone, cfg.method)
-    objective = cfg.objective.build(backbone)
+    objective = (cfg.objective.for_inference() if inference else cfg.objective).build(backbone)
     return backbone, objective
 
 
@@ -78,8 +81,8 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
         num_classes = json.loads(result_path.read_text())["num_classes"]
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
-    model, objective = build_model(cfg, num_classes)
-    load_trainable(run_dir / TRAINABLE_FILE, model, objective)
+    model, objective = build_model(cfg, num_classes, inference=True)
+    load_trainable(run_dir / TRAINABLE_FILE, model)
     model.to(device), objective.to(device)
     model.eval(), objective.eval()
     return model, objective, cfg, num_classes

@@ -265,8 +265,11 @@ def train(
         model, objective, test_ds, tc.eval_batch_size or tc.batch_size, dc.normalize, device
     )
     eval_seconds = time.perf_counter() - t0
-    save_trainable(out / TRAINABLE_FILE, model, objective, metadata={"method": spec_string(cfg.method)})
-    counts = param_counts(model, objective)
+    # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
+    # files of their own.
+    save_trainable(out / TRAINABLE_FILE, model, metadata={"method": spec_string(cfg.method)})
+    objective.save_extra(out)
+    counts = param_counts(model)
     result = {
         "test_acc": test_acc,
         "test_correct": test_correct,
@@ -309,6 +312,12 @@ def train(
         "versions": _versions(),
         "git": _git(),
     }
+    teacher = getattr(objective, "teacher", None)
+    if teacher is not None:
+        t = param_counts(teacher)
+        result["teacher"] = {"backbone": cfg.objective.teacher, "trainable_params": t["trainable"],
+                             "trainable_params_no_head": t["trainable_no_head"], "total_params": t["total"],
+                             "train_acc_last_epoch": history[-1].get("teacher_acc")}
     if use_amp and device.type == "cuda":
         result["memory"]["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
     atomic_write_json(out / RESULT_FILE, result)

@@ -24,6 +24,10 @@ class ObjectiveConfig(BaseConfig):
     def build(self, backbone) -> "Objective":
         raise NotImplementedError
 
+    def for_inference(self) -> "ObjectiveConfig":
+        """The objective to rebuild for evaluation (iDAT drops its teacher; GIST keeps its token)."""
+        return self
+
 
 class Objective(nn.Module):
     """An objective module. Subclasses implement :meth:`forward`; :meth:`predict` gives evaluation logits."""
@@ -33,3 +37,6 @@ class Objective(nn.Module):
 
     def predict(self, model, images: torch.Tensor) -> torch.Tensor:
         return model(images)
+
+    def save_extra(self, run_dir) -> None:
+        """Write files of the objective's own beside the run's ``trainable.safetensors`` (iDAT's teacher)."""
