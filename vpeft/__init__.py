@@ -18,6 +18,7 @@ from .multitask import MultiTask
 from .methods import apply_method, merge
 from .methods.merge import load_merged
 from . import objectives as _objectives  # noqa: F401  (registers objectives)
+from . import selectors as _selectors  # noqa: F401  (registers selectors)
 from .registry import METHODS, OBJECTIVES, SELECTORS
 
 __all__ = [

@@ -43,6 +43,7 @@ def _add_train(sub):
     p.add_argument("--preset", help="a named method + objective pair (see 'vpeft list presets'), e.g. idat-ps-kl")
     p.add_argument("--method", help="method spec, name[:key=value,...] (see 'vpeft list methods')")
     p.add_argument("--objective", help="objective spec (see 'vpeft list objectives')")
+    p.add_argument("--selector", help="selector spec, e.g. gps:k=1 (see 'vpeft list selectors')")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -75,7 +76,7 @@ def _train_config(args):
         sec("backbone")["pretrained"] = True
     if args.pool:
         sec("backbone")["pool"] = args.pool
-    for flag in ("method", "objective"):
+    for flag in ("method", "objective", "selector"):
         value = getattr(args, flag)
         if value:
             name, kwargs = parse_spec(value)
@@ -105,8 +106,10 @@ def _mib(n) -> str:
 def _print_result(result: dict, out) -> None:
     m = result["memory"]
     print(f"run:        {out}")
+    sel = f"  selector: {result['selection']['k']}-per-neuron {result['selection']['criterion']}" \
+        if result.get("selection") else ""
     print(f"task:       {result['task']} ({result['num_classes']} classes)  method: {result['method']}  "
-          f"objective: {result['objective']}")
+          f"objective: {result['objective']}{sel}")
     print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
           f"select={result['protocol']['select']}, epoch {result['selected_epoch']})")
     print(f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
@@ -152,7 +155,7 @@ def cmd_measure(args) -> int:
     rows = []
     for method in args.method or ["linear"]:
         r = measure(args.backbone, method, args.objective, batch_size=args.batch_size, num_classes=args.num_classes,
-                    timing=not args.no_timing, device=args.device)
+                    timing=not args.no_timing, device=args.device, selector=args.selector)
         rows.append(r)
         if not args.json:
             print(f"{r['method']} x {r['objective']}: " + ", ".join(
@@ -284,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backbone", required=True, help="timm model name[:key=value,...]")
     m.add_argument("--method", action="append", help="method spec; repeat to compare several")
     m.add_argument("--objective", default="ce")
+    m.add_argument("--selector", help="selector spec, e.g. gps:k=1 (selected by magnitude: no data here)")
     m.add_argument("--batch-size", type=int, default=2)
     m.add_argument("--num-classes", type=int, default=10)
     m.add_argument("--device", default="cpu")
@@ -319,7 +323,12 @@ COMMANDS = {"predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eva
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Dotted overrides may come anywhere on a train command line, before or after options.
+    if extra and getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"

@@ -367,6 +367,7 @@ class RunConfig(BaseConfig):
         backbone: The backbone section.
         method: Method spec: a name or a mapping with ``name`` and its options.
         objective: Objective spec, as ``method``.
+        selector: Selector spec (``gps``), or null for none: which existing weights train, on top of the method.
         data: The data section.
         train: The train section.
     """
@@ -374,12 +375,13 @@ class RunConfig(BaseConfig):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     method: Any = "linear"
     objective: Any = "ce"
+    selector: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str | None = None) -> "RunConfig":
-        from .registry import METHODS, OBJECTIVES
+        from .registry import METHODS, OBJECTIVES, SELECTORS
 
         data = dict(data or {})
         valid = [f.name for f in cls.fields()]
@@ -403,9 +405,11 @@ class RunConfig(BaseConfig):
         # Plug-ins are validated against their registries and stored as instances.
         import vpeft.methods  # noqa: F401  (registers the built-in plug-ins)
         import vpeft.objectives  # noqa: F401
+        import vpeft.selectors  # noqa: F401
 
         kwargs["method"] = METHODS.build(data.get("method", "linear"))
         kwargs["objective"] = OBJECTIVES.build(data.get("objective", "ce"))
+        kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
@@ -413,6 +417,7 @@ class RunConfig(BaseConfig):
             "backbone": self.backbone.to_dict(),
             "method": plugin_to_dict(self.method),
             "objective": plugin_to_dict(self.objective),
+            "selector": plugin_to_dict(self.selector) if self.selector is not None else None,
             "data": self.data.to_dict(),
             "train": self.train.to_dict(),
         }

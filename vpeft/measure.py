@@ -122,6 +122,7 @@ def measure(
     device: str = "cpu",
     seed: int = 0,
     repeats: int = 3,
+    selector: Any = None,
 ) -> dict[str, Any]:
     """Build ``backbone x method x objective`` with random weights and measure one AdamW training step.
 
@@ -134,9 +135,14 @@ def measure(
     from .engine.optim import build_optimizer, param_groups
     from .run import build_model
 
-    cfg = RunConfig.from_dict({"backbone": {"spec": backbone}, "method": method, "objective": objective})
+    cfg = RunConfig.from_dict({"backbone": {"spec": backbone}, "method": method, "objective": objective,
+                               "selector": selector})
     torch.manual_seed(seed)
     model, obj = build_model(cfg, num_classes)
+    if cfg.selector is not None:
+        # The structure (what trains, memory) does not depend on the criterion; with no data, select by magnitude.
+        sel = type(cfg.selector).from_dict({**cfg.selector.to_dict(), "criterion": "magnitude"})
+        sel.apply(model, sel.select(model, sel.scores(model)))
     dev = torch.device(device)
     model.to(dev), obj.to(dev)
     h, w = model.input_size
@@ -158,6 +164,8 @@ def measure(
         opt.zero_grad(set_to_none=True)
     del out, loss
     result: dict[str, Any] = {"method": spec_string(cfg.method), "objective": spec_string(cfg.objective)}
+    if cfg.selector is not None:
+        result["selector"] = spec_string(cfg.selector)
     result.update(param_counts(model))
     teacher = getattr(obj, "teacher", None)
     if teacher is not None:  # together: the student's counts plus the teacher's
@@ -186,9 +194,9 @@ def measure(
     if teacher is not None:
         # Each model alone (with plain cross-entropy), beside the joint figures above.
         icfg = obj.cfg
-        student = measure(backbone, method, "ce", batch_size, num_classes, timing, device, seed, repeats)
+        student = measure(backbone, method, "ce", batch_size, num_classes, timing, device, seed, repeats, selector)
         t_method = icfg.teacher_method if icfg.teacher_method is not None else method
-        alone = measure(icfg.teacher, t_method, "ce", batch_size, num_classes, timing, device, seed, repeats)
+        alone = measure(icfg.teacher, t_method, "ce", batch_size, num_classes, timing, device, seed, repeats, selector)
         result["student"] = {k: student[k] for k in MEASURE_KEYS}
         result["teacher"] = {k: alone[k] for k in MEASURE_KEYS}
     return result

@@ -82,6 +82,12 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)
+    if cfg.selector is not None:  # the selected entries are recorded in the checkpoint itself
+        from safetensors.torch import load_file
+
+        from .selectors.gps import selection_from_state
+
+        cfg.selector.apply(model, selection_from_state(model, load_file(str(run_dir / TRAINABLE_FILE))))
     load_trainable(run_dir / TRAINABLE_FILE, model)
     model.to(device), objective.to(device)
     model.eval(), objective.eval()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..errors import CheckpointError
 from .optim import trainable_named_parameters
@@ -52,10 +53,22 @@ def atomic_torch_save(path: str | Path, obj) -> None:
         raise
 
 
+def _extra_buffers(model) -> dict[str, torch.Tensor]:
+    """Persistent buffers of modules a method or selector added (GPS's selected indices): part of the run's state."""
+    extras = getattr(model, "extras", None)
+    if extras is None:
+        return {}
+    return {f"extras.{n}": b for n, b in extras.state_dict().items() if not isinstance(b, nn.Parameter)
+            and not any(n == pn for pn, _ in extras.named_parameters())}
+
+
 def trainable_state_dict(model, objective=None) -> dict[str, torch.Tensor]:
-    """Only the trainable tensors, keyed as in ``model.named_parameters()`` (objective ones under ``objective.``)."""
+    """Only the trainable tensors, keyed as in ``model.named_parameters()`` (objective ones under ``objective.``),
+    plus the persistent buffers of added modules (GPS's indices). Never a frozen backbone weight."""
     modules = [model] + ([objective] if objective is not None else [])
-    return {n: p.detach().clone() for n, p in trainable_named_parameters(*modules)}
+    out = {n: p.detach().clone() for n, p in trainable_named_parameters(*modules)}
+    out.update({k: v.detach().clone() for k, v in _extra_buffers(model).items()})
+    return out
 
 
 def save_trainable(path: str | Path, model, objective=None, metadata: dict | None = None) -> None:
@@ -75,6 +88,7 @@ def save_trainable(path: str | Path, model, objective=None, metadata: dict | Non
 def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: str = "state") -> None:
     """Copy ``sd`` into the trainable tensors; every trainable tensor must be present with its shape."""
     named = dict(trainable_named_parameters(*([model] + ([objective] if objective is not None else []))))
+    named.update(_extra_buffers(model))
     missing = [k for k in named if k not in sd]
     unexpected = [k for k in sd if k not in named]
     mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(named[k].shape)}" for k in sd if k in named and sd[k].shape != named[k].shape]

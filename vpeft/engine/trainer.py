@@ -95,6 +95,32 @@ def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+SELECTION_FILE = "selection.safetensors"
+
+
+def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool) -> dict:
+    """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
+    from safetensors.torch import load_file, save_file
+
+    sel_cfg, path = cfg.selector, out / SELECTION_FILE
+    if resume and path.is_file():
+        selection = load_file(str(path))
+        info = json.loads((out / (SELECTION_FILE + ".json")).read_text())
+    else:
+        t0 = time.perf_counter()
+        scores = sel_cfg.scores(model, train_ds, cfg.data.normalize, sel_cfg.batch_size or cfg.train.batch_size,
+                                progress)
+        selection = sel_cfg.select(model, scores)
+        info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
+                "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in selection.items()}, str(tmp))
+        tmp.replace(path)
+        atomic_write_json(out / (SELECTION_FILE + ".json"), info)
+    sel_cfg.apply(model, selection)
+    return info
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -154,6 +180,9 @@ def train(
 
     device = resolve_device(tc.device)
     model.to(device), objective.to(device)
+    selection_info = None
+    if cfg.selector is not None:
+        selection_info = _select(cfg, model, train_ds, out, resume, progress)
     use_amp = tc.amp != "none" and device.type == "cuda"
     if tc.amp != "none" and not use_amp:
         warnings.warn(f"train.amp={tc.amp!r} is ignored on {device.type}; training in fp32")
@@ -312,6 +341,8 @@ def train(
         "versions": _versions(),
         "git": _git(),
     }
+    if selection_info is not None:
+        result["selection"] = selection_info
     teacher = getattr(objective, "teacher", None)
     if teacher is not None:
         t = param_counts(teacher)

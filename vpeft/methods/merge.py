@@ -21,11 +21,14 @@ def merge(backbone) -> nn.Module:
         raise ConfigError(
             f"method {method.name!r} cannot be merged: it adds modules that are not linear in the frozen weights"
         )
-    foreign = [k for k in backbone.extras if k != method.name]
+    selector = getattr(backbone, "selector", None)
+    foreign = [k for k in backbone.extras if k != method.name and not (selector is not None and k == selector.name)]
     if foreign:
         raise ConfigError(f"cannot merge: modules {foreign} were added by something other than the method")
     if hasattr(method, "merge"):
         method.merge(backbone)
+    if selector is not None:
+        selector.merge(backbone)
     backbone.remove_hooks()
     backbone.extras.clear()
     return backbone.model

@@ -1,4 +1,3 @@
-"""Selectors: masks over existing weights (GPS). Registered in :data:`vpeft.registry.SELECTORS`.
+"""Selectors: which existing weights train (GPS). Registered in :data:`vpeft.registry.SELECTORS`."""
 
-None is built in yet; the registry, ``vpeft list selectors`` and the run config already take them.
-"""
+from . import gps  # noqa: F401

@@ -1,0 +1,307 @@
+"""GPS: gradient-based parameter selection (Zhang et al., CVPR 2024, arXiv:2312.10136), memory-lean.
+
+1. Selection: one pass over the training list with the head-free supervised contrastive loss (temperature 0.07) on
+   L2-normalised pre-logit features (the class token after the final norm on a ViT), two augmented views per image,
+   gradients summed over the pass. Then, for every output neuron (row) of every weight of a Linear or convolution
+   (the patch embedding flattened), the K input connections with the largest |accumulated gradient| are selected.
+2. Fine-tuning: the selected entries, all non-norm biases and the head train; norms, position embedding and class
+   token stay frozen. The official code keeps full-size gradients and Adam state and zeroes masked gradients (the
+   memory of full fine-tuning, their issue #6). Here each selected weight stays frozen and a trainable vector of the
+   selected *values* is added through its indices: ``y = x W^T + b + sparse(x)``, so gradients and optimizer state
+   exist only for the selected entries. With Adam and weight decay 0 this gives the dense masked reference's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import BaseConfig
+from ..errors import ConfigError
+from ..registry import SELECTORS
+
+
+def weight_sites(backbone) -> dict[str, nn.Module]:
+    """Linear and convolution layers whose weights GPS selects in, by name (the head excluded)."""
+    head = backbone.head
+    out = {}
+    for name, m in backbone.model.named_modules():
+        if m is head or not isinstance(m, (nn.Linear, nn.Conv2d)):
+            continue
+        out[name] = m
+    return out
+
+
+def _is_norm(m: nn.Module) -> bool:
+    return isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)) or "norm" in type(m).__name__.lower()
+
+
+def fully_trained(backbone, kinds) -> list[nn.Parameter]:
+    """Tensors that train fully: non-norm biases, the head, layer scales (timm ``gamma``)."""
+    out = []
+    head = backbone.head
+    for m in backbone.model.modules():
+        if "head" in kinds and m is head:
+            out.extend(m.parameters())
+            continue
+        if _is_norm(m):
+            continue
+        for pname, p in m.named_parameters(recurse=False):
+            if ("bias" in kinds and pname == "bias") or ("layer_scale" in kinds and pname == "gamma"):
+                out.append(p)
+    return out
+
+
+class SparseDelta(torch.autograd.Function):
+    """``y[..., r] += sum_e x[..., c_e] v_e`` over entries e with row r: a sparse weight update, saving only x."""
+
+    @staticmethod
+    def forward(ctx, x, values, rows, cols, out_features):
+        ctx.save_for_backward(x, values, rows, cols)
+        flat = x.reshape(-1, x.shape[-1])
+        y = flat.new_zeros(flat.shape[0], out_features).index_add_(1, rows, flat[:, cols] * values)
+        return y.reshape(*x.shape[:-1], out_features)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, values, rows, cols = ctx.saved_tensors
+        flat = x.reshape(-1, x.shape[-1])
+        g = gy.reshape(-1, gy.shape[-1])[:, rows]  # tokens x entries
+        g_values = (g * flat[:, cols]).sum(0) if ctx.needs_input_grad[1] else None
+        g_x = None
+        if ctx.needs_input_grad[0]:
+            g_x = torch.zeros_like(flat).index_add_(1, cols, g * values).reshape(x.shape)
+        return g_x, g_values, None, None, None
+
+
+class SelectedValues(nn.Module):
+    """The trainable values of one weight's selected entries, with their flat indices (a buffer)."""
+
+    def __init__(self, weight: torch.Tensor, flat_index: torch.Tensor):
+        super().__init__()
+        self.register_buffer("gps_index", flat_index.to(torch.long), persistent=True)
+        self.gps_values = nn.Parameter(torch.zeros(len(flat_index), dtype=weight.dtype, device=weight.device))
+        cols = weight.reshape(weight.shape[0], -1).shape[1]
+        self.register_buffer("rows", self.gps_index // cols, persistent=False)
+        self.register_buffer("cols", self.gps_index % cols, persistent=False)
+
+    def dense(self, weight: torch.Tensor) -> torch.Tensor:
+        """The update as a dense tensor of the weight's shape."""
+        return torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device).index_add(
+            0, self.gps_index, self.gps_values).view_as(weight)
+
+
+@SELECTORS.register("gps")
+@dataclass(kw_only=True)
+class GPSConfig(BaseConfig):
+    """GPS: per output neuron, the K input connections with the largest accumulated gradient train (plus the
+    non-norm biases and the head). On ViT-B/16 with ``k=1``: 83,712 selected weights + 83,712 biases = 167,424
+    trainable parameters without the head; each unit of K adds 83,712. Use with ``--method linear``.
+
+    Args:
+        k: Connections kept per output neuron (the authors' ``--times_para``: 1 for VTAB, 1 to 20 for FGVC).
+        criterion: ``gradient`` (|accumulated gradient|, GPS), ``magnitude`` (|weight|) or ``random`` (Table 6b).
+        level: ``neuron`` (top K per row, GPS), ``layer`` (top K x rows within each weight) or ``net`` (top
+            K x rows over the whole network) (Table 6a).
+        loss: Selection loss: ``supcon`` (head-free supervised contrastive on two augmented views, GPS) or ``ce``
+            (cross-entropy through the head, one view) (Table 6c).
+        temperature: SupCon temperature (and base temperature).
+        train_fully: Tensor kinds that train in full: ``bias`` (non-norm biases), ``head``, ``layer_scale``.
+        batch_size: Batch size of the selection pass; null: the training batch size.
+        seed: Seed of the augmentations (and of ``random``).
+    """
+
+    k: int = 1
+    criterion: Literal["gradient", "magnitude", "random"] = "gradient"
+    level: Literal["neuron", "layer", "net"] = "neuron"
+    loss: Literal["supcon", "ce"] = "supcon"
+    temperature: float = 0.07
+    train_fully: tuple[Literal["bias", "head", "layer_scale"], ...] = ("bias", "head", "layer_scale")
+    batch_size: int | None = None
+    seed: int = 0
+
+    mergeable: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    # ---- selection ----------------------------------------------------------------------------------------------
+    def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False):
+        """Per weight name, the selection score of every entry (same shape as the weight)."""
+        sites = weight_sites(backbone)
+        if self.criterion == "magnitude":
+            return {n: m.weight.detach().abs() for n, m in sites.items()}
+        if self.criterion == "random":
+            g = torch.Generator().manual_seed(self.seed)
+            return {n: torch.rand(m.weight.shape, generator=g) for n, m in sites.items()}
+        if dataset is None:
+            raise ConfigError("gps with criterion=gradient needs the training data for its gradient pass")
+        return gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress)
+
+    def select(self, backbone, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Flat indices of the selected entries of every weight."""
+        sites = weight_sites(backbone)
+        out = {}
+        if self.level == "net":
+            flat = torch.cat([scores[n].reshape(-1).float() for n in sites])
+            total = self.k * sum(m.weight.shape[0] for m in sites.values())
+            keep = torch.zeros(flat.numel(), dtype=torch.bool)
+            keep[torch.topk(flat, min(total, flat.numel())).indices] = True
+            start = 0
+            for n, m in sites.items():
+                size = m.weight.numel()
+                out[n] = torch.nonzero(keep[start:start + size]).flatten()
+                start += size
+            return out
+        for n, m in sites.items():
+            s = scores[n].reshape(m.weight.shape[0], -1).float()
+            if self.k > s.shape[1]:
+                raise ConfigError(f"gps k={self.k} but {n} has only {s.shape[1]} inputs per neuron")
+            if self.level == "neuron":
+                cols = torch.topk(s, self.k, dim=1).indices  # rows x k
+                out[n] = (torch.arange(s.shape[0]).unsqueeze(1) * s.shape[1] + cols).flatten().sort().values
+            else:
+                out[n] = torch.topk(s.flatten(), self.k * s.shape[0]).indices.sort().values
+        return out
+
+    # ---- sparse fine-tuning -------------------------------------------------------------------------------------
+    def apply(self, backbone, selection: dict[str, torch.Tensor]) -> None:
+        """Freeze the selected weights, add trainable values at the selected entries, unfreeze the full kinds."""
+        sites = weight_sites(backbone)
+        unknown = sorted(set(selection) - set(sites))
+        if unknown:
+            raise ConfigError(f"gps selection names layers this backbone does not have: {unknown[:3]}")
+        modules = nn.ModuleDict()
+        for name, m in sites.items():
+            if name not in selection or len(selection[name]) == 0:
+                continue
+            sv = SelectedValues(m.weight, selection[name])
+            modules[name.replace(".", "_")] = sv
+            m.weight.requires_grad_(False)
+            if isinstance(m, nn.Linear):
+                backbone.register_module_hook(
+                    m, post=lambda x, y, sv=sv, o=m.out_features: y + SparseDelta.apply(x, sv.gps_values, sv.rows,
+                                                                                          sv.cols, o))
+            else:
+                backbone.register_module_hook(
+                    m, post=lambda x, y, sv=sv, m=m: y + F.conv2d(x, sv.dense(m.weight), None, m.stride, m.padding,
+                                                                  m.dilation, m.groups))
+        backbone.extras["gps"] = modules
+        backbone.selector = self
+        for p in fully_trained(backbone, self.train_fully):
+            p.requires_grad_(True)
+
+    def merge(self, backbone) -> None:
+        sites = weight_sites(backbone)
+        with torch.no_grad():
+            for key, sv in backbone.extras["gps"].items():
+                m = _find(sites, key)
+                m.weight.add_(sv.dense(m.weight))
+
+
+def _find(sites, key):
+    for n, m in sites.items():
+        if n.replace(".", "_") == key:
+            return m
+    raise ConfigError(f"gps: no layer of this backbone matches {key!r}")
+
+
+def selection_from_state(backbone, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The selection recorded in a trainable state dict (its ``extras.gps.*.gps_index`` tensors)."""
+    sites = weight_sites(backbone)
+    out = {}
+    for k, v in state.items():
+        if k.startswith("extras.gps.") and k.endswith(".gps_index"):
+            key = k[len("extras.gps."):-len(".gps_index")]
+            name = next((n for n in sites if n.replace(".", "_") == key), None)
+            if name is None:
+                raise ConfigError(f"gps: no layer of this backbone matches {key!r}")
+            out[name] = v
+    return out
+
+
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., arXiv:2004.11362), ``contrast_mode='all'``.
+
+    Args:
+        features: ``[B, views, D]``, L2-normalised.
+        labels: ``[B]``.
+    """
+    b, v, _ = features.shape
+    feats = torch.cat(features.unbind(1), 0)  # views stacked: [v B, D]
+    lab = labels.repeat(v)
+    logits = feats @ feats.t() / temperature
+    logits = logits - logits.max(1, keepdim=True).values.detach()
+    self_mask = torch.eye(b * v, dtype=torch.bool, device=feats.device)
+    pos = (lab[:, None] == lab[None, :]) & ~self_mask
+    exp = torch.exp(logits).masked_fill(self_mask, 0)
+    log_prob = logits - torch.log(exp.sum(1, keepdim=True))
+    mean_log_prob_pos = (log_prob * pos).sum(1) / pos.sum(1).clamp(min=1)
+    return -mean_log_prob_pos.mean()  # temperature / base_temperature = 1
+
+
+def two_views(images_u8: torch.Tensor, size, generator_seed: int) -> torch.Tensor:
+    """The GPS contrastive augmentation on uint8 images: random-resized crop (0.08-1), flip, colour jitter (p 0.8),
+    grayscale (p 0.2). Applied to the decoded, resized images (the authors crop the original image)."""
+    from torchvision.transforms import v2
+
+    aug = v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+    ])
+    return torch.stack([torch.stack([aug(img) for img in images_u8]) for _ in range(2)], 1)  # B x 2 x C x H x W
+
+
+def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress):
+    from ..data.vtab import batches, normalize
+
+    state = {id(p): p.requires_grad for p in backbone.parameters()}
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    grads = {n: torch.zeros_like(m.weight) for n, m in sites.items()}
+    for m in sites.values():
+        m.weight.requires_grad_(True)
+        m.weight.grad = None
+    if cfg.loss == "ce":
+        for p in backbone.head.parameters():
+            p.requires_grad_(True)
+    was_training = backbone.training
+    backbone.train()  # drop-path active, as the authors
+    rng_state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    device = next(backbone.parameters()).device
+    size = backbone.input_size
+    try:
+        bar = tqdm(list(batches(dataset, batch_size)), desc="gps selection", disable=not progress, leave=False)
+        for x, y in bar:
+            y = y.to(device)
+            if cfg.loss == "supcon":
+                views = two_views(x, size, cfg.seed)  # B x 2 x C x H x W
+                flat = normalize(views.flatten(0, 1).to(device), normalize_kind)
+                feats = backbone.forward_head(backbone.forward_features(flat), pre_logits=True)
+                feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
+                loss = supcon_loss(feats, y, cfg.temperature)
+            else:
+                loss = F.cross_entropy(backbone(normalize(x.to(device), normalize_kind)), y)
+            loss.backward()  # summed over the pass: .grad accumulates
+        for n, m in sites.items():
+            if m.weight.grad is not None:
+                grads[n] = m.weight.grad.detach().abs()
+                m.weight.grad = None
+    finally:
+        for p in backbone.parameters():
+            p.requires_grad_(state[id(p)])
+            p.grad = None
+        backbone.train(was_training)
+        torch.set_rng_state(rng_state)
+    return grads
