@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from hand import cross_entropy, kl, softmax
 import torch
 
 from vpeft import METHODS, OBJECTIVES, ConfigError, apply_method, create_backbone
@@ -14,32 +15,22 @@ Z_GIST = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 2.0, 1.0]], dtype=torch.float64)
 Y = torch.tensor([0, 2])
 
 
-def _softmax(row, T=1.0):
-    e = [math.exp(v / T) for v in row]
-    return [v / sum(e) for v in e]
 
-
-def _ce(rows, ys):
-    return sum(-math.log(_softmax(r)[y]) for r, y in zip(rows, ys)) / len(ys)
-
-
-def _kl(p_rows, q_rows):  # KL(p || q), batch mean
-    return sum(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)) for p, q in zip(p_rows, q_rows)) / len(p_rows)
 
 
 def _hand(interaction, T=3.0, mu=0.5, lam=0.75, t2=False):
     zc, zg, y = Z_CLS.tolist(), Z_GIST.tolist(), Y.tolist()
-    pc, pg = [_softmax(r, T) for r in zc], [_softmax(r, T) for r in zg]
+    pc, pg = [softmax(r, T) for r in zc], [softmax(r, T) for r in zg]
     scale = T * T if t2 else 1.0
     inter = {
-        "bkl": scale * (_kl(pc, pg) + _kl(pg, pc)),
-        "fkl": scale * _kl(pc, pg),
-        "rkl": scale * _kl(pg, pc),
+        "bkl": scale * (kl(pc, pg) + kl(pg, pc)),
+        "fkl": scale * kl(pc, pg),
+        "rkl": scale * kl(pg, pc),
         "mse": sum((a - b) ** 2 for r, s in zip(zc, zg) for a, b in zip(r, s)) / 6,
         "cos": sum(1 - sum(a * b for a, b in zip(r, s)) / math.sqrt(sum(a * a for a in r) * sum(b * b for b in s))
                    for r, s in zip(zc, zg)) / 2,
     }[interaction]
-    return _ce(zc, y) + mu * _ce(zg, y) + lam * inter
+    return cross_entropy(zc, y) + mu * cross_entropy(zg, y) + lam * inter
 
 
 @pytest.mark.parametrize("interaction", ["bkl", "fkl", "rkl", "mse", "cos"])
@@ -63,9 +54,9 @@ def test_default_logged_parts():
     assert {"loss", "ce_cls", "ce_gist", "kl_fwd", "kl_rev"} == set(out)
     # the two KL directions differ for these logits, and each matches its hand value
     zc, zg = Z_CLS.tolist(), Z_GIST.tolist()
-    pc, pg = [_softmax(r, 3) for r in zc], [_softmax(r, 3) for r in zg]
-    assert out["kl_fwd"].item() == pytest.approx(_kl(pc, pg), rel=1e-12)
-    assert out["kl_rev"].item() == pytest.approx(_kl(pg, pc), rel=1e-12)
+    pc, pg = [softmax(r, 3) for r in zc], [softmax(r, 3) for r in zg]
+    assert out["kl_fwd"].item() == pytest.approx(kl(pc, pg), rel=1e-12)
+    assert out["kl_rev"].item() == pytest.approx(kl(pg, pc), rel=1e-12)
 
 
 def _gist_model(method="adapter_ps", spec=TINY, objective="gist"):

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from hand import cross_entropy, kl, softmax
 import torch
 
 from vpeft import OBJECTIVES, ConfigError, apply_method, create_backbone
@@ -15,29 +16,22 @@ Z_T = torch.tensor([[0.5, 0.5, 1.0], [-0.2, 1.0, 0.0]], dtype=torch.float64)
 Y = torch.tensor([2, 1])
 
 
-def _softmax(row, T=1.0):
-    e = [math.exp(v / T) for v in row]
-    return [v / sum(e) for v in e]
-
-
-def _ce(rows, ys):
-    return sum(-math.log(_softmax(r)[y]) for r, y in zip(rows, ys)) / len(ys)
 
 
 def test_mse_loss_by_hand():
     zs, zt = Z_S.tolist(), Z_T.tolist()
     mse = sum((a - b) ** 2 for r, s in zip(zs, zt) for a, b in zip(r, s)) / 6
     out = idat_loss(Z_S, Z_T, Y, IDATConfig(loss="mse"))
-    assert out["loss"].item() == pytest.approx(_ce(zs, Y.tolist()) + _ce(zt, Y.tolist()) + mse, rel=1e-12)
+    assert out["loss"].item() == pytest.approx(cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + mse, rel=1e-12)
     assert out["distill"].item() == pytest.approx(mse, rel=1e-12)
 
 
 def test_kl_loss_by_hand():
     zs, zt = Z_S.tolist(), Z_T.tolist()
-    pt, ps = [_softmax(r, 5) for r in zt], [_softmax(r, 5) for r in zs]
+    pt, ps = [softmax(r, 5) for r in zt], [softmax(r, 5) for r in zs]
     kl = sum(sum(a * math.log(a / b) for a, b in zip(p, q)) for p, q in zip(pt, ps)) / 2  # KL(p_t || p_s)
     out = idat_loss(Z_S, Z_T, Y, IDATConfig(loss="kl", alpha=0.5))
-    assert out["loss"].item() == pytest.approx(_ce(zs, Y.tolist()) + _ce(zt, Y.tolist()) + 0.5 * kl, rel=1e-12)
+    assert out["loss"].item() == pytest.approx(cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + 0.5 * kl, rel=1e-12)
 
 
 def _pair(method="adapter:dim=4", objective=f"idat:teacher='{TEACHER}'"):

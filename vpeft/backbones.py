@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import parse_spec
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, describe_mismatch
 
 
 class Backbone(nn.Module):
@@ -310,11 +310,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     unexpected = [k for k in sd if k not in own]
     mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                parts.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
-        raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): " + "; ".join(parts))
+        raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): "
+                              + describe_mismatch(missing, unexpected, mismatched))
     model.load_state_dict(sd, strict=False)
 
 

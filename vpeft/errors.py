@@ -19,3 +19,12 @@ class CheckpointError(VpeftError):
 
 class RunDirError(VpeftError):
     """A run directory that is missing, incomplete, or would be overwritten."""
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
+    """``missing: a, b (2); shape mismatch: c (1)``: what differs between a state dict and a model."""
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            parts.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
+    return "; ".join(parts)

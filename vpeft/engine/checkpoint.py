@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe_mismatch
 from .optim import trainable_named_parameters
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -93,11 +93,7 @@ def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: 
     unexpected = [k for k in sd if k not in named]
     mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(named[k].shape)}" for k in sd if k in named and sd[k].shape != named[k].shape]
     if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                parts.append(f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})")
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+        raise CheckpointError(f"{source} does not match the model: " + describe_mismatch(missing, unexpected, mismatched))
     with torch.no_grad():
         for k, p in named.items():
             p.copy_(sd[k])

@@ -84,15 +84,22 @@ class AdapterConfig(_AdapterBase):
         backbone.extras[self.name] = adapters
 
 
-def _parallel(backbone, name: str, blocks_adapters, attn: bool, mlp: bool) -> None:
-    """Add ``A(input of the sub-layer's residual)`` after timm's drop_path1 (attention) and/or drop_path2 (MLP)."""
-    for block, adapter in blocks_adapters:
+def _inject_parallel(cfg: _AdapterBase, backbone, attn: bool) -> None:
+    """One adapter per block whose output is added right after timm's drop_path2 (MLP) and, with ``attn``, also
+    after drop_path1 (attention), reading the input of that sub-layer's residual branch."""
+    needed = ("norm2", "drop_path1", "drop_path2") if attn else ("norm2", "drop_path2")
+    adapters = nn.ModuleList()
+    for block in backbone.blocks:
+        require(backbone, block, needed, cfg.name, "it needs attention + MLP blocks")
+        adapter = cfg._make(block)
+        adapters.append(adapter)
         state: dict = {}
         if attn:
             backbone.register_module_hook(block, pre=lambda x, s=state: s.__setitem__("x", x))
             backbone.register_module_hook(block.drop_path1, post=lambda _, y, s=state, a=adapter: y + a(s.pop("x")))
         backbone.register_module_hook(block.norm2, pre=lambda x, s=state: s.__setitem__("mid", x))
         backbone.register_module_hook(block.drop_path2, post=lambda _, y, s=state, a=adapter: y + a(s.pop("mid")))
+    backbone.extras[cfg.name] = adapters
 
 
 @METHODS.register("adaptformer")
@@ -113,14 +120,7 @@ class AdaptFormerConfig(_AdapterBase):
     scale: float = 0.1
 
     def inject(self, backbone) -> None:
-        adapters = nn.ModuleList()
-        pairs = []
-        for block in backbone.blocks:
-            require(backbone, block, ("norm2", "drop_path2"), self.name, "it needs attention + MLP blocks")
-            adapters.append(self._make(block))
-            pairs.append((block, adapters[-1]))
-        _parallel(backbone, self.name, pairs, attn=False, mlp=True)
-        backbone.extras[self.name] = adapters
+        _inject_parallel(self, backbone, attn=False)
 
 
 @METHODS.register("adapter_ps")
@@ -141,12 +141,4 @@ class AdapterPSConfig(_AdapterBase):
     scale: float = 0.1
 
     def inject(self, backbone) -> None:
-        adapters = nn.ModuleList()
-        pairs = []
-        for block in backbone.blocks:
-            require(backbone, block, ("norm2", "drop_path1", "drop_path2"), self.name,
-                    "it needs attention + MLP blocks")
-            adapters.append(self._make(block))
-            pairs.append((block, adapters[-1]))
-        _parallel(backbone, self.name, pairs, attn=True, mlp=True)
-        backbone.extras[self.name] = adapters
+        _inject_parallel(self, backbone, attn=True)
