@@ -121,3 +121,18 @@ def test_measure_reports_student_teacher_and_together():
     assert r["trainable"] == r["student"]["trainable"] + r["teacher"]["trainable"]
     assert r["saved_activation_bytes"] >= r["student"]["saved_activation_bytes"]
     assert r["train_memory_bytes"] > r["student"]["train_memory_bytes"]
+
+
+def test_swin_teacher_for_a_swin_student():
+    from conftest import TINY_SWIN
+
+    small = "swin_tiny_patch4_window7_224:img_size=32,window_size=4,embed_dim=8,depths=[1,1],num_heads=[1,2]"
+    torch.manual_seed(0)
+    bb = create_backbone(TINY_SWIN, num_classes=3)
+    apply_method(bb, "adapter_ps")
+    obj = OBJECTIVES.build({"name": "idat", "teacher": small, "loss": "kl"}).build(bb)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    out = obj(bb, x, y)
+    out["loss"].backward()
+    assert out["logits"].shape == (2, 3)
+    assert all(p.grad is not None for p in obj.teacher.parameters() if p.requires_grad)
