@@ -211,7 +211,7 @@ def train(
         memory, train_seconds = state["memory"], state["train_seconds"]
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif resume:
-        log.info("nothing to resume in %s: starting", out)
+        log.debug("nothing to resume in %s: starting", out)
 
     micro = tc.batch_size // tc.grad_accum
     epochs_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", disable=not progress, initial=start_epoch,
