@@ -52,6 +52,7 @@ def _add_train(sub):
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--skip-bad", action="store_true", help="leave out bad list lines (counted in result.json)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -76,6 +77,8 @@ def _train_config(args):
         sec("backbone")["pretrained"] = True
     if args.pool:
         sec("backbone")["pool"] = args.pool
+    if args.skip_bad:
+        sec("data")["skip_bad"] = True
     for flag in ("method", "objective", "selector"):
         value = getattr(args, flag)
         if value:
@@ -191,6 +194,16 @@ def cmd_list(args) -> int:
         for f in cls.fields():
             print(f"    {f.name} = {defaults[f.name]!r}: {docs.get(f.name, '')}")
     return 0
+
+
+def cmd_data(args) -> int:
+    return {"synth": cmd_data_synth, "check": cmd_data_check}[args.data_command](args)
+
+
+def cmd_data_check(args) -> int:
+    from .data.check import check
+
+    return 0 if check(args.root) else 1
 
 
 def cmd_data_synth(args) -> int:
@@ -315,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=32, help="image side in pixels")
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
+    c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
+    c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")
+    c.add_argument("--suite", choices=["vtab1k"], default="vtab1k", help="the layout (more suites to come)")
     return parser
 
 
@@ -332,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    handler = cmd_data_synth if args.command == "data" else COMMANDS[args.command]
+    handler = cmd_data if args.command == "data" else COMMANDS[args.command]
     try:
         return handler(args)
     except VpeftError as e:

@@ -283,7 +283,10 @@ class DataConfig(BaseConfig):
         test_split: List file stem to report accuracy on.
         normalize: ``inception`` (mean = std = 0.5, as the papers) or ``imagenet`` (ImageNet mean and std).
         img_size: Input side length; null uses the backbone's.
-        num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label.
+        num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label (a VTAB-1K task
+            whose data disagrees with the canonical count gets the data's, with a warning).
+        skip_bad: Leave out list lines whose image is missing or unreadable or whose label is out of range (counted
+            in the result) instead of failing on the first.
     """
 
     root: Optional[str] = None
@@ -293,6 +296,7 @@ class DataConfig(BaseConfig):
     normalize: Literal["inception", "imagenet"] = "inception"
     img_size: Optional[int] = None
     num_classes: Optional[int] = None
+    skip_bad: bool = False
 
 
 @dataclass(kw_only=True)

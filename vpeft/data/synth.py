@@ -1,11 +1,17 @@
 """Synthetic tasks in the VTAB-1K layout, deterministic by seed, generated in seconds.
 
-They exercise the real loader end to end on data the project makes itself (no download):
+They exercise the real loader end to end on data the project makes itself (no download), and cover the kinds of
+skill of VTAB's three groups:
 
-* ``shapes``: which of 4 shapes (disc, square, triangle, cross) is drawn, under random colour, scale and position
-  (a "Natural"-style object-recognition skill).
-* ``count``: how many discs (1 to 4) are in the image, with random sizes, colours and positions
-  (a "Structured"-style counting skill, in the spirit of Clevr-count).
+* ``shapes`` (Natural-like, object recognition): which of 4 shapes (disc, square, triangle, cross) is drawn, under
+  random colour, scale and position.
+* ``texture`` (Specialized-like, texture recognition as DTD/EuroSAT): which of 4 textures fills the image
+  (horizontal stripes, vertical stripes, checkerboard, dots), with random period, phase and colours.
+* ``count`` (Structured, as Clevr-count): how many discs (1 to 4) are in the image.
+* ``location`` (Structured, as dSprites-location): in which quadrant a square sits (4 classes).
+* ``orientation`` (Structured, as dSprites-orientation): the angle of a bar, in 6 bins of 30 degrees.
+* ``distance`` (Structured, as Clevr-distance): how far from the image centre the nearest of 2-3 discs is
+  (4 bins).
 """
 
 from __future__ import annotations
@@ -63,10 +69,79 @@ def _draw_count(rng: np.random.Generator, label: int, size: int) -> Image.Image:
     return img
 
 
+def _draw_texture(rng: np.random.Generator, label: int, size: int) -> Image.Image:
+    bg, fg = _colours(rng)
+    period = int(rng.integers(4, 9))
+    phase = int(rng.integers(0, period))
+    yy, xx = np.mgrid[0:size, 0:size]
+    half = period // 2
+    if label == 0:
+        on = ((yy + phase) % period) < half
+    elif label == 1:
+        on = ((xx + phase) % period) < half
+    elif label == 2:
+        on = (((xx + phase) // half + (yy + phase) // half) % 2) == 0
+    else:
+        on = (((xx + phase) % period - half) ** 2 + ((yy + phase) % period - half) ** 2) <= max(1, (half / 1.5) ** 2)
+    img = np.where(on[..., None], np.array(fg, np.uint8), np.array(bg, np.uint8))
+    return Image.fromarray(img.astype(np.uint8))
+
+
+def _draw_location(rng: np.random.Generator, label: int, size: int) -> Image.Image:
+    bg, fg = _colours(rng)
+    img = Image.new("RGB", (size, size), bg)
+    cell = size / 2
+    r = rng.uniform(0.1, 0.15) * size
+    cy, cx = (label // 2 + rng.uniform(0.35, 0.65)) * cell, (label % 2 + rng.uniform(0.35, 0.65)) * cell
+    ImageDraw.Draw(img).rectangle([cx - r, cy - r, cx + r, cy + r], fill=fg)
+    return img
+
+
+def _draw_orientation(rng: np.random.Generator, label: int, size: int) -> Image.Image:
+    bg, fg = _colours(rng)
+    img = Image.new("RGB", (size, size), bg)
+    angle = np.deg2rad((label + rng.uniform(0.15, 0.85)) * 30.0)  # bins of 30 degrees over 0-180
+    length, width = rng.uniform(0.3, 0.42) * size, max(2.0, 0.08 * size)
+    cx, cy = rng.uniform(0.4, 0.6, 2) * size
+    dx, dy = np.cos(angle) * length, -np.sin(angle) * length
+    ImageDraw.Draw(img).line([cx - dx, cy - dy, cx + dx, cy + dy], fill=fg, width=int(width))
+    return img
+
+
+def _draw_distance(rng: np.random.Generator, label: int, size: int) -> Image.Image:
+    bg, fg = _colours(rng)
+    img = Image.new("RGB", (size, size), bg)
+    draw = ImageDraw.Draw(img)
+    c, r = size / 2, 0.06 * size
+    edges = np.array([0.0, 0.11, 0.21, 0.31, 0.42]) * size  # distance bins from the centre
+    far = c - r - 0.5  # the farthest a disc may sit and stay inside the image
+
+    def disc(d):
+        a = rng.uniform(0, 2 * np.pi)
+        x, y = c + d * np.cos(a), c + d * np.sin(a)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fg)
+
+    d = rng.uniform(edges[label] + 0.3, edges[label + 1] - 0.3)
+    disc(d)  # the nearest disc sets the class
+    for _ in range(int(rng.integers(1, 3))):  # others lie farther out, where there is room
+        if d + 2 * r < far:
+            disc(rng.uniform(d + 2 * r, far))
+    return img
+
+
 TASKS: dict[str, tuple[Callable, list[str], str]] = {
     "shapes": (_draw_shapes, ["disc", "square", "triangle", "cross"], "which shape is drawn"),
+    "texture": (_draw_texture, ["h-stripes", "v-stripes", "checker", "dots"], "which texture fills the image"),
     "count": (_draw_count, ["one", "two", "three", "four"], "how many discs there are"),
+    "location": (_draw_location, ["top-left", "top-right", "bottom-left", "bottom-right"],
+                 "which quadrant holds the square"),
+    "orientation": (_draw_orientation, [f"{30 * i}-{30 * i + 30}deg" for i in range(6)], "the bar's angle bin"),
+    "distance": (_draw_distance, ["near", "mid", "far", "farthest"], "distance of the nearest disc to the centre"),
 }
+
+
+#: A fixed number per task for its random stream: adding a task never changes another task's images.
+TASK_IDS = {"count": 0, "shapes": 1, "texture": 2, "location": 3, "orientation": 4, "distance": 5}
 
 
 def generate_task(out: str | Path, task: str, seed: int = 0, size: int = 32, n_test: int = 500) -> Path:
@@ -75,7 +150,7 @@ def generate_task(out: str | Path, task: str, seed: int = 0, size: int = 32, n_t
         raise ValueError(f"unknown synthetic task {task!r}; known: {', '.join(TASKS)}")
     draw, classes, _ = TASKS[task]
     root = Path(out) / task
-    rng = np.random.default_rng([seed, sorted(TASKS).index(task)])
+    rng = np.random.default_rng([seed, TASK_IDS[task]])
     lists: dict[str, list[str]] = {}
     for split, n in {**SPLITS, "test": n_test}.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)

@@ -40,11 +40,13 @@ class ListEntry:
 
 @dataclass
 class ImageDataset:
-    """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]``."""
+    """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]``; ``skipped`` lists
+    the problems of lines left out under ``skip_bad``."""
 
     images: torch.Tensor
     labels: torch.Tensor
     source: str
+    skipped: list = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -104,40 +106,62 @@ _CACHE: dict[tuple, ImageDataset] = {}
 
 
 def load_split(
-    root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True
+    root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True,
+    skip_bad: bool = False,
 ) -> ImageDataset:
-    """Read and decode one split; checks labels against ``num_classes`` before decoding anything."""
+    """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
+
+    A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
+    ``skip_bad``, is left out and described in the dataset's ``skipped`` list.
+    """
     root = Path(root)
     entries = read_list(root, split)
     lpath = list_path(root, split)
+    skipped: list[str] = []
+
+    def bad(message: str, entry: ListEntry) -> None:
+        if not skip_bad:
+            raise DataError(message)
+        skipped.append(message)
+        entries.remove(entry)
+
     if num_classes is not None:
-        for e in entries:
+        for e in list(entries):
             if not 0 <= e.label < num_classes:
-                raise DataError(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
+                bad(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}", e)
     # The cache key covers every image's size and mtime, so an edited, replaced or deleted file is read again.
     stats = []
-    for e in entries:
+    for e in list(entries):
         try:
             st = os.stat(root / e.path)
         except OSError:
-            raise DataError(f"{lpath}:{e.line}: image {root / e.path} does not exist") from None
+            bad(f"{lpath}:{e.line}: image {root / e.path} does not exist", e)
+            continue
         stats.append((st.st_mtime_ns, st.st_size))
-    key = (str(root.resolve()), split, tuple(size), hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
+    key = (str(root.resolve()), split, tuple(size), skip_bad,
+           hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
         return _CACHE[key]
 
-    def work(e: ListEntry) -> np.ndarray:
+    def work(e: ListEntry):
         try:
             return _decode(root / e.path, size)
         except Exception as ex:
-            raise DataError(f"{lpath}:{e.line}: cannot read image {root / e.path}: {type(ex).__name__}: {ex}") from None
+            return f"{lpath}:{e.line}: cannot read image {root / e.path}: {type(ex).__name__}: {ex}"
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(work, entries))
+        arrays = list(pool.map(work, list(entries)))
+    for e, a in list(zip(list(entries), arrays)):
+        if isinstance(a, str):
+            bad(a, e)
+    arrays = [a for a in arrays if not isinstance(a, str)]
+    if not arrays:
+        raise DataError(f"{lpath}: no readable entries" + (f" ({len(skipped)} skipped)" if skipped else ""))
     ds = ImageDataset(
         images=torch.from_numpy(np.stack(arrays)),
         labels=torch.tensor([e.label for e in entries], dtype=torch.int64),
         source=str(lpath),
+        skipped=skipped,
     )
     if cache:
         _CACHE[key] = ds

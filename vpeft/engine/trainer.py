@@ -22,6 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, spec_string
+from ..data.suites import canonical_classes
 from ..data.vtab import infer_num_classes, load_split, normalize, num_batches, batches
 from ..errors import ConfigError, RunDirError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
@@ -153,6 +154,10 @@ def train(
     train_split, val_split, test_split = _splits(cfg)
     all_splits = [s for s in (train_split, val_split, test_split) if s]
     num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits)
+    canonical = canonical_classes(Path(dc.root).name)
+    if not dc.num_classes and canonical is not None and canonical != num_classes:
+        warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {Path(dc.root).name} has "
+                      f"{canonical}; using {num_classes}")
     if out.exists() and any(out.iterdir()):
         if (out / RESULT_FILE).is_file() and resume and not overwrite:
             log.info("run %s already finished", out)
@@ -168,9 +173,11 @@ def train(
             )
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
-    train_ds = load_split(dc.root, train_split, size, num_classes)
-    val_ds = load_split(dc.root, val_split, size, num_classes) if val_split else None
-    test_ds = load_split(dc.root, test_split, size, num_classes)
+    train_ds = load_split(dc.root, train_split, size, num_classes, skip_bad=dc.skip_bad)
+    val_ds = load_split(dc.root, val_split, size, num_classes, skip_bad=dc.skip_bad) if val_split else None
+    test_ds = load_split(dc.root, test_split, size, num_classes, skip_bad=dc.skip_bad)
+    skipped = {s: len(d.skipped or []) for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
+               if d is not None}
 
     if out.exists() and overwrite and not resume:
         for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
@@ -337,6 +344,7 @@ def train(
             "weight_decay": tc.weight_decay,
             "schedule": f"cosine, warmup {tc.warmup_epochs} epochs, stepped per {tc.sched_unit}",
         },
+        "skipped_lines": skipped,
         "warnings": [BEST_TEST_WARNING] if tc.select == "best-test" else [],
         "versions": _versions(),
         "git": _git(),

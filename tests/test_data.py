@@ -1,0 +1,107 @@
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vpeft.cli import main
+from vpeft.data.check import check_task
+from vpeft.data.suites import VTAB_TASKS, vtab_summary
+from vpeft.data.synth import TASKS
+from vpeft.data.vtab import load_split
+
+from conftest import SHARED_DATA, TINY, make_task
+
+
+def _broken_task(tmp_path):
+    """A fixture tree with every kind of problem the checker must report."""
+    root = make_task(tmp_path / "task", n_train=24, n_test=12, num_classes=3)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(root / "images/train800/0001.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), mode="RGBA").save(root / "images/train800/0002.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("P").save(root / "images/train800/0003.png")
+    (root / "images/train800/0004.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # corrupt
+    p = root / "images/train800/0005.png"
+    p.write_bytes(p.read_bytes()[:50])  # truncated
+    (root / "images/train800/0006.png").unlink()  # missing
+    shutil.copy(root / "images/train800/0007.png", root / "images/test/0000.png")  # train/test duplicate
+    lines = (root / "train800.txt").read_text().splitlines()
+    lines[8] = lines[8].rsplit(" ", 1)[0] + " 9"  # label out of range
+    (root / "train800.txt").write_text("\n".join(lines) + "\n")
+    both = lines + (root / "val200.txt").read_text().splitlines()
+    (root / "train800val200.txt").write_text("\n".join(both) + "\n")
+    (root / "classes.txt").write_text("0 a\n1 b\n2 c\n")
+    return root
+
+
+def test_check_reports_every_problem(tmp_path):
+    rep = check_task(_broken_task(tmp_path))
+    text = "\n".join(rep.errors)
+    assert "train800.txt:5: " in text and "0004.png: cannot decode" in text
+    assert "train800.txt:6: " in text and "0005.png: cannot decode" in text
+    assert "train800.txt:7: " in text and "0006.png: cannot read" in text
+    assert "train800.txt:9: label 9 is outside the class range 0..2" in text
+    assert rep.conversions == {"L": 2, "RGBA": 2, "P": 2}  # each listed in train800 and train800val200
+    assert rep.train_test_duplicates == 1 and "same bytes" in rep.warnings[0]
+    assert rep.counts == {"train800": 24, "val200": 12, "train800val200": 36, "test": 12} and rep.num_classes == 3
+
+
+def test_check_command_exit_codes(tmp_path, capsys):
+    good = make_task(tmp_path / "good")
+    assert main(["data", "check", str(good)]) == 0
+    assert "no errors" in capsys.readouterr().out
+    assert main(["data", "check", str(_broken_task(tmp_path))]) == 1
+    assert "error:" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
+
+
+def test_skip_bad_trains_and_counts(tmp_path):
+    import json
+
+    root = _broken_task(tmp_path)
+    with pytest.raises(Exception, match="train800val200.txt:9: label 9 is outside"):  # labels are checked first
+        load_split(root, "train800val200", (32, 32), 3)
+    ds = load_split(root, "train800val200", (32, 32), 3, skip_bad=True)
+    assert len(ds) == 36 - 4 and len(ds.skipped) == 4  # corrupt, truncated, missing, label out of range
+    assert any("train800val200.txt:5: cannot read image" in m for m in ds.skipped)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--epochs", "1",
+                 "--batch-size", "8", "--skip-bad", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["skipped_lines"] == {"train800val200": 4, "test": 0}
+
+
+def test_vtab_table_and_summary():
+    assert len(VTAB_TASKS) == 19 and sum(1 for n, g in VTAB_TASKS.values() if g == "natural") == 7
+    assert VTAB_TASKS["cifar"] == (100, "natural") and VTAB_TASKS["smallnorb_ele"] == (9, "structured")
+    accs = {t: (10.0 if g == "natural" else 40.0 if g == "specialized" else 70.0) for t, (_, g) in VTAB_TASKS.items()}
+    s = vtab_summary(accs)
+    assert s["natural"] == 10 and s["specialized"] == 40 and s["structured"] == 70
+    assert s["mean_of_groups"] == 40.0
+    assert s["mean_of_tasks"] == pytest.approx((7 * 10 + 4 * 40 + 8 * 70) / 19)
+
+
+def test_canonical_class_count_mismatch_warns(tmp_path):
+    from vpeft.config import RunConfig
+    from vpeft.engine.trainer import train
+
+    root = make_task(tmp_path / "cifar", num_classes=3)
+    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "data": {"root": str(root)},
+                               "train": {"epochs": 1, "batch_size": 8}})
+    with pytest.warns(UserWarning, match="3 classes where VTAB-1K's cifar has 100"):
+        assert train(cfg, tmp_path / "r", progress=False)["num_classes"] == 3
+
+
+def test_synthetic_suite_has_six_tasks_covering_the_groups():
+    assert {"shapes", "texture", "count", "location", "orientation", "distance"} <= set(TASKS)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "vtab1k").is_dir(), reason="../shared/data is not beside this checkout")
+def test_shared_vtab_tasks_check_and_train(tmp_path, capsys):
+    assert main(["data", "check", str(SHARED_DATA / "vtab1k")]) == 0
+    printed = capsys.readouterr().out
+    tasks = sorted(p.name for p in (SHARED_DATA / "vtab1k").iterdir() if (p / "test.txt").is_file())
+    for t in tasks:
+        assert t in printed
+        assert main(["train", "--data", str(SHARED_DATA / "vtab1k" / t), "--backbone", TINY, "--method", "bitfit",
+                     "--epochs", "1", "--batch-size", "128", "--out", str(tmp_path / t), "--no-progress"]) == 0

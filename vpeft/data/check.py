@@ -1,0 +1,130 @@
+"""``vpeft data check``: read every list and image of a task folder (or of every task folder below a root) and
+report counts, classes and every problem, naming the list file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import DataError
+from .suites import canonical_classes
+from .vtab import read_list
+
+SPLITS = ("train800", "val200", "train800val200", "test")
+
+
+@dataclass
+class TaskReport:
+    root: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    classes: int = 0
+    num_classes: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conversions: Counter = field(default_factory=Counter)
+    train_test_duplicates: int = 0
+
+
+def _inspect(path: Path):
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, None, f"cannot read: {e.strerror}"
+    try:
+        from io import BytesIO
+
+        with Image.open(BytesIO(data)) as img:
+            img.load()
+            mode = img.mode
+    except Exception as e:
+        return None, None, f"cannot decode: {type(e).__name__}: {e}"
+    return hashlib.md5(data).hexdigest(), mode, None
+
+
+def task_folders(root: str | Path) -> list[Path]:
+    """``root`` itself when it holds list files, else its sub-folders that do."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    if any((root / f"{s}.txt").is_file() for s in SPLITS):
+        return [root]
+    tasks = sorted(p for p in root.iterdir() if p.is_dir() and any((p / f"{s}.txt").is_file() for s in SPLITS))
+    if not tasks:
+        raise DataError(f"{root} holds no task folder (none has {', '.join(s + '.txt' for s in SPLITS)})")
+    return tasks
+
+
+def check_task(root: Path) -> TaskReport:
+    rep = TaskReport(root=root)
+    entries = {}
+    for split in SPLITS:
+        if not (root / f"{split}.txt").is_file():
+            if split in ("train800val200", "test"):
+                rep.errors.append(f"missing list file {root / (split + '.txt')}")
+            continue
+        try:
+            entries[split] = read_list(root, split)
+        except DataError as e:
+            rep.errors.append(str(e))
+            continue
+        rep.counts[split] = len(entries[split])
+    labels = {e.label for es in entries.values() for e in es}
+    rep.classes = len(labels)
+    classes_file = root / "classes.txt"
+    rep.num_classes = (sum(1 for line in classes_file.read_text().splitlines() if line.strip())
+                       if classes_file.is_file() else (max(labels) + 1 if labels else 0))
+    canonical = canonical_classes(root.name)
+    if canonical is not None and canonical != rep.num_classes:
+        rep.warnings.append(f"{rep.num_classes} classes where VTAB-1K's {root.name} has {canonical}")
+    paths = sorted({e.path for es in entries.values() for e in es})
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        info = dict(zip(paths, pool.map(lambda p: _inspect(root / p), paths)))
+    digests: dict[str, dict[str, str]] = {}
+    for split, es in entries.items():
+        lpath = root / f"{split}.txt"
+        for e in es:
+            digest, mode, err = info[e.path]
+            if err:
+                rep.errors.append(f"{lpath}:{e.line}: {root / e.path}: {err}")
+            elif mode != "RGB":
+                rep.conversions[mode] += 1
+            if not 0 <= e.label < rep.num_classes:
+                rep.errors.append(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{rep.num_classes - 1}")
+            if digest:
+                digests.setdefault(split, {})[digest] = e.path
+    train = set(digests.get("train800val200", {})) | set(digests.get("train800", {})) | set(digests.get("val200", {}))
+    shared = train & set(digests.get("test", {}))
+    rep.train_test_duplicates = len(shared)
+    if shared:  # leakage: the data still trains, so a warning (with examples), not an error
+        examples = ", ".join(digests["test"][d] for d in sorted(shared)[:3])
+        rep.warnings.append(f"{len(shared)} test image(s) have the same bytes as a training image (e.g. {examples})")
+    return rep
+
+
+def check(root: str | Path, out=print) -> bool:
+    """Check every task; print a table and the problems; True when there is no error."""
+    reports = [check_task(t) for t in task_folders(root)]
+    head = (f"{'task':<24} {'train800':>8} {'val200':>7} {'train+val':>9} {'test':>6} {'classes':>7} {'errors':>6} "
+            f"{'dup':>4}  converted to RGB")
+    out(head)
+    out("-" * len(head))
+    for r in reports:
+        conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
+        c = r.counts
+        out(f"{r.root.name:<24} {c.get('train800', 0):>8} {c.get('val200', 0):>7} {c.get('train800val200', 0):>9} "
+            f"{c.get('test', 0):>6} {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
+    ok = True
+    for r in reports:
+        for w in r.warnings:
+            out(f"warning: {r.root.name}: {w}")
+        for e in r.errors:
+            out(f"error: {e}")
+            ok = False
+    out(f"{len(reports)} task(s): " + ("no errors" if ok else f"{sum(len(r.errors) for r in reports)} error(s)"))
+    return ok
