@@ -105,3 +105,115 @@ def test_shared_vtab_tasks_check_and_train(tmp_path, capsys):
         assert t in printed
         assert main(["train", "--data", str(SHARED_DATA / "vtab1k" / t), "--backbone", TINY, "--method", "bitfit",
                      "--epochs", "1", "--batch-size", "128", "--out", str(tmp_path / t), "--no-progress"]) == 0
+
+
+def _images(dirpath, names, size=20, seed=0):
+    rng = np.random.default_rng(seed)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(dirpath / n)
+
+
+def _layout(tmp_path, fmt):
+    """A small dataset in each layout: 3 classes, train/val/test."""
+    import json
+
+    root = tmp_path / fmt
+    splits = {"train": 12, "val": 6, "test": 6}
+    if fmt == "fgvc":  # CUB-style: images/ plus JSON splits
+        for s, n in splits.items():
+            names = [f"{s}_{i}.png" for i in range(n)]
+            _images(root / "images" / "class_x", names)
+            (root / f"{s}.json").write_text(json.dumps({f"class_x/{m}": i % 3 for i, m in enumerate(names)}))
+    elif fmt == "fewshot":
+        _images(root / "imgs", [f"{i}.png" for i in range(24)])
+        (root / "annotations").mkdir(parents=True)
+        lines = [f"imgs/{i}.png {i % 3}" for i in range(24)]
+        (root / "annotations" / "train_meta.list.num_shot_4.seed_1").write_text("\n".join(lines[:12]) + "\n")
+        (root / "annotations" / "val_meta.list").write_text("\n".join(lines[12:18]) + "\n")
+        (root / "annotations" / "test_meta.list").write_text("\n".join(lines[18:]) + "\n")
+    elif fmt == "folder":
+        for s, n in splits.items():
+            for c in ("cat", "dog", "eel"):
+                _images(root / s / c, [f"{i}.png" for i in range(n // 3)])
+    else:  # csv
+        _images(root / "img", [f"{i}.png" for i in range(24)])
+        for s, (a, b) in {"train": (0, 12), "val": (12, 18), "test": (18, 24)}.items():
+            (root / f"{s}.csv").write_text("path,label\n" + "".join(f"img/{i}.png,{i % 3}\n" for i in range(a, b)))
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["fgvc", "fewshot", "folder", "csv"])
+def test_other_layouts_train_and_evaluate(tmp_path, fmt, capsys):
+    import json
+
+    root = _layout(tmp_path, fmt)
+    out = tmp_path / "run"
+    extra = ["data.shot=4", "data.fewshot_seed=1"] if fmt == "fewshot" else []
+    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "bitfit", "--epochs", "2",
+                 "--batch-size", "4", "--out", str(out), "--no-progress", f"data.format={fmt}", *extra]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["num_classes"] == 3 and result["test_total"] == 6
+    assert result["protocol"]["augment"] == {"fgvc": "crop_flip", "fewshot": "crop_flip_randaug"}.get(fmt, "none")
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out)]) == 0
+    assert "(same)" in capsys.readouterr().out
+
+
+def test_layout_errors_name_the_file_and_entry(tmp_path):
+    import json
+
+    from vpeft.errors import DataError
+
+    root = _layout(tmp_path, "fgvc")
+    data = json.loads((root / "train.json").read_text())
+    data[next(iter(data))] = "seven"
+    (root / "train.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"train.json: entry 1 .*label 'seven' is not an integer"):
+        load_split(root, "train+val", (32, 32), fmt="fgvc")
+    root = _layout(tmp_path, "csv")
+    (root / "test.csv").write_text("file,y\nimg/0.png,1\n")
+    with pytest.raises(DataError, match="test.csv: the header must name the columns path and label"):
+        load_split(root, "test", (32, 32), fmt="csv")
+
+
+def test_augmented_training_is_deterministic_and_resumes(tmp_path):
+    from vpeft.config import RunConfig
+    from vpeft.engine.trainer import train
+
+    root = _layout(tmp_path, "fewshot")
+    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "bitfit",
+                               "data": {"root": str(root), "format": "fewshot", "shot": 4, "fewshot_seed": 1},
+                               "train": {"epochs": 3, "batch_size": 4}})
+    a = train(cfg, tmp_path / "a", progress=False)
+
+    def stop(epoch, entry):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False, on_epoch_end=stop)
+    b = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert a["test_acc"] == b["test_acc"]
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(tmp_path / d / "trainable.safetensors")) for d in "ab")
+    assert all(torch_equal(wa[k], wb[k]) for k in wa)
+
+
+def torch_equal(x, y):
+    import torch
+
+    return torch.equal(x, y)
+
+
+@pytest.mark.parametrize("fmt", ["fgvc", "fewshot"])
+def test_check_other_suites(tmp_path, fmt, capsys):
+    root = _layout(tmp_path, fmt)
+    args = ["--shot", "4", "--seed", "1"] if fmt == "fewshot" else []
+    assert main(["data", "check", str(root), "--suite", fmt, *args]) == 0
+    assert "no errors" in capsys.readouterr().out
+    if fmt == "fgvc":
+        next((root / "images" / "class_x").glob("test_0.png")).write_bytes(b"broken")
+        assert main(["data", "check", str(root), "--suite", fmt]) == 1
+        assert "test.json:1:" in capsys.readouterr().out

@@ -127,19 +127,20 @@ def _print_result(result: dict, out) -> None:
 def cmd_eval(args) -> int:
     import torch
 
-    from .data.vtab import load_split
+    from .data.sources import load, resolve_splits
     from .run import RESULT_FILE, evaluate, load_run
 
     model, objective, cfg, num_classes = load_run(args.run, device=args.device)
     root = args.data or cfg.data.root
-    split = args.split or cfg.data.test_split
+    test_split = resolve_splits(cfg.data, cfg.train.select)[2]
+    split = args.split or test_split
     size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
-    ds = load_split(root, split, size, num_classes)
+    ds = load(cfg.data, split, size, num_classes, training=False, root=root)
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
                                    cfg.data.normalize, torch.device(args.device))
     recorded = None
     result_path = Path(args.run) / RESULT_FILE
-    if result_path.is_file() and split == cfg.data.test_split and root == cfg.data.root:
+    if result_path.is_file() and split == test_split and root == cfg.data.root:
         recorded = json.loads(result_path.read_text())["test_acc"]
     out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded}
     if args.json:
@@ -203,7 +204,7 @@ def cmd_data(args) -> int:
 def cmd_data_check(args) -> int:
     from .data.check import check
 
-    return 0 if check(args.root) else 1
+    return 0 if check(args.root, args.suite, args.shot, args.seed) else 1
 
 
 def cmd_data_synth(args) -> int:
@@ -330,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")
-    c.add_argument("--suite", choices=["vtab1k"], default="vtab1k", help="the layout (more suites to come)")
+    c.add_argument("--suite", choices=["vtab1k", "fgvc", "fewshot"], default="vtab1k",
+                   help="the layout: a VTAB-1K task (or folder of tasks), a VPT FGVC dataset, a NOAH few-shot dataset")
+    c.add_argument("--shot", type=int, default=16, help="few-shot: shots of the training list to check")
+    c.add_argument("--seed", type=int, default=0, help="few-shot: seed of the training list to check")
     return parser
 
 

@@ -275,12 +275,19 @@ class DataConfig(BaseConfig):
     """Where the images are and how they are read.
 
     Args:
-        root: A task folder in the VTAB-1K layout (``train800.txt``, ``val200.txt``, ``train800val200.txt``,
-            ``test.txt`` with lines ``<relative path> <label>``).
-        train_split: List file stem to train on; null picks ``train800val200`` (or ``train800`` when selecting on
-            val).
-        val_split: List file stem for model selection with ``train.select=val``.
-        test_split: List file stem to report accuracy on.
+        root: The task folder (for ``vtab1k``: ``train800.txt``, ``val200.txt``, ``train800val200.txt``, ``test.txt``
+            with lines ``<relative path> <label>``).
+        format: Layout: ``vtab1k``, ``fgvc`` (VPT's JSON splits), ``fewshot`` (NOAH's lists), ``folder``
+            (``<split>/<class>/<image>``) or ``csv`` (``<split>.csv`` with columns path, label).
+        shot: Shots per class of a ``fewshot`` training list.
+        fewshot_seed: Seed of a ``fewshot`` training list.
+        augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
+            FGVC), ``crop_flip_randaug`` (plus RandAugment, few-shot); null picks by format (none for vtab1k, folder,
+            csv). With augmentation, images are decoded at size / 0.875 and tested on the centre crop.
+        train_split: Split to train on; null picks by format and selection rule (``train800val200`` or ``train800``
+            for vtab1k; ``train+val`` or ``train`` for fgvc; ``train`` otherwise).
+        val_split: Split for model selection with ``train.select=val``; null picks by format.
+        test_split: Split to report accuracy on; null picks ``test``.
         normalize: ``inception`` (mean = std = 0.5, as the papers) or ``imagenet`` (ImageNet mean and std).
         img_size: Input side length; null uses the backbone's.
         num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label (a VTAB-1K task
@@ -290,9 +297,13 @@ class DataConfig(BaseConfig):
     """
 
     root: Optional[str] = None
+    format: Literal["vtab1k", "fgvc", "fewshot", "folder", "csv"] = "vtab1k"
+    shot: int = 16
+    fewshot_seed: int = 0
+    augment: Optional[Literal["none", "crop_flip", "crop_flip_randaug"]] = None
     train_split: Optional[str] = None
-    val_split: str = "val200"
-    test_split: str = "test"
+    val_split: Optional[str] = None
+    test_split: Optional[str] = None
     normalize: Literal["inception", "imagenet"] = "inception"
     img_size: Optional[int] = None
     num_classes: Optional[int] = None

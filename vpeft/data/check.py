@@ -13,10 +13,12 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import DataError
+from .sources import read_entries
 from .suites import canonical_classes
-from .vtab import read_list
 
 SPLITS = ("train800", "val200", "train800val200", "test")
+SUITE_SPLITS = {"vtab1k": SPLITS, "fgvc": ("train", "val", "test"), "fewshot": ("train", "val", "test")}
+REQUIRED = {"vtab1k": ("train800val200", "test"), "fgvc": ("train", "test"), "fewshot": ("train", "test")}
 
 
 @dataclass
@@ -47,11 +49,13 @@ def _inspect(path: Path):
     return hashlib.md5(data).hexdigest(), mode, None
 
 
-def task_folders(root: str | Path) -> list[Path]:
+def task_folders(root: str | Path, suite: str = "vtab1k") -> list[Path]:
     """``root`` itself when it holds list files, else its sub-folders that do."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
+    if suite != "vtab1k":
+        return [root]
     if any((root / f"{s}.txt").is_file() for s in SPLITS):
         return [root]
     tasks = sorted(p for p in root.iterdir() if p.is_dir() and any((p / f"{s}.txt").is_file() for s in SPLITS))
@@ -60,18 +64,15 @@ def task_folders(root: str | Path) -> list[Path]:
     return tasks
 
 
-def check_task(root: Path) -> TaskReport:
+def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0) -> TaskReport:
     rep = TaskReport(root=root)
-    entries = {}
-    for split in SPLITS:
-        if not (root / f"{split}.txt").is_file():
-            if split in ("train800val200", "test"):
-                rep.errors.append(f"missing list file {root / (split + '.txt')}")
-            continue
+    entries, image_roots = {}, {}
+    for split in SUITE_SPLITS[suite]:
         try:
-            entries[split] = read_list(root, split)
+            entries[split], image_roots[split] = read_entries(root, split, suite, shot, seed)
         except DataError as e:
-            rep.errors.append(str(e))
+            if split in REQUIRED[suite] or "missing" not in str(e):
+                rep.errors.append(str(e))
             continue
         rep.counts[split] = len(entries[split])
     labels = {e.label for es in entries.values() for e in es}
@@ -82,23 +83,23 @@ def check_task(root: Path) -> TaskReport:
     canonical = canonical_classes(root.name)
     if canonical is not None and canonical != rep.num_classes:
         rep.warnings.append(f"{rep.num_classes} classes where VTAB-1K's {root.name} has {canonical}")
-    paths = sorted({e.path for es in entries.values() for e in es})
+    paths = sorted({(image_roots[s] / e.path) for s, es in entries.items() for e in es})
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        info = dict(zip(paths, pool.map(lambda p: _inspect(root / p), paths)))
+        info = dict(zip(paths, pool.map(_inspect, paths)))
     digests: dict[str, dict[str, str]] = {}
     for split, es in entries.items():
-        lpath = root / f"{split}.txt"
         for e in es:
-            digest, mode, err = info[e.path]
+            lpath = e.source
+            digest, mode, err = info[image_roots[split] / e.path]
             if err:
-                rep.errors.append(f"{lpath}:{e.line}: {root / e.path}: {err}")
+                rep.errors.append(f"{lpath}:{e.line}: {image_roots[split] / e.path}: {err}")
             elif mode != "RGB":
                 rep.conversions[mode] += 1
             if not 0 <= e.label < rep.num_classes:
                 rep.errors.append(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{rep.num_classes - 1}")
             if digest:
                 digests.setdefault(split, {})[digest] = e.path
-    train = set(digests.get("train800val200", {})) | set(digests.get("train800", {})) | set(digests.get("val200", {}))
+    train = set().union(*(set(d) for s, d in digests.items() if s != "test"))
     shared = train & set(digests.get("test", {}))
     rep.train_test_duplicates = len(shared)
     if shared:  # leakage: the data still trains, so a warning (with examples), not an error
@@ -107,18 +108,18 @@ def check_task(root: Path) -> TaskReport:
     return rep
 
 
-def check(root: str | Path, out=print) -> bool:
+def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, out=print) -> bool:
     """Check every task; print a table and the problems; True when there is no error."""
-    reports = [check_task(t) for t in task_folders(root)]
-    head = (f"{'task':<24} {'train800':>8} {'val200':>7} {'train+val':>9} {'test':>6} {'classes':>7} {'errors':>6} "
-            f"{'dup':>4}  converted to RGB")
+    reports = [check_task(t, suite, shot, seed) for t in task_folders(root, suite)]
+    splits = SUITE_SPLITS[suite]
+    head = f"{'task':<24} " + " ".join(f"{s:>14}" for s in splits) + \
+        f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
     out(head)
     out("-" * len(head))
     for r in reports:
         conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
-        c = r.counts
-        out(f"{r.root.name:<24} {c.get('train800', 0):>8} {c.get('val200', 0):>7} {c.get('train800val200', 0):>9} "
-            f"{c.get('test', 0):>6} {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
+        out(f"{r.root.name:<24} " + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
+            + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
     ok = True
     for r in reports:
         for w in r.warnings:

@@ -83,14 +83,16 @@ def read_list(root: str | Path, split: str) -> list[ListEntry]:
     return entries
 
 
-def infer_num_classes(root: str | Path, splits: list[str]) -> int:
+def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:
     """``classes.txt``'s line count if it exists, else 1 + the largest label in ``splits``."""
+    from .sources import read_entries
+
     classes = Path(root) / "classes.txt"
     if classes.is_file():
         n = sum(1 for line in classes.read_text().splitlines() if line.strip())
         if n > 0:
             return n
-    return 1 + max(e.label for s in splits for e in read_list(root, s))
+    return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed)[0])
 
 
 def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -107,16 +109,18 @@ _CACHE: dict[tuple, ImageDataset] = {}
 
 def load_split(
     root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True,
-    skip_bad: bool = False,
+    skip_bad: bool = False, fmt: str = "vtab1k", shot: int = 16, seed: int = 0,
 ) -> ImageDataset:
     """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
 
     A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
     ``skip_bad``, is left out and described in the dataset's ``skipped`` list.
     """
+    from .sources import read_entries
+
+    entries, image_root = read_entries(root, split, fmt, shot, seed)
     root = Path(root)
-    entries = read_list(root, split)
-    lpath = list_path(root, split)
+    lpath = entries[0].source if entries else list_path(root, split)
     skipped: list[str] = []
 
     def bad(message: str, entry: ListEntry) -> None:
@@ -128,26 +132,26 @@ def load_split(
     if num_classes is not None:
         for e in list(entries):
             if not 0 <= e.label < num_classes:
-                bad(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}", e)
+                bad(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}", e)
     # The cache key covers every image's size and mtime, so an edited, replaced or deleted file is read again.
     stats = []
     for e in list(entries):
         try:
-            st = os.stat(root / e.path)
+            st = os.stat(image_root / e.path)
         except OSError:
-            bad(f"{lpath}:{e.line}: image {root / e.path} does not exist", e)
+            bad(f"{e.source}:{e.line}: image {image_root / e.path} does not exist", e)
             continue
         stats.append((st.st_mtime_ns, st.st_size))
-    key = (str(root.resolve()), split, tuple(size), skip_bad,
+    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad,
            hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
         return _CACHE[key]
 
-    def work(e: ListEntry):
+    def work(e):
         try:
-            return _decode(root / e.path, size)
+            return _decode(image_root / e.path, size)
         except Exception as ex:
-            return f"{lpath}:{e.line}: cannot read image {root / e.path}: {type(ex).__name__}: {ex}"
+            return f"{e.source}:{e.line}: cannot read image {image_root / e.path}: {type(ex).__name__}: {ex}"
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(work, list(entries)))
@@ -181,6 +185,26 @@ def batches(
 
 def num_batches(ds: ImageDataset, batch_size: int) -> int:
     return (len(ds) + batch_size - 1) // batch_size
+
+
+def center_crop(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:
+    """The central ``size`` crop of every image (test-time transform of the augmented layouts)."""
+    h, w = ds.images.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return ImageDataset(ds.images[..., top:top + size[0], left:left + size[1]].contiguous(), ds.labels, ds.source,
+                        ds.skipped)
+
+
+def augment_batch(images: torch.Tensor, size: tuple[int, int], kind: str) -> torch.Tensor:
+    """Training augmentation on uint8 images: ``crop_flip`` (random-resized crop 0.08-1 + flip, FGVC as VPT/GPS) or
+    ``crop_flip_randaug`` (plus RandAugment with 2 ops of magnitude 9, few-shot as NOAH/DTL). Uses torch's RNG."""
+    from torchvision.transforms import v2
+
+    ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+    if kind == "crop_flip_randaug":
+        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
+    t = v2.Compose(ops)
+    return torch.stack([t(img) for img in images])
 
 
 def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, spec_string
 from ..data.suites import canonical_classes
-from ..data.vtab import infer_num_classes, load_split, normalize, num_batches, batches
+from ..data.sources import augment_kind, resolve_splits
+from ..data.sources import load as load_data
+from ..data.vtab import augment_batch, batches, infer_num_classes, normalize, num_batches
 from ..errors import ConfigError, RunDirError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
 from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, build_model, evaluate, resolve_device
@@ -78,10 +80,7 @@ def _git() -> dict:
 
 
 def _splits(cfg: RunConfig) -> tuple[str, Optional[str], str]:
-    select = cfg.train.select
-    train_split = cfg.data.train_split or ("train800" if select == "val" else "train800val200")
-    val_split = cfg.data.val_split if select == "val" else None
-    return train_split, val_split, cfg.data.test_split
+    return resolve_splits(cfg.data, cfg.train.select)
 
 
 def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -153,7 +152,7 @@ def train(
     # 1. Everything that can fail on bad input fails here, before the run directory is touched.
     train_split, val_split, test_split = _splits(cfg)
     all_splits = [s for s in (train_split, val_split, test_split) if s]
-    num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits)
+    num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits, dc.format, dc.shot, dc.fewshot_seed)
     canonical = canonical_classes(Path(dc.root).name)
     if not dc.num_classes and canonical is not None and canonical != num_classes:
         warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {Path(dc.root).name} has "
@@ -173,9 +172,10 @@ def train(
             )
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
-    train_ds = load_split(dc.root, train_split, size, num_classes, skip_bad=dc.skip_bad)
-    val_ds = load_split(dc.root, val_split, size, num_classes, skip_bad=dc.skip_bad) if val_split else None
-    test_ds = load_split(dc.root, test_split, size, num_classes, skip_bad=dc.skip_bad)
+    augment = augment_kind(dc)
+    train_ds = load_data(dc, train_split, size, num_classes, training=True)
+    val_ds = load_data(dc, val_split, size, num_classes, training=False) if val_split else None
+    test_ds = load_data(dc, test_split, size, num_classes, training=False)
     skipped = {s: len(d.skipped or []) for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
                if d is not None}
 
@@ -236,6 +236,8 @@ def train(
         for step, (x, y) in enumerate(bar):
             if tc.sched_unit == "step":
                 set_lr(optimizer, lr_at(epoch * unit + step, tc, unit))
+            if augment != "none":
+                x = augment_batch(x, size, augment)
             x, y = normalize(x.to(device), dc.normalize), y.to(device)
             n = len(y)
             for xs, ys in zip(x.split(micro), y.split(micro)):
@@ -334,7 +336,10 @@ def train(
             "train_split": train_split,
             "val_split": val_split,
             "test_split": test_split,
-            "resize": "direct bicubic, no crop, no augmentation",
+            "format": dc.format,
+            "augment": augment,
+            "resize": "direct bicubic, no crop" if augment == "none" else
+            f"bicubic to size/{0.875}, random-resized crop for training, centre crop for testing",
             "img_size": list(size),
             "normalize": dc.normalize,
             "epochs": tc.epochs,
