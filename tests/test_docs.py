@@ -34,3 +34,21 @@ def test_readme_names_every_registered_method():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [n for n in METHODS.names() if f"`{n}`" not in readme]
     assert not missing, f"README.md does not mention {missing}"
+
+
+def _benchmarks():
+    from pathlib import Path
+
+    return sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", _benchmarks(), ids=lambda p: p.stem)
+def test_benchmark_scripts_import_and_document_themselves(path):
+    """Every benchmark script imports and has a usage docstring naming the command that reproduces its result."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert callable(getattr(mod, "main", None))
+    assert f"benchmarks/{path.name}" in (mod.__doc__ or ""), f"{path.name}: say how to run it in the docstring"
