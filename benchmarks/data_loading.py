@@ -8,20 +8,19 @@ Writes benchmarks/results/data_loading.{json,md}.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import command, save
 
 from vpeft.config import RunConfig
 from vpeft.data import vtab
 from vpeft.data.synth import generate_task
 from vpeft.engine.trainer import train
 
-OUT = Path(__file__).resolve().parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "vtab1k"
 SPEC = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"
 
@@ -55,9 +54,7 @@ def main() -> int:
         if (SHARED / "caltech101").is_dir():
             rows["caltech101 (JPEG <=128 px, shared/data)"] = measure(SHARED / "caltech101", "none")
     data = {"meta": {"model": SPEC, "batch_size": 32, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "command": "python benchmarks/data_loading.py"}, "rows": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "data_loading.json").write_text(json.dumps(data, indent=2) + "\n")
+                     "command": command("data_loading.py", [])}, "rows": rows}
     lines = ["# Data loading against a tiny-model training epoch (1,000 images, batch 32, CPU)", "",
              "Command: `python benchmarks/data_loading.py`. Decoding happens once per process (images stay in memory "
              "as uint8); the per-epoch cost is batching, normalising and, for the augmented layouts, augmenting.", "",
@@ -66,8 +63,7 @@ def main() -> int:
     for k, r in rows.items():
         lines.append(f"| {k} | {r['decode_once_s']:.2f} | {r['data_per_epoch_s']:.3f} | {r['train_epoch_s']:.2f} "
                      f"| {r['data_share_of_epoch'] * 100:.1f}% |")
-    (OUT / "data_loading.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("data_loading", data, lines)
     return 0
 
 

@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 
 import torch
+from _common import command, load, save
 import yaml
 
 import vpeft
 from vpeft.config import RunConfig
-from vpeft.engine.checkpoint import load_trainable_state, save_trainable, trainable_state_dict
+from vpeft.engine.checkpoint import load_trainable_state, save_trainable
 from vpeft.measure import measure
 from vpeft.run import build_model
 
-OUT = Path(__file__).resolve().parent / "results"
 VIT_B = "vit_base_patch16_224"
 VTAB_CLASSES = [102, 100, 8, 6, 5, 6, 16, 16, 47, 10, 4, 102, 37, 2, 45, 18, 9, 397, 10]
 
@@ -162,20 +162,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    path = OUT / "dtl.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = load("dtl")
     data["meta"] = {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "command": " ".join(["python benchmarks/dtl.py", *(argv if argv is not None else sys.argv[1:])])}
+                    "command": command("dtl.py", argv)}
     if "memory" in args.parts:
         data["memory"] = part_memory(args.batch_size)
     if "multitask" in args.parts:
         data["multitask"] = part_multitask([1, 16], args.repeats)
     if "throughput" in args.parts:
         data["throughput"] = part_throughput([1, 4, 16], args.repeats)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    (OUT / "dtl.md").write_text(render(data))
-    print(render(data))
+    save("dtl", data, render(data).splitlines())
     return 0
 
 

@@ -12,15 +12,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import command, save
 from torch.utils.flop_counter import FlopCounterMode
 
 from vpeft.config import RunConfig
 from vpeft.run import build_model
 
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def build(method, objective, batch):
@@ -90,9 +89,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), file=sys.stderr)
     meta = {"backbone": "vit_base_patch16_224", "batch_size": args.batch_size, "repeats": args.repeats,
             "dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": " ".join(["python benchmarks/gist_overhead.py", *(argv if argv is not None else sys.argv[1:])])}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "gist_overhead.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "command": command("gist_overhead.py", argv)}
     lines = [
         f"# GIST overhead on ViT-B/16, batch {args.batch_size}, fp32, CPU",
         "",
@@ -106,8 +103,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['method']} | {r['ce_train_s']:.3f} | {r['gist_train_s']:.3f} | {r['train_ratio']:.3f} "
                      f"| {r['ce_eval_s']:.3f} | {r['gist_eval_s']:.3f} | {r['eval_ratio']:.3f} "
                      f"| {r['eval_flops_ratio']:.4f} |")
-    (OUT / "gist_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("gist_overhead", {"meta": meta, "rows": rows}, lines)
     return 0
 
 

@@ -9,19 +9,17 @@ Writes benchmarks/results/gps.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import command, save
 
 import vpeft
 from vpeft.data.vtab import ImageDataset
 from vpeft.measure import SavedTensorProbe, measure
 from vpeft.selectors.gps import GPSConfig, weight_sites
 
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def main(argv=None) -> int:
@@ -58,10 +56,8 @@ def main(argv=None) -> int:
                  "gradient_bytes": grad_bytes, "selected": sum(len(v) for v in cfg.select(bb, scores).values())}
     meta = {"backbone": "vit_base_patch16_224", "batch_size": args.batch_size, "dtype": "float32", "device": "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": " ".join(["python benchmarks/gps.py", *(argv if argv is not None else sys.argv[1:])])}
+            "command": command("gps.py", argv)}
     data = {"meta": meta, "rows": rows, "selection": selection}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "gps.json").write_text(json.dumps(data, indent=2) + "\n")
     full = next(iter(rows.values()))
     mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
     lines = [f"# GPS on ViT-B/16, batch {args.batch_size}, fp32, CPU (random weights)", "",
@@ -80,8 +76,7 @@ def main(argv=None) -> int:
               f"about {s['seconds_per_image'] * 1000 / 60:.0f} min here). It keeps {mib(s['saved_activation_bytes_per_batch'])} MiB "
               f"of activations per batch and {mib(s['gradient_bytes'])} MiB of gradients for every candidate weight, "
               f"but no optimizer state; {s['selected']:,} entries selected."]
-    (OUT / "gps.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("gps", data, lines)
     return 0
 
 

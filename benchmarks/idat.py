@@ -9,13 +9,13 @@ Writes benchmarks/results/idat.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import command, load, save
 
 from vpeft.config import RunConfig
 from vpeft.data.synth import generate_task
@@ -23,7 +23,6 @@ from vpeft.engine.trainer import train
 from vpeft.measure import measure
 from vpeft.run import build_model
 
-OUT = Path(__file__).resolve().parent / "results"
 STUDENT_TINY = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"
 TEACHER_TINY = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=32,depth=2,num_heads=2"
 
@@ -126,18 +125,14 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=12)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    path = OUT / "idat.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = load("idat")
     data["meta"] = {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "command": " ".join(["python benchmarks/idat.py", *(argv if argv is not None else sys.argv[1:])])}
+                    "command": command("idat.py", argv)}
     if "step" in args.parts:
         data["step"] = part_step(args.batch_size, args.repeats)
     if "tiny" in args.parts:
         data["tiny"] = part_tiny(args.seeds, args.epochs)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    (OUT / "idat.md").write_text(render(data))
-    print(render(data))
+    save("idat", data, render(data).splitlines())
     return 0
 
 

@@ -8,18 +8,16 @@ Writes benchmarks/results/memory_vit_b16.json and .md. Ratios are against `full`
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
-from pathlib import Path
 
 import torch
+from _common import command, save
 
 import vpeft
 from vpeft.measure import measure
 from vpeft.registry import METHODS
 
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def main(argv=None) -> int:
@@ -49,10 +47,8 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "vpeft": vpeft.__version__,
         "machine": platform.machine(),
-        "command": " ".join(["python benchmarks/memory_vit_b16.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command("memory_vit_b16.py", argv),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
     lines = [
         f"# Training memory on {args.backbone}, batch {args.batch_size}, fp32, CPU (random weights)",
@@ -74,8 +70,7 @@ def main(argv=None) -> int:
             f"| {mib(r['param_bytes'])} | {mib(r['grad_bytes'])} | {mib(r['optimizer_state_bytes'])} "
             f"| {mib(r['train_memory_bytes'])} | {rt} | {step} |"
         )
-    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(args.name, {"meta": meta, "rows": rows}, lines)
     return 0
 
 

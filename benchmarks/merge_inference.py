@@ -17,15 +17,14 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import timm
 import torch
+from _common import command, save
 
 import vpeft
 from vpeft.registry import METHODS
 
-OUT = Path(__file__).resolve().parent / "results"
 BACKBONE = "vit_base_patch16_224"
 
 
@@ -112,9 +111,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), file=sys.stderr)
     meta = {"backbone": BACKBONE, "batch_size": args.batch_size, "repeats": args.repeats, "dtype": "float32",
             "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": " ".join(["python benchmarks/merge_inference.py", *(argv if argv is not None else sys.argv[1:])])}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "merge_inference.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "command": command("merge_inference.py", argv)}
     lines = [
         f"# Eval forward time, merged vs plain {BACKBONE}, batch {args.batch_size}, fp32, CPU",
         "",
@@ -129,8 +126,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['method']} | {r['ops_merged']} / {r['ops_plain']} | {r['flops_merged'] / r['flops_plain']:.4f} "
                      f"| {r['merged_over_plain']:.3f} | {r['ops_unmerged']} | {r['flops_unmerged'] / r['flops_plain']:.4f} "
                      f"| {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |")
-    (OUT / "merge_inference.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("merge_inference", {"meta": meta, "rows": rows}, lines)
     return 0
 
 

@@ -7,19 +7,18 @@ a few epochs, test accuracy against chance. Writes benchmarks/results/synth_lear
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import command, save
 
 from vpeft.config import RunConfig
 from vpeft.data.synth import TASKS, generate
 from vpeft.engine.trainer import train
 
-OUT = Path(__file__).resolve().parent / "results"
 SPEC = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"
 
 
@@ -44,9 +43,7 @@ def main(argv=None) -> int:
                          "test_acc": r["test_acc"], "train_seconds": r["train_seconds"]})
     meta = {"spec": SPEC, "method": "full (from random weights)", "epochs": args.epochs, "seed": args.seed,
             "generate_seconds_all_tasks": gen_seconds, "torch": torch.__version__,
-            "command": " ".join(["python benchmarks/synth_learnability.py", *(argv if argv is not None else sys.argv[1:])])}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "synth_learnability.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "command": command("synth_learnability.py", argv)}
     lines = [f"# Synthetic tasks: tiny ViT from scratch, {args.epochs} epochs, seed {args.seed}", "",
              f"Command: `{meta['command']}`. Model `{SPEC}`, full training of random weights, AdamW lr 1e-3. "
              f"Generating all {len(TASKS)} tasks (1,500 images each) took {gen_seconds:.1f} s.", "",
@@ -54,8 +51,7 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['task']} | {r['what']} | {r['classes']} | {r['chance']:.1f} | {r['test_acc']:.1f} "
                      f"| {r['train_seconds']:.1f} |")
-    (OUT / "synth_learnability.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save("synth_learnability", {"meta": meta, "rows": rows}, lines)
     return 0
 
 

@@ -1,0 +1,28 @@
+"""What every benchmark script shares: the command line it records and how it writes its result files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def command(script: str, argv=None) -> str:
+    """The command that reproduces a result, e.g. ``python benchmarks/dtl.py --parts memory``."""
+    return " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def save(name: str, data: dict, lines: list[str]) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` and print the markdown."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (OUT / f"{name}.md").write_text("\n".join(lines).rstrip("\n") + "\n")
+    print("\n".join(lines))
+
+
+def load(name: str) -> dict:
+    """An earlier result of the same script (for scripts that rerun only some parts), or an empty one."""
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
