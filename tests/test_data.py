@@ -217,3 +217,16 @@ def test_check_other_suites(tmp_path, fmt, capsys):
         next((root / "images" / "class_x").glob("test_0.png")).write_bytes(b"broken")
         assert main(["data", "check", str(root), "--suite", fmt]) == 1
         assert "test.json:1:" in capsys.readouterr().out
+
+
+def test_decoded_cache_is_bounded_and_reused(tmp_path):
+    from vpeft.data import vtab
+
+    vtab._CACHE.clear()
+    root = make_task(tmp_path / "t")
+    first = load_split(root, "train800", (16, 16))
+    assert load_split(root, "train800", (16, 16)) is first  # reused, no second decode
+    for s in range(vtab.CACHE_SPLITS + 2):
+        load_split(root, "train800", (8 + s, 8 + s))
+    assert len(vtab._CACHE) == vtab.CACHE_SPLITS
+    assert load_split(root, "train800", (16, 16)) is not first  # evicted, decoded again

@@ -13,6 +13,7 @@ and kept decoded in memory as uint8, so an epoch costs no decoding. Every proble
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,9 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-_CACHE: dict[tuple, ImageDataset] = {}
+#: Decoded splits of this process, most recently used last; bounded so a long sweep does not keep every task.
+_CACHE: "OrderedDict[tuple, ImageDataset]" = OrderedDict()
+CACHE_SPLITS = 8
 
 
 def load_split(
@@ -145,6 +148,7 @@ def load_split(
     key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad,
            hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
+        _CACHE.move_to_end(key)
         return _CACHE[key]
 
     def work(e):
@@ -169,6 +173,8 @@ def load_split(
     )
     if cache:
         _CACHE[key] = ds
+        while len(_CACHE) > CACHE_SPLITS:
+            _CACHE.popitem(last=False)
     return ds
 
 
