@@ -181,3 +181,12 @@ def test_predict_command(tmp_path, capsys):
     assert main(["predict", "--runs", *runs, "--images", str(img)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["image"] == str(img) and set(rows[0]["predictions"]) == {"t0", "t1"}
+
+
+def test_multitask_missing_checkpoint_is_a_clear_error(tmp_path):
+    from vpeft.errors import CheckpointError
+
+    a, _ = _write_run(tmp_path, "a", "dtl", 3, 0)
+    (a / "trainable.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="trainable.safetensors does not exist"):
+        MultiTask([a])

@@ -188,3 +188,16 @@ def test_vit_b_memory_is_lean():
     assert gps["trainable_no_head"] == 167_424
     assert gps["optimizer_state_bytes"] < 0.01 * full["optimizer_state_bytes"]
     assert gps["train_memory_bytes"] <= full["train_memory_bytes"] - full["optimizer_state_bytes"]
+
+
+def test_corrupt_checkpoint_of_a_gps_run_is_a_clear_error(small_task, tmp_path, capsys):
+    from vpeft.cli import main
+
+    out = tmp_path / "gps"
+    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "linear", "--selector", "gps",
+                 "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    (out / "trainable.safetensors").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "trainable.safetensors" in err and "Traceback" not in err

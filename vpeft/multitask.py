@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from safetensors.torch import load_file
 
 from .errors import ConfigError
 from .run import RESULT_FILE, build_model, read_run_config
-from .engine.checkpoint import TRAINABLE_FILE
+from .engine.checkpoint import TRAINABLE_FILE, read_trainable
 
 
 class _Task(nn.Module):
@@ -66,7 +65,7 @@ class MultiTask(nn.Module):
         self.backbone.set_pool(ref.method.pool)
         self.tasks = nn.ModuleList()
         for r, c in zip(runs, cfgs):
-            sd = load_file(str(r / TRAINABLE_FILE))
+            sd = read_trainable(r / TRAINABLE_FILE)
             side = c.method.build_side(self.backbone)
             side.load_state_dict({k.removeprefix("extras.dtl."): v for k, v in sd.items() if k.startswith("extras.dtl.")})
             w = sd["model.head.weight"]

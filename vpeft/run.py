@@ -83,11 +83,10 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)
     if cfg.selector is not None:  # the selected entries are recorded in the checkpoint itself
-        from safetensors.torch import load_file
-
+        from .engine.checkpoint import read_trainable
         from .selectors.gps import selection_from_state
 
-        cfg.selector.apply(model, selection_from_state(model, load_file(str(run_dir / TRAINABLE_FILE))))
+        cfg.selector.apply(model, selection_from_state(model, read_trainable(run_dir / TRAINABLE_FILE)))
     load_trainable(run_dir / TRAINABLE_FILE, model)
     model.to(device), objective.to(device)
     model.eval(), objective.eval()

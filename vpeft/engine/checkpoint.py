@@ -99,12 +99,16 @@ def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: 
             p.copy_(sd[k])
 
 
-def load_trainable(path: str | Path, model, objective=None) -> None:
+def read_trainable(path: str | Path) -> dict[str, torch.Tensor]:
+    """A run's ``trainable.safetensors``, with a clear error when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"trainable checkpoint {path} does not exist")
     try:
-        sd = load_file(str(path))
+        return load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    load_trainable_state(model, objective, sd, source=str(path))
+
+
+def load_trainable(path: str | Path, model, objective=None) -> None:
+    load_trainable_state(model, objective, read_trainable(path), source=str(path))

@@ -221,10 +221,8 @@ def selection_from_state(backbone, state: dict[str, torch.Tensor]) -> dict[str, 
     for k, v in state.items():
         if k.startswith("extras.gps.") and k.endswith(".gps_index"):
             key = k[len("extras.gps."):-len(".gps_index")]
-            name = next((n for n in sites if n.replace(".", "_") == key), None)
-            if name is None:
-                raise ConfigError(f"gps: no layer of this backbone matches {key!r}")
-            out[name] = v
+            m = _find(sites, key)
+            out[next(n for n, s in sites.items() if s is m)] = v
     return out
 
 
