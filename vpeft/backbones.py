@@ -212,12 +212,32 @@ def _timm():
 
 def _split_backbone_spec(spec: str) -> tuple[str, dict]:
     name, kwargs = parse_spec(spec)
+    from .zoo import ZOO
+
+    if name in ZOO:  # a backbone shipped with vpeft: its timm architecture, the spec's options on top
+        return ZOO[name].arch, {**ZOO[name].kwargs, **kwargs}
     timm = _timm()
     if not timm.is_model(name.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown backbone {name!r}: not a timm model name.{hint}")
     return name, kwargs
+
+
+def _zoo_weights(spec: str) -> Optional[Path]:
+    """The packaged weight file of a vpeft zoo backbone (``vit_c10_base``), None for a plain timm name."""
+    from .zoo import ZOO
+
+    name, _ = parse_spec(spec)
+    if name not in ZOO:
+        return None
+    path = ZOO[name].file
+    if not path.is_file():
+        raise CheckpointError(
+            f"backbone {name!r}: its weights {path} are missing from this install; rebuild them with "
+            "'python benchmarks/pretrain_c10.py' or reinstall vpeft"
+        )
+    return path
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -367,6 +387,8 @@ def create_backbone(
     timm = _timm()
     name, kwargs = _split_backbone_spec(spec)
     kwargs.setdefault("drop_path_rate", drop_path)
+    if checkpoint is None:
+        checkpoint = _zoo_weights(spec)
     use_hub = pretrained and checkpoint is None
     try:
         # Built headless, so random backbone weights depend on the seed only, not on the number of classes (tasks

@@ -21,6 +21,8 @@ EPILOG = """examples:
   vpeft predict --runs runs/dtl-cifar runs/dtl-dtd --images img.jpg   # DTL runs share the backbone trunk
   vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
   vpeft list methods
+  vpeft bench run --suite synth --method linear --method lora --seeds 0 1 2 --out results/s --jobs 2
+  vpeft report results/s --compare linear lora
 """
 
 
@@ -289,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
 
     _add_train(sub)
+    from .bench.cli import add_parsers as _add_bench
+
+    _add_bench(sub)
 
     e = sub.add_parser("eval", help="rebuild a run's model from its directory and evaluate it")
     e.add_argument("--run", required=True, help="run directory written by 'vpeft train'")
@@ -338,7 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+def cmd_bench(args):
+    from .bench.cli import cmd_bench as run
+
+    return run(args)
+
+
+def cmd_report(args):
+    from .bench.cli import cmd_report as run
+
+    return run(args)
+
+
+COMMANDS = {"bench": cmd_bench, "report": cmd_report, "predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

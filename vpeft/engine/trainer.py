@@ -157,7 +157,8 @@ def train(
     if not dc.num_classes and canonical is not None and canonical != num_classes:
         warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {Path(dc.root).name} has "
                       f"{canonical}; using {num_classes}")
-    if out.exists() and any(out.iterdir()):
+    # Files a sweep keeps beside a run (vpeft.bench) do not make the directory "used".
+    if out.exists() and any(p.name not in ("bench.json", "run.log", "failed.json") for p in out.iterdir()):
         if (out / RESULT_FILE).is_file() and resume and not overwrite:
             log.info("run %s already finished", out)
             return json.loads((out / RESULT_FILE).read_text())

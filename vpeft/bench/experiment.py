@@ -1,0 +1,329 @@
+"""Experiments as files: a suite of tasks x method entries x seeds x a hyperparameter grid, expanded into runs.
+
+An experiment YAML (every key but ``methods`` optional)::
+
+    name: mini-vtab
+    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | tasks
+    data_root: ../data/vtab-1k # folder of task folders (suite synth: generated there when missing)
+    tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root
+    recipe: gist               # per-task settings: a shipped recipe name (vpeft bench recipes) or a YAML path
+    backbone: {spec: vit_c10_base}
+    data: {normalize: inception}
+    train: {epochs: 10, select: val}
+    methods:
+      - linear                                   # a method spec; its label is the spec
+      - {label: adapter+gist, method: "adapter:dim=8", objective: gist}
+      - {preset: idat-ps-kl}                     # a named method + objective pair
+      - {label: gps, method: linear, selector: "gps:k=1", train: {optimizer: adam, weight_decay: 0}}
+    seeds: [0, 1, 2]
+    grid: {train.lr: [0.001, 0.003]}           # cartesian product, dotted keys
+    compare: [[adapter, adapter+gist]]           # pairs the report compares
+
+Precedence, lowest first: vpeft's defaults, the recipe's ``defaults``, the recipe's entry for the task, the
+experiment's ``backbone`` / ``data`` / ``train`` sections, the method entry's own sections, the grid point, the seed.
+A run is identified by the hash of its resolved config, so a finished run is found again whatever the order.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..config import RunConfig, apply_overrides, load_yaml, parse_spec, spec_string
+from ..errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+SUITE_FORMATS = {"vtab1k": "vtab1k", "fgvc": "fgvc", "fewshot": "fewshot", "synth": "vtab1k", "tasks": None}
+#: Files that mark a task folder, per data format.
+_TASK_MARKERS = {
+    "vtab1k": ("train800val200.txt", "test.txt"),
+    "fgvc": ("train.json", "test.json"),
+    "fewshot": ("annotations",),
+    "folder": ("train", "test"),
+    "csv": ("train.csv", "test.csv"),
+}
+TOP_KEYS = ("name", "suite", "data_root", "tasks", "recipe", "backbone", "data", "train", "methods", "seeds", "grid",
+            "compare", "about")
+ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train")
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: what to train and where."""
+
+    run_id: str
+    label: str
+    task: str
+    seed: int
+    grid: dict
+    config: dict  # resolved RunConfig dict, data.root absolute
+    run_dir: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Experiment:
+    name: str
+    suite: str
+    data_root: Optional[str]
+    tasks: list[str]
+    recipe: Optional[dict]
+    base: dict
+    methods: list[dict]
+    seeds: list[int]
+    grid: dict[str, list]
+    compare: list[tuple[str, str]] = field(default_factory=list)
+    source: str = "<dict>"
+
+
+def list_recipes() -> dict[str, str]:
+    """Shipped recipe names and their one-line descriptions."""
+    out = {}
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        out[path.stem] = (yaml.safe_load(path.read_text()) or {}).get("about", "").strip().split("\n")[0]
+    return out
+
+
+def load_recipe(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())}")
+    data = load_yaml(path)
+    for key in data:
+        if key not in ("about", "source", "defaults", "tasks", "methods", "protocol"):
+            raise ConfigError(f"{path}: unknown recipe key {key!r} (valid: about, source, defaults, tasks, methods)")
+    data["_path"] = str(path)
+    return data
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in (b or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("method", "objective", "selector"):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _entry(raw: Any, where: str) -> dict:
+    if isinstance(raw, str):
+        name, _ = parse_spec(raw)
+        return {"label": raw, "method": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a method entry must be a spec string or a mapping, got {raw!r}")
+    bad = [k for k in raw if k not in ENTRY_KEYS]
+    if bad:
+        raise ConfigError(f"{where}: unknown key {bad[0]!r} in a method entry (valid: {', '.join(ENTRY_KEYS)})")
+    entry = dict(raw)
+    if "preset" in entry:
+        from ..presets import get_preset
+
+        preset = get_preset(entry["preset"])
+        entry.setdefault("method", preset["method"])
+        entry.setdefault("objective", copy.deepcopy(preset["objective"]))
+        entry.setdefault("label", entry["preset"])
+    if "method" not in entry:
+        raise ConfigError(f"{where}: a method entry needs 'method' or 'preset'")
+    if "label" not in entry:
+        parts = [_spec_text(entry["method"])]
+        if entry.get("objective") and _spec_text(entry["objective"]) != "ce":
+            parts.append(_spec_text(entry["objective"]))
+        if entry.get("selector"):
+            parts.append(_spec_text(entry["selector"]))
+        entry["label"] = "+".join(parts)
+    return entry
+
+
+def _spec_text(spec: Any) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        rest = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        return spec.get("name", "?") + (f":{rest}" if rest else "")
+    return str(spec)
+
+
+def load_experiment(source: str | Path | dict, **cli) -> Experiment:
+    """Read an experiment file (or mapping); ``cli`` keys (suite, data_root, tasks, recipe, seeds, methods, ...)
+    override the file's."""
+    where = str(source) if not isinstance(source, dict) else "<experiment>"
+    data = copy.deepcopy(source) if isinstance(source, dict) else (load_yaml(source) if source else {})
+    for k, v in cli.items():
+        if v is None:
+            continue
+        if k in ("backbone", "data", "train") and isinstance(v, dict):
+            data[k] = _deep_merge(data.get(k) or {}, v)
+        else:
+            data[k] = v
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{where}: unknown experiment key {key!r} (valid: {', '.join(TOP_KEYS)})")
+    suite = data.get("suite", "tasks" if data.get("tasks") and not data.get("data_root") else "vtab1k")
+    if suite not in SUITE_FORMATS:
+        raise ConfigError(f"{where}: unknown suite {suite!r} (valid: {', '.join(SUITE_FORMATS)})")
+    recipe = load_recipe(data["recipe"]) if data.get("recipe") else None
+    raw_methods = data.get("methods") or (recipe or {}).get("methods")
+    if not raw_methods:
+        raise ConfigError(f"{where}: no methods given (a 'methods' list, --method, or a recipe with methods)")
+    methods = [_entry(m, f"{where}: methods[{i}]") for i, m in enumerate(raw_methods)]
+    labels = [m["label"] for m in methods]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
+    seeds = data.get("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    grid = data.get("grid") or {}
+    for k, v in grid.items():
+        if "." not in k or not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}: grid entry {k!r} must be a dotted key with a non-empty list of values")
+    compare = [tuple(p) for p in data.get("compare") or []]
+    for pair in compare:
+        if len(pair) != 2 or any(p not in labels for p in pair):
+            raise ConfigError(f"{where}: compare entry {list(pair)} must name two method labels of {labels}")
+    base = {k: data.get(k) or {} for k in ("backbone", "data", "train")}
+    if isinstance(base["backbone"], str):
+        base["backbone"] = {"spec": base["backbone"]}
+    tasks = data.get("tasks")
+    tasks = [tasks] if isinstance(tasks, str) else tasks
+    return Experiment(name=data.get("name") or (Path(where).stem if not isinstance(source, dict) and source else "sweep"), suite=suite, data_root=data.get("data_root"),
+                      tasks=list(tasks) if tasks else [], recipe=recipe, base=base, methods=methods, seeds=seeds,
+                      grid=grid, compare=compare, source=where)
+
+
+def discover_tasks(root: Path, fmt: str) -> list[str]:
+    markers = _TASK_MARKERS[fmt]
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and all((p / m).exists() for m in markers))
+
+
+def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
+    """(task name, folder) for every task of the experiment, checked to exist."""
+    if exp.suite == "synth":
+        from ..data.synth import TASKS, generate
+
+        root = Path(exp.data_root or "synth-data")
+        names = exp.tasks or list(TASKS)
+        missing = [t for t in names if not (root / t / "test.txt").is_file()]
+        if missing:
+            generate(root, missing)
+        return [(t, root / t) for t in names]
+    if exp.suite == "tasks":
+        if not exp.tasks:
+            raise ConfigError("suite 'tasks' needs a list of task folders ('tasks' or --tasks)")
+        out = []
+        for t in exp.tasks:
+            p = Path(exp.data_root, t) if exp.data_root else Path(t)
+            if not p.is_dir():
+                raise ConfigError(f"task folder {p} does not exist")
+            out.append((p.name, p))
+        return out
+    if not exp.data_root:
+        raise ConfigError(f"suite {exp.suite!r} needs data_root (--data-root): the folder holding its task folders")
+    root = Path(exp.data_root)
+    if not root.is_dir():
+        raise ConfigError(f"data_root {root} is not a folder")
+    fmt = exp.base["data"].get("format") or SUITE_FORMATS[exp.suite]
+    found = discover_tasks(root, fmt)
+    names = exp.tasks or found
+    missing = [t for t in names if t not in found]
+    if missing:
+        raise ConfigError(f"{root}: no {fmt} task folder for {', '.join(missing)} (found: {', '.join(found) or 'none'})")
+    if not names:
+        raise ConfigError(f"{root}: no {fmt} task folders found")
+    return [(t, root / t) for t in names]
+
+
+def _recipe_for(recipe: Optional[dict], task: str) -> dict:
+    if not recipe:
+        return {}
+    out = copy.deepcopy(recipe.get("defaults") or {})
+    return _deep_merge(out, (recipe.get("tasks") or {}).get(task) or {})
+
+
+def _apply_plugin_options(data: dict, options: dict) -> None:
+    """A recipe's per-task ``options: {plugin name: {key: value}}`` fill in options of the run's method, objective or
+    selector of that name that the entry does not set itself (e.g. DTL+'s kernel size or GPS's K per task)."""
+    for k in ("method", "objective", "selector"):
+        spec = data.get(k)
+        if spec is None:
+            continue
+        name, kwargs = parse_spec(spec) if isinstance(spec, str) else (spec.get("name"), {
+            a: b for a, b in spec.items() if a != "name"})
+        if name in options:
+            data[k] = {"name": name, **options[name], **kwargs}
+
+
+def run_hash(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "-", text).strip("-")[:60]
+
+
+def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
+    """Every run of the experiment, in a stable order (task, method, grid point, seed), validated."""
+    out_dir = Path(out_dir)
+    keys = list(exp.grid)
+    points = [dict(zip(keys, vals)) for vals in itertools.product(*(exp.grid[k] for k in keys))] or [{}]
+    fmt_default = SUITE_FORMATS[exp.suite]
+    runs: list[RunSpec] = []
+    for task, folder in task_dirs(exp):
+        recipe = _recipe_for(exp.recipe, task)
+        for entry in exp.methods:
+            for point in points:
+                for seed in exp.seeds:
+                    data: dict = {"data": {"format": fmt_default} if fmt_default else {}}
+                    data = _deep_merge(data, {k: v for k, v in recipe.items() if k in ("backbone", "data", "train")})
+                    data = _deep_merge(data, exp.base)
+                    data = _deep_merge(data, {k: entry[k] for k in ("backbone", "data", "train") if k in entry})
+                    for k in ("method", "objective", "selector"):
+                        if entry.get(k) is not None:
+                            data[k] = copy.deepcopy(entry[k])
+                    _apply_plugin_options(data, recipe.get("options") or {})
+                    data = apply_overrides(data, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                                  for k, v in point.items()])
+                    data.setdefault("train", {})["seed"] = seed
+                    data.setdefault("data", {})["root"] = str(folder.resolve())
+                    where = f"{exp.source}: task {task}, method {entry['label']}"
+                    try:
+                        cfg = RunConfig.from_dict(data, where=where)
+                    except ConfigError as e:
+                        raise ConfigError(f"{where}: {e}") from None
+                    resolved = cfg.to_dict()
+                    if resolved["backbone"].get("checkpoint"):
+                        resolved["backbone"]["checkpoint"] = str(Path(resolved["backbone"]["checkpoint"]).resolve())
+                    rid = run_hash(resolved)
+                    gtxt = "".join(f"_{k.split('.')[-1]}={v}" for k, v in point.items())
+                    name = f"{_slug(task)}__{_slug(entry['label'])}{_slug(gtxt)}__s{seed}__{rid[:8]}"
+                    runs.append(RunSpec(run_id=rid, label=entry["label"], task=task, seed=seed, grid=point,
+                                        config=resolved, run_dir=str(out_dir / "runs" / name)))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        dup = next(r for r in runs if ids.count(r.run_id) > 1)
+        raise ConfigError(f"two entries resolve to the same run ({dup.task}, {dup.label}, seed {dup.seed}): "
+                          "give the method entries different settings")
+    return runs
+
+
+def describe(exp: Experiment) -> str:
+    m = ", ".join(e["label"] for e in exp.methods)
+    g = " x ".join(f"{k}{v}" for k, v in exp.grid.items())
+    rec = f", recipe {Path(exp.recipe['_path']).stem}" if exp.recipe else ""
+    return f"{exp.name}: suite {exp.suite}{rec}; methods {m}; seeds {exp.seeds}" + (f"; grid {g}" if g else "")
+
+
+def spec_label(cfg: RunConfig) -> str:
+    return spec_string(cfg.method)

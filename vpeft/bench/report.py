@@ -1,0 +1,296 @@
+"""Results tables and plots from run directories, in the papers' shape.
+
+``collect`` reads every ``result.json`` under a folder (a sweep's ``runs/`` or any tree of ``vpeft train`` runs);
+``write_report`` writes:
+
+- ``results.csv``: one row per run;
+- ``summary.md`` / ``summary.csv``: one row per method label, one column per task (mean over seeds, with the spread
+  over seeds), VTAB group means where the tasks are VTAB-1K's, the mean over tasks (computed per seed, then averaged,
+  so its spread is the seed-to-seed spread of the suite mean), trainable parameters without the head and training
+  memory (parameters, gradients, optimizer state and saved activations at the training batch, as measured by the
+  trainer);
+- ``compare.md``: for each pair (A, B), B - A per task, paired by seed, with its spread, and on the mean over tasks;
+- ``acc_vs_params.png`` and ``acc_vs_memory.png``: one point per method label, log-scale x.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean, pstdev
+from typing import Optional
+
+import yaml
+
+from ..data.suites import GROUPS, VTAB_TASKS
+from ..errors import ConfigError
+
+
+def collect(root: str | Path) -> list[dict]:
+    """One record per finished run under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"results folder {root} does not exist")
+    records = []
+    for path in sorted(root.rglob("result.json")):
+        r = json.loads(path.read_text())
+        bench = path.parent / "bench.json"
+        meta = json.loads(bench.read_text()) if bench.is_file() else {}
+        label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
+        grid = meta.get("grid") or {}
+        if grid:
+            label += " (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in grid.items()) + ")"
+        records.append({
+            "label": label,
+            "task": meta.get("task") or r["task"],
+            "seed": r["seed"],
+            "test_acc": r["test_acc"],
+            "val_acc": r.get("val_acc"),
+            "selected_epoch": r.get("selected_epoch"),
+            "select": r.get("protocol", {}).get("select"),
+            "method": r["method"],
+            "objective": r["objective"],
+            "backbone": r["backbone"],
+            "trainable_params_no_head": r["trainable_params_no_head"],
+            "trainable_params": r["trainable_params"],
+            "train_memory_bytes": r["memory"].get("train_memory_bytes"),
+            "saved_activation_bytes": r["memory"].get("saved_activation_bytes"),
+            "memory_batch": r["memory"].get("batch_size"),
+            "train_seconds": r.get("train_seconds"),
+            "run_dir": str(path.parent),
+        })
+    return records
+
+
+def _failures(root: Path) -> list[dict]:
+    out = []
+    for path in sorted(root.rglob("failed.json")):
+        bench = path.parent / "bench.json"
+        meta = json.loads(bench.read_text()) if bench.is_file() else {}
+        out.append({"run": path.parent.name, "error": json.loads(path.read_text())["error"], **meta})
+    return out
+
+
+def _order(root: Path, records: list[dict]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    labels = list(dict.fromkeys(r["label"] for r in records))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    pairs: list[tuple[str, str]] = []
+    exp = root / "experiment.yaml"
+    if exp.is_file():
+        meta = yaml.safe_load(exp.read_text()) or {}
+        labels = [x for x in meta.get("labels", []) if x in labels] + [x for x in labels if x not in meta.get("labels", [])]
+        tasks = [t for t in meta.get("tasks", []) if t in tasks] + [t for t in tasks if t not in meta.get("tasks", [])]
+        pairs = [tuple(p) for p in meta.get("compare", [])]
+    vtab = [t for t in VTAB_TASKS if t in tasks]
+    if vtab and len(vtab) == len(tasks):  # the papers' column order
+        tasks = vtab
+    return labels, tasks, pairs
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return mean(values), (pstdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
+    """label -> per-task (mean, std, n), per-seed suite means, counts, memory."""
+    by = defaultdict(list)
+    for r in records:
+        by[(r["label"], r["task"])].append(r)
+    out = {}
+    for label in labels:
+        row: dict = {"tasks": {}, "groups": {}}
+        per_seed: dict[int, dict[str, float]] = defaultdict(dict)
+        for t in tasks:
+            rs = by.get((label, t), [])
+            if rs:
+                m, s = _ms([r["test_acc"] for r in rs])
+                row["tasks"][t] = (m, s, len(rs))
+                for r in rs:
+                    per_seed[r["seed"]][t] = r["test_acc"]
+        complete = {s: accs for s, accs in per_seed.items() if len(accs) == len(tasks)}
+        row["mean"] = _ms([mean(a.values()) for a in complete.values()]) + (len(complete),) if complete else None
+        for g in GROUPS:
+            gt = [t for t in tasks if VTAB_TASKS.get(t, (0, ""))[1] == g]
+            if gt and complete:
+                row["groups"][g] = _ms([mean(a[t] for t in gt) for a in complete.values()])
+        rs = [r for r in records if r["label"] == label]
+        row["params"] = mean(r["trainable_params_no_head"] for r in rs) if rs else None
+        mem = [r["train_memory_bytes"] for r in rs if r["train_memory_bytes"]]
+        row["memory"] = mean(mem) if mem else None
+        row["memory_batch"] = rs[0]["memory_batch"] if rs else None
+        row["seconds"] = mean(r["train_seconds"] for r in rs if r["train_seconds"] is not None) if rs else None
+        row["runs"] = len(rs)
+        out[label] = row
+    return out
+
+
+def _fmt_params(n: Optional[float]) -> str:
+    if n is None:
+        return "-"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return f"{n:.0f}"
+
+
+def _cell(ms, spread: bool = True) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms[0]:.1f}" + (f" ±{ms[1]:.1f}" if spread and len(ms) > 1 and ms[1] else "")
+
+
+def summary_table(summary: dict, tasks: list[str], spread: bool = True) -> list[str]:
+    groups = [g for g in GROUPS if any(VTAB_TASKS.get(t, (0, ""))[1] == g for t in tasks)]
+    show_groups = len(groups) > 1
+    head = ["method", *tasks, *(g for g in groups if show_groups), "mean", "params (no head)", "train memory"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for label, row in summary.items():
+        cells = [f"`{label}`"] + [_cell(row["tasks"].get(t), spread) for t in tasks]
+        if show_groups:
+            cells += [_cell(row["groups"].get(g), spread) for g in groups]
+        cells.append(f"**{_cell(row['mean'], spread)}**" if row["mean"] else "-")
+        cells.append(_fmt_params(row["params"]))
+        cells.append(f"{row['memory'] / 2**20:.1f} MiB" if row["memory"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def compare(records: list[dict], a: str, b: str, tasks: list[str]) -> dict:
+    """B - A per task and on the suite mean, paired by seed."""
+    acc = {(r["label"], r["task"], r["seed"]): r["test_acc"] for r in records}
+    seeds = sorted({r["seed"] for r in records})
+    out = {"a": a, "b": b, "tasks": {}, "mean": None}
+    per_seed_mean = []
+    for s in seeds:
+        if all((x, t, s) in acc for x in (a, b) for t in tasks):
+            per_seed_mean.append(mean(acc[(b, t, s)] - acc[(a, t, s)] for t in tasks))
+    for t in tasks:
+        d = [acc[(b, t, s)] - acc[(a, t, s)] for s in seeds if (a, t, s) in acc and (b, t, s) in acc]
+        if d:
+            out["tasks"][t] = _ms(d) + (len(d),)
+    if per_seed_mean:
+        out["mean"] = _ms(per_seed_mean) + (len(per_seed_mean),)
+    return out
+
+
+def compare_lines(comparisons: list[dict], tasks: list[str]) -> list[str]:
+    if not comparisons:
+        return []
+    head = ["B - A", *tasks, "mean", "B better on"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for c in comparisons:
+        cells = [f"`{c['b']}` - `{c['a']}`"]
+        for t in tasks:
+            d = c["tasks"].get(t)
+            cells.append(f"{d[0]:+.1f} ±{d[1]:.1f}" if d else "-")
+        cells.append(f"**{c['mean'][0]:+.2f} ±{c['mean'][1]:.2f}**" if c["mean"] else "-")
+        wins = sum(1 for d in c["tasks"].values() if d[0] > 0)
+        cells.append(f"{wins}/{len(c['tasks'])} tasks")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Differences in accuracy points, B minus A, paired by seed: mean over seeds ± their standard "
+                 "deviation; the mean column is the difference of the suite means.")
+    return lines
+
+
+def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(label, row[x], row["mean"][0]) for label, row in summary.items() if row["mean"] and row[x] is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
+    families = sorted({_family(p[0]) for p in pts})
+    cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    colour = {f: cmap(i % cmap.N) for i, f in enumerate(families)}
+    for label, xv, yv in pts:
+        xv = xv / 2**20 if x == "memory" else xv
+        marker = "*" if "gist" in label else ("D" if "idat" in label else "o")
+        ax.scatter([xv], [yv], s=70 if marker != "*" else 140, color=colour[_family(label)], marker=marker,
+                   edgecolor="black", linewidth=0.5, zorder=3)
+        ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if x == "params":
+        ax.set_xscale("symlog", linthresh=1000)
+        ax.set_xlabel("trainable parameters without the head (symlog: 0 to 1K linear, log above)")
+    else:
+        ax.set_xscale("log")
+        ax.set_xlabel("training memory, MiB (params + grads + optimizer state + saved activations)")
+    ax.set_ylabel("mean test accuracy over tasks (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _family(label: str) -> str:
+    base = label.split("+")[0].split(":")[0].split(" ")[0]
+    return {"idat-s-mse": "idat", "idat-s-kl": "idat", "idat-p-mse": "idat", "idat-p-kl": "idat",
+            "idat-ps-mse": "idat", "idat-ps-kl": "idat"}.get(base, base)
+
+
+def write_report(root: str | Path, out: str | Path | None = None,
+                 pairs: Optional[list[tuple[str, str]]] = None, title: Optional[str] = None) -> dict:
+    """Write the tables and plots for the runs under ``root`` into ``out`` (default ``root/report``)."""
+    root = Path(root)
+    records = collect(root)
+    if not records:
+        raise ConfigError(f"no finished runs (result.json) under {root}")
+    out = Path(out) if out else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    labels, tasks, exp_pairs = _order(root, records)
+    pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]
+    for a, b in pairs:
+        for x in (a, b):
+            if x not in labels:
+                raise ConfigError(f"cannot compare {x!r}: no such method label in {root} (labels: {', '.join(labels)})")
+    summary = summarise(records, labels, tasks)
+    selects = sorted({str(r["select"]) for r in records})
+    backbones = sorted({r["backbone"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    batch = sorted({r["memory_batch"] for r in records if r["memory_batch"]})
+    title = title or (root.resolve().name if root.name != "runs" else root.resolve().parent.name)
+
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w.writeheader()
+        w.writerows(records)
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", *[f"{t}_mean" for t in tasks], *[f"{t}_std" for t in tasks], "mean", "mean_std",
+                    "seeds_complete", "trainable_params_no_head", "train_memory_bytes", "train_seconds"])
+        for label, row in summary.items():
+            w.writerow([label, *[row["tasks"].get(t, (None,))[0] for t in tasks],
+                        *[row["tasks"].get(t, (None, None))[1] for t in tasks],
+                        row["mean"][0] if row["mean"] else None, row["mean"][1] if row["mean"] else None,
+                        row["mean"][2] if row["mean"] else 0, row["params"], row["memory"], row["seconds"]])
+    comparisons = [compare(records, a, b, tasks) for a, b in pairs]
+    lines = [f"# {title}", "",
+             f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
+             f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
+             f"memory measured at batch {', '.join(map(str, batch))}, float32, CPU.", "",
+             "Test accuracy (%), mean over seeds ± spread (population standard deviation over seeds). The mean column "
+             "averages the tasks per seed, then over seeds.", ""]
+    lines += summary_table(summary, tasks)
+    failures = _failures(root)
+    if failures:
+        lines += ["", f"## Failed runs ({len(failures)})", ""]
+        lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
+    if comparisons:
+        lines += ["", "## Comparisons", ""] + compare_lines(comparisons, tasks)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    if comparisons:
+        (out / "compare.md").write_text("\n".join(compare_lines(comparisons, tasks)) + "\n")
+    plots = [plot(summary, out / "acc_vs_params.png", "params", f"{title}: accuracy vs trainable parameters"),
+             plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: accuracy vs training memory")]
+    return {"out": str(out), "records": len(records), "labels": labels, "tasks": tasks, "summary": summary,
+            "comparisons": comparisons, "failures": failures, "plots": [str(p) for p in plots if p],
+            "markdown": lines}
+

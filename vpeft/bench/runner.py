@@ -1,0 +1,292 @@
+"""Run a sweep: expand an experiment, skip what is finished, run the rest with an executor, record failures.
+
+Each run lives in ``OUT/runs/<task>__<label>__s<seed>__<hash>/``: the trainer's run directory plus ``bench.json``
+(what the sweep asked for), ``run.log`` (the run's own log) and, when it failed, ``failed.json`` (error and traceback).
+A run with ``result.json`` is finished and never redone; a killed run continues from its ``state.pt``; a failed run is
+left alone unless ``retry_failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import yaml
+
+from ..engine.checkpoint import atomic_write_json, atomic_write_text
+from .experiment import Experiment, RunSpec, describe, expand
+
+log = logging.getLogger("vpeft.bench")
+
+FAILED_FILE = "failed.json"
+BENCH_FILE = "bench.json"
+RUN_LOG = "run.log"
+
+
+def run_state(run_dir: str | Path) -> str:
+    d = Path(run_dir)
+    if (d / "result.json").is_file():
+        return "done"
+    if (d / FAILED_FILE).is_file():
+        return "failed"
+    if (d / "state.pt").is_file():
+        return "partial"
+    return "pending"
+
+
+def _record_failure(run_dir: Path, error: str, tb: str = "") -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"state": "failed", "error": error, "traceback": tb, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_json(run_dir / FAILED_FILE, info)
+    return info
+
+
+def run_one(spec: dict, threads: Optional[int] = None) -> dict:
+    """Train one run of a sweep in this process; never raises for a failing run (the failure is recorded)."""
+    import torch
+
+    from ..config import RunConfig
+    from ..engine.trainer import train
+
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
+    atomic_write_json(run_dir / BENCH_FILE, {k: v for k, v in spec.items() if k != "config"})
+    if threads:
+        torch.set_num_threads(threads)
+    handler = logging.FileHandler(run_dir / RUN_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    t0 = time.perf_counter()
+    try:
+        cfg = RunConfig.from_dict(spec["config"])
+        result = train(cfg, run_dir, resume=True, progress=False)
+        log.info("finished: test accuracy %.2f%%", result["test_acc"])
+        return {"state": "done", "test_acc": result["test_acc"], "seconds": time.perf_counter() - t0}
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - a failing run must not stop the sweep
+        tb = traceback.format_exc()
+        log.error("run failed: %s", tb)
+        return _record_failure(run_dir, f"{type(e).__name__}: {e}", tb)
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+# --- local executor: long-lived worker processes, restarted when one dies --------------------------------------------
+
+
+def _worker(conn, threads: Optional[int]) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
+    logging.getLogger().handlers.clear()
+    import warnings
+
+    warnings.simplefilter("default")
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if spec is None:
+            return
+        try:
+            conn.send(run_one(spec, threads))
+        except KeyboardInterrupt:
+            return
+
+
+class LocalExecutor:
+    """Runs in separate worker processes, ``jobs`` at a time. A worker that dies (crash, out of memory, killed)
+    fails only its current run; a new worker takes its place. ``fresh`` starts a new process for every run."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1, threads: Optional[int] = None, fresh: bool = False):
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        self.jobs, self.threads, self.fresh = jobs, threads, fresh
+
+    def _start(self, ctx):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, self.threads), daemon=True)
+        proc.start()
+        child.close()
+        return {"proc": proc, "conn": parent, "spec": None}
+
+    def map(self, specs: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
+        ctx = mp.get_context("spawn")
+        queue = list(specs)
+        workers = [self._start(ctx) for _ in range(min(self.jobs, len(queue)))]
+        try:
+            while True:
+                for w in workers:
+                    if w["spec"] is None and queue:
+                        w["spec"] = queue.pop(0)
+                        w["conn"].send(w["spec"])
+                busy = [w for w in workers if w["spec"] is not None]
+                if not busy:
+                    break
+                ready = wait([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy])
+                for w in busy:
+                    if w["conn"] in ready:
+                        try:
+                            status = w["conn"].recv()
+                        except EOFError:  # the process died mid-run
+                            status = None
+                    elif w["proc"].sentinel in ready:
+                        status = None
+                    else:
+                        continue
+                    spec, w["spec"] = w["spec"], None
+                    died = status is None
+                    if died:
+                        w["proc"].join(5)
+                        status = _record_failure(Path(spec["run_dir"]),
+                                                 f"worker process died (exit code {w['proc'].exitcode})")
+                    if died or self.fresh:
+                        self._stop(w)
+                        workers.remove(w)
+                        if queue:
+                            workers.append(self._start(ctx))
+                    yield spec, status
+        finally:
+            for w in workers:
+                self._stop(w)
+
+    @staticmethod
+    def _stop(w) -> None:
+        try:
+            if w["proc"].is_alive():
+                w["conn"].send(None)
+                w["proc"].join(2)
+        except (BrokenPipeError, OSError):
+            pass
+        if w["proc"].is_alive():
+            w["proc"].terminate()
+            w["proc"].join(2)
+
+
+# --- Ray executor -------------------------------------------------------------------------------------------------------
+
+
+def _ray_run(spec: dict, threads: Optional[int]) -> dict:
+    return run_one(spec, threads)
+
+
+class RayExecutor:
+    """The same runs as Ray tasks on a local Ray instance (started and stopped here) or on a running cluster
+    (``address``, e.g. ``ray://head:10001`` or ``auto``). Each run asks for ``threads`` CPUs and ``gpus`` GPUs; the
+    run directories must be on storage every node sees."""
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, threads: int = 1, gpus: float = 0, num_cpus: Optional[int] = None):
+        self.address, self.threads, self.gpus, self.num_cpus = address, threads, gpus, num_cpus
+
+    def map(self, specs: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
+        try:
+            import ray
+        except ImportError:
+            from ..errors import ConfigError
+
+            raise ConfigError("the Ray executor needs ray: pip install 'vpeft[ray]'") from None
+        specs = list(specs)
+        started = not ray.is_initialized()
+        if started:
+            kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=self.num_cpus or os.cpu_count(), **kw)
+        try:
+            task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_retries=0)(_ray_run)
+            refs = {task.remote(s, self.threads): s for s in specs}
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    spec = refs.pop(ref)
+                    try:
+                        status = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - the task's worker died
+                        status = _record_failure(Path(spec["run_dir"]), f"ray task failed: {type(e).__name__}: {e}")
+                    yield spec, status
+        finally:
+            if started:
+                ray.shutdown()
+
+
+# --- the sweep ----------------------------------------------------------------------------------------------------------
+
+
+def plan(exp: Experiment, out: str | Path) -> list[RunSpec]:
+    """Expand and write the plan (``experiment.yaml``, ``runs.jsonl``) into ``out``."""
+    out = Path(out)
+    specs = expand(exp, out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"name": exp.name, "suite": exp.suite, "source": exp.source, "about": describe(exp),
+            "labels": [m["label"] for m in exp.methods], "tasks": list(dict.fromkeys(s.task for s in specs)),
+            "seeds": exp.seeds, "grid": exp.grid, "compare": [list(p) for p in exp.compare],
+            "recipe": exp.recipe.get("_path") if exp.recipe else None}
+    atomic_write_text(out / "experiment.yaml", yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(out / "runs.jsonl", "".join(json.dumps(s.to_dict()) + "\n" for s in specs))
+    return specs
+
+
+def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool = False, progress: bool = True,
+              dry_run: bool = False) -> dict:
+    """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures."""
+    from tqdm import tqdm
+
+    specs = plan(exp, out)
+    states = {s.run_id: run_state(s.run_dir) for s in specs}
+    todo = [s for s in specs if states[s.run_id] in ("pending", "partial")
+            or (retry_failed and states[s.run_id] == "failed")]
+    counts = {k: sum(v == k for v in states.values()) for k in ("done", "failed", "partial", "pending")}
+    print(f"{describe(exp)}\n{len(specs)} runs: {counts['done']} finished, {counts['partial']} to resume, "
+          f"{counts['pending']} new, {counts['failed']} failed"
+          + ("" if retry_failed or not counts["failed"] else " (left; --retry-failed reruns them)")
+          + f"; running {len(todo)} with the {executor.name} executor")
+    summary = {"total": len(specs), "ran": 0, "done": counts["done"], "failed": []}
+    if dry_run or not todo:
+        summary["failed"] = [_failure(s) for s in specs if states[s.run_id] == "failed"]
+        return summary
+    bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
+    failed_now = set()
+    try:
+        for spec, status in executor.map([s.to_dict() for s in todo]):
+            summary["ran"] += 1
+            name = Path(spec["run_dir"]).name
+            if status["state"] == "done":
+                summary["done"] += 1
+                bar.write(f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s)")
+            else:
+                failed_now.add(spec["run_id"])
+                bar.write(f"FAILED  {name}: {status['error'].splitlines()[0][:200]}")
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted: rerun the same command to finish the missing runs (finished ones are kept)")
+        raise
+    bar.close()
+    summary["failed"] = [_failure(s) for s in specs if run_state(s.run_dir) == "failed"]
+    atomic_write_json(Path(out) / "sweep.json", summary)
+    return summary
+
+
+def _failure(spec: RunSpec) -> dict:
+    info = json.loads((Path(spec.run_dir) / FAILED_FILE).read_text())
+    return {"run_dir": spec.run_dir, "task": spec.task, "label": spec.label, "seed": spec.seed, "error": info["error"]}
