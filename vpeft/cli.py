@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ EPILOG = """examples:
   vpeft predict --runs runs/dtl-cifar runs/dtl-dtd --images img.jpg   # DTL runs share the backbone trunk
   vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
   vpeft list methods
+  torchrun --nproc_per_node 2 -m vpeft train --data data/shapes --method lora --out runs/ddp   # data parallel
   vpeft bench run --suite synth --method linear --method lora --seeds 0 1 2 --out results/s --jobs 2
   vpeft report results/s --compare linear lora
 """
@@ -100,7 +102,8 @@ def cmd_train(args) -> int:
 
     cfg = _train_config(args)
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    _print_result(result, args.out)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        _print_result(result, args.out)
     return 0
 
 

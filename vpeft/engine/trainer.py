@@ -38,6 +38,7 @@ from .checkpoint import (
     save_trainable,
     trainable_state_dict,
 )
+from .distributed import setup as setup_distributed
 from .optim import build_optimizer, lr_at, param_groups, set_lr, trainable_named_parameters
 
 log = logging.getLogger("vpeft")
@@ -98,7 +99,7 @@ def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
 SELECTION_FILE = "selection.safetensors"
 
 
-def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool) -> dict:
+def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True) -> dict:
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
     from safetensors.torch import load_file, save_file
 
@@ -113,10 +114,11 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
         selection = sel_cfg.select(model, scores)
         info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
                 "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in selection.items()}, str(tmp))
-        tmp.replace(path)
-        atomic_write_json(out / (SELECTION_FILE + ".json"), info)
+        if main:
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in selection.items()}, str(tmp))
+            tmp.replace(path)
+            atomic_write_json(out / (SELECTION_FILE + ".json"), info)
     sel_cfg.apply(model, selection)
     return info
 
@@ -140,8 +142,15 @@ def train(
         progress: Show tqdm progress bars.
         on_epoch_end: Called as ``on_epoch_end(epoch, log_entry)`` after each epoch's state is saved.
     """
+    ddp = setup_distributed(cfg.train.device)
+    try:
+        return _train(cfg, Path(out_dir), resume, overwrite, progress and ddp.main, on_epoch_end, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp) -> dict:
     tc, dc = cfg.train, cfg.data
-    out = Path(out_dir)
     if dc.root is None:
         raise ConfigError("no data given: set data.root (--data TASK_DIR)")
     resolved = cfg.to_dict()
@@ -171,6 +180,8 @@ def train(
             raise RunDirError(
                 f"run directory {out} is not empty; pass --resume to continue it or --overwrite to replace it"
             )
+    # Under torchrun every process has checked the directory before rank 0 writes into it.
+    ddp.barrier()
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
@@ -180,17 +191,20 @@ def train(
     skipped = {s: len(d.skipped or []) for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
                if d is not None}
 
-    if out.exists() and overwrite and not resume:
-        for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    if ddp.main:
+        if out.exists() and overwrite and not resume:
+            for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     device = resolve_device(tc.device)
+    if ddp.enabled and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
     model.to(device), objective.to(device)
     selection_info = None
     if cfg.selector is not None:
-        selection_info = _select(cfg, model, train_ds, out, resume, progress)
+        selection_info = _select(cfg, model, train_ds, out, resume, progress, ddp.main)
     use_amp = tc.amp != "none" and device.type == "cuda"
     if tc.amp != "none" and not use_amp:
         warnings.warn(f"train.amp={tc.amp!r} is ignored on {device.type}; training in fp32")
@@ -202,6 +216,8 @@ def train(
     named = trainable_named_parameters(model, objective)
     if not named:
         raise ConfigError(f"method {spec_string(cfg.method)!r} leaves nothing to train")
+    trainable = [p for _, p in named]
+    ddp.broadcast_(trainable)
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
     optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
     steps_per_epoch = num_batches(train_ds, tc.batch_size)
@@ -221,7 +237,7 @@ def train(
     elif resume:
         log.debug("nothing to resume in %s: starting", out)
 
-    micro = tc.batch_size // tc.grad_accum
+    micro = max(1, tc.batch_size // tc.grad_accum // ddp.world)
     epochs_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", disable=not progress, initial=start_epoch,
                       total=tc.epochs, leave=False)
     for epoch in epochs_bar:
@@ -240,7 +256,8 @@ def train(
             if augment != "none":
                 x = augment_batch(x, size, augment)
             x, y = normalize(x.to(device), dc.normalize), y.to(device)
-            n = len(y)
+            n = len(y)  # the global batch: under torchrun each process takes its share and scales its loss by it
+            x, y = ddp.shard(x), ddp.shard(y)
             for xs, ys in zip(x.split(micro), y.split(micro)):
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
                 with probe, (torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()):
@@ -253,6 +270,7 @@ def train(
                 correct += int((result["logits"].detach().argmax(-1) == ys).sum())
                 if memory is None:
                     memory = {"saved_bytes": probe.bytes, "micro_batch": len(ys)}
+            ddp.sum_grads_(trainable)
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
@@ -261,10 +279,14 @@ def train(
             if "param_bytes" not in memory:
                 memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes")))
             optimizer.zero_grad(set_to_none=True)
-            seen += n
+            seen += len(y)
             if not math.isfinite(sums["loss"]):
                 raise RuntimeError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        if ddp.enabled:  # the epoch's statistics over every process's share
+            keys = sorted(sums)
+            totals = ddp.sum_floats([sums[k] for k in keys] + [correct, seen])
+            sums, correct, seen = dict(zip(keys, totals[:-2])), int(totals[-2]), int(totals[-1])
         entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         entry.update({k: v / seen for k, v in sums.items()})
         entry["train_acc"] = 100.0 * correct / seen
@@ -289,8 +311,9 @@ def train(
             "memory": memory,
             "train_seconds": train_seconds,
         }
-        atomic_torch_save(state_path, state)
-        atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
+        if ddp.main:
+            atomic_torch_save(state_path, state)
+            atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, entry)
 
@@ -306,8 +329,9 @@ def train(
     eval_seconds = time.perf_counter() - t0
     # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
     # files of their own.
-    save_trainable(out / TRAINABLE_FILE, model, metadata={"method": spec_string(cfg.method)})
-    objective.save_extra(out)
+    if ddp.main:
+        save_trainable(out / TRAINABLE_FILE, model, metadata={"method": spec_string(cfg.method)})
+        objective.save_extra(out)
     counts = param_counts(model)
     result = {
         "test_acc": test_acc,
@@ -365,6 +389,10 @@ def train(
                              "train_acc_last_epoch": history[-1].get("teacher_acc")}
     if use_amp and device.type == "cuda":
         result["memory"]["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
-    atomic_write_json(out / RESULT_FILE, result)
-    state_path.unlink(missing_ok=True)
+    if ddp.enabled:
+        result["distributed"] = {"world_size": ddp.world, "backend": torch.distributed.get_backend(),
+                                 "batch_per_process": tc.batch_size // ddp.world}
+    if ddp.main:
+        atomic_write_json(out / RESULT_FILE, result)
+        state_path.unlink(missing_ok=True)
     return result
