@@ -211,6 +211,8 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **kw)
             else:
+                # Ray starts workers at nice 15: beside any other busy process they then crawl (15x slower here).
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), **kw)
         try:
             task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_retries=0)(_ray_run)
