@@ -1,0 +1,306 @@
+"""The benchmark harness: expansion, recipes, local and Ray sweeps, resume after a kill, failures, reports, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY, make_task
+from vpeft.bench import LocalExecutor, RayExecutor, expand, load_experiment, load_recipe, run_sweep, write_report
+from vpeft.bench.experiment import list_recipes
+from vpeft.bench.report import compare, summarise
+from vpeft.data.suites import VTAB_TASKS
+from vpeft.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = {"epochs": 2, "batch_size": 8}
+METHODS = ["linear", "bitfit", {"label": "lora4", "method": "lora:rank=4"}]
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tasks")
+    make_task(root / "alpha", n_train=24, n_test=12, num_classes=3)
+    make_task(root / "beta", n_train=16, n_test=12, num_classes=2)
+    return root
+
+
+def _exp(root: Path, **kw) -> dict:
+    exp = {"name": "t", "suite": "tasks", "data_root": str(root), "tasks": ["alpha", "beta"],
+           "backbone": {"spec": TINY}, "train": dict(TRAIN), "methods": METHODS, "seeds": [0, 1]}
+    exp.update(kw)
+    return exp
+
+
+# --- expansion ---------------------------------------------------------------------------------------------------------
+
+
+def test_expand_counts_ids_and_precedence(tasks, tmp_path):
+    exp = load_experiment(_exp(tasks, grid={"train.lr": [0.01, 0.02]},
+                               methods=["linear", {"label": "b", "method": "bitfit", "train": {"epochs": 3}}]))
+    runs = expand(exp, tmp_path)
+    assert len(runs) == 2 * 2 * 2 * 2  # tasks x methods x grid x seeds
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert [r.run_id for r in expand(exp, tmp_path)] == [r.run_id for r in runs]  # stable
+    b = [r for r in runs if r.label == "b"]
+    assert {r.config["train"]["epochs"] for r in b} == {3}  # the entry's section beats the experiment's
+    assert {r.config["train"]["lr"] for r in runs} == {0.01, 0.02}
+    assert {r.config["train"]["seed"] for r in runs} == {0, 1}
+    assert all(Path(r.config["data"]["root"]).is_absolute() for r in runs)
+    # Changing a setting changes the id; the id does not depend on the order of entries.
+    other = expand(load_experiment(_exp(tasks, methods=["bitfit", "linear"])), tmp_path)
+    same = expand(load_experiment(_exp(tasks, methods=["linear", "bitfit"])), tmp_path)
+    assert {r.run_id for r in other} == {r.run_id for r in same}
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"methods": ["linear", "linear"]}, "repeated: linear"),
+    ({"sweep": 1}, "unknown experiment key 'sweep'"),
+    ({"methods": [{"label": "x", "method": "lora", "rank": 4}]}, "unknown key 'rank'"),
+    ({"methods": ["nosuch"]}, "nosuch"),
+    ({"compare": [["linear", "lora"]]}, "compare entry"),
+    ({"grid": {"lr": [1]}}, "dotted key"),
+    ({"tasks": ["alpha", "gamma"], "suite": "vtab1k"}, "no vtab1k task folder for gamma"),
+    ({"recipe": "nosuch"}, "unknown recipe 'nosuch'"),
+])
+def test_experiment_errors_name_the_problem(tasks, tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(load_experiment(_exp(tasks, **bad)), tmp_path)
+
+
+def _fake_vtab(root: Path) -> Path:
+    for t in VTAB_TASKS:
+        (root / t).mkdir(parents=True)
+        for f in ("train800val200.txt", "test.txt"):
+            (root / t / f).write_text("")
+    return root
+
+
+@pytest.mark.parametrize("recipe", sorted(list_recipes()))
+def test_every_recipe_expands_over_vtab(recipe, tmp_path):
+    root = _fake_vtab(tmp_path / "vtab")
+    r = load_recipe(recipe)
+    assert set(r["tasks"]) == set(VTAB_TASKS)
+    runs = expand(load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": recipe}), tmp_path)
+    assert len(runs) == 19 * len(r["methods"])
+    for run in runs:
+        tc = run.config["train"]
+        assert (tc["epochs"], tc["cosine_epochs"], tc["warmup_epochs"]) == (110, 100, 10)  # timm's 100 + 10
+        assert tc["lr"] == r["tasks"][run.task]["train"]["lr"]
+
+
+def test_recipe_values_from_methods_md(tmp_path):
+    """Spot checks against ../shared/METHODS.md sections 3-5."""
+    root = _fake_vtab(tmp_path / "vtab")
+
+    def cfg(recipe, task):
+        runs = expand(load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": recipe,
+                                       "tasks": [task]}), tmp_path)
+        return runs[0].config
+
+    c = cfg("gist", "caltech101")
+    assert (c["train"]["lr"], c["train"]["weight_decay"], c["train"]["drop_path"]) == (1e-3, 5e-2, 0.1)
+    assert (c["train"]["batch_size"], c["train"]["select"], c["data"]["normalize"]) == (64, "best-test", "inception")
+    assert cfg("gist", "clevr_dist")["train"]["lr"] == 5e-2
+    g = cfg("gps", "patch_camelyon")
+    assert g["selector"]["k"] == 2 and g["train"]["batch_size"] == 32 and g["train"]["optimizer"] == "adam"
+    assert cfg("gps", "dtd")["selector"]["k"] == 1
+    assert cfg("dtl_plus", "clevr_count")["method"]["kernel"] == 5
+    assert cfg("dtl_plus", "dsprites_loc")["train"]["lr"] == 8e-3
+    assert cfg("dtl", "dsprites_loc")["train"]["lr"] == 1e-2 and cfg("dtl", "cifar")["train"]["select"] == "last"
+    # The experiment's own settings beat the recipe's.
+    runs = expand(load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": "gist", "tasks": ["dtd"],
+                                   "train": {"select": "val", "epochs": 20}}), tmp_path)
+    assert runs[0].config["train"]["select"] == "val" and runs[0].config["train"]["epochs"] == 20
+
+
+# --- sweeps -----------------------------------------------------------------------------------------------------------
+
+
+def _accs(out: Path) -> dict:
+    res = {}
+    for p in (out / "runs").glob("*/result.json"):
+        b = json.loads((p.parent / "bench.json").read_text())
+        res[(b["task"], b["label"], b["seed"])] = json.loads(p.read_text())["test_acc"]
+    return res
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tasks, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local")
+    broken = {"label": "broken", "method": "bitfit", "backbone": {"spec": TINY, "checkpoint": str(out / "none.pth")}}
+    exp = load_experiment(_exp(tasks, methods=METHODS + [broken], compare=[["linear", "lora4"]]))
+    summary = run_sweep(exp, out, LocalExecutor(jobs=2, threads=1), progress=False)
+    assert summary["total"] == 16 and summary["done"] == 12
+    assert len(summary["failed"]) == 4 and all("does not exist" in f["error"] for f in summary["failed"])
+    return out
+
+
+def test_local_sweep_completes_and_isolates_failures(local_sweep):
+    accs = _accs(local_sweep)
+    assert len(accs) == 12  # 2 tasks x 3 methods x 2 seeds, despite the 4 failing runs
+    failed = list((local_sweep / "runs").glob("*broken*/failed.json"))
+    assert len(failed) == 4
+    info = json.loads(failed[0].read_text())
+    assert "CheckpointError" in info["error"] and "Traceback" in info["traceback"]
+    log = next((local_sweep / "runs").glob("alpha__linear__s0*/run.log")).read_text()
+    assert "finished: test accuracy" in log  # each run has its own log
+    runs = [json.loads(x) for x in (local_sweep / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 16 and len({r["run_id"] for r in runs}) == 16
+
+
+def test_rerun_skips_finished_and_retries_failed(local_sweep, tasks):
+    broken = {"label": "broken", "method": "bitfit",
+              "backbone": {"spec": TINY, "checkpoint": str(local_sweep / "none.pth")}}
+    exp = load_experiment(_exp(tasks, methods=METHODS + [broken], compare=[["linear", "lora4"]]))
+    mtimes = {p: p.stat().st_mtime_ns for p in (local_sweep / "runs").glob("*/result.json")}
+    s = run_sweep(exp, local_sweep, LocalExecutor(jobs=1, threads=1), progress=False)
+    assert s["ran"] == 0 and len(s["failed"]) == 4
+    s = run_sweep(exp, local_sweep, LocalExecutor(jobs=1, threads=1), progress=False, retry_failed=True)
+    assert s["ran"] == 4 and len(s["failed"]) == 4
+    assert {p: p.stat().st_mtime_ns for p in (local_sweep / "runs").glob("*/result.json")} == mtimes
+
+
+def test_ray_sweep_gives_the_local_accuracies(local_sweep, tasks, tmp_path):
+    pytest.importorskip("ray")
+    exp = load_experiment(_exp(tasks))
+    summary = run_sweep(exp, tmp_path, RayExecutor(threads=1, num_cpus=2), progress=False)
+    assert summary["done"] == 12 and not summary["failed"]
+    assert _accs(tmp_path) == _accs(local_sweep)
+    # And the trained tensors are the same, not just the accuracies.
+    from safetensors.torch import load_file
+
+    for p in (tmp_path / "runs").glob("*/trainable.safetensors"):
+        a, b = load_file(str(p)), load_file(str(local_sweep / "runs" / p.parent.name / p.name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_sweep_resumes_only_the_missing_runs(tasks, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    import yaml
+
+    exp.write_text(yaml.safe_dump(_exp(tasks, train={"epochs": 6, "batch_size": 4})))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vpeft", "bench", "run", str(exp), "--out", str(out), "--jobs", "1", "--threads",
+           "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("runs/*/result.json"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker, mid-sweep
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert 3 <= len(finished) < 12
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"{len(finished)} finished" in res.stdout
+    assert res.stdout.count("done    ") == 12 - len(finished)  # only the missing runs ran
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert len(after) == 12 and all(after[k] == v for k, v in finished.items())
+
+
+def test_worker_that_dies_fails_only_its_run(tasks, tmp_path):
+    exp = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], train={"epochs": 400, "batch_size": 4}))
+    slow, = [r for r in expand(exp, tmp_path) if r.task == "alpha"]
+    quick, = [r for r in expand(load_experiment(_exp(tasks, methods=["linear"], seeds=[0])), tmp_path)
+              if r.task == "beta"]
+    import multiprocessing as mp
+
+    def kill_worker():
+        time.sleep(6)
+        for child in mp.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_worker, daemon=True).start()
+    results = dict((Path(s["run_dir"]).name, st) for s, st in
+                   LocalExecutor(jobs=1, threads=1).map([slow.to_dict(), quick.to_dict()]))
+    assert results[Path(slow.run_dir).name]["error"].startswith("worker process died")
+    assert results[Path(quick.run_dir).name]["state"] == "done"  # a new worker took over
+
+
+# --- reports -----------------------------------------------------------------------------------------------------------
+
+
+def test_report_tables_and_plots(local_sweep, tmp_path):
+    rep = write_report(local_sweep, tmp_path / "rep")
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    for label in ("linear", "bitfit", "lora4"):
+        assert f"| `{label}` |" in md
+    assert "| method | alpha | beta | mean | params (no head) | train memory |" in md
+    assert "Failed runs (4)" in md and "CheckpointError" in md
+    assert "`lora4` - `linear`" in (tmp_path / "rep" / "compare.md").read_text()  # from the experiment's compare
+    accs = _accs(local_sweep)
+    row = rep["summary"]["linear"]
+    want = sum((accs[("alpha", "linear", s)] + accs[("beta", "linear", s)]) / 2 for s in (0, 1)) / 2
+    assert row["mean"][0] == pytest.approx(want)
+    assert row["params"] == 0 and rep["summary"]["bitfit"]["params"] > 0
+    for name in ("acc_vs_params.png", "acc_vs_memory.png"):
+        with Image.open(tmp_path / "rep" / name) as im:
+            assert im.size[0] > 600 and im.size[1] > 400
+    rows = (tmp_path / "rep" / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 12
+
+
+def test_summary_and_compare_by_hand():
+    recs = [{"label": l, "task": t, "seed": s, "test_acc": a, "trainable_params_no_head": 10, "train_memory_bytes": 1,
+             "memory_batch": 2, "train_seconds": 1.0}
+            for l, t, s, a in [("A", "x", 0, 50.0), ("A", "x", 1, 52.0), ("A", "y", 0, 70.0), ("A", "y", 1, 74.0),
+                               ("B", "x", 0, 53.0), ("B", "x", 1, 53.0), ("B", "y", 0, 69.0), ("B", "y", 1, 77.0)]]
+    s = summarise(recs, ["A", "B"], ["x", "y"])
+    assert s["A"]["tasks"]["x"] == (51.0, 1.0, 2)
+    assert s["A"]["mean"] == (61.5, 1.5, 2)  # per-seed means 60 and 63
+    c = compare(recs, "A", "B", ["x", "y"])
+    assert c["tasks"]["x"] == (2.0, 1.0, 2)  # deltas +3, +1
+    assert c["tasks"]["y"] == (1.0, 2.0, 2)  # deltas -1, +3
+    assert c["mean"] == (1.5, 0.5, 2)  # per-seed mean deltas +1, +2
+
+
+def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):
+    from vpeft.cli import main
+
+    assert main(["bench", "status", str(local_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "done     12" in out and "failed   4" in out
+    assert main(["report", str(local_sweep), "--out", str(tmp_path / "r"), "--compare", "linear", "bitfit"]) == 0
+    assert "`bitfit` - `linear`" in (tmp_path / "r" / "compare.md").read_text()
+    assert main(["report", str(local_sweep), "--out", str(tmp_path / "r"), "--compare", "linear", "nosuch"]) == 2
+    assert main(["bench", "recipes"]) == 0
+    assert "gist" in capsys.readouterr().out
+    assert main(["bench", "run", "--suite", "tasks", "--tasks", str(tmp_path / "missing"), "--method", "linear",
+                 "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+
+
+# --- data-parallel training --------------------------------------------------------------------------------------------
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    from safetensors.torch import load_file
+
+    task = make_task(tmp_path / "task", n_train=32, n_test=12, num_classes=3)
+    args = ["train", "--data", str(task), "--backbone", TINY, "--method", "lora", "--epochs", "3", "--batch-size",
+            "8", "--out", "{out}", "--no-progress", "train.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "vpeft", *[a.replace("{out}", str(tmp_path / "one")) for a in args]]
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m",
+           "vpeft", *[a.replace("{out}", str(tmp_path / "two")) for a in args]]
+    for cmd in (one, two):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        assert res.returncode == 0, res.stderr[-2000:]
+    r1, r2 = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
+    assert r2["distributed"] == {"world_size": 2, "backend": "gloo", "batch_per_process": 4}
+    assert r1["test_acc"] == r2["test_acc"]
+    a, b = (load_file(str(tmp_path / d / "trainable.safetensors")) for d in ("one", "two"))
+    assert a.keys() == b.keys()
+    for k in a:  # same global batch, same gradient: equal up to float summation order
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    l1, l2 = ([json.loads(x) for x in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("one", "two"))
+    assert [e["train_acc"] for e in l1] == [e["train_acc"] for e in l2]
+    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(l1, l2))
