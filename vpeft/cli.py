@@ -182,6 +182,15 @@ def cmd_list(args) -> int:
     import vpeft.objectives  # noqa: F401
     import vpeft.selectors  # noqa: F401
 
+    if args.kind == "backbones":
+        from .zoo import ZOO
+
+        for name, e in ZOO.items():
+            state = "" if e.file.is_file() else "  [weights missing]"
+            kw = ",".join(f"{k}={v}" for k, v in e.kwargs.items())
+            print(f"{name}: {e.about}{state}\n    timm {e.arch}:{kw}")
+        print("any timm model name works too (random weights, --checkpoint FILE, or --pretrained with network)")
+        return 0
     if args.kind == "presets":
         from .presets import PRESETS
 
@@ -270,7 +279,7 @@ def cmd_predict(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out=args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    run_demo(out=args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task)
     return 0
 
 
@@ -287,9 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    d = sub.add_parser("demo", help="the embedded default: fine-tune on a generated task and print a table")
+    d = sub.add_parser("demo", help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot")
     d.add_argument("--out", default="runs/demo", help="where data and runs go (default runs/demo)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default: the demo's)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8)")
+    d.add_argument("--task", default="shapes", choices=["shapes", "texture", "count", "location", "orientation",
+                                                         "distance"], help="generated task (default shapes)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
 
@@ -327,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
-    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets"])
+    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets", "backbones"])
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

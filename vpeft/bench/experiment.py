@@ -133,7 +133,11 @@ def _entry(raw: Any, where: str) -> dict:
 
         preset = get_preset(entry["preset"])
         entry.setdefault("method", preset["method"])
-        entry.setdefault("objective", copy.deepcopy(preset["objective"]))
+        obj = entry.get("objective")
+        if isinstance(obj, dict) and "name" not in obj:  # options on top of the preset's objective
+            entry["objective"] = {**preset["objective"], **obj}
+        else:
+            entry.setdefault("objective", copy.deepcopy(preset["objective"]))
         entry.setdefault("label", entry["preset"])
     if "method" not in entry:
         raise ConfigError(f"{where}: a method entry needs 'method' or 'preset'")

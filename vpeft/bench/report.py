@@ -29,8 +29,10 @@ from ..errors import ConfigError
 
 
 def collect(root: str | Path) -> list[dict]:
-    """One record per finished run under ``root``."""
+    """One record per finished run under ``root`` (or the records of a report's ``results.jsonl``)."""
     root = Path(root)
+    if root.is_file() and root.suffix == ".jsonl":
+        return [json.loads(line) for line in root.read_text().splitlines() if line.strip()]
     if not root.is_dir():
         raise ConfigError(f"results folder {root} does not exist")
     records = []
@@ -59,12 +61,15 @@ def collect(root: str | Path) -> list[dict]:
             "saved_activation_bytes": r["memory"].get("saved_activation_bytes"),
             "memory_batch": r["memory"].get("batch_size"),
             "train_seconds": r.get("train_seconds"),
-            "run_dir": str(path.parent),
+            "run_dir": str(path.parent.relative_to(root)),
         })
     return records
 
 
 def _failures(root: Path) -> list[dict]:
+    if root.is_file():  # a report's results.jsonl: its failures.json beside it
+        path = root.parent / "failures.json"
+        return json.loads(path.read_text()) if path.is_file() else []
     out = []
     for path in sorted(root.rglob("failed.json")):
         bench = path.parent / "bench.json"
@@ -77,7 +82,7 @@ def _order(root: Path, records: list[dict]) -> tuple[list[str], list[str], list[
     labels = list(dict.fromkeys(r["label"] for r in records))
     tasks = list(dict.fromkeys(r["task"] for r in records))
     pairs: list[tuple[str, str]] = []
-    exp = root / "experiment.yaml"
+    exp = (root.parent if root.is_file() else root) / "experiment.yaml"
     if exp.is_file():
         meta = yaml.safe_load(exp.read_text()) or {}
         labels = [x for x in meta.get("labels", []) if x in labels] + [x for x in labels if x not in meta.get("labels", [])]
@@ -256,7 +261,15 @@ def write_report(root: str | Path, out: str | Path | None = None,
     backbones = sorted({r["backbone"] for r in records})
     seeds = sorted({r["seed"] for r in records})
     batch = sorted({r["memory_batch"] for r in records if r["memory_batch"]})
-    title = title or (root.resolve().name if root.name != "runs" else root.resolve().parent.name)
+    base = root.parent if root.is_file() else root
+    title = title or (base.resolve().name if base.name != "runs" else base.resolve().parent.name)
+    failures = _failures(root)
+    # Everything the report needs, so it can be rebuilt from the report folder alone (vpeft report OUT/results.jsonl).
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
+    exp_meta = base / "experiment.yaml"
+    if exp_meta.is_file() and exp_meta.resolve() != (out / "experiment.yaml").resolve():
+        (out / "experiment.yaml").write_text(exp_meta.read_text())
 
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(records[0]))
@@ -279,7 +292,6 @@ def write_report(root: str | Path, out: str | Path | None = None,
              "Test accuracy (%), mean over seeds ± spread (population standard deviation over seeds). The mean column "
              "averages the tasks per seed, then over seeds.", ""]
     lines += summary_table(summary, tasks)
-    failures = _failures(root)
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]

@@ -257,6 +257,8 @@ def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool 
     states = {s.run_id: run_state(s.run_dir) for s in specs}
     todo = [s for s in specs if states[s.run_id] in ("pending", "partial")
             or (retry_failed and states[s.run_id] == "failed")]
+    # Seed-major order: a sweep stopped early holds whole seeds of every method rather than all seeds of a few.
+    todo.sort(key=lambda s: exp.seeds.index(s.seed) if s.seed in exp.seeds else 0)
     counts = {k: sum(v == k for v in states.values()) for k in ("done", "failed", "partial", "pending")}
     print(f"{describe(exp)}\n{len(specs)} runs: {counts['done']} finished, {counts['partial']} to resume, "
           f"{counts['pending']} new, {counts['failed']} failed"
