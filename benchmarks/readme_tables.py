@@ -68,7 +68,83 @@ def gist_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table}
+def _mini(part: str):
+    """(records, labels, tasks, summary) of a committed mini-VTAB report."""
+    sys.path.insert(0, str(ROOT))
+    from vpeft.bench.report import _order, collect, summarise
+
+    path = RESULTS / "mini_vtab" / part / "results.jsonl"
+    records = collect(path)
+    labels, tasks, _ = _order(path, records)
+    return records, labels, tasks, summarise(records, labels, tasks)
+
+
+def _pm(ms) -> str:
+    return f"{ms[0]:.1f} ±{ms[1]:.1f}" if ms else "-"
+
+
+def mini_vtab_table() -> str:
+    from vpeft.bench.report import compare
+
+    parts = {p: _mini(p) for p in ("real", "synth")}
+    real, synth = parts["real"][3], parts["synth"][3]
+    full_mem = real["full"]["memory"]
+    meta = json.loads((RESULTS / "mini_vtab" / "real" / "meta.json").read_text())
+    lines = [
+        f"`{meta['command']}`; {len(parts['real'][2])} real tasks ({', '.join(parts['real'][2])}) and "
+        f"{len(parts['synth'][2])} generated ones, 3 seeds each, test accuracy (%) of the best-on-val200 epoch, "
+        "mean over tasks ± spread over seeds; GIST columns give the change when GIST is added (paired by seed). "
+        "Memory: params + grads + optimizer state + saved activations, batch 32, float32, CPU. Full tables: "
+        "`benchmarks/results/mini_vtab/*/summary.md`.",
+        "",
+        "| method | real tasks | + GIST | generated tasks | + GIST | trainable (no head) | train memory MiB | x full |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = [x for x in parts["real"][1] if "+gist" not in x]
+    for label in base:
+        gist = f"{label}+gist"
+        deltas = []
+        for p in ("real", "synth"):
+            recs, labels, tasks, _ = parts[p]
+            c = compare(recs, label, gist, tasks) if gist in labels else None
+            deltas.append(f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-")
+        r = real[label]
+        lines.append(f"| `{label}` | {_pm(real[label]['mean'])} | {deltas[0]} | {_pm(synth[label]['mean'])} | "
+                     f"{deltas[1]} | {r['params']:,.0f} | {r['memory'] / 2**20:.1f} | {r['memory'] / full_mem:.3f} |")
+    return "\n".join(lines)
+
+
+def idat_table() -> str:
+    from vpeft.bench.report import compare
+
+    parts = {p: _mini(p) for p in ("idat-real", "idat-synth")}
+    lines = [
+        "Student `vit_c10_base`, teacher `vit_c10_small` (both trained jointly, the teacher with the same method), "
+        "same protocol; mean over tasks ± spread over seeds, and the change against the student alone (paired by "
+        "seed). Full tables: `benchmarks/results/mini_vtab/idat-*/summary.md`.",
+        "",
+        "| student method | real: alone | + iDAT mse | + iDAT kl | generated: alone | + iDAT mse | + iDAT kl |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for alone, v in (("S (adapter)", "s"), ("P (adaptformer)", "p"), ("PS (adapter_ps)", "ps")):
+        cells = [f"`{alone}`"]
+        for p in ("idat-real", "idat-synth"):
+            recs, labels, tasks, summ = parts[p]
+            cells.append(_pm(summ[alone]["mean"]) if alone in summ else "-")
+            for loss in ("mse", "kl"):
+                name = f"idat-{v}-{loss}"
+                c = compare(recs, alone, name, tasks) if name in labels and alone in labels else None
+                cells.append(f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pretrain_table() -> str:
+    return (RESULTS / "pretrain_c10.md").read_text().strip()
+
+
+TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table, "pretrain": pretrain_table,
+          "mini_vtab": mini_vtab_table, "idat": idat_table}
 
 
 def render(text: str) -> str:

@@ -97,6 +97,28 @@ def test_every_recipe_expands_over_vtab(recipe, tmp_path):
         assert tc["lr"] == r["tasks"][run.task]["train"]["lr"]
 
 
+def test_recipe_command_line_as_the_issue_writes_it(tmp_path, capsys):
+    from vpeft.cli import main
+
+    root = _fake_vtab(tmp_path / "vtab")
+    ckpt = tmp_path / "ViT-B_16.npz"
+    assert main(["bench", "run", "--suite", "vtab1k", "--recipe", "gist", "--data-root", str(root), "--checkpoint",
+                 str(ckpt), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert "38 runs: 0 finished" in capsys.readouterr().out  # 19 tasks x the recipe's 2 method entries
+    runs = [json.loads(x) for x in (tmp_path / "o" / "runs.jsonl").read_text().splitlines()]
+    assert {r["config"]["backbone"]["checkpoint"] for r in runs} == {str(ckpt)}
+    assert {r["config"]["backbone"]["spec"] for r in runs} == {"vit_base_patch16_224"}
+
+
+def test_vtab_report_gives_group_means_and_their_mean():
+    recs = [{"label": "A", "task": t, "seed": 0, "test_acc": a, "trainable_params_no_head": 1,
+             "train_memory_bytes": 1, "memory_batch": 2, "train_seconds": 1.0}
+            for t, a in (("caltech101", 80.0), ("dtd", 60.0), ("eurosat", 90.0), ("clevr_count", 40.0))]
+    s = summarise(recs, ["A"], ["caltech101", "dtd", "eurosat", "clevr_count"])["A"]
+    assert s["groups"]["natural"][0] == 70.0 and s["groups"]["specialized"][0] == 90.0
+    assert s["mean"][0] == 67.5 and s["mean_of_groups"][0] == pytest.approx((70 + 90 + 40) / 3)
+
+
 def test_recipe_values_from_methods_md(tmp_path):
     """Spot checks against ../shared/METHODS.md sections 3-5."""
     root = _fake_vtab(tmp_path / "vtab")

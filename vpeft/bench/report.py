@@ -36,7 +36,12 @@ def collect(root: str | Path) -> list[dict]:
     if not root.is_dir():
         raise ConfigError(f"results folder {root} does not exist")
     records = []
-    for path in sorted(root.rglob("result.json")):
+    paths = sorted(root.rglob("result.json"))
+    plan = root / "runs.jsonl"
+    if plan.is_file():  # a sweep folder: only the runs of its current plan (not those of an edited-away entry)
+        planned = {Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
+        paths = [p for p in paths if p.parent.name in planned]
+    for path in paths:
         r = json.loads(path.read_text())
         bench = path.parent / "bench.json"
         meta = json.loads(bench.read_text()) if bench.is_file() else {}
@@ -120,6 +125,10 @@ def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
             gt = [t for t in tasks if VTAB_TASKS.get(t, (0, ""))[1] == g]
             if gt and complete:
                 row["groups"][g] = _ms([mean(a[t] for t in gt) for a in complete.values()])
+        if len(row["groups"]) == len(GROUPS):  # the other average papers report: the mean of the group means
+            per = [mean(mean(a[t] for t in tasks if VTAB_TASKS.get(t, (0, ""))[1] == g) for g in GROUPS)
+                   for a in complete.values()]
+            row["mean_of_groups"] = _ms(per)
         rs = [r for r in records if r["label"] == label]
         row["params"] = mean(r["trainable_params_no_head"] for r in rs) if rs else None
         mem = [r["train_memory_bytes"] for r in rs if r["train_memory_bytes"]]
@@ -150,13 +159,17 @@ def _cell(ms, spread: bool = True) -> str:
 def summary_table(summary: dict, tasks: list[str], spread: bool = True) -> list[str]:
     groups = [g for g in GROUPS if any(VTAB_TASKS.get(t, (0, ""))[1] == g for t in tasks)]
     show_groups = len(groups) > 1
-    head = ["method", *tasks, *(g for g in groups if show_groups), "mean", "params (no head)", "train memory"]
+    all_groups = len(groups) == len(GROUPS)
+    head = ["method", *tasks, *(g for g in groups if show_groups), "mean", *(["mean of groups"] if all_groups else []),
+            "params (no head)", "train memory"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for label, row in summary.items():
         cells = [f"`{label}`"] + [_cell(row["tasks"].get(t), spread) for t in tasks]
         if show_groups:
             cells += [_cell(row["groups"].get(g), spread) for g in groups]
         cells.append(f"**{_cell(row['mean'], spread)}**" if row["mean"] else "-")
+        if all_groups:
+            cells.append(_cell(row.get("mean_of_groups"), spread))
         cells.append(_fmt_params(row["params"]))
         cells.append(f"{row['memory'] / 2**20:.1f} MiB" if row["memory"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
