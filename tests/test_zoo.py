@@ -18,15 +18,15 @@ def test_shipped_backbone_loads_its_weights(name):
     weights = load_file(str(entry.file))
     bb = create_backbone(name, num_classes=5)
     state = bb.model.state_dict()
-    assert all(torch.equal(state[k], v) for k, v in weights.items())  # every tensor from the file
+    assert all(torch.equal(state[k], v.float()) for k, v in weights.items())  # every tensor (float16 in the file)
     assert not any(k.startswith("head.") for k in weights)  # no CIFAR head shipped
     assert bb.model.head.out_features == 5 and bb.input_size == (32, 32)
     torch.manual_seed(0)
     random = timm_model(name, num_classes=0)
-    assert not torch.equal(random.state_dict()["blocks.0.attn.qkv.weight"], weights["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(random.state_dict()["blocks.0.attn.qkv.weight"], weights["blocks.0.attn.qkv.weight"].float())
     # Options on top of the entry's (drop-path here) keep the weights.
     dp = create_backbone(f"{name}:drop_path_rate=0.1", num_classes=3)
-    assert torch.equal(dp.model.state_dict()["blocks.5.mlp.fc2.weight"], weights["blocks.5.mlp.fc2.weight"])
+    assert torch.equal(dp.model.state_dict()["blocks.5.mlp.fc2.weight"], weights["blocks.5.mlp.fc2.weight"].float())
 
 
 def test_shipped_weights_are_small():
