@@ -68,3 +68,16 @@ def test_demo_runs_and_reruns_identically(tmp_path, monkeypatch, capsys):
     again = demo.run_demo(tmp_path / "again", epochs=1, progress=False)
     assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in again]
     assert json.loads((tmp_path / "summary.json").read_text())[1]["objective"] == "gist"
+
+
+def test_package_data_ships_weights_and_recipes():
+    """The wheel must carry the weights and the recipes (pyproject package-data), not only the source tree."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vpeft"]
+    shipped = {p for g in globs for p in (root / "vpeft").glob(g)}
+    needed = set((root / "vpeft" / "weights").glob("*.safetensors")) | set(
+        (root / "vpeft" / "bench" / "recipes").glob("*.yaml"))
+    assert needed and needed <= shipped
