@@ -10,7 +10,9 @@ Parts (each a ``vpeft bench run`` sweep into ``runs/mini_vtab/<part>``, resumabl
 - ``synth``: ``benchmarks/experiments/mini_vtab.yaml`` on the six generated tasks (generated on first use);
 - ``real``: the same on the four real tasks in ``../shared/data/vtab1k`` (not shipped: beside the checkout);
 - ``idat-synth``, ``idat-real``: ``benchmarks/experiments/mini_vtab_idat.yaml`` (vit_c10_base student, vit_c10_small
-  teacher) on the same tasks.
+  teacher) on the same tasks;
+- ``lr-check``: ``benchmarks/experiments/mini_vtab_lr.yaml``, the methods that did not beat linear probing on the
+  real tasks at the linear probe's learning rate (and the linear probe at theirs).
 
 The protocol is in the experiment files: train800, best epoch on val200, test; one fixed setting per method.
 ``benchmarks/readme_tables.py`` puts the summary into the README from the committed reports.
@@ -36,12 +38,14 @@ PARTS = {
     "real": ("mini_vtab.yaml", "vtab1k"),
     "idat-synth": ("mini_vtab_idat.yaml", "synth"),
     "idat-real": ("mini_vtab_idat.yaml", "vtab1k"),
+    "lr-check": ("mini_vtab_lr.yaml", "vtab1k"),
 }
 TITLES = {
     "synth": "mini-VTAB, generated tasks, vit_c10_small",
     "real": "mini-VTAB, real tasks (../shared/data/vtab1k), vit_c10_small",
     "idat-synth": "iDAT, generated tasks, vit_c10_base student + vit_c10_small teacher",
     "idat-real": "iDAT, real tasks, vit_c10_base student + vit_c10_small teacher",
+    "lr-check": "Learning-rate check, real tasks, vit_c10_small",
 }
 
 
@@ -53,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds (default: the experiment's)")
     args = p.parse_args(argv)
 
     from vpeft.bench import LocalExecutor, load_experiment, run_sweep, write_report
@@ -62,7 +67,7 @@ def main(argv=None) -> int:
         work = Path(args.work) / part
         if not args.report_only:
             data_root = str(Path(args.work) / "synth-data") if suite == "synth" else args.shared
-            exp = load_experiment(EXPERIMENTS / exp_file, suite=suite, data_root=data_root)
+            exp = load_experiment(EXPERIMENTS / exp_file, suite=suite, data_root=data_root, seeds=args.seeds)
             t0 = time.time()
             summary = run_sweep(exp, work, LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
             summary["seconds"] = time.time() - t0
