@@ -153,8 +153,8 @@ def claims_table() -> str:
         lin = summ["linear"]["mean"][0]
         trains = [x for x in labels if "+gist" not in x and x != "linear"]
         losers = [x for x in trains if summ[x]["mean"][0] <= lin]
-        return (f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.1f})"
-                + (f"; not: {', '.join(f'`{x}` {summ[x]['mean'][0]:.1f}' for x in losers)}" if losers else ""))
+        below = ", ".join(f"`{x}` {summ[x]['mean'][0]:.1f}" for x in losers)
+        return f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.1f})" + (f"; not: {below}" if losers else "")
 
     def gist(recs, labels, tasks, summ):
         ds = {x: compare(recs, x, f"{x}+gist", tasks)["mean"][0] for x in labels
