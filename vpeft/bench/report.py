@@ -219,33 +219,73 @@ def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    pts = [(label, row[x], row["mean"][0]) for label, row in summary.items() if row["mean"] and row[x] is not None]
+    pts = [(label, row[x] / (2**20 if x == "memory" else 1), row["mean"][0]) for label, row in summary.items()
+           if row["mean"] and row[x] is not None]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=130)
     families = sorted({_family(p[0]) for p in pts})
     cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
     colour = {f: cmap(i % cmap.N) for i, f in enumerate(families)}
+    where = {label: (xv, yv) for label, xv, yv in pts}
     for label, xv, yv in pts:
-        xv = xv / 2**20 if x == "memory" else xv
         marker = "*" if "gist" in label else ("D" if "idat" in label else "o")
-        ax.scatter([xv], [yv], s=70 if marker != "*" else 140, color=colour[_family(label)], marker=marker,
+        ax.scatter([xv], [yv], s=70 if marker != "*" else 150, color=colour[_family(label)], marker=marker,
                    edgecolor="black", linewidth=0.5, zorder=3)
-        ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        base = label[: -len("+gist")] if label.endswith("+gist") else None
+        if base in where:  # an arrow from a method to the same method with GIST
+            ax.annotate("", xy=(xv, yv), xytext=where[base], zorder=2,
+                        arrowprops=dict(arrowstyle="->", color=colour[_family(label)], lw=0.8, alpha=0.6))
     if x == "params":
-        ax.set_xscale("symlog", linthresh=1000)
-        ax.set_xlabel("trainable parameters without the head (symlog: 0 to 1K linear, log above)")
+        ax.set_xscale("symlog", linthresh=100)
+        ax.set_xlabel("trainable parameters without the head (symlog: 0 to 100 linear, log above)")
     else:
         ax.set_xscale("log")
         ax.set_xlabel("training memory, MiB (params + grads + optimizer state + saved activations)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:,.0f}" if v >= 1 and f"{v:.0e}"[0] in "25" else (f"{v:g}" if 0 < v < 1 and f"{v:.0e}"[0] in "25" else "")))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    if x == "params":
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    from matplotlib.lines import Line2D
+
+    kinds = [("o", "method"), ("*", "with GIST (arrow: from the method alone)"), ("D", "iDAT")]
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", markersize=8 if m != "*" else 11,
+                      label=t) for m, t in kinds if any((m == "*") == ("gist" in p[0]) and (m == "D") == ("idat" in p[0])
+                                                         for p in pts)]
+    ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8)
     ax.set_ylabel("mean test accuracy over tasks (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.12, y=0.08)
     fig.tight_layout()
+    _place_labels(ax, [(label, xv, yv) for label, xv, yv in pts])
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _place_labels(ax, pts) -> None:
+    """Label every point, moving a label to the first nearby spot that no earlier label covers."""
+    fig = ax.figure
+    fig.canvas.draw()
+    placed: list[tuple[float, float, float, float]] = []
+    offsets = [(6, 4), (6, -11), (-6, 4), (-6, -11), (6, 14), (6, -21), (-6, 14), (-6, -21), (6, 24), (6, -31)]
+    for label, xv, yv in sorted(pts, key=lambda p: -p[2]):
+        px, py = ax.transData.transform((xv, yv))
+        w, h = 4.6 * len(label) * fig.dpi / 100, 9 * fig.dpi / 100
+        for dx, dy in offsets:
+            dx, dy = dx * fig.dpi / 100, dy * fig.dpi / 100
+            x0 = px + dx if dx > 0 else px + dx - w
+            box = (x0, py + dy, x0 + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(label, (xv, yv), textcoords="offset pixels", xytext=(dx, dy), fontsize=7,
+                    ha="left" if dx > 0 else "right", va="bottom")
 
 
 def _family(label: str) -> str:
