@@ -75,7 +75,10 @@ def main(argv=None) -> int:
                   f"{summary['seconds'] / 60:.1f} min")
         out = OUT / "mini_vtab" / part
         rep = write_report(work, out, title=TITLES[part])
-        meta = {"command": command("mini_vtab.py", argv), "experiment": f"benchmarks/experiments/{exp_file}",
+        old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
+        # A --report-only pass keeps the command that ran the sweep.
+        cmd = old.get("command") if args.report_only and old.get("command") else command("mini_vtab.py", argv)
+        meta = {"command": cmd, "experiment": f"benchmarks/experiments/{exp_file}",
                 "suite": suite, "runs": rep["records"], "failures": len(rep["failures"]),
                 "device": f"cpu, {args.threads} thread(s) per run, {args.jobs} runs at a time, float32"}
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

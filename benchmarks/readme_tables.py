@@ -90,9 +90,11 @@ def mini_vtab_table() -> str:
     real, synth = parts["real"][3], parts["synth"][3]
     full_mem = real["full"]["memory"]
     meta = json.loads((RESULTS / "mini_vtab" / "real" / "meta.json").read_text())
+    seeds = {p: sorted({r["seed"] for r in parts[p][0]}) for p in parts}
     lines = [
-        f"`{meta['command']}`; {len(parts['real'][2])} real tasks ({', '.join(parts['real'][2])}) and "
-        f"{len(parts['synth'][2])} generated ones, 3 seeds each, test accuracy (%) of the best-on-val200 epoch, "
+        f"`python benchmarks/mini_vtab.py`; {len(parts['real'][2])} real tasks ({', '.join(parts['real'][2])}), seeds "
+        f"{seeds['real']}, and {len(parts['synth'][2])} generated ones, seeds {seeds['synth']}; test accuracy (%) of "
+        "the best-on-val200 epoch, "
         "mean over tasks ± spread over seeds; GIST columns give the change when GIST is added (paired by seed). "
         "Memory: params + grads + optimizer state + saved activations, batch 32, float32, CPU. Full tables: "
         "`benchmarks/results/mini_vtab/*/summary.md`.",
@@ -120,8 +122,11 @@ def idat_table() -> str:
     parts = {p: _mini(p) for p in ("idat-real", "idat-synth")}
     lines = [
         "Student `vit_c10_base`, teacher `vit_c10_small` (both trained jointly, the teacher with the same method), "
-        "same protocol; mean over tasks ± spread over seeds, and the change against the student alone (paired by "
-        "seed). Full tables: `benchmarks/results/mini_vtab/idat-*/summary.md`.",
+        "`benchmarks/experiments/mini_vtab_idat.yaml` (4 epochs), seeds "
+        f"{sorted({r['seed'] for r in parts['idat-real'][0]})} on the real tasks and "
+        f"{sorted({r['seed'] for r in parts['idat-synth'][0]})} on the generated ones; mean over tasks ± spread over "
+        "seeds, and the change against the student alone (paired by seed). Full tables: "
+        "`benchmarks/results/mini_vtab/idat-*/summary.md`.",
         "",
         "| student method | real: alone | + iDAT mse | + iDAT kl | generated: alone | + iDAT mse | + iDAT kl |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -161,7 +166,7 @@ def claims_table() -> str:
               if "+gist" not in x and f"{x}+gist" in labels}
         up = sorted(x for x, d in ds.items() if d > 0)
         return (f"mean change {sum(ds.values()) / len(ds):+.2f} points over {len(ds)} methods; better for "
-                f"{len(up)} ({', '.join(up)})")
+                f"{len(up)} ({', '.join(up) or 'none'})")
 
     def dtl_mem(recs, labels, tasks, summ):
         m = {x: summ[x]["memory"] for x in ("dtl", "dtl_plus", "lora", "adapter", "full") if x in summ}
@@ -192,12 +197,27 @@ def claims_table() -> str:
     return "\n".join(lines)
 
 
+def lr_check_table() -> str:
+    """The methods below linear probing, at the linear probe's learning rate (and the probe at theirs)."""
+    _, _, _, real = _mini("real")
+    _, labels, _, check = _mini("lr-check")
+    lines = ["| method | mini-VTAB setting | mean, real tasks | swapped lr | mean, real tasks | change |",
+             "|---|---|---:|---|---:|---:|"]
+    settings = {"linear": "lr 1e-2", "gps": "Adam lr 2e-3"}
+    for label in labels:
+        name, lr = label.split("@")
+        a, b = real[name]["mean"], check[label]["mean"]
+        lines.append(f"| `{name}` | {settings.get(name, 'lr 5e-3')} | {_pm(a)} | lr {float(lr):g} | {_pm(b)} | "
+                     f"{b[0] - a[0]:+.1f} |")
+    return "\n".join(lines)
+
+
 def pretrain_table() -> str:
     return (RESULTS / "pretrain_c10.md").read_text().strip()
 
 
 TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table, "pretrain": pretrain_table,
-          "mini_vtab": mini_vtab_table, "idat": idat_table, "claims": claims_table}
+          "mini_vtab": mini_vtab_table, "idat": idat_table, "claims": claims_table, "lr_check": lr_check_table}
 
 
 def render(text: str) -> str:
