@@ -326,3 +326,12 @@ def test_ddp_two_processes_match_one(tmp_path):
     l1, l2 = ([json.loads(x) for x in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("one", "two"))
     assert [e["train_acc"] for e in l1] == [e["train_acc"] for e in l2]
     assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(l1, l2))
+
+
+def test_report_names_a_corrupt_result_file(tmp_path):
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{bad")
+    with pytest.raises(ConfigError, match=r"result.json: not a readable JSON file"):
+        write_report(tmp_path)
+    assert (run / "result.json").read_text() == "{bad"  # nothing touched

@@ -42,9 +42,9 @@ def collect(root: str | Path) -> list[dict]:
         planned = {Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
         paths = [p for p in paths if p.parent.name in planned]
     for path in paths:
-        r = json.loads(path.read_text())
+        r = _read_json(path)
         bench = path.parent / "bench.json"
-        meta = json.loads(bench.read_text()) if bench.is_file() else {}
+        meta = _read_json(bench) if bench.is_file() else {}
         label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
         grid = meta.get("grid") or {}
         if grid:
@@ -69,6 +69,13 @@ def collect(root: str | Path) -> list[dict]:
             "run_dir": str(path.parent.relative_to(root)),
         })
     return records
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable JSON file ({e}); rerun that run or delete its folder") from None
 
 
 def _failures(root: Path) -> list[dict]:
