@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import TINY, make_task
 from vpeft.bench import LocalExecutor, RayExecutor, expand, load_experiment, load_recipe, run_sweep, write_report
 from vpeft.bench.experiment import list_recipes
-from vpeft.bench.report import compare, summarise
+from vpeft.bench.report import compare, compare_lines, summarise
 from vpeft.data.suites import VTAB_TASKS
 from vpeft.errors import ConfigError
 
@@ -283,6 +283,12 @@ def test_summary_and_compare_by_hand():
     assert c["tasks"]["x"] == (2.0, 1.0, 2)  # deltas +3, +1
     assert c["tasks"]["y"] == (1.0, 2.0, 2)  # deltas -1, +3
     assert c["mean"] == (1.5, 0.5, 2)  # per-seed mean deltas +1, +2
+    row = compare_lines([c], ["x", "y"])[2]
+    assert "| +2.0 ±1.0 | +1.0 ±2.0 | **+1.50 ±0.50** | 2/2 tasks |" in row
+    # One seed: no spread shown (a ±0.0 would claim a spread of zero), and no "-0.0".
+    one = compare([r for r in recs if r["seed"] == 0] + [{**recs[0], "label": "C", "test_acc": 49.999}],
+                  "A", "C", ["x"])
+    assert compare_lines([one], ["x"])[2] == "| `C` - `A` | +0.0 | **+0.00** | 0/1 tasks |"
 
 
 def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):

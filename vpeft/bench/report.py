@@ -201,6 +201,12 @@ def compare(records: list[dict], a: str, b: str, tasks: list[str]) -> dict:
     return out
 
 
+def _delta(d: tuple, digits: int) -> str:
+    """A paired difference (mean, std, n): signed, with its spread only when there is more than one seed."""
+    m = round(d[0], digits) + 0.0  # no "-0.0"
+    return f"{m:+.{digits}f}" + (f" ±{d[1]:.{digits}f}" if d[2] > 1 else "")
+
+
 def compare_lines(comparisons: list[dict], tasks: list[str]) -> list[str]:
     if not comparisons:
         return []
@@ -210,14 +216,14 @@ def compare_lines(comparisons: list[dict], tasks: list[str]) -> list[str]:
         cells = [f"`{c['b']}` - `{c['a']}`"]
         for t in tasks:
             d = c["tasks"].get(t)
-            cells.append(f"{d[0]:+.1f} ±{d[1]:.1f}" if d else "-")
-        cells.append(f"**{c['mean'][0]:+.2f} ±{c['mean'][1]:.2f}**" if c["mean"] else "-")
+            cells.append(_delta(d, 1) if d else "-")
+        cells.append(f"**{_delta(c['mean'], 2)}**" if c["mean"] else "-")
         wins = sum(1 for d in c["tasks"].values() if d[0] > 0)
         cells.append(f"{wins}/{len(c['tasks'])} tasks")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Differences in accuracy points, B minus A, paired by seed: mean over seeds ± their standard "
-                 "deviation; the mean column is the difference of the suite means.")
+                 "deviation (no spread with one seed); the mean column is the difference of the suite means.")
     return lines
 
 
