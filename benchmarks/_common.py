@@ -14,6 +14,14 @@ def command(script: str, argv=None) -> str:
     return " ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
 
 
+def run_meta(script: str, argv=None, **extra) -> dict:
+    """What a result was measured with: the caller's settings, then dtype, device, threads, torch, command."""
+    import torch
+
+    return {**extra, "dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "command": command(script, argv)}
+
+
 def save(name: str, data: dict, lines: list[str]) -> None:
     """Write ``results/<name>.json`` and ``results/<name>.md`` and print the markdown."""
     OUT.mkdir(parents=True, exist_ok=True)

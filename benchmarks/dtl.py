@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import command, load, save
+from _common import load, run_meta, save
 import yaml
 
 import vpeft
@@ -163,8 +163,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data = load("dtl")
-    data["meta"] = {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "command": command("dtl.py", argv)}
+    data["meta"] = run_meta("dtl.py", argv)
     if "memory" in args.parts:
         data["memory"] = part_memory(args.batch_size)
     if "multitask" in args.parts:

@@ -14,7 +14,7 @@ import sys
 import time
 
 import torch
-from _common import command, save
+from _common import run_meta, save
 from torch.utils.flop_counter import FlopCounterMode
 
 from vpeft.config import RunConfig
@@ -87,9 +87,8 @@ def main(argv=None) -> int:
         row["eval_flops_ratio"] = row["gist_eval_flops"] / row["ce_eval_flops"]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    meta = {"backbone": "vit_base_patch16_224", "batch_size": args.batch_size, "repeats": args.repeats,
-            "dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": command("gist_overhead.py", argv)}
+    meta = run_meta("gist_overhead.py", argv, backbone="vit_base_patch16_224", batch_size=args.batch_size,
+                    repeats=args.repeats)
     lines = [
         f"# GIST overhead on ViT-B/16, batch {args.batch_size}, fp32, CPU",
         "",

@@ -13,7 +13,7 @@ import sys
 import time
 
 import torch
-from _common import command, save
+from _common import run_meta, save
 
 import vpeft
 from vpeft.data.vtab import ImageDataset
@@ -54,9 +54,7 @@ def main(argv=None) -> int:
     selection = {"images": args.images, "views_per_image": 2, "batch_size": args.batch_size, "seconds": seconds,
                  "seconds_per_image": seconds / args.images, "saved_activation_bytes_per_batch": probe.bytes,
                  "gradient_bytes": grad_bytes, "selected": sum(len(v) for v in cfg.select(bb, scores).values())}
-    meta = {"backbone": "vit_base_patch16_224", "batch_size": args.batch_size, "dtype": "float32", "device": "cpu",
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": command("gps.py", argv)}
+    meta = run_meta("gps.py", argv, backbone="vit_base_patch16_224", batch_size=args.batch_size)
     data = {"meta": meta, "rows": rows, "selection": selection}
     full = next(iter(rows.values()))
     mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import command, load, save
+from _common import load, run_meta, save
 
 from vpeft.config import RunConfig
 from vpeft.data.synth import generate_task
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data = load("idat")
-    data["meta"] = {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "command": command("idat.py", argv)}
+    data["meta"] = run_meta("idat.py", argv)
     if "step" in args.parts:
         data["step"] = part_step(args.batch_size, args.repeats)
     if "tiny" in args.parts:

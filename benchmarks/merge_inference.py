@@ -20,7 +20,7 @@ import time
 
 import timm
 import torch
-from _common import command, save
+from _common import run_meta, save
 
 import vpeft
 from vpeft.registry import METHODS
@@ -109,9 +109,7 @@ def main(argv=None) -> int:
         row["unmerged_over_plain"] = row["unmerged_s"] / row["plain_s"]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    meta = {"backbone": BACKBONE, "batch_size": args.batch_size, "repeats": args.repeats, "dtype": "float32",
-            "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": command("merge_inference.py", argv)}
+    meta = run_meta("merge_inference.py", argv, backbone=BACKBONE, batch_size=args.batch_size, repeats=args.repeats)
     lines = [
         f"# Eval forward time, merged vs plain {BACKBONE}, batch {args.batch_size}, fp32, CPU",
         "",

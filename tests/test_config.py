@@ -90,3 +90,19 @@ def test_run_sections_document_every_field(section):
     for cls in (section, BackboneConfig, DataConfig):
         docs = field_docs(cls)
         assert all(docs.get(f.name) for f in cls.fields()), cls.__name__
+
+
+@pytest.mark.parametrize("value, tp, want", [
+    (3, float, 3.0), (3.0, int, 3), (1e3, int, 1000), ("4", int, 4), ("4.5", float, 4.5), (2, int, 2),
+    (True, int, "expected an integer"), (True, float, "expected a number"), (3.5, int, "expected an integer"),
+    ("x", float, "expected a number"), ("4.5", int, "expected an integer"),
+])
+def test_numbers_are_coerced_or_refused_by_name(value, tp, want):
+    from vpeft.config import _coerce
+
+    if isinstance(want, str):
+        with pytest.raises(ConfigError, match=f"train.lr: {want}, got {value!r}"):
+            _coerce(value, tp, "train.lr")
+    else:
+        got = _coerce(value, tp, "train.lr")
+        assert got == want and type(got) is tp

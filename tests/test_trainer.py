@@ -47,9 +47,10 @@ def test_weight_decay_only_on_matrices_by_default():
 
 @pytest.fixture(scope="module")
 def count_run(synth_root, tmp_path_factory):
-    """A real training run: tiny ViT trained on the generated counting task (4 classes, chance 25%)."""
-    import time
+    """A real training run: tiny ViT trained on the generated counting task (4 classes, chance 25%).
 
+    How long it takes is measured by benchmarks/synth_learnability.py (same model and recipe), not asserted here.
+    """
     out = tmp_path_factory.mktemp("runs") / "count_full"
     cfg = RunConfig.from_dict({
         "backbone": {"spec": "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"},
@@ -57,14 +58,11 @@ def count_run(synth_root, tmp_path_factory):
         "data": {"root": str(synth_root / "count")},
         "train": {"epochs": 12, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "seed": 0},
     })
-    t0 = time.perf_counter()
-    result = train(cfg, out, progress=False)
-    return out, result, time.perf_counter() - t0
+    return out, train(cfg, out, progress=False)
 
 
-def test_training_run_learns_fast(count_run):
-    out, result, seconds = count_run
-    assert seconds < 60, f"took {seconds:.1f} s"
+def test_training_run_learns(count_run):
+    out, result = count_run
     assert result["test_acc"] > 40.0, result["test_acc"]  # chance is 25%
     for name in ("config.yaml", "log.jsonl", "result.json", "trainable.safetensors"):
         assert (out / name).is_file()
@@ -83,7 +81,7 @@ def test_training_run_learns_fast(count_run):
 def test_eval_reproduces_recorded_accuracy(count_run, capsys):
     from vpeft.cli import main
 
-    out, result, _ = count_run
+    out, result = count_run
     assert main(["eval", "--run", str(out), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["acc"] == result["test_acc"] and got["recorded"] == result["test_acc"]
