@@ -16,7 +16,8 @@ from PIL import Image
 from conftest import TINY, make_task
 from vpeft.bench import LocalExecutor, RayExecutor, expand, load_experiment, load_recipe, run_sweep, write_report
 from vpeft.bench.experiment import list_recipes
-from vpeft.bench.report import compare, compare_lines, summarise
+from vpeft.bench.runner import run_one
+from vpeft.bench.report import collect, compare, compare_lines, summarise, tune
 from vpeft.data.suites import VTAB_TASKS
 from vpeft.errors import ConfigError
 
@@ -289,6 +290,61 @@ def test_summary_and_compare_by_hand():
     one = compare([r for r in recs if r["seed"] == 0] + [{**recs[0], "label": "C", "test_acc": 49.999}],
                   "A", "C", ["x"])
     assert compare_lines([one], ["x"])[2] == "| `C` - `A` | +0.0 | **+0.00** | 0/1 tasks |"
+
+
+class _Inline:
+    """Runs a sweep's runs one after another in this process (no worker start-up: for small test sweeps)."""
+
+    name = "inline"
+
+    def map(self, specs):
+        for spec in specs:
+            yield spec, run_one(spec)
+
+
+def test_tune_keeps_the_best_validation_point_by_hand():
+    def rec(grid, task, seed, val, test):
+        return {"label": f"m ({grid})", "base_label": "m", "grid": grid, "task": task, "seed": seed, "val_acc": val,
+                "test_acc": test, "run_dir": f"{task}{seed}{grid}"}
+
+    recs = [rec("lr=0.1", "x", 0, 60.0, 50.0), rec("lr=0.01", "x", 0, 70.0, 40.0),  # val picks 0.01 (test is lower)
+            rec("lr=0.1", "x", 1, 80.0, 55.0), rec("lr=0.01", "x", 1, 80.0, 65.0),  # a tie: the first grid point
+            rec("lr=0.1", "y", 0, 10.0, 20.0), rec("lr=0.01", "y", 0, 30.0, 35.0),
+            {"label": "linear", "task": "x", "seed": 0, "val_acc": None, "test_acc": 30.0, "run_dir": "l"}]
+    kept, chosen = tune(recs)
+    got = {(r["label"], r["task"], r["seed"]): (r["grid"] if "grid" in r else None, r["test_acc"]) for r in kept}
+    assert got == {("m", "x", 0): ("lr=0.01", 40.0), ("m", "x", 1): ("lr=0.1", 55.0), ("m", "y", 0): ("lr=0.01", 35.0),
+                   ("linear", "x", 0): (None, 30.0)}
+    assert chosen == {"m": {"lr=0.01": 2, "lr=0.1": 1}}
+    recs[0]["val_acc"] = None
+    with pytest.raises(ConfigError, match="cannot select on val_acc: run x0lr=0.1 has none"):
+        tune(recs)
+
+
+def test_report_tunes_a_grid_on_validation(tasks, tmp_path, capsys):
+    from vpeft.cli import main
+
+    exp = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], grid={"train.lr": [1e-4, 0.05]},
+                               train={**TRAIN, "select": "val"}))
+    run_sweep(exp, tmp_path / "sw", _Inline(), progress=False)
+    assert main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "plain")]) == 0
+    assert main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "tuned"), "--tune", "val"]) == 0
+    plain = (tmp_path / "plain" / "summary.md").read_text()
+    assert "| `bitfit (lr=0.0001)` |" in plain and "| `bitfit (lr=0.05)` |" in plain
+    md = (tmp_path / "tuned" / "summary.md").read_text()
+    assert "| `bitfit` |" in md and "bitfit (lr" not in md.split("## Chosen")[0]
+    assert "## Chosen on validation" in md
+    recs = collect(tmp_path / "sw")
+    for task in ("alpha", "beta"):
+        rs = [r for r in recs if r["task"] == task]
+        best = max(rs, key=lambda r: r["val_acc"])  # the grid order is the plan's: 1e-4 first
+        row = next(line for line in md.splitlines() if line.startswith("| `bitfit` |"))
+        assert f"{best['test_acc']:.1f}" in row.split(" | ")[1 + ["alpha", "beta"].index(task)]
+    assert len((tmp_path / "tuned" / "results.csv").read_text().splitlines()) == 1 + 4  # every run, not only the kept
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "t2"), "--tune", "test"])
+    assert "invalid choice: 'test'" in capsys.readouterr().err
 
 
 def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):

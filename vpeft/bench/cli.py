@@ -69,6 +69,9 @@ def add_parsers(sub) -> None:
     rp.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
                     help="report B - A per task (method labels); repeatable")
     rp.add_argument("--title")
+    rp.add_argument("--tune", choices=["val"],
+                    help="report each method swept over a grid once, at the grid point with the best validation "
+                    "accuracy per task and seed (the runs must be trained with select=val)")
 
 
 def _experiment(args):
@@ -150,7 +153,8 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    rep = write_report(args.results, args.out, pairs=[tuple(p) for p in args.compare or []], title=args.title)
+    rep = write_report(args.results, args.out, pairs=[tuple(p) for p in args.compare or []], title=args.title,
+                       tune_on=args.tune)
     print("\n".join(rep["markdown"]))
     print(f"\nwritten: {rep['out']}/summary.md, summary.csv, results.csv"
           + (", compare.md" if rep["comparisons"] else "") + "".join(f", {Path(p).name}" for p in rep["plots"]))

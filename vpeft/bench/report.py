@@ -45,12 +45,12 @@ def collect(root: str | Path) -> list[dict]:
         r = _read_json(path)
         bench = path.parent / "bench.json"
         meta = _read_json(bench) if bench.is_file() else {}
-        label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
-        grid = meta.get("grid") or {}
-        if grid:
-            label += " (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in grid.items()) + ")"
+        base_label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
+        grid = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (meta.get("grid") or {}).items())
         records.append({
-            "label": label,
+            "label": f"{base_label} ({grid})" if grid else base_label,
+            "base_label": base_label,
+            "grid": grid,
             "task": meta.get("task") or r["task"],
             "seed": r["seed"],
             "test_acc": r["test_acc"],
@@ -69,6 +69,28 @@ def collect(root: str | Path) -> list[dict]:
             "run_dir": str(path.parent.relative_to(root)),
         })
     return records
+
+
+def tune(records: list[dict], key: str = "val_acc") -> tuple[list[dict], dict]:
+    """Hyper-parameter selection on validation: for each method label, task and seed, keep the grid point whose
+    ``key`` (the selected epoch's validation accuracy) is highest; ties go to the first grid point in plan order.
+
+    Returns the kept records, labelled with the method label alone (their ``grid`` says what was chosen), and
+    ``{label: {grid point: times chosen}}``. Runs without a grid pass through unchanged.
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r.get("base_label", r["label"]), r["task"], r["seed"])].append(r)
+    kept, chosen = [], defaultdict(lambda: defaultdict(int))
+    for (label, _, _), rs in groups.items():
+        missing = [r["run_dir"] for r in rs if r.get(key) is None]
+        if missing and len(rs) > 1:
+            raise ConfigError(f"cannot select on {key}: run {missing[0]} has none (trained with select=last?)")
+        best = max(rs, key=lambda r: r.get(key) or 0.0)  # max keeps the first of equals
+        kept.append({**best, "label": label})
+        if best.get("grid"):
+            chosen[label][best["grid"]] += 1
+    return kept, {k: dict(v) for k, v in chosen.items()}
 
 
 def _read_json(path: Path) -> dict:
@@ -308,12 +330,20 @@ def _family(label: str) -> str:
 
 
 def write_report(root: str | Path, out: str | Path | None = None,
-                 pairs: Optional[list[tuple[str, str]]] = None, title: Optional[str] = None) -> dict:
-    """Write the tables and plots for the runs under ``root`` into ``out`` (default ``root/report``)."""
+                 pairs: Optional[list[tuple[str, str]]] = None, title: Optional[str] = None,
+                 tune_on: Optional[str] = None) -> dict:
+    """Write the tables and plots for the runs under ``root`` into ``out`` (default ``root/report``).
+
+    ``tune_on="val"``: a method swept over a grid is reported once, at the grid point with the best validation
+    accuracy for each task and seed (see ``tune``); ``results.csv`` / ``results.jsonl`` still hold every run.
+    """
     root = Path(root)
-    records = collect(root)
-    if not records:
+    all_records = collect(root)
+    if not all_records:
         raise ConfigError(f"no finished runs (result.json) under {root}")
+    if tune_on not in (None, "val"):
+        raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
+    records, chosen = tune(all_records) if tune_on else (all_records, {})
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
     labels, tasks, exp_pairs = _order(root, records)
@@ -331,16 +361,16 @@ def write_report(root: str | Path, out: str | Path | None = None,
     title = title or (base.resolve().name if base.name != "runs" else base.resolve().parent.name)
     failures = _failures(root)
     # Everything the report needs, so it can be rebuilt from the report folder alone (vpeft report OUT/results.jsonl).
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in all_records))
     (out / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
     exp_meta = base / "experiment.yaml"
     if exp_meta.is_file() and exp_meta.resolve() != (out / "experiment.yaml").resolve():
         (out / "experiment.yaml").write_text(exp_meta.read_text())
 
     with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in all_records for k in r)))
         w.writeheader()
-        w.writerows(records)
+        w.writerows(all_records)
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["label", *[f"{t}_mean" for t in tasks], *[f"{t}_std" for t in tasks], "mean", "mean_std",
@@ -357,7 +387,15 @@ def write_report(root: str | Path, out: str | Path | None = None,
              f"memory measured at batch {', '.join(map(str, batch))}, float32, CPU.", "",
              "Test accuracy (%), mean over seeds ± spread (population standard deviation over seeds). The mean column "
              "averages the tasks per seed, then over seeds.", ""]
+    if tune_on:
+        lines[2] += (f" Grid points chosen per task and seed on validation accuracy ({len(all_records)} runs in "
+                     "all); parameters and memory are the means over the chosen runs.")
     lines += summary_table(summary, tasks)
+    if chosen:
+        lines += ["", "## Chosen on validation", "", "| method | grid point: times chosen (of tasks x seeds) |",
+                  "|---|---|"]
+        lines += [f"| `{label}` | " + ", ".join(f"{g}: {n}" for g, n in sorted(c.items(), key=lambda x: -x[1])) + " |"
+                  for label, c in chosen.items()]
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
@@ -369,6 +407,6 @@ def write_report(root: str | Path, out: str | Path | None = None,
     plots = [plot(summary, out / "acc_vs_params.png", "params", f"{title}: accuracy vs trainable parameters"),
              plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: accuracy vs training memory")]
     return {"out": str(out), "records": len(records), "labels": labels, "tasks": tasks, "summary": summary,
-            "comparisons": comparisons, "failures": failures, "plots": [str(p) for p in plots if p],
+            "comparisons": comparisons, "failures": failures, "chosen": chosen, "plots": [str(p) for p in plots if p],
             "markdown": lines}
 
