@@ -69,6 +69,8 @@ def test_expand_counts_ids_and_precedence(tasks, tmp_path):
     ({"methods": ["nosuch"]}, "nosuch"),
     ({"compare": [["linear", "lora"]]}, "compare entry"),
     ({"grid": {"lr": [1]}}, "dotted key"),
+    ({"methods": [{"method": "lora", "grid": {"train.lr": []}}]}, r"methods\[0\] \(lora\): grid entry 'train.lr'"),
+    ({"methods": [{"method": "lora", "grid": [0.1]}]}, r"methods\[0\] \(lora\): grid must be a mapping"),
     ({"tasks": ["alpha", "gamma"], "suite": "vtab1k"}, "no vtab1k task folder for gamma"),
     ({"recipe": "nosuch"}, "unknown recipe 'nosuch'"),
 ])
@@ -322,25 +324,34 @@ def test_tune_keeps_the_best_validation_point_by_hand():
 
 
 def test_report_tunes_a_grid_on_validation(tasks, tmp_path, capsys):
+    """An entry's own lr grid, plus a second sweep at another lr, reported once per method with --tune val."""
     from vpeft.cli import main
 
-    exp = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], grid={"train.lr": [1e-4, 0.05]},
-                               train={**TRAIN, "select": "val"}))
+    exp = load_experiment(_exp(tasks, methods=["linear", {"label": "bitfit", "method": "bitfit",
+                                                          "grid": {"train.lr": [1e-4, 0.05]}}],
+                               seeds=[0], train={**TRAIN, "select": "val"}, compare=[["linear", "bitfit"]]))
+    assert [(r.label, r.grid) for r in expand(exp, tmp_path)][:3] == [
+        ("linear", {}), ("bitfit", {"train.lr": 1e-4}), ("bitfit", {"train.lr": 0.05})]
     run_sweep(exp, tmp_path / "sw", _Inline(), progress=False)
+    other = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], train={**TRAIN, "select": "val", "lr": 0.01}))
+    run_sweep(other, tmp_path / "sw2", _Inline(), progress=False)
+
     assert main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "plain")]) == 0
-    assert main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "tuned"), "--tune", "val"]) == 0
     plain = (tmp_path / "plain" / "summary.md").read_text()
     assert "| `bitfit (lr=0.0001)` |" in plain and "| `bitfit (lr=0.05)` |" in plain
+    assert not (tmp_path / "plain" / "compare.md").exists()  # the experiment's pair needs the tuned label
+
+    sweeps = [str(tmp_path / "sw"), str(tmp_path / "sw2")]
+    assert main(["report", *sweeps, "--out", str(tmp_path / "tuned"), "--tune", "val"]) == 0
     md = (tmp_path / "tuned" / "summary.md").read_text()
     assert "| `bitfit` |" in md and "bitfit (lr" not in md.split("## Chosen")[0]
-    assert "## Chosen on validation" in md
-    recs = collect(tmp_path / "sw")
-    for task in ("alpha", "beta"):
-        rs = [r for r in recs if r["task"] == task]
-        best = max(rs, key=lambda r: r["val_acc"])  # the grid order is the plan's: 1e-4 first
-        row = next(line for line in md.splitlines() if line.startswith("| `bitfit` |"))
-        assert f"{best['test_acc']:.1f}" in row.split(" | ")[1 + ["alpha", "beta"].index(task)]
-    assert len((tmp_path / "tuned" / "results.csv").read_text().splitlines()) == 1 + 4  # every run, not only the kept
+    assert "## Chosen on validation" in md and "`bitfit` - `linear`" in (tmp_path / "tuned" / "compare.md").read_text()
+    recs = collect(tmp_path / "sw") + collect(tmp_path / "sw2")
+    row = next(line for line in md.splitlines() if line.startswith("| `bitfit` |")).split(" | ")
+    for i, task in enumerate(["alpha", "beta"]):
+        best = max((r for r in recs if r["task"] == task and r["method"] == "bitfit"), key=lambda r: r["val_acc"])
+        assert row[1 + i] == f"{best['test_acc']:.1f}"
+    assert len((tmp_path / "tuned" / "results.csv").read_text().splitlines()) == 1 + 8  # every run, not only the kept
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "t2"), "--tune", "test"])

@@ -64,14 +64,16 @@ def add_parsers(sub) -> None:
                         "into per-task tables with group means, the mean over tasks, trainable parameters and "
                         "training memory; plot accuracy against parameters and against memory; compare pairs of "
                         "methods per task, paired by seed.")
-    rp.add_argument("results", help="sweep folder or any folder of run directories")
-    rp.add_argument("--out", help="report folder (default RESULTS/report)")
+    rp.add_argument("results", nargs="+",
+                    help="sweep folder or any folder of run directories (or a report's results.jsonl); several "
+                    "are reported together (e.g. a sweep and a grid around it, with --tune val)")
+    rp.add_argument("--out", help="report folder (default: the first RESULTS/report)")
     rp.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
                     help="report B - A per task (method labels); repeatable")
     rp.add_argument("--title")
     rp.add_argument("--tune", choices=["val"],
-                    help="report each method swept over a grid once, at the grid point with the best validation "
-                    "accuracy per task and seed (the runs must be trained with select=val)")
+                    help="report each method run at several grid points once, at the point with the best "
+                    "validation accuracy per task and seed (the runs must be trained with select=val)")
 
 
 def _experiment(args):

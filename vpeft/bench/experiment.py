@@ -16,7 +16,8 @@ An experiment YAML (every key but ``methods`` optional)::
       - {preset: idat-ps-kl}                     # a named method + objective pair
       - {label: gps, method: linear, selector: "gps:k=1", train: {optimizer: adam, weight_decay: 0}}
     seeds: [0, 1, 2]
-    grid: {train.lr: [0.001, 0.003]}           # cartesian product, dotted keys
+    grid: {train.lr: [0.001, 0.003]}           # cartesian product, dotted keys; an entry may have its own
+                                                 # grid, which replaces these values key by key for that entry
     compare: [[adapter, adapter+gist]]           # pairs the report compares
 
 Precedence, lowest first: vpeft's defaults, the recipe's ``defaults``, the recipe's entry for the task, the
@@ -52,7 +53,7 @@ _TASK_MARKERS = {
 }
 TOP_KEYS = ("name", "suite", "data_root", "tasks", "recipe", "backbone", "data", "train", "methods", "seeds", "grid",
             "compare", "about")
-ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train")
+ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train", "grid")
 
 
 @dataclass
@@ -189,10 +190,10 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
         raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
     seeds = data.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    grid = data.get("grid") or {}
-    for k, v in grid.items():
-        if "." not in k or not isinstance(v, list) or not v:
-            raise ConfigError(f"{where}: grid entry {k!r} must be a dotted key with a non-empty list of values")
+    grid = _check_grid(data.get("grid"), where)
+    for i, m in enumerate(methods):
+        if "grid" in m:
+            m["grid"] = _check_grid(m["grid"], f"{where}: methods[{i}] ({m['label']})")
     compare = [tuple(p) for p in data.get("compare") or []]
     for pair in compare:
         if len(pair) != 2 or any(p not in labels for p in pair):
@@ -205,6 +206,22 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     return Experiment(name=data.get("name") or (Path(where).stem if not isinstance(source, dict) and source else "sweep"), suite=suite, data_root=data.get("data_root"),
                       tasks=list(tasks) if tasks else [], recipe=recipe, base=base, methods=methods, seeds=seeds,
                       grid=grid, compare=compare, source=where)
+
+
+def _check_grid(grid: Any, where: str) -> dict:
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid must be a mapping of dotted keys to lists of values, got {grid!r}")
+    for k, v in grid.items():
+        if "." not in k or not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}: grid entry {k!r} must be a dotted key with a non-empty list of values")
+    return grid
+
+
+def _points(grid: dict) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
 
 
 def discover_tasks(root: Path, fmt: str) -> list[str]:
@@ -280,14 +297,13 @@ def _slug(text: str) -> str:
 def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
     """Every run of the experiment, in a stable order (task, method, grid point, seed), validated."""
     out_dir = Path(out_dir)
-    keys = list(exp.grid)
-    points = [dict(zip(keys, vals)) for vals in itertools.product(*(exp.grid[k] for k in keys))] or [{}]
     fmt_default = SUITE_FORMATS[exp.suite]
     runs: list[RunSpec] = []
     for task, folder in task_dirs(exp):
         recipe = _recipe_for(exp.recipe, task)
         for entry in exp.methods:
-            for point in points:
+            # An entry's own grid replaces the experiment's values key by key (e.g. an lr range per method).
+            for point in _points({**exp.grid, **entry.get("grid", {})}):
                 for seed in exp.seeds:
                     data: dict = {"data": {"format": fmt_default} if fmt_default else {}}
                     data = _deep_merge(data, {k: v for k, v in recipe.items() if k in ("backbone", "data", "train")})

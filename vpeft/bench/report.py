@@ -88,8 +88,8 @@ def tune(records: list[dict], key: str = "val_acc") -> tuple[list[dict], dict]:
             raise ConfigError(f"cannot select on {key}: run {missing[0]} has none (trained with select=last?)")
         best = max(rs, key=lambda r: r.get(key) or 0.0)  # max keeps the first of equals
         kept.append({**best, "label": label})
-        if best.get("grid"):
-            chosen[label][best["grid"]] += 1
+        if len(rs) > 1:  # a run outside any grid (e.g. the sweep a grid was run around) is "as configured"
+            chosen[label][best.get("grid") or "as configured"] += 1
     return kept, {k: dict(v) for k, v in chosen.items()}
 
 
@@ -112,16 +112,24 @@ def _failures(root: Path) -> list[dict]:
     return out
 
 
-def _order(root: Path, records: list[dict]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+def _order(roots: list[Path], records: list[dict]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Labels and tasks in the experiments' order (then as found), and the experiments' compare pairs."""
     labels = list(dict.fromkeys(r["label"] for r in records))
     tasks = list(dict.fromkeys(r["task"] for r in records))
+    want_labels: list[str] = []
+    want_tasks: list[str] = []
     pairs: list[tuple[str, str]] = []
-    exp = (root.parent if root.is_file() else root) / "experiment.yaml"
-    if exp.is_file():
-        meta = yaml.safe_load(exp.read_text()) or {}
-        labels = [x for x in meta.get("labels", []) if x in labels] + [x for x in labels if x not in meta.get("labels", [])]
-        tasks = [t for t in meta.get("tasks", []) if t in tasks] + [t for t in tasks if t not in meta.get("tasks", [])]
-        pairs = [tuple(p) for p in meta.get("compare", [])]
+    for root in roots:
+        exp = (root.parent if root.is_file() else root) / "experiment.yaml"
+        if exp.is_file():
+            meta = yaml.safe_load(exp.read_text()) or {}
+            want_labels += meta.get("labels", [])
+            want_tasks += meta.get("tasks", [])
+            pairs += [tuple(p) for p in meta.get("compare", []) if tuple(p) not in pairs]
+    labels = [x for x in dict.fromkeys(want_labels) if x in labels] + [x for x in labels if x not in want_labels]
+    tasks = [t for t in dict.fromkeys(want_tasks) if t in tasks] + [t for t in tasks if t not in want_tasks]
+    # An experiment's pair whose labels this report does not have (a grid reported untuned) is left out.
+    pairs = [p for p in pairs if all(x in labels for x in p)]
     vtab = [t for t in VTAB_TASKS if t in tasks]
     if vtab and len(vtab) == len(tasks):  # the papers' column order
         tasks = vtab
@@ -329,29 +337,32 @@ def _family(label: str) -> str:
             "idat-ps-mse": "idat", "idat-ps-kl": "idat"}.get(base, base)
 
 
-def write_report(root: str | Path, out: str | Path | None = None,
+def write_report(root: str | Path | list, out: str | Path | None = None,
                  pairs: Optional[list[tuple[str, str]]] = None, title: Optional[str] = None,
                  tune_on: Optional[str] = None) -> dict:
     """Write the tables and plots for the runs under ``root`` into ``out`` (default ``root/report``).
 
-    ``tune_on="val"``: a method swept over a grid is reported once, at the grid point with the best validation
-    accuracy for each task and seed (see ``tune``); ``results.csv`` / ``results.jsonl`` still hold every run.
+    ``root`` may be a list: the runs of several sweeps (or run folders) in one report, e.g. a sweep and a grid
+    around it. ``tune_on="val"``: a method run at several grid points (in one sweep or across them) is reported
+    once, at the point with the best validation accuracy for each task and seed (see ``tune``); ``results.csv`` /
+    ``results.jsonl`` still hold every run.
     """
-    root = Path(root)
-    all_records = collect(root)
+    roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
+    root = roots[0]
+    all_records = [r for x in roots for r in collect(x)]
     if not all_records:
-        raise ConfigError(f"no finished runs (result.json) under {root}")
+        raise ConfigError(f"no finished runs (result.json) under {', '.join(map(str, roots))}")
     if tune_on not in (None, "val"):
         raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
     records, chosen = tune(all_records) if tune_on else (all_records, {})
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    labels, tasks, exp_pairs = _order(root, records)
-    pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]
-    for a, b in pairs:
+    labels, tasks, exp_pairs = _order(roots, records)
+    for a, b in pairs or []:
         for x in (a, b):
             if x not in labels:
                 raise ConfigError(f"cannot compare {x!r}: no such method label in {root} (labels: {', '.join(labels)})")
+    pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]
     summary = summarise(records, labels, tasks)
     selects = sorted({str(r["select"]) for r in records})
     backbones = sorted({r["backbone"] for r in records})
@@ -359,7 +370,7 @@ def write_report(root: str | Path, out: str | Path | None = None,
     batch = sorted({r["memory_batch"] for r in records if r["memory_batch"]})
     base = root.parent if root.is_file() else root
     title = title or (base.resolve().name if base.name != "runs" else base.resolve().parent.name)
-    failures = _failures(root)
+    failures = [f for x in roots for f in _failures(x)]
     # Everything the report needs, so it can be rebuilt from the report folder alone (vpeft report OUT/results.jsonl).
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in all_records))
     (out / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
