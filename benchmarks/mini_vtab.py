@@ -12,7 +12,9 @@ Parts (each a ``vpeft bench run`` sweep into ``runs/mini_vtab/<part>``, resumabl
 - ``idat-synth``, ``idat-real``: ``benchmarks/experiments/mini_vtab_idat.yaml`` (vit_c10_base student, vit_c10_small
   teacher) on the same tasks;
 - ``lr-check``: ``benchmarks/experiments/mini_vtab_lr.yaml``, the methods that did not beat linear probing on the
-  real tasks at the linear probe's learning rate (and the linear probe at theirs).
+  real tasks at the linear probe's learning rate (and the linear probe at theirs);
+- ``real-tuned``: ``benchmarks/experiments/mini_vtab_tuned.yaml``, every method of ``real`` at half and twice its
+  learning rate, reported with ``real``'s runs, the lr chosen per task and seed on val200 (needs ``real`` first).
 
 The protocol is in the experiment files: train800, best epoch on val200, test; one fixed setting per method.
 ``benchmarks/readme_tables.py`` puts the summary into the README from the committed reports.
@@ -39,13 +41,17 @@ PARTS = {
     "idat-synth": ("mini_vtab_idat.yaml", "synth"),
     "idat-real": ("mini_vtab_idat.yaml", "vtab1k"),
     "lr-check": ("mini_vtab_lr.yaml", "vtab1k"),
+    "real-tuned": ("mini_vtab_tuned.yaml", "vtab1k"),
 }
+#: Parts reported together with another part's sweep, the lr chosen on validation (``vpeft report A B --tune val``).
+TUNED_WITH = {"real-tuned": "real"}
 TITLES = {
     "synth": "mini-VTAB, generated tasks, vit_c10_small",
     "real": "mini-VTAB, real tasks (../shared/data/vtab1k), vit_c10_small",
     "idat-synth": "iDAT, generated tasks, vit_c10_base student + vit_c10_small teacher",
     "idat-real": "iDAT, real tasks, vit_c10_base student + vit_c10_small teacher",
     "lr-check": "Learning-rate check, real tasks, vit_c10_small",
+    "real-tuned": "mini-VTAB, real tasks, vit_c10_small, learning rate chosen on val200 (x0.5, x1, x2)",
 }
 
 
@@ -74,7 +80,10 @@ def main(argv=None) -> int:
             print(f"{part}: {summary['done']}/{summary['total']} finished, {len(summary['failed'])} failed, "
                   f"{summary['seconds'] / 60:.1f} min")
         out = OUT / "mini_vtab" / part
-        rep = write_report(work, out, title=TITLES[part])
+        if part in TUNED_WITH:
+            rep = write_report([Path(args.work) / TUNED_WITH[part], work], out, title=TITLES[part], tune_on="val")
+        else:
+            rep = write_report(work, out, title=TITLES[part])
         old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
         # A --report-only pass keeps the command that ran the sweep.
         cmd = old.get("command") if args.report_only and old.get("command") else command("mini_vtab.py", argv)
