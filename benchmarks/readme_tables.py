@@ -68,15 +68,20 @@ def gist_table() -> str:
     return "\n".join(lines)
 
 
-def _mini(part: str):
-    """(records, labels, tasks, summary) of a committed mini-VTAB report."""
+def _mini(part: str, tuned: bool = False):
+    """(records, labels, tasks, summary) of a committed mini-VTAB report (``tuned``: the lr chosen on val, as
+    ``vpeft report ... --tune val``; then also the times each grid point was chosen)."""
     sys.path.insert(0, str(ROOT))
-    from vpeft.bench.report import _order, collect, summarise
+    from vpeft.bench.report import _order, collect, summarise, tune
 
     path = RESULTS / "mini_vtab" / part / "results.jsonl"
     records = collect(path)
-    labels, tasks, _ = _order(path, records)
-    return records, labels, tasks, summarise(records, labels, tasks)
+    chosen = {}
+    if tuned:
+        records, chosen = tune(records)
+    labels, tasks, _ = _order([path], records)
+    out = records, labels, tasks, summarise(records, labels, tasks)
+    return out + (chosen,) if tuned else out
 
 
 def _pm(ms) -> str:
@@ -173,9 +178,12 @@ def claims_table() -> str:
         return (f"DTL {m['dtl'] / m['full']:.2f}x full, {m['dtl'] / m['lora']:.2f}x LoRA, "
                 f"{m['dtl'] / m['adapter']:.2f}x adapter; DTL+ {m['dtl_plus'] / m['full']:.2f}x full")
 
+    tuned = _mini("real-tuned", tuned=True)[:4]
     lines.append(f"| every method that trains the backbone beats linear probing | {cell('real', beats_linear)} | "
                  f"{cell('synth', beats_linear)} |")
+    lines.append(f"| the same, each method's lr chosen on val200 | {beats_linear(*tuned)} | not run |")
     lines.append(f"| GIST improves its base method | {cell('real', gist)} | {cell('synth', gist)} |")
+    lines.append(f"| the same, lr chosen on val200 for both | {gist(*tuned)} | not run |")
     idat = {p: _mini(p) for p in ("idat-real", "idat-synth")}
 
     def idat_cell(p):
@@ -212,12 +220,47 @@ def lr_check_table() -> str:
     return "\n".join(lines)
 
 
+def _lr_split(chosen: dict) -> str:
+    """'low / as configured / high' counts from tune()'s {grid point: times} (grid points 'lr=X')."""
+    lrs = sorted((float(g.split("=")[1]), n) for g, n in chosen.items() if g.startswith("lr="))
+    low = lrs[0][1] if lrs else 0
+    high = lrs[1][1] if len(lrs) > 1 else 0
+    return f"{low} / {chosen.get('as configured', 0)} / {high}"
+
+
+def tuned_table() -> str:
+    """Fixed lr (the mini-VTAB table) against the lr chosen on val200 among x0.5, x1, x2."""
+    from vpeft.bench.report import compare
+
+    _, _, _, fixed = _mini("real")
+    recs, labels, tasks, tuned, chosen = _mini("real-tuned", tuned=True)
+    seeds = sorted({r["seed"] for r in recs})
+    lines = [
+        "`python benchmarks/mini_vtab.py --parts real-tuned` (`benchmarks/experiments/mini_vtab_tuned.yaml`): each "
+        "method also at half and twice its learning rate; per task and seed the lr whose best epoch has the best "
+        f"val200 accuracy is kept (`vpeft report ... --tune val`). Real tasks, seeds {seeds}, mean over tasks ± "
+        "spread over seeds. Full table: `benchmarks/results/mini_vtab/real-tuned/summary.md`.",
+        "",
+        f"| method | fixed lr | lr tuned on val | change | + GIST, both tuned | lr chosen x0.5 / x1 / x2 "
+        f"(of {len(tasks) * len(seeds)}) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label in [x for x in labels if "+gist" not in x]:
+        a, b = fixed[label]["mean"], tuned[label]["mean"]
+        gist = f"{label}+gist"
+        c = compare(recs, label, gist, tasks) if gist in labels else None
+        d = f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-"
+        lines.append(f"| `{label}` | {_pm(a)} | {_pm(b)} | {b[0] - a[0]:+.1f} | {d} | {_lr_split(chosen[label])} |")
+    return "\n".join(lines)
+
+
 def pretrain_table() -> str:
     return (RESULTS / "pretrain_c10.md").read_text().strip()
 
 
 TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table, "pretrain": pretrain_table,
-          "mini_vtab": mini_vtab_table, "idat": idat_table, "claims": claims_table, "lr_check": lr_check_table}
+          "mini_vtab": mini_vtab_table, "idat": idat_table, "claims": claims_table, "lr_check": lr_check_table,
+          "tuned": tuned_table}
 
 
 def render(text: str) -> str:

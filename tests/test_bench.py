@@ -73,10 +73,44 @@ def test_expand_counts_ids_and_precedence(tasks, tmp_path):
     ({"methods": [{"method": "lora", "grid": [0.1]}]}, r"methods\[0\] \(lora\): grid must be a mapping"),
     ({"tasks": ["alpha", "gamma"], "suite": "vtab1k"}, "no vtab1k task folder for gamma"),
     ({"recipe": "nosuch"}, "unknown recipe 'nosuch'"),
+    ({"seeds": None}, "seeds must be a whole number or a non-empty list"),
+    ({"seeds": [0, 0]}, r"seeds repeat: \[0, 0\]"),
+    ({"tasks": ["alpha", "alpha"]}, "tasks repeat"),
+    ({"suite": "synth", "tasks": ["shape"]}, "unknown generated task 'shape'"),
 ])
 def test_experiment_errors_name_the_problem(tasks, tmp_path, bad, match):
     with pytest.raises(ConfigError, match=match):
         expand(load_experiment(_exp(tasks, **bad)), tmp_path)
+
+
+def test_command_line_values_override_entries_and_grids(tasks, tmp_path):
+    exp = load_experiment(_exp(tasks, methods=[{"label": "a", "method": "linear", "train": {"lr": 0.5}},
+                                               {"label": "b", "method": "bitfit", "train": {"lr": 0.1},
+                                                "grid": {"train.weight_decay": [0.0, 0.1]}}],
+                               backbone=TINY),  # a backbone given as a spec string
+                          train={"lr": 0.003}, backbone={"checkpoint": str(tmp_path / "w.pth")})
+    runs = expand(exp, tmp_path)
+    assert {r.config["train"]["lr"] for r in runs} == {0.003}
+    assert sorted({r.config["train"]["weight_decay"] for r in runs if r.label == "b"}) == [0.0, 0.1]
+    with pytest.raises(ConfigError, match="two entries resolve to the same run"):  # an lr grid collapses under --set
+        expand(load_experiment(_exp(tasks, grid={"train.lr": [0.1, 0.2]}), train={"lr": 0.003}), tmp_path)
+    assert {r.config["backbone"]["checkpoint"] for r in runs} == {str(tmp_path / "w.pth")}
+    assert {r.config["backbone"]["spec"] for r in runs} == {TINY}
+    assert all(Path(r.run_dir).is_absolute() for r in expand(exp, Path("rel")))
+
+
+def test_grid_over_selector_options_and_string_values(tasks, tmp_path):
+    exp = load_experiment(_exp(tasks, methods=[{"label": "g", "method": "linear", "selector": "gps:k=1",
+                                                "grid": {"selector.k": [1, 2], "data.normalize": ["imagenet"]}}],
+                               seeds=[0]))
+    runs = expand(exp, tmp_path)
+    assert sorted(r.config["selector"]["k"] for r in runs if r.task == "alpha") == [1, 2]
+    assert {r.config["data"]["normalize"] for r in runs} == {"imagenet"}
+
+
+def test_methods_from_the_command_line_drop_the_files_pairs(tasks, tmp_path):
+    exp = load_experiment(_exp(tasks, compare=[["linear", "lora4"]]), methods=["linear", "ssf"])
+    assert exp.compare == [] and [m["label"] for m in exp.methods] == ["linear", "ssf"]
 
 
 def _fake_vtab(root: Path) -> Path:
@@ -371,6 +405,40 @@ def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):
     assert "gist" in capsys.readouterr().out
     assert main(["bench", "run", "--suite", "tasks", "--tasks", str(tmp_path / "missing"), "--method", "linear",
                  "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    # A dry run plans without writing the plan (a smaller one would hide finished runs from reports).
+    assert main(["bench", "run", "--suite", "tasks", "--data-root", str(local_sweep.parent), "--tasks", "x",
+                 "--method", "linear", "--out", str(tmp_path / "dry"), "--dry-run"]) == 2  # no such task folder
+    before = (local_sweep / "runs.jsonl").read_text()
+    exp = load_experiment(_exp(Path(json.loads(before.splitlines()[0])["config"]["data"]["root"]).parent,
+                               methods=["linear"]))
+    run_sweep(exp, local_sweep, _Inline(), dry_run=True, progress=False)
+    assert (local_sweep / "runs.jsonl").read_text() == before
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["bench", "run", "--suite", "synth", "--method", "linear", "--out", str(tmp_path / "j"), "--jobs", "0"])
+    assert "--jobs: expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_moved_sweep_status_and_report_from_its_results_file(local_sweep, tmp_path, capsys):
+    import shutil
+
+    from vpeft.cli import main
+
+    moved = tmp_path / "moved"
+    shutil.copytree(local_sweep, moved)
+    done = next(p.parent for p in (moved / "runs").glob("*/result.json"))
+    (done / "failed.json").write_text(json.dumps({"error": "worker died after writing its result"}))
+    capsys.readouterr()
+    assert main(["bench", "status", str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert "done     12" in out and "failed   4" in out
+    rep = write_report(moved)
+    assert len(rep["failures"]) == 4  # the finished run with a stray failed.json is not a failure
+    assert "training memory measured at batch 8, float32, cpu." in (moved / "report" / "summary.md").read_text()
+    # Rebuilt from the report's own results.jsonl, into the same folder by default.
+    (moved / "report" / "summary.md").unlink()
+    assert main(["report", str(moved / "report" / "results.jsonl")]) == 0
+    assert (moved / "report" / "summary.md").is_file()
 
 
 # --- data-parallel training --------------------------------------------------------------------------------------------
@@ -379,7 +447,8 @@ def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):
 def test_ddp_two_processes_match_one(tmp_path):
     from safetensors.torch import load_file
 
-    task = make_task(tmp_path / "task", n_train=32, n_test=12, num_classes=3)
+    # 38 + 19 = 57 training images: the last global batch of 8 holds one, so the second process's share is empty.
+    task = make_task(tmp_path / "task", n_train=38, n_test=12, num_classes=3)
     args = ["train", "--data", str(task), "--backbone", TINY, "--method", "lora", "--epochs", "3", "--batch-size",
             "8", "--out", "{out}", "--no-progress", "train.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

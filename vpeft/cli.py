@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vpeft: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vpeft: interrupted; a training run continues with the same command plus --resume", file=sys.stderr)
+        again = {"train": "the same command plus --resume continues the run",
+                 "bench": "the same command continues the sweep (finished runs are kept)"}.get(args.command, "")
+        print("vpeft: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
 
 

@@ -440,7 +440,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         for p in parts[:-1]:
             child = node.get(p)
-            if isinstance(child, str) and p in ("method", "objective"):
+            if isinstance(child, str) and p in ("method", "objective", "selector"):
                 name, kwargs = parse_spec(child)
                 child = {"name": name, **kwargs}
             if child is None:

@@ -48,10 +48,11 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
     from .engine.trainer import train
 
     out = Path(out)
-    task_dir = out / "data" / task
+    data = out / ("data" if seed == 0 else f"data-seed{seed}")  # the seed also draws the task's images
+    task_dir = data / task
     if not (task_dir / "test.txt").is_file():
         print(f"generating the synthetic task '{task}' in {task_dir} ...", flush=True)
-        generate_task(out / "data", task, seed=seed)
+        generate_task(data, task, seed=seed)
     rows = []
     for i, (label, method, objective, selector, overrides) in enumerate(DEMO_RUNS, 1):
         cfg = demo_config(task_dir, method, objective, selector, overrides, epochs or 8, seed)

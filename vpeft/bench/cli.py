@@ -17,6 +17,16 @@ BENCH_EPILOG = """examples:
 """
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def add_parsers(sub) -> None:
     b = sub.add_parser("bench", help="run a sweep of tasks x methods x seeds (local or Ray), resumable",
                        description="Benchmark sweeps. An experiment (YAML file and/or options) expands into runs, "
@@ -33,7 +43,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--tasks", nargs="+", help="task folder names (a subset, or paths with --suite tasks)")
     r.add_argument("--recipe", help="per-task settings: a shipped recipe (vpeft bench recipes) or a YAML file")
     r.add_argument("--method", action="append", help="method spec; repeat for several (replaces the file's list)")
-    r.add_argument("--preset", action="append", help="a named preset as one more method entry (e.g. idat-ps-kl)")
+    r.add_argument("--preset", action="append", help="a named preset as a method entry (e.g. idat-ps-kl); with --method, these replace the file's list")
     r.add_argument("--seeds", nargs="+", type=int)
     r.add_argument("--backbone", help="backbone spec for every run")
     r.add_argument("--checkpoint", help="backbone weights for every run")
@@ -42,14 +52,14 @@ def add_parsers(sub) -> None:
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override for every run, e.g. --set train.batch_size=64")
     r.add_argument("--executor", choices=["local", "ray"], default="local")
-    r.add_argument("--jobs", type=int, default=1, help="local: runs at a time (default 1)")
-    r.add_argument("--threads", type=int, help="torch threads per run (default: all cores / jobs)")
+    r.add_argument("--jobs", type=_positive, default=1, help="local: runs at a time (default 1)")
+    r.add_argument("--threads", type=_positive, help="torch threads per run (default: all cores / jobs)")
     r.add_argument("--fresh-process", action="store_true", help="local: a new process for every run")
     r.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local instance)")
     r.add_argument("--ray-cpus", type=int, help="ray: CPUs of the local instance (default: all)")
     r.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs each run asks for")
     r.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    r.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and stop (a new folder gets runs.jsonl to read; an existing plan is never replaced)")
     r.add_argument("--report", action="store_true", help="write the report (vpeft report) when the sweep ends")
     r.add_argument("--no-progress", action="store_true")
 
@@ -121,6 +131,8 @@ def cmd_bench(args) -> int:
 
             raise ConfigError(f"{args.out} is not a sweep folder (no runs.jsonl)")
         specs = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()]
+        for s in specs:  # where the folder is now (it may have been moved since the plan was written)
+            s["run_dir"] = str(Path(args.out) / "runs" / Path(s["run_dir"]).name)
         states = [(s, run_state(s["run_dir"])) for s in specs]
         for k in ("done", "partial", "pending", "failed"):
             print(f"{k:8s} {sum(st == k for _, st in states)}")

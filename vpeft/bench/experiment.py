@@ -21,7 +21,8 @@ An experiment YAML (every key but ``methods`` optional)::
     compare: [[adapter, adapter+gist]]           # pairs the report compares
 
 Precedence, lowest first: vpeft's defaults, the recipe's ``defaults``, the recipe's entry for the task, the
-experiment's ``backbone`` / ``data`` / ``train`` sections, the method entry's own sections, the grid point, the seed.
+experiment's ``backbone`` / ``data`` / ``train`` sections, the method entry's own sections, the grid point, the
+command line's ``backbone`` / ``data`` / ``train`` values (``load_experiment(..., train={...})``), the seed.
 A run is identified by the hash of its resolved config, so a finished run is found again whatever the order.
 """
 
@@ -85,6 +86,8 @@ class Experiment:
     grid: dict[str, list]
     compare: list[tuple[str, str]] = field(default_factory=list)
     source: str = "<dict>"
+    #: ``backbone`` / ``data`` / ``train`` values from the command line: the last layer, over entries and grid.
+    overrides: dict = field(default_factory=dict)
 
 
 def list_recipes() -> dict[str, str]:
@@ -129,6 +132,8 @@ def _entry(raw: Any, where: str) -> dict:
     if bad:
         raise ConfigError(f"{where}: unknown key {bad[0]!r} in a method entry (valid: {', '.join(ENTRY_KEYS)})")
     entry = dict(raw)
+    if isinstance(entry.get("backbone"), str):
+        entry["backbone"] = {"spec": entry["backbone"]}
     if "preset" in entry:
         from ..presets import get_preset
 
@@ -166,11 +171,14 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     override the file's."""
     where = str(source) if not isinstance(source, dict) else "<experiment>"
     data = copy.deepcopy(source) if isinstance(source, dict) else (load_yaml(source) if source else {})
+    if isinstance(data.get("backbone"), str):  # `backbone: vit_c10_base` is short for {spec: vit_c10_base}
+        data["backbone"] = {"spec": data["backbone"]}
+    overrides: dict = {}
     for k, v in cli.items():
         if v is None:
             continue
         if k in ("backbone", "data", "train") and isinstance(v, dict):
-            data[k] = _deep_merge(data.get(k) or {}, v)
+            overrides[k] = _deep_merge(overrides.get(k) or {}, v)
         else:
             data[k] = v
     for key in data:
@@ -189,23 +197,30 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     if dup:
         raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
     seeds = data.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ConfigError(f"{where}: seeds must be a whole number or a non-empty list of them, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds repeat: {seeds}")
     grid = _check_grid(data.get("grid"), where)
     for i, m in enumerate(methods):
         if "grid" in m:
             m["grid"] = _check_grid(m["grid"], f"{where}: methods[{i}] ({m['label']})")
     compare = [tuple(p) for p in data.get("compare") or []]
+    if cli.get("methods") is not None:  # methods given on the command line: the file's pairs may name others
+        compare = [p for p in compare if len(p) == 2 and all(x in labels for x in p)]
     for pair in compare:
         if len(pair) != 2 or any(p not in labels for p in pair):
             raise ConfigError(f"{where}: compare entry {list(pair)} must name two method labels of {labels}")
     base = {k: data.get(k) or {} for k in ("backbone", "data", "train")}
-    if isinstance(base["backbone"], str):
-        base["backbone"] = {"spec": base["backbone"]}
     tasks = data.get("tasks")
     tasks = [tasks] if isinstance(tasks, str) else tasks
+    if tasks and len(set(tasks)) != len(tasks):
+        raise ConfigError(f"{where}: tasks repeat: {tasks}")
     return Experiment(name=data.get("name") or (Path(where).stem if not isinstance(source, dict) and source else "sweep"), suite=suite, data_root=data.get("data_root"),
                       tasks=list(tasks) if tasks else [], recipe=recipe, base=base, methods=methods, seeds=seeds,
-                      grid=grid, compare=compare, source=where)
+                      grid=grid, compare=compare, source=where, overrides=overrides)
 
 
 def _check_grid(grid: Any, where: str) -> dict:
@@ -236,6 +251,9 @@ def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
 
         root = Path(exp.data_root or "synth-data")
         names = exp.tasks or list(TASKS)
+        unknown = [t for t in names if t not in TASKS]
+        if unknown:
+            raise ConfigError(f"unknown generated task {unknown[0]!r} (suite synth has: {', '.join(TASKS)})")
         missing = [t for t in names if not (root / t / "test.txt").is_file()]
         if missing:
             generate(root, missing)
@@ -255,7 +273,7 @@ def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
     root = Path(exp.data_root)
     if not root.is_dir():
         raise ConfigError(f"data_root {root} is not a folder")
-    fmt = exp.base["data"].get("format") or SUITE_FORMATS[exp.suite]
+    fmt = (exp.overrides.get("data") or {}).get("format") or exp.base["data"].get("format") or SUITE_FORMATS[exp.suite]
     found = discover_tasks(root, fmt)
     names = exp.tasks or found
     missing = [t for t in names if t not in found]
@@ -296,7 +314,7 @@ def _slug(text: str) -> str:
 
 def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
     """Every run of the experiment, in a stable order (task, method, grid point, seed), validated."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # absolute: workers (and Ray nodes) need not share our working directory
     fmt_default = SUITE_FORMATS[exp.suite]
     runs: list[RunSpec] = []
     for task, folder in task_dirs(exp):
@@ -313,8 +331,8 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                         if entry.get(k) is not None:
                             data[k] = copy.deepcopy(entry[k])
                     _apply_plugin_options(data, recipe.get("options") or {})
-                    data = apply_overrides(data, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                                  for k, v in point.items()])
+                    data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in point.items()])
+                    data = _deep_merge(data, exp.overrides)
                     data.setdefault("train", {})["seed"] = seed
                     data.setdefault("data", {})["root"] = str(folder.resolve())
                     where = f"{exp.source}: task {task}, method {entry['label']}"

@@ -65,6 +65,8 @@ def collect(root: str | Path) -> list[dict]:
             "train_memory_bytes": r["memory"].get("train_memory_bytes"),
             "saved_activation_bytes": r["memory"].get("saved_activation_bytes"),
             "memory_batch": r["memory"].get("batch_size"),
+            "memory_dtype": r["memory"].get("dtype"),
+            "memory_device": r["memory"].get("device"),
             "train_seconds": r.get("train_seconds"),
             "run_dir": str(path.parent.relative_to(root)),
         })
@@ -106,6 +108,8 @@ def _failures(root: Path) -> list[dict]:
         return json.loads(path.read_text()) if path.is_file() else []
     out = []
     for path in sorted(root.rglob("failed.json")):
+        if (path.parent / "result.json").is_file():  # finished after all (a worker that died after writing it)
+            continue
         bench = path.parent / "bench.json"
         meta = json.loads(bench.read_text()) if bench.is_file() else {}
         out.append({"run": path.parent.name, "error": json.loads(path.read_text())["error"], **meta})
@@ -347,7 +351,7 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     once, at the point with the best validation accuracy for each task and seed (see ``tune``); ``results.csv`` /
     ``results.jsonl`` still hold every run.
     """
-    roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
+    roots = list(dict.fromkeys(Path(r).resolve() for r in (root if isinstance(root, (list, tuple)) else [root])))
     root = roots[0]
     all_records = [r for x in roots for r in collect(x)]
     if not all_records:
@@ -355,7 +359,8 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     if tune_on not in (None, "val"):
         raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
     records, chosen = tune(all_records) if tune_on else (all_records, {})
-    out = Path(out) if out else root / "report"
+    # A report rebuilt from its results.jsonl goes back into that report's folder.
+    out = Path(out) if out else (root.parent if root.is_file() else root / "report")
     out.mkdir(parents=True, exist_ok=True)
     labels, tasks, exp_pairs = _order(roots, records)
     for a, b in pairs or []:
@@ -368,6 +373,9 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     backbones = sorted({r["backbone"] for r in records})
     seeds = sorted({r["seed"] for r in records})
     batch = sorted({r["memory_batch"] for r in records if r["memory_batch"]})
+    dtypes = sorted({r["memory_dtype"] for r in records if r.get("memory_dtype")}) or ["dtype not recorded"]
+    devices = sorted({r["memory_device"] for r in records if r.get("memory_device")}) or ["device not recorded"]
+    how = f"{' / '.join(dtypes)}, {' / '.join(devices)}"
     base = root.parent if root.is_file() else root
     title = title or (base.resolve().name if base.name != "runs" else base.resolve().parent.name)
     failures = [f for x in roots for f in _failures(x)]
@@ -395,7 +403,7 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     lines = [f"# {title}", "",
              f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
              f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
-             f"memory measured at batch {', '.join(map(str, batch))}, float32, CPU.", "",
+             f"memory measured at batch {', '.join(map(str, batch))}, {how}.", "",
              "Test accuracy (%), mean over seeds ± spread (population standard deviation over seeds). The mean column "
              "averages the tasks per seed, then over seeds.", ""]
     if tune_on:

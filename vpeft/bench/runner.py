@@ -234,14 +234,25 @@ class RayExecutor:
 # --- the sweep ----------------------------------------------------------------------------------------------------------
 
 
-def plan(exp: Experiment, out: str | Path) -> list[RunSpec]:
-    """Expand and write the plan (``experiment.yaml``, ``runs.jsonl``) into ``out``."""
+def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
+    """Expand and write the plan (``experiment.yaml``, ``runs.jsonl``) into ``out`` (``write=False``: expand only)."""
     out = Path(out)
     specs = expand(exp, out)
+    if not write:
+        return specs
+    old = out / "runs.jsonl"
+    if old.is_file():
+        now = {s.run_dir for s in specs}
+        dropped = [d for d in (json.loads(line)["run_dir"] for line in old.read_text().splitlines() if line.strip())
+                   if d not in now and run_state(d) == "done"]
+        if dropped:
+            print(f"note: {len(dropped)} finished runs of this folder's previous plan are not in this one; they stay "
+                  "on disk, but reports of the folder now leave them out (rerun the previous experiment to bring them "
+                  "back)")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"name": exp.name, "suite": exp.suite, "source": exp.source, "about": describe(exp),
             "labels": [m["label"] for m in exp.methods], "tasks": list(dict.fromkeys(s.task for s in specs)),
-            "seeds": exp.seeds, "grid": exp.grid, "compare": [list(p) for p in exp.compare],
+            "seeds": exp.seeds, "grid": exp.grid, "overrides": exp.overrides, "compare": [list(p) for p in exp.compare],
             "recipe": exp.recipe.get("_path") if exp.recipe else None}
     atomic_write_text(out / "experiment.yaml", yaml.safe_dump(meta, sort_keys=False))
     atomic_write_text(out / "runs.jsonl", "".join(json.dumps(s.to_dict()) + "\n" for s in specs))
@@ -253,7 +264,8 @@ def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool 
     """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures."""
     from tqdm import tqdm
 
-    specs = plan(exp, out)
+    # A dry run writes the plan into a new folder (to read it) but never replaces one (reports follow the plan).
+    specs = plan(exp, out, write=not (dry_run and (Path(out) / "runs.jsonl").is_file()))
     states = {s.run_id: run_state(s.run_dir) for s in specs}
     todo = [s for s in specs if states[s.run_id] in ("pending", "partial")
             or (retry_failed and states[s.run_id] == "failed")]

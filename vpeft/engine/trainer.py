@@ -259,6 +259,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             n = len(y)  # the global batch: under torchrun each process takes its share and scales its loss by it
             x, y = ddp.shard(x), ddp.shard(y)
             for xs, ys in zip(x.split(micro), y.split(micro)):
+                if not len(ys):  # under torchrun, a last batch smaller than the world leaves some shares empty
+                    continue
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
                 with probe, (torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()):
                     result = objective(model, xs, ys)
@@ -280,9 +282,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                 memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes")))
             optimizer.zero_grad(set_to_none=True)
             seen += len(y)
-            if not math.isfinite(sums["loss"]):
+            if not math.isfinite(sums.get("loss", 0.0)):
                 raise RuntimeError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+            bar.set_postfix(loss=f"{sums.get('loss', 0.0) / max(seen, 1):.4f}")
         if ddp.enabled:  # the epoch's statistics over every process's share
             keys = sorted(sums)
             totals = ddp.sum_floats([sums[k] for k in keys] + [correct, seen])
