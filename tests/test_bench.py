@@ -434,6 +434,9 @@ def test_moved_sweep_status_and_report_from_its_results_file(local_sweep, tmp_pa
     assert "done     12" in out and "failed   4" in out
     rep = write_report(moved)
     assert len(rep["failures"]) == 4  # the finished run with a stray failed.json is not a failure
+    assert "more than one run" not in (moved / "report" / "summary.md").read_text()
+    twice = write_report([moved, local_sweep], tmp_path / "twice")  # the same runs in two folders look like repeats
+    assert "**Note:** 12 method/task/seed combinations have more than one run" in "\n".join(twice["markdown"])
     assert "training memory measured at batch 8, float32, cpu." in (moved / "report" / "summary.md").read_text()
     # Rebuilt from the report's own results.jsonl, into the same folder by default.
     (moved / "report" / "summary.md").unlink()

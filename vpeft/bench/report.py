@@ -410,6 +410,15 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         lines[2] += (f" Grid points chosen per task and seed on validation accuracy ({len(all_records)} runs in "
                      "all); parameters and memory are the means over the chosen runs.")
     lines += summary_table(summary, tasks)
+    seen: dict[tuple, int] = defaultdict(int)
+    for r in records:
+        seen[(r["label"], r["task"], r["seed"])] += 1
+    repeated = sorted(k for k, n in seen.items() if n > 1)
+    if repeated:  # e.g. plain `vpeft train` runs of one method at two settings: they would pass for extra seeds
+        label, task, seed = repeated[0]
+        lines += ["", f"**Note:** {len(repeated)} method/task/seed combinations have more than one run (first: "
+                  f"`{label}`, {task}, seed {seed}); the table averages them. Give the settings their own labels, or "
+                  "pick one with `--tune val`."]
     if chosen:
         lines += ["", "## Chosen on validation", "", "| method | grid point: times chosen (of tasks x seeds) |",
                   "|---|---|"]
