@@ -114,9 +114,23 @@ def test_resume_after_kill_gives_the_same_result(small_task, tmp_path):
     assert strip(tmp_path / "a" / "log.jsonl") == strip(tmp_path / "b" / "log.jsonl")
     # resuming a finished run returns its result; a changed config is refused
     assert train(cfg, tmp_path / "b", resume=True, progress=False)["test_acc"] == straight["test_acc"]
+    with pytest.raises(RunDirError, match="config differs: method"):  # finished, but with another method
+        train(small_cfg(small_task, method="linear", epochs=4, drop_path=0.1), tmp_path / "b", resume=True,
+              progress=False)
     (tmp_path / "b" / "result.json").unlink()
     with pytest.raises(RunDirError, match="config differs: train.lr"):
         train(small_cfg(small_task, epochs=4, drop_path=0.1, lr=0.5), tmp_path / "b", resume=True, progress=False)
+
+
+def test_a_diverging_run_is_a_clear_error(small_task, tmp_path, capsys):
+    from vpeft.cli import main
+    from vpeft.errors import DivergedError
+
+    with pytest.raises(DivergedError, match="lower the lr"):
+        train(small_cfg(small_task, lr=1e30), tmp_path / "d", progress=False)
+    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "bitfit", "--lr", "1e30",
+                 "--epochs", "1", "--out", str(tmp_path / "e"), "--no-progress"]) == 2
+    assert "vpeft: error: loss is" in capsys.readouterr().err
 
 
 def test_same_seed_same_result_other_seed_differs(small_task, tmp_path):

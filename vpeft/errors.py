@@ -21,6 +21,10 @@ class RunDirError(VpeftError):
     """A run directory that is missing, incomplete, or would be overwritten."""
 
 
+class DivergedError(VpeftError, RuntimeError):
+    """Training whose loss became NaN or infinite (most often: the learning rate is too high)."""
+
+
 def describe_mismatch(missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
     """``missing: a, b (2); shape mismatch: c (1)``: what differs between a state dict and a model."""
     parts = []

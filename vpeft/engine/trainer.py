@@ -26,7 +26,7 @@ from ..data.suites import canonical_classes
 from ..data.sources import augment_kind, resolve_splits
 from ..data.sources import load as load_data
 from ..data.vtab import augment_batch, batches, infer_num_classes, normalize, num_batches
-from ..errors import ConfigError, RunDirError
+from ..errors import ConfigError, DivergedError, RunDirError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
 from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, build_model, evaluate, resolve_device
 from .checkpoint import (
@@ -168,14 +168,18 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                       f"{canonical}; using {num_classes}")
     # Files a sweep keeps beside a run (vpeft.bench) do not make the directory "used".
     if out.exists() and any(p.name not in ("bench.json", "run.log", "failed.json") for p in out.iterdir()):
-        if (out / RESULT_FILE).is_file() and resume and not overwrite:
-            log.info("run %s already finished", out)
-            return json.loads((out / RESULT_FILE).read_text())
         if resume and (out / CONFIG_FILE).is_file():
+            # Compared first: a finished run is only "already done" for the config it was trained with.
             saved = yaml.safe_load((out / CONFIG_FILE).read_text())
             diff = _diff_configs(saved, resolved)
             if diff:
                 raise RunDirError(f"cannot resume {out}: its config differs: " + "; ".join(diff))
+            if (out / RESULT_FILE).is_file() and not overwrite:
+                log.info("run %s already finished", out)
+                return json.loads((out / RESULT_FILE).read_text())
+        elif (out / RESULT_FILE).is_file() and resume and not overwrite:
+            log.info("run %s already finished", out)
+            return json.loads((out / RESULT_FILE).read_text())
         elif not overwrite:
             raise RunDirError(
                 f"run directory {out} is not empty; pass --resume to continue it or --overwrite to replace it"
@@ -283,7 +287,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             optimizer.zero_grad(set_to_none=True)
             seen += len(y)
             if not math.isfinite(sums.get("loss", 0.0)):
-                raise RuntimeError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
+                raise DivergedError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
             bar.set_postfix(loss=f"{sums.get('loss', 0.0) / max(seen, 1):.4f}")
         if ddp.enabled:  # the epoch's statistics over every process's share
             keys = sorted(sums)
