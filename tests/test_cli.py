@@ -74,6 +74,25 @@ def test_train_from_yaml_with_overrides_then_eval(small_task, tmp_path, capsys):
     assert "(same)" in capsys.readouterr().out
 
 
+def test_yaml_sections_in_short_or_empty_form_take_command_line_values(small_task, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"backbone: '{TINY}'\nmethod: bitfit\ndata:\n  # root: somewhere\n"
+                   "train: {epochs: 1, batch_size: 8}\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(small_task), "--checkpoint", str(tmp_path / "w.pth"),
+                 "--out", str(out), "--no-progress"]) == 2
+    assert "w.pth" in capsys.readouterr().err  # got as far as loading the checkpoint: both sections took the values
+    (tmp_path / "bad.yaml").write_text("data: [1, 2]\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(small_task), "--out", str(out)]) == 2
+    assert "section 'data' must be a mapping" in capsys.readouterr().err
+
+
+def test_list_presets_prints_pastable_specs(capsys):
+    assert main(["list", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert "--objective idat:" in out and "{" not in out
+
+
 def test_data_synth_is_deterministic(tmp_path):
     from vpeft.data.synth import TASKS
 

@@ -9,6 +9,7 @@ from vpeft.data.check import check_task
 from vpeft.data.suites import VTAB_TASKS, vtab_summary
 from vpeft.data.synth import TASKS
 from vpeft.data.vtab import load_split
+from vpeft.errors import DataError
 
 from conftest import SHARED_DATA, TINY, make_task
 
@@ -230,3 +231,45 @@ def test_decoded_cache_is_bounded_and_reused(tmp_path):
         load_split(root, "train800", (8 + s, 8 + s))
     assert len(vtab._CACHE) == vtab.CACHE_SPLITS
     assert load_split(root, "train800", (16, 16)) is not first  # evicted, decoded again
+
+
+@pytest.mark.parametrize("fmt", ["vtab1k", "csv"])
+def test_list_files_with_a_bom_or_another_encoding(tmp_path, fmt):
+    """A byte-order mark (Excel's "CSV UTF-8") is dropped; a non-UTF-8 file names the file and line."""
+    from vpeft.data.sources import read_entries
+
+    root = make_task(tmp_path / "t", n_train=4, n_test=4, num_classes=2)
+    if fmt == "csv":
+        rows = ["path,label"] + [",".join(line.split()) for line in (root / "train800.txt").read_text().splitlines()]
+        (root / "train800.csv").write_text("\n".join(rows) + "\n")
+        name = "train800.csv"
+    else:
+        name = "train800.txt"
+    text = (root / name).read_text()
+    (root / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    entries, _ = read_entries(root, "train800", fmt)
+    assert len(entries) == 4 and entries[0].path == "images/train800/0000.png"
+    (root / name).write_bytes(text.encode() + "images/caf\u00e9.png 1\n".encode("cp1252"))
+    with pytest.raises(DataError, match=rf"{name}:{6 if fmt == 'csv' else 5}: not UTF-8 text \(byte 0xe9"):
+        read_entries(root, "train800", fmt)
+
+
+def test_high_bit_depth_images_are_rescaled_not_clipped(tmp_path):
+    from vpeft.data.vtab import to_rgb
+
+    a16 = np.array([[1000, 30000], [65535, 100]], dtype=np.uint16)
+    img = Image.fromarray(a16)
+    assert img.mode.startswith("I;16")
+    got = np.asarray(to_rgb(img))[..., 0]
+    assert got.tolist() == [[4, 117], [255, 0]]  # round(v / 257), where convert("RGB") gives 255, 255, 255, 100
+    i32 = Image.fromarray(a16.astype(np.int32))  # mode I (how some Pillow versions open 16-bit PNGs)
+    assert np.asarray(to_rgb(i32))[..., 0].tolist() == [[4, 117], [255, 0]]
+    f = Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], dtype=np.float32))
+    assert np.asarray(to_rgb(f))[..., 0].tolist() == [[0, 128], [255, 64]]
+    rgb = Image.fromarray(np.full((2, 2, 3), 7, dtype=np.uint8))
+    assert np.asarray(to_rgb(rgb)).tolist() == np.full((2, 2, 3), 7).tolist()
+    # Through the loader: a 16-bit PNG in a task folder decodes rescaled.
+    root = make_task(tmp_path / "t", n_train=2, n_test=2, num_classes=2)
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(root / "images" / "train800" / "0000.png")
+    ds = load_split(root, "train800", (16, 16), cache=False)
+    assert int(ds.images[0].max()) == round(40000 / 257)

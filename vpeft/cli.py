@@ -10,7 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import VpeftError
+from .config import format_spec
+from .errors import ConfigError, VpeftError
 
 EPILOG = """examples:
   vpeft demo
@@ -65,7 +66,16 @@ def _train_config(args):
 
     data = load_yaml(args.config) if args.config else {}
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    sec = lambda name: data.setdefault(name, {}) if isinstance(data.get(name, {}), dict) else data[name]  # noqa
+    if isinstance(data.get("backbone"), str):  # `backbone: vit_base_patch16_224` is short for {spec: ...}
+        data["backbone"] = {"spec": data["backbone"]}
+
+    def sec(name: str) -> dict:
+        if data.get(name) is None:  # absent, or `data:` with every key commented out
+            data[name] = {}
+        if not isinstance(data[name], dict):
+            raise ConfigError(f"{args.config}: section {name!r} must be a mapping, got {data[name]!r}")
+        return data[name]
+
     if args.preset:
         from .presets import get_preset
 
@@ -195,7 +205,8 @@ def cmd_list(args) -> int:
         from .presets import PRESETS
 
         for name, p in sorted(PRESETS.items()):
-            print(f"{name}: {p['about']}\n    --method {p['method']} --objective {p['objective']}")
+            obj = dict(p["objective"])
+            print(f"{name}: {p['about']}\n    --method {p['method']} --objective {format_spec(obj.pop('name'), obj)}")
         return 0
     registry = {"methods": METHODS, "selectors": SELECTORS, "objectives": OBJECTIVES}[args.kind]
     if not registry.names():
@@ -250,7 +261,7 @@ def cmd_predict(args) -> int:
     import torch
     from PIL import Image
 
-    from .data.vtab import normalize
+    from .data.vtab import normalize, to_rgb
     from .errors import DataError
     from .multitask import MultiTask
     from .run import read_run_config
@@ -265,7 +276,7 @@ def cmd_predict(args) -> int:
         for p in chunk:
             try:
                 with Image.open(p) as img:
-                    arrays.append(np.asarray(img.convert("RGB").resize((w, h), Image.BICUBIC)).transpose(2, 0, 1))
+                    arrays.append(np.asarray(to_rgb(img).resize((w, h), Image.BICUBIC)).transpose(2, 0, 1))
             except Exception as e:
                 raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
         x = normalize(torch.from_numpy(np.stack(arrays)).to(args.device), norm)

@@ -456,10 +456,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, naming the file in any error."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    from .files import read_text
+
+    if not path.is_file():
+        raise ConfigError(f"cannot read config file {path}: {'a folder' if path.is_dir() else 'no such file'}")
+    text = read_text(path, ConfigError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

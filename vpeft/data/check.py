@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import DataError
+from ..files import read_text
 from .sources import read_entries
 from .suites import canonical_classes
 
@@ -78,8 +79,9 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
     labels = {e.label for es in entries.values() for e in es}
     rep.classes = len(labels)
     classes_file = root / "classes.txt"
-    rep.num_classes = (sum(1 for line in classes_file.read_text().splitlines() if line.strip())
-                       if classes_file.is_file() else (max(labels) + 1 if labels else 0))
+    listed = sum(1 for line in read_text(classes_file).splitlines() if line.strip()) if classes_file.is_file() else 0
+    # As training counts them: classes.txt's lines if it has any, else 1 + the largest label.
+    rep.num_classes = listed or (max(labels) + 1 if labels else 0)
     canonical = canonical_classes(root.name)
     if canonical is not None and canonical != rep.num_classes:
         rep.warnings.append(f"{rep.num_classes} classes where VTAB-1K's {root.name} has {canonical}")

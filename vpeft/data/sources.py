@@ -15,10 +15,12 @@ Every entry keeps the file and line (or JSON position) it came from, for error m
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from ..errors import DataError
+from ..files import read_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -37,7 +39,7 @@ def _fgvc(root: Path, split: str) -> tuple[list[Entry], Path]:
         if not f.is_file():
             raise DataError(f"missing split file {f}")
         try:
-            data = json.loads(f.read_text())
+            data = json.loads(read_text(f))
         except json.JSONDecodeError as e:
             raise DataError(f"{f}: not valid JSON: {e}") from None
         if not isinstance(data, dict):
@@ -67,7 +69,7 @@ def _fewshot(root: Path, split: str, shot: int, seed: int) -> tuple[list[Entry],
 
 def _lines(f: Path) -> list[Entry]:
     out = []
-    for i, raw in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+    for i, raw in enumerate(read_text(f).splitlines(), 1):
         line = raw.strip()
         if not line:
             continue
@@ -103,7 +105,7 @@ def _csv(root: Path, split: str) -> tuple[list[Entry], Path]:
     if not f.is_file():
         raise DataError(f"missing split file {f}")
     out = []
-    with open(f, newline="", encoding="utf-8") as fh:
+    with io.StringIO(read_text(f), newline="") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise DataError(f"{f}: the header must name the columns path and label, got {reader.fieldnames}")

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..files import read_text
 
 NORMALIZATION = {
     # mean = std = 0.5 (timm's IMAGENET_INCEPTION_*), as GIST, iDAT, GPS and DTL
@@ -66,19 +67,18 @@ def read_list(root: str | Path, split: str) -> list[ListEntry]:
         present = sorted(p.stem for p in Path(root).glob("*.txt"))
         raise DataError(f"missing list file {path} (list files there: {', '.join(present) or 'none'})")
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{lineno}: expected '<relative path> <label>', got {line!r}")
-            try:
-                label = int(parts[1])
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
-            entries.append(ListEntry(parts[0], label, lineno))
+    for lineno, raw in enumerate(read_text(path).splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{path}:{lineno}: expected '<relative path> <label>', got {line!r}")
+        try:
+            label = int(parts[1])
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
+        entries.append(ListEntry(parts[0], label, lineno))
     if not entries:
         raise DataError(f"list file {path} has no entries")
     return entries
@@ -90,16 +90,33 @@ def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", 
 
     classes = Path(root) / "classes.txt"
     if classes.is_file():
-        n = sum(1 for line in classes.read_text().splitlines() if line.strip())
+        n = sum(1 for line in read_text(classes).splitlines() if line.strip())
         if n > 0:
             return n
     return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed)[0])
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, with high-bit-depth images rescaled to 8 bits first (``convert("RGB")`` alone clips a 16-bit image's
+    values above 255 to white): 16-bit by its full range, 32-bit integer by 16-bit range when it fits, else by its
+    maximum; float in [0, 1] by 255."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = float(a.max()) if a.size else 0.0
+        if img.mode.startswith("I;16") or (img.mode == "I" and 255 < top <= 65535):
+            a = a / 257.0
+        elif img.mode == "F" and top <= 1.0:
+            a = a * 255.0
+        elif top > 255:
+            a = a * (255.0 / top)
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
 def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
-        img = img.convert("RGB")
+        img = to_rgb(img)
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BICUBIC)
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()

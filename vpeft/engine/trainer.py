@@ -162,9 +162,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     train_split, val_split, test_split = _splits(cfg)
     all_splits = [s for s in (train_split, val_split, test_split) if s]
     num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits, dc.format, dc.shot, dc.fewshot_seed)
-    canonical = canonical_classes(Path(dc.root).name)
+    task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
+    canonical = canonical_classes(task_name)
     if not dc.num_classes and canonical is not None and canonical != num_classes:
-        warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {Path(dc.root).name} has "
+        warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {task_name} has "
                       f"{canonical}; using {num_classes}")
     # Files a sweep keeps beside a run (vpeft.bench) do not make the directory "used".
     if out.exists() and any(p.name not in ("bench.json", "run.log", "failed.json") for p in out.iterdir()):
@@ -235,6 +236,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         load_trainable_state(model, objective, state["trainable"], source=str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if state.get("scaler") and scaler:
+            scaler.load_state_dict(state["scaler"])
         start_epoch, history, best = state["epoch"], state["log"], state["best"]
         memory, train_seconds = state["memory"], state["train_seconds"]
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
@@ -312,6 +317,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "trainable": trainable_state_dict(model, objective),
             "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            # On CUDA, dropout / drop-path draw from the device's generator, and fp16 keeps a loss scale: both are
+            # part of what makes a resumed run the uninterrupted one.
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "scaler": scaler.state_dict() if scaler else None,
             "log": history,
             "best": best,
             "memory": memory,
@@ -348,7 +357,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "backbone": cfg.backbone.spec,
         "method": spec_string(cfg.method),
         "objective": spec_string(cfg.objective),
-        "task": Path(dc.root).name,
+        "task": task_name,
         "num_classes": num_classes,
         "seed": tc.seed,
         "trainable_params": counts["trainable"],
