@@ -161,6 +161,19 @@ def test_other_layouts_train_and_evaluate(tmp_path, fmt, capsys):
     assert "(same)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("loss", ["ce", "supcon"])
+def test_gps_selects_on_an_augmented_layout(tmp_path, loss):
+    """fgvc images decode larger than the model's input (for the random crop); GPS's pass must crop them too."""
+    import json
+
+    root = _layout(tmp_path, "fgvc")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--selector",
+                 f"gps:k=1,loss={loss}", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--no-progress",
+                 "data.format=fgvc"]) == 0
+    assert json.loads((out / "result.json").read_text())["selection"]["selected"] > 0
+
+
 def test_layout_errors_name_the_file_and_entry(tmp_path):
     import json
 

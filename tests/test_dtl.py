@@ -1,5 +1,6 @@
 import pytest
 import torch
+import yaml
 
 from vpeft import ConfigError, MultiTask, apply_method, create_backbone
 from vpeft.methods.base import count_params, head_param_names
@@ -181,6 +182,42 @@ def test_predict_command(tmp_path, capsys):
     assert main(["predict", "--runs", *runs, "--images", str(img)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["image"] == str(img) and set(rows[0]["predictions"]) == {"t0", "t1"}
+
+
+def test_predict_prepares_images_as_eval_does(tmp_path, capsys):
+    """A run on an augmented layout (fgvc) is evaluated on the centre crop of a larger decode: predict must match."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vpeft.cli import main
+    from vpeft.config import DataConfig
+    from vpeft.data.sources import load
+    from vpeft.data.vtab import normalize
+
+    run, model = _write_run(tmp_path, "fg", "dtl", 5, 3)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["format"] = "fgvc"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"{i}.png" for i in range(6)]
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (48, 60, 3), dtype=np.uint8)).save(data / "images" / n)
+    (data / "test.json").write_text(json.dumps({n: 0 for n in names}))
+    ds = load(DataConfig(root=str(data), format="fgvc"), "test", (32, 32), 5, training=False)
+    with torch.no_grad():
+        want = model(normalize(ds.images, cfg["data"]["normalize"])).argmax(-1).tolist()
+    assert main(["predict", "--runs", str(run), "--images", *[str(data / "images" / n) for n in names]]) == 0
+    got = [json.loads(line)["predictions"]["fg"] for line in capsys.readouterr().out.splitlines()]
+    assert got == want
+    other, _ = _write_run(tmp_path, "plain", "dtl", 5, 4)  # a vtab1k run: resized, not cropped
+    with pytest.raises(ConfigError, match="preprocess their images differently"):
+        from vpeft.cli import cmd_predict
+
+        cmd_predict(type("A", (), {"runs": [str(run), str(other)], "device": "cpu", "images": [], "batch_size": 8}))
 
 
 def test_multitask_missing_checkpoint_is_a_clear_error(tmp_path):

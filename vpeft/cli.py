@@ -266,9 +266,22 @@ def cmd_predict(args) -> int:
     from .multitask import MultiTask
     from .run import read_run_config
 
+    from .data.sources import CROP_PCT, augment_kind
+
     mt = MultiTask(args.runs, device=args.device)
-    norm = read_run_config(args.runs[0]).data.normalize
-    h, w = mt.backbone.input_size
+    # Every task sees the same pixels, prepared as `vpeft eval` prepares its test set.
+    prep = {}
+    for run in args.runs:
+        dc = read_run_config(run).data
+        prep[run] = (dc.normalize, augment_kind(dc) != "none", dc.img_size)
+    if len(set(prep.values())) > 1:
+        raise ConfigError("runs preprocess their images differently (data.normalize / layout / img_size): "
+                          + "; ".join(f"{r}: {v}" for r, v in prep.items()))
+    norm, crop, img_size = prep[args.runs[0]]
+    h, w = (img_size, img_size) if img_size else mt.backbone.input_size
+    # The augmented layouts (fgvc, fewshot) decode at size / 0.875 and evaluate the centre crop.
+    rh, rw = (round(h / CROP_PCT), round(w / CROP_PCT)) if crop else (h, w)
+    top, left = (rh - h) // 2, (rw - w) // 2
     paths = [Path(p) for p in args.images]
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
@@ -276,7 +289,8 @@ def cmd_predict(args) -> int:
         for p in chunk:
             try:
                 with Image.open(p) as img:
-                    arrays.append(np.asarray(to_rgb(img).resize((w, h), Image.BICUBIC)).transpose(2, 0, 1))
+                    a = np.asarray(to_rgb(img).resize((rw, rh), Image.BICUBIC)).transpose(2, 0, 1)
+                    arrays.append(a[:, top:top + h, left:left + w])
             except Exception as e:
                 raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
         x = normalize(torch.from_numpy(np.stack(arrays)).to(args.device), norm)

@@ -290,6 +290,9 @@ def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batc
                 feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
                 loss = supcon_loss(feats, y, cfg.temperature)
             else:
+                if x.shape[-2:] != tuple(size):  # the augmented layouts decode larger: their test-time centre crop
+                    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+                    x = x[..., top:top + size[0], left:left + size[1]]
                 loss = F.cross_entropy(backbone(normalize(x.to(device), normalize_kind)), y)
             loss.backward()  # summed over the pass: .grad accumulates
         for n, m in sites.items():
