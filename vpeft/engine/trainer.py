@@ -104,7 +104,8 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
     from safetensors.torch import load_file, save_file
 
     sel_cfg, path = cfg.selector, out / SELECTION_FILE
-    if resume and path.is_file():
+    # Both files, or the pass is redone (a kill between the two writes leaves only the first).
+    if resume and path.is_file() and (out / (SELECTION_FILE + ".json")).is_file():
         selection = load_file(str(path))
         info = json.loads((out / (SELECTION_FILE + ".json")).read_text())
     else:
