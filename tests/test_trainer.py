@@ -122,6 +122,17 @@ def test_resume_after_kill_gives_the_same_result(small_task, tmp_path):
         train(small_cfg(small_task, epochs=4, drop_path=0.1, lr=0.5), tmp_path / "b", resume=True, progress=False)
 
 
+def test_a_config_error_found_late_leaves_the_run_directory_reusable(small_task, tmp_path):
+    """GPS's k is checked against the layers only after the gradient pass: the run directory must not keep a config
+    that makes the next attempt ask for --overwrite."""
+    bad = RunConfig.from_dict({**small_cfg(small_task).to_dict(), "method": "linear", "selector": "gps:k=100000"})
+    with pytest.raises(ConfigError, match="gps k=100000"):
+        train(bad, tmp_path / "g", progress=False)
+    assert not (tmp_path / "g" / "config.yaml").exists()
+    good = RunConfig.from_dict({**small_cfg(small_task, epochs=1).to_dict(), "method": "linear", "selector": "gps:k=1"})
+    assert train(good, tmp_path / "g", progress=False)["selection"]["selected"] > 0
+
+
 def test_a_diverging_run_is_a_clear_error(small_task, tmp_path, capsys):
     from vpeft.cli import main
     from vpeft.errors import DivergedError

@@ -169,7 +169,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {task_name} has "
                       f"{canonical}; using {num_classes}")
     # Files a sweep keeps beside a run (vpeft.bench) do not make the directory "used".
-    if out.exists() and any(p.name not in ("bench.json", "run.log", "failed.json") for p in out.iterdir()):
+    used = {p.name for p in out.iterdir()} - {"bench.json", "run.log", "failed.json"} if out.exists() else set()
+    if resume and used <= {SELECTION_FILE, SELECTION_FILE + ".json"}:  # killed before its config was written
+        used = set()
+    if used:
         if resume and (out / CONFIG_FILE).is_file():
             # Compared first: a finished run is only "already done" for the config it was trained with.
             saved = yaml.safe_load((out / CONFIG_FILE).read_text())
@@ -202,7 +205,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     device = resolve_device(tc.device)
     if ddp.enabled and device.type == "cuda":
@@ -222,6 +224,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     named = trainable_named_parameters(model, objective)
     if not named:
         raise ConfigError(f"method {spec_string(cfg.method)!r} leaves nothing to train")
+    if ddp.main:  # written once the run can start, so a bad selector or method leaves no config behind
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
     trainable = [p for _, p in named]
     ddp.broadcast_(trainable)
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
