@@ -423,7 +423,7 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         lines += ["", "## Chosen on validation", "", "| method | grid point: times chosen (of tasks x seeds) |",
                   "|---|---|"]
         lines += [f"| `{label}` | " + ", ".join(f"{g}: {n}" for g, n in sorted(c.items(), key=lambda x: -x[1])) + " |"
-                  for label, c in chosen.items()]
+                  for label, c in sorted(chosen.items(), key=lambda kv: labels.index(kv[0]))]
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
