@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +164,8 @@ def claims_table() -> str:
         lin = summ["linear"]["mean"][0]
         trains = [x for x in labels if "+gist" not in x and x != "linear"]
         losers = [x for x in trains if summ[x]["mean"][0] <= lin]
-        below = ", ".join(f"`{x}` {summ[x]['mean'][0]:.1f}" for x in losers)
-        return f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.1f})" + (f"; not: {below}" if losers else "")
+        below = ", ".join(f"`{x}` {summ[x]['mean'][0]:.2f}" for x in losers)  # 2 decimals: near-ties show
+        return f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.2f})" + (f"; not: {below}" if losers else "")
 
     def gist(recs, labels, tasks, summ):
         ds = {x: compare(recs, x, f"{x}+gist", tasks)["mean"][0] for x in labels
@@ -220,12 +221,11 @@ def lr_check_table() -> str:
     return "\n".join(lines)
 
 
-def _lr_split(chosen: dict) -> str:
-    """'low / as configured / high' counts from tune()'s {grid point: times} (grid points 'lr=X')."""
-    lrs = sorted((float(g.split("=")[1]), n) for g, n in chosen.items() if g.startswith("lr="))
-    low = lrs[0][1] if lrs else 0
-    high = lrs[1][1] if len(lrs) > 1 else 0
-    return f"{low} / {chosen.get('as configured', 0)} / {high}"
+def _lr_split(chosen: dict, points: list[str]) -> str:
+    """'low / as configured / high' counts from tune()'s {grid point: times}, ``points`` the label's two grid
+    points ('lr=X', any order; a point never chosen counts 0)."""
+    low, high = sorted(points, key=lambda g: float(g.split("=")[1]))
+    return f"{chosen.get(low, 0)} / {chosen.get('as configured', 0)} / {chosen.get(high, 0)}"
 
 
 def tuned_table() -> str:
@@ -234,6 +234,10 @@ def tuned_table() -> str:
 
     _, _, _, fixed = _mini("real")
     recs, labels, tasks, tuned, chosen = _mini("real-tuned", tuned=True)
+    points = defaultdict(set)
+    for r in _mini("real-tuned")[0]:
+        if r.get("grid"):
+            points[r["base_label"]].add(r["grid"])
     seeds = sorted({r["seed"] for r in recs})
     lines = [
         "`python benchmarks/mini_vtab.py --parts real-tuned` (`benchmarks/experiments/mini_vtab_tuned.yaml`): each "
@@ -250,7 +254,8 @@ def tuned_table() -> str:
         gist = f"{label}+gist"
         c = compare(recs, label, gist, tasks) if gist in labels else None
         d = f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-"
-        lines.append(f"| `{label}` | {_pm(a)} | {_pm(b)} | {b[0] - a[0]:+.1f} | {d} | {_lr_split(chosen[label])} |")
+        lines.append(f"| `{label}` | {_pm(a)} | {_pm(b)} | {round(b[0] - a[0], 1) + 0.0:+.1f} | {d} | "
+                     f"{_lr_split(chosen[label], sorted(points[label]))} |")
     return "\n".join(lines)
 
 

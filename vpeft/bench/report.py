@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, pstdev
@@ -305,7 +306,7 @@ def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
                                                          for p in pts)]
     ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8)
     ax.set_ylabel("mean test accuracy over tasks (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)  # a long title wraps instead of running off
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.12, y=0.08)
     fig.tight_layout()
