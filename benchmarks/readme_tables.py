@@ -207,10 +207,10 @@ def claims_table() -> str:
 
 
 def lr_check_table() -> str:
-    """The methods below linear probing, at the linear probe's learning rate (and the probe at theirs)."""
+    """The methods below linear probing, at the linear probe's learning rate or higher (and the probe at theirs)."""
     _, _, _, real = _mini("real")
     _, labels, _, check = _mini("lr-check")
-    lines = ["| method | mini-VTAB setting | mean, real tasks | swapped lr | mean, real tasks | change |",
+    lines = ["| method | mini-VTAB setting | mean, real tasks | other lr | mean, real tasks | change |",
              "|---|---|---:|---|---:|---:|"]
     settings = {"linear": "lr 1e-2", "gps": "Adam lr 2e-3"}
     for label in labels:

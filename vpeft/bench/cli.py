@@ -80,7 +80,7 @@ def add_parsers(sub) -> None:
     rp.add_argument("--out", help="report folder (default: the first RESULTS/report)")
     rp.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
                     help="report B - A per task (method labels); repeatable")
-    rp.add_argument("--title")
+    rp.add_argument("--title", help="heading of the tables and plots (default: the folder's name)")
     rp.add_argument("--tune", choices=["val"],
                     help="report each method run at several grid points once, at the point with the best "
                     "validation accuracy per task and seed (the runs must be trained with select=val)")
