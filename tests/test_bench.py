@@ -432,8 +432,11 @@ def test_moved_sweep_status_and_report_from_its_results_file(local_sweep, tmp_pa
     assert main(["bench", "status", str(moved)]) == 0
     out = capsys.readouterr().out
     assert "done     12" in out and "failed   4" in out
+    stale = moved / "runs" / "alpha__edited-away__s0__00000000"  # a failed run of an earlier plan
+    stale.mkdir()
+    (stale / "failed.json").write_text(json.dumps({"error": "an entry since removed from the experiment"}))
     rep = write_report(moved)
-    assert len(rep["failures"]) == 4  # the finished run with a stray failed.json is not a failure
+    assert len(rep["failures"]) == 4  # neither the finished run with a stray failed.json nor the stale one
     assert "more than one run" not in (moved / "report" / "summary.md").read_text()
     twice = write_report([moved, local_sweep], tmp_path / "twice")  # the same runs in two folders look like repeats
     assert "**Note:** 12 method/task/seed combinations have more than one run" in "\n".join(twice["markdown"])

@@ -108,8 +108,13 @@ def _failures(root: Path) -> list[dict]:
         path = root.parent / "failures.json"
         return json.loads(path.read_text()) if path.is_file() else []
     out = []
+    plan = root / "runs.jsonl"
+    planned = ({Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
+               if plan.is_file() else None)  # a sweep folder: only its current plan's runs, as collect()
     for path in sorted(root.rglob("failed.json")):
         if (path.parent / "result.json").is_file():  # finished after all (a worker that died after writing it)
+            continue
+        if planned is not None and path.parent.name not in planned:
             continue
         bench = path.parent / "bench.json"
         meta = json.loads(bench.read_text()) if bench.is_file() else {}
