@@ -286,3 +286,23 @@ def test_high_bit_depth_images_are_rescaled_not_clipped(tmp_path):
     Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(root / "images" / "train800" / "0000.png")
     ds = load_split(root, "train800", (16, 16), cache=False)
     assert int(ds.images[0].max()) == round(40000 / 257)
+
+
+def test_folder_run_evaluated_on_other_data_checks_its_class_folders(tmp_path, capsys):
+    """The folder layout numbers classes by folder name: other data missing a class would shift every later label."""
+    import json
+
+    root = _layout(tmp_path / "a", "folder")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out), "--no-progress", "data.format=folder"]) == 0
+    assert json.loads((out / "result.json").read_text())["class_names"] == ["cat", "dog", "eel"]
+    same = tmp_path / "same"
+    shutil.copytree(root, same)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--data", str(same)]) == 0
+    assert "test acc:" in capsys.readouterr().out
+    shutil.rmtree(same / "train" / "dog"), shutil.rmtree(same / "val" / "dog"), shutil.rmtree(same / "test" / "dog")
+    assert main(["eval", "--run", str(out), "--data", str(same)]) == 2
+    err = capsys.readouterr().err
+    assert "class folders are not the run's" in err and "missing: dog" in err

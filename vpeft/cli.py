@@ -150,11 +150,21 @@ def cmd_eval(args) -> int:
     test_split = resolve_splits(cfg.data, cfg.train.select)[2]
     split = args.split or test_split
     size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
+    result_path = Path(args.run) / RESULT_FILE
+    trained = json.loads(result_path.read_text()).get("class_names") if result_path.is_file() else None
+    if trained and cfg.data.format == "folder" and root != cfg.data.root:
+        from .data.sources import folder_classes
+        from .errors import DataError
+
+        here = folder_classes(root)
+        if here != trained:
+            missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
+            raise DataError(f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
+                            f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})")
     ds = load(cfg.data, split, size, num_classes, training=False, root=root)
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
                                    cfg.data.normalize, torch.device(args.device))
     recorded = None
-    result_path = Path(args.run) / RESULT_FILE
     if result_path.is_file() and split == test_split and root == cfg.data.root:
         recorded = json.loads(result_path.read_text())["test_acc"]
     out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded}

@@ -85,11 +85,17 @@ def _lines(f: Path) -> list[Entry]:
     return out
 
 
+def folder_classes(root: str | Path) -> list[str]:
+    """The ``folder`` layout's class names, label order: every class sub-folder of any split folder, sorted."""
+    root = Path(root)
+    return sorted({p.name for s in root.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})
+
+
 def _folder(root: Path, split: str) -> tuple[list[Entry], Path]:
     d = root / split
     if not d.is_dir():
         raise DataError(f"missing split folder {d}")
-    classes = sorted({p.name for s in root.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})
+    classes = folder_classes(root)
     out = []
     for label, c in enumerate(classes):
         for i, f in enumerate(sorted((d / c).glob("*")) if (d / c).is_dir() else [], 1):

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, spec_string
 from ..data.suites import canonical_classes
-from ..data.sources import augment_kind, resolve_splits
+from ..data.sources import augment_kind, folder_classes, resolve_splits
 from ..data.sources import load as load_data
 from ..data.vtab import augment_batch, batches, infer_num_classes, normalize, num_batches
 from ..errors import ConfigError, DivergedError, RunDirError
@@ -364,6 +364,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "objective": spec_string(cfg.objective),
         "task": task_name,
         "num_classes": num_classes,
+        # The folder layout numbers classes by their folder names: kept so evaluation on other data can check them.
+        "class_names": folder_classes(dc.root) if dc.format == "folder" else None,
         "seed": tc.seed,
         "trainable_params": counts["trainable"],
         "trainable_params_no_head": counts["trainable_no_head"],
