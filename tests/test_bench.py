@@ -400,7 +400,8 @@ def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):
     assert "done     12" in out and "failed   4" in out
     assert main(["report", str(local_sweep), "--out", str(tmp_path / "r"), "--compare", "linear", "bitfit"]) == 0
     assert "`bitfit` - `linear`" in (tmp_path / "r" / "compare.md").read_text()
-    assert main(["report", str(local_sweep), "--out", str(tmp_path / "r"), "--compare", "linear", "nosuch"]) == 2
+    assert main(["report", str(local_sweep), "--out", str(tmp_path / "r2"), "--compare", "linear", "nosuch"]) == 2
+    assert not (tmp_path / "r2").exists()  # checked before anything is written
     assert main(["bench", "recipes"]) == 0
     assert "gist" in capsys.readouterr().out
     assert main(["bench", "run", "--suite", "tasks", "--tasks", str(tmp_path / "missing"), "--method", "linear",
@@ -483,3 +484,11 @@ def test_report_names_a_corrupt_result_file(tmp_path):
     with pytest.raises(ConfigError, match=r"result.json: not a readable JSON file"):
         write_report(tmp_path)
     assert (run / "result.json").read_text() == "{bad"  # nothing touched
+    bad = tmp_path / "r" / "results.jsonl"
+    bad.parent.mkdir()
+    bad.write_text('{"label": "a"}\n{bad\n')
+    with pytest.raises(ConfigError, match=r"results.jsonl:2: not a JSON record"):
+        write_report(bad)
+    assert bad.read_text() == '{"label": "a"}\n{bad\n'  # the report it would rebuild is untouched
+    with pytest.raises(ConfigError, match="is a file: give a results folder"):
+        write_report(run / "result.json")

@@ -33,7 +33,16 @@ def collect(root: str | Path) -> list[dict]:
     """One record per finished run under ``root`` (or the records of a report's ``results.jsonl``)."""
     root = Path(root)
     if root.is_file() and root.suffix == ".jsonl":
-        return [json.loads(line) for line in root.read_text().splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(root.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError as e:
+                    raise ConfigError(f"{root}:{i}: not a JSON record ({e})") from None
+        return records
+    if root.is_file():
+        raise ConfigError(f"{root} is a file: give a results folder or a report's results.jsonl")
     if not root.is_dir():
         raise ConfigError(f"results folder {root} does not exist")
     records = []
@@ -366,13 +375,13 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
     records, chosen = tune(all_records) if tune_on else (all_records, {})
     # A report rebuilt from its results.jsonl goes back into that report's folder.
-    out = Path(out) if out else (root.parent if root.is_file() else root / "report")
-    out.mkdir(parents=True, exist_ok=True)
     labels, tasks, exp_pairs = _order(roots, records)
     for a, b in pairs or []:
         for x in (a, b):
             if x not in labels:
                 raise ConfigError(f"cannot compare {x!r}: no such method label in {root} (labels: {', '.join(labels)})")
+    out = Path(out) if out else (root.parent if root.is_file() else root / "report")
+    out.mkdir(parents=True, exist_ok=True)
     pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]
     summary = summarise(records, labels, tasks)
     selects = sorted({str(r["select"]) for r in records})
