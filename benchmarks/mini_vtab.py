@@ -71,6 +71,10 @@ def main(argv=None) -> int:
     for part in args.parts:
         exp_file, suite = PARTS[part]
         work = Path(args.work) / part
+        base = Path(args.work) / TUNED_WITH.get(part, part)
+        if not (base / "runs.jsonl").is_file() and part in TUNED_WITH:
+            p.error(f"part {part} is reported with part {TUNED_WITH[part]}'s runs: run --parts {TUNED_WITH[part]} "
+                    f"first (no sweep in {base})")
         if not args.report_only:
             data_root = str(Path(args.work) / "synth-data") if suite == "synth" else args.shared
             exp = load_experiment(EXPERIMENTS / exp_file, suite=suite, data_root=data_root, seeds=args.seeds)

@@ -306,3 +306,5 @@ def test_folder_run_evaluated_on_other_data_checks_its_class_folders(tmp_path, c
     assert main(["eval", "--run", str(out), "--data", str(same)]) == 2
     err = capsys.readouterr().err
     assert "class folders are not the run's" in err and "missing: dog" in err
+    assert main(["eval", "--run", str(out), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err

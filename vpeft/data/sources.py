@@ -88,6 +88,8 @@ def _lines(f: Path) -> list[Entry]:
 def folder_classes(root: str | Path) -> list[str]:
     """The ``folder`` layout's class names, label order: every class sub-folder of any split folder, sorted."""
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
     return sorted({p.name for s in root.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})
 
 
