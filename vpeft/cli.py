@@ -62,12 +62,10 @@ def _add_train(sub):
 
 
 def _train_config(args):
-    from .config import RunConfig, apply_overrides, load_yaml, parse_spec
+    from .config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec
 
     data = load_yaml(args.config) if args.config else {}
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    if isinstance(data.get("backbone"), str):  # `backbone: vit_base_patch16_224` is short for {spec: ...}
-        data["backbone"] = {"spec": data["backbone"]}
+    data = expand_backbone_spec({k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()})
 
     def sec(name: str) -> dict:
         if data.get(name) is None:  # absent, or `data:` with every key commented out
@@ -151,7 +149,8 @@ def cmd_eval(args) -> int:
     split = args.split or test_split
     size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
     result_path = Path(args.run) / RESULT_FILE
-    trained = json.loads(result_path.read_text()).get("class_names") if result_path.is_file() else None
+    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    trained = result.get("class_names")
     if trained and cfg.data.format == "folder" and root != cfg.data.root:
         from .data.sources import folder_classes
         from .errors import DataError
@@ -165,8 +164,8 @@ def cmd_eval(args) -> int:
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
                                    cfg.data.normalize, torch.device(args.device))
     recorded = None
-    if result_path.is_file() and split == test_split and root == cfg.data.root:
-        recorded = json.loads(result_path.read_text())["test_acc"]
+    if result and split == test_split and root == cfg.data.root:
+        recorded = result["test_acc"]
     out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded}
     if args.json:
         print(json.dumps(out))
@@ -271,27 +270,22 @@ def cmd_predict(args) -> int:
     import torch
     from PIL import Image
 
-    from .data.vtab import normalize, to_rgb
+    from .data.sources import augment_kind, decode_size
+    from .data.vtab import crop_center, normalize, to_rgb
     from .errors import DataError
     from .multitask import MultiTask
     from .run import read_run_config
 
-    from .data.sources import CROP_PCT, augment_kind
-
     mt = MultiTask(args.runs, device=args.device)
     # Every task sees the same pixels, prepared as `vpeft eval` prepares its test set.
-    prep = {}
-    for run in args.runs:
-        dc = read_run_config(run).data
-        prep[run] = (dc.normalize, augment_kind(dc) != "none", dc.img_size)
+    dcs = {run: read_run_config(run).data for run in args.runs}
+    prep = {run: (dc.normalize, augment_kind(dc) != "none", dc.img_size) for run, dc in dcs.items()}
     if len(set(prep.values())) > 1:
         raise ConfigError("runs preprocess their images differently (data.normalize / layout / img_size): "
                           + "; ".join(f"{r}: {v}" for r, v in prep.items()))
-    norm, crop, img_size = prep[args.runs[0]]
-    h, w = (img_size, img_size) if img_size else mt.backbone.input_size
-    # The augmented layouts (fgvc, fewshot) decode at size / 0.875 and evaluate the centre crop.
-    rh, rw = (round(h / CROP_PCT), round(w / CROP_PCT)) if crop else (h, w)
-    top, left = (rh - h) // 2, (rw - w) // 2
+    dc = dcs[args.runs[0]]
+    size = (dc.img_size, dc.img_size) if dc.img_size else mt.backbone.input_size
+    rh, rw = decode_size(dc, size)  # then the centre crop, as eval (a no-op unless an augmented layout)
     paths = [Path(p) for p in args.images]
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
@@ -299,11 +293,10 @@ def cmd_predict(args) -> int:
         for p in chunk:
             try:
                 with Image.open(p) as img:
-                    a = np.asarray(to_rgb(img).resize((rw, rh), Image.BICUBIC)).transpose(2, 0, 1)
-                    arrays.append(a[:, top:top + h, left:left + w])
+                    arrays.append(np.asarray(to_rgb(img).resize((rw, rh), Image.BICUBIC)).transpose(2, 0, 1))
             except Exception as e:
                 raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
-        x = normalize(torch.from_numpy(np.stack(arrays)).to(args.device), norm)
+        x = normalize(crop_center(torch.from_numpy(np.stack(arrays)), size).to(args.device), dc.normalize)
         outs = mt(x)
         for j, p in enumerate(chunk):
             preds = {name: int(o[j].argmax()) for name, o in zip(mt.names, outs)}

@@ -427,6 +427,14 @@ class RunConfig(BaseConfig):
         }
 
 
+def expand_backbone_spec(data: dict) -> dict:
+    """``backbone: vit_base_patch16_224`` is short for ``backbone: {spec: vit_base_patch16_224}``: expand it in place
+    (before merging command-line or experiment values into the section), and return ``data``."""
+    if isinstance(data.get("backbone"), str):
+        data["backbone"] = {"spec": data["backbone"]}
+    return data
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply dotted ``section.key=value`` overrides to a nested mapping (a copy)."""
     import copy

@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import RunConfig, apply_overrides, load_yaml, parse_spec, spec_string
+from ..config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, spec_string
 from ..errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -131,9 +131,7 @@ def _entry(raw: Any, where: str) -> dict:
     bad = [k for k in raw if k not in ENTRY_KEYS]
     if bad:
         raise ConfigError(f"{where}: unknown key {bad[0]!r} in a method entry (valid: {', '.join(ENTRY_KEYS)})")
-    entry = dict(raw)
-    if isinstance(entry.get("backbone"), str):
-        entry["backbone"] = {"spec": entry["backbone"]}
+    entry = expand_backbone_spec(dict(raw))
     if "preset" in entry:
         from ..presets import get_preset
 
@@ -171,8 +169,7 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     override the file's."""
     where = str(source) if not isinstance(source, dict) else "<experiment>"
     data = copy.deepcopy(source) if isinstance(source, dict) else (load_yaml(source) if source else {})
-    if isinstance(data.get("backbone"), str):  # `backbone: vit_c10_base` is short for {spec: vit_c10_base}
-        data["backbone"] = {"spec": data["backbone"]}
+    expand_backbone_spec(data)
     overrides: dict = {}
     for k, v in cli.items():
         if v is None:

@@ -47,9 +47,8 @@ def collect(root: str | Path) -> list[dict]:
         raise ConfigError(f"results folder {root} does not exist")
     records = []
     paths = sorted(root.rglob("result.json"))
-    plan = root / "runs.jsonl"
-    if plan.is_file():  # a sweep folder: only the runs of its current plan (not those of an edited-away entry)
-        planned = {Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
+    planned = _planned(root)
+    if planned is not None:
         paths = [p for p in paths if p.parent.name in planned]
     for path in paths:
         r = _read_json(path)
@@ -105,6 +104,14 @@ def tune(records: list[dict], key: str = "val_acc") -> tuple[list[dict], dict]:
     return kept, {k: dict(v) for k, v in chosen.items()}
 
 
+def _planned(root: Path) -> Optional[set[str]]:
+    """A sweep folder's run-directory names of its current plan (not those of an edited-away entry); else None."""
+    plan = root / "runs.jsonl"
+    if not plan.is_file():
+        return None
+    return {Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -117,9 +124,7 @@ def _failures(root: Path) -> list[dict]:
         path = root.parent / "failures.json"
         return json.loads(path.read_text()) if path.is_file() else []
     out = []
-    plan = root / "runs.jsonl"
-    planned = ({Path(json.loads(line)["run_dir"]).name for line in plan.read_text().splitlines() if line.strip()}
-               if plan.is_file() else None)  # a sweep folder: only its current plan's runs, as collect()
+    planned = _planned(root)  # a sweep folder: only its current plan's runs, as collect()
     for path in sorted(root.rglob("failed.json")):
         if (path.parent / "result.json").is_file():  # finished after all (a worker that died after writing it)
             continue
@@ -307,11 +312,10 @@ def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("training memory, MiB (params + grads + optimizer state + saved activations)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}"))
+    # Minor ticks labelled at 2x and 5x on the memory axis; none on the symlog parameter axis.
     ax.xaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:,.0f}" if v >= 1 and f"{v:.0e}"[0] in "25" else (f"{v:g}" if 0 < v < 1 and f"{v:.0e}"[0] in "25" else "")))
+        lambda v, _: "" if x == "params" or f"{v:.0e}"[0] not in "25" else (f"{v:,.0f}" if v >= 1 else f"{v:g}")))
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    if x == "params":
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     from matplotlib.lines import Line2D
 
     kinds = [("o", "method"), ("*", "with GIST (arrow: from the method alone)"), ("D", "iDAT")]
@@ -374,12 +378,12 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     if tune_on not in (None, "val"):
         raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
     records, chosen = tune(all_records) if tune_on else (all_records, {})
-    # A report rebuilt from its results.jsonl goes back into that report's folder.
     labels, tasks, exp_pairs = _order(roots, records)
     for a, b in pairs or []:
         for x in (a, b):
             if x not in labels:
                 raise ConfigError(f"cannot compare {x!r}: no such method label in {root} (labels: {', '.join(labels)})")
+    # A report rebuilt from its results.jsonl goes back into that report's folder.
     out = Path(out) if out else (root.parent if root.is_file() else root / "report")
     out.mkdir(parents=True, exist_ok=True)
     pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]

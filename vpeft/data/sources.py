@@ -181,8 +181,13 @@ def load(dc, split: str, size: tuple[int, int], num_classes: int | None, trainin
 
     root = root or dc.root
     kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed)
+    ds = load_split(root, split, decode_size(dc, size), num_classes, **kw)
+    return ds if training or augment_kind(dc) == "none" else center_crop(ds, size)
+
+
+def decode_size(dc, size: tuple[int, int]) -> tuple[int, int]:
+    """The size images are decoded at: the model's input, or size / 0.875 for the augmented layouts (whose
+    training takes random crops of it and whose evaluation takes its centre crop)."""
     if augment_kind(dc) == "none":
-        return load_split(root, split, size, num_classes, **kw)
-    big = (round(size[0] / CROP_PCT), round(size[1] / CROP_PCT))
-    ds = load_split(root, split, big, num_classes, **kw)
-    return ds if training else center_crop(ds, size)
+        return size
+    return round(size[0] / CROP_PCT), round(size[1] / CROP_PCT)

@@ -210,12 +210,16 @@ def num_batches(ds: ImageDataset, batch_size: int) -> int:
     return (len(ds) + batch_size - 1) // batch_size
 
 
+def crop_center(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` crop of images ``... x H x W`` (a view)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return images[..., top:top + size[0], left:left + size[1]]
+
+
 def center_crop(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:
     """The central ``size`` crop of every image (test-time transform of the augmented layouts)."""
-    h, w = ds.images.shape[-2:]
-    top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    return ImageDataset(ds.images[..., top:top + size[0], left:left + size[1]].contiguous(), ds.labels, ds.source,
-                        ds.skipped)
+    return ImageDataset(crop_center(ds.images, size).contiguous(), ds.labels, ds.source, ds.skipped)
 
 
 def augment_batch(images: torch.Tensor, size: tuple[int, int], kind: str) -> torch.Tensor:

@@ -261,7 +261,7 @@ def two_views(images_u8: torch.Tensor, size, generator_seed: int) -> torch.Tenso
 
 
 def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress):
-    from ..data.vtab import batches, normalize
+    from ..data.vtab import batches, crop_center, normalize
 
     state = {id(p): p.requires_grad for p in backbone.parameters()}
     for p in backbone.parameters():
@@ -290,9 +290,7 @@ def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batc
                 feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
                 loss = supcon_loss(feats, y, cfg.temperature)
             else:
-                if x.shape[-2:] != tuple(size):  # the augmented layouts decode larger: their test-time centre crop
-                    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
-                    x = x[..., top:top + size[0], left:left + size[1]]
+                x = crop_center(x, size)  # the augmented layouts decode larger: their test-time centre crop
                 loss = F.cross_entropy(backbone(normalize(x.to(device), normalize_kind)), y)
             loss.backward()  # summed over the pass: .grad accumulates
         for n, m in sites.items():
