@@ -133,6 +133,24 @@ def test_a_config_error_found_late_leaves_the_run_directory_reusable(small_task,
     assert train(good, tmp_path / "g", progress=False)["selection"]["selected"] > 0
 
 
+def test_a_kill_during_an_atomic_write_does_not_block_the_resume(small_task, tmp_path):
+    """SIGKILL while config.yaml was being written leaves '.config.yaml.<random>' (a sweep's resume once failed on
+    it as 'not empty'): the debris is ignored and removed, other files still protect the directory."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / ".config.yaml.k1ll3d").write_text("half a config")
+    (out / "bench.json").write_text("{}")
+    result = train(small_cfg(small_task, epochs=1), out, resume=True, progress=False)
+    assert result["test_acc"] >= 0 and not (out / ".config.yaml.k1ll3d").exists()
+    assert (out / "bench.json").read_text() == "{}"
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match=r"cannot resume .*o: it holds no vpeft run config \(notes.txt\)"):
+        train(small_cfg(small_task, epochs=1), other, resume=True, progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
 def test_a_diverging_run_is_a_clear_error(small_task, tmp_path, capsys):
     from vpeft.cli import main
     from vpeft.errors import DivergedError

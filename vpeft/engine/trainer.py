@@ -168,8 +168,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     if not dc.num_classes and canonical is not None and canonical != num_classes:
         warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {task_name} has "
                       f"{canonical}; using {num_classes}")
-    # Files a sweep keeps beside a run (vpeft.bench) do not make the directory "used".
-    used = {p.name for p in out.iterdir()} - {"bench.json", "run.log", "failed.json"} if out.exists() else set()
+    run_files = (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE, SELECTION_FILE, SELECTION_FILE + ".json")
+    # A kill during an atomic write leaves its temporary file (".config.yaml.x1y2z3"): debris, not a used directory.
+    stale = [p for p in out.iterdir() if any(p.name.startswith(f".{f}.") for f in run_files)] if out.exists() else []
+    used = {p.name for p in out.iterdir()} - {p.name for p in stale} if out.exists() else set()
+    used -= {"bench.json", "run.log", "failed.json"}  # what a sweep keeps beside a run (vpeft.bench)
     if resume and used <= {SELECTION_FILE, SELECTION_FILE + ".json"}:  # killed before its config was written
         used = set()
     if used:
@@ -188,9 +191,14 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         elif not overwrite:
             raise RunDirError(
                 f"run directory {out} is not empty; pass --resume to continue it or --overwrite to replace it"
+                if not resume else f"cannot resume {out}: it holds no vpeft run config ({', '.join(sorted(used)[:5])}); "
+                "pass --overwrite to replace what it holds"
             )
     # Under torchrun every process has checked the directory before rank 0 writes into it.
     ddp.barrier()
+    if ddp.main:
+        for p in stale:
+            p.unlink(missing_ok=True)
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
