@@ -10,6 +10,7 @@ BENCH_EPILOG = """examples:
   vpeft bench run experiments/mini_vtab_synth.yaml --out results/synth --jobs 2
   vpeft bench run --suite vtab1k --recipe gist --data-root data/vtab-1k --checkpoint ViT-B_16.npz --out results/gist
   vpeft bench run --suite synth --method linear --method lora --preset idat-ps-kl --seeds 0 1 2 --out results/s
+  vpeft bench run exp.yaml --out results/x --jobs 4 --gpus-per-run 2     # 8 GPUs: GPUs 0,1 / 2,3 / 4,5 / 6,7
   vpeft bench run exp.yaml --out results/x --executor ray --ray-address auto --gpus-per-run 1
   vpeft bench status results/x
   vpeft bench recipes
@@ -52,12 +53,16 @@ def add_parsers(sub) -> None:
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override for every run, e.g. --set train.batch_size=64")
     r.add_argument("--executor", choices=["local", "ray"], default="local")
-    r.add_argument("--jobs", type=_positive, default=1, help="local: runs at a time (default 1)")
+    r.add_argument("--jobs", type=_positive, default=1,
+                   help="local: runs at a time (default 1), each in its own worker with its own GPU(s)")
     r.add_argument("--threads", type=_positive, help="torch threads per run (default: all cores / jobs)")
     r.add_argument("--fresh-process", action="store_true", help="local: a new process for every run")
     r.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local instance)")
     r.add_argument("--ray-cpus", type=int, help="ray: CPUs of the local instance (default: all)")
-    r.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs each run asks for")
+    r.add_argument("--gpus-per-run", type=float,
+                   help="local: GPUs each worker sees, round robin over the visible GPUs through CUDA_VISIBLE_DEVICES "
+                   "(a whole number, default 1; 0 hides them; more jobs than GPUs share, with a warning); ray: GPUs "
+                   "each run asks for (default 0)")
     r.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     r.add_argument("--dry-run", action="store_true", help="print the plan and stop (a new folder gets runs.jsonl to read; an existing plan is never replaced)")
     r.add_argument("--report", action="store_true", help="write the report (vpeft report) when the sweep ends")
@@ -146,11 +151,12 @@ def cmd_bench(args) -> int:
     import os
 
     if args.executor == "ray":
-        executor = RayExecutor(address=args.ray_address, threads=args.threads or 1, gpus=args.gpus_per_run,
+        executor = RayExecutor(address=args.ray_address, threads=args.threads or 1, gpus=args.gpus_per_run or 0,
                                num_cpus=args.ray_cpus)
     else:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        executor = LocalExecutor(jobs=args.jobs, threads=threads, fresh=args.fresh_process)
+        executor = LocalExecutor(jobs=args.jobs, threads=threads, fresh=args.fresh_process,
+                                 gpus_per_run=args.gpus_per_run)
     summary = run_sweep(exp, args.out, executor, retry_failed=args.retry_failed, progress=not args.no_progress,
                         dry_run=args.dry_run)
     if not args.dry_run:

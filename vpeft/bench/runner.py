@@ -4,6 +4,10 @@ Each run lives in ``OUT/runs/<task>__<label>__s<seed>__<hash>/``: the trainer's 
 (what the sweep asked for), ``run.log`` (the run's own log) and, when it failed, ``failed.json`` (error and traceback).
 A run with ``result.json`` is finished and never redone; a killed run continues from its ``state.pt``; a failed run is
 left alone unless ``retry_failed``.
+
+The local executor gives each worker its own GPUs (:func:`worker_gpus`): round robin over the visible GPUs,
+``gpus_per_run`` each, set as ``CUDA_VISIBLE_DEVICES`` in the worker before anything touches CUDA. ``bench.json`` and
+each run's status record the ``CUDA_VISIBLE_DEVICES`` the run saw (``None``: unset, every GPU of the machine).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import socket
 import time
 import traceback
+import warnings
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -41,9 +47,9 @@ def run_state(run_dir: str | Path) -> str:
     return "pending"
 
 
-def _record_failure(run_dir: Path, error: str, tb: str = "") -> dict:
+def _record_failure(run_dir: Path, error: str, tb: str = "", **where) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"state": "failed", "error": error, "traceback": tb, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    info = {"state": "failed", "error": error, "traceback": tb, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **where}
     atomic_write_json(run_dir / FAILED_FILE, info)
     return info
 
@@ -58,7 +64,8 @@ def run_one(spec: dict, threads: Optional[int] = None) -> dict:
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
-    atomic_write_json(run_dir / BENCH_FILE, {k: v for k, v in spec.items() if k != "config"})
+    where = {"host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    atomic_write_json(run_dir / BENCH_FILE, {**{k: v for k, v in spec.items() if k != "config"}, **where})
     if threads:
         torch.set_num_threads(threads)
     handler = logging.FileHandler(run_dir / RUN_LOG)
@@ -73,28 +80,54 @@ def run_one(spec: dict, threads: Optional[int] = None) -> dict:
         cfg = RunConfig.from_dict(spec["config"])
         result = train(cfg, run_dir, resume=True, progress=False)
         log.info("finished: test accuracy %.2f%%", result["test_acc"])
-        return {"state": "done", "test_acc": result["test_acc"], "seconds": time.perf_counter() - t0}
+        return {"state": "done", "test_acc": result["test_acc"], "seconds": time.perf_counter() - t0, **where}
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001 - a failing run must not stop the sweep
         tb = traceback.format_exc()
         log.error("run failed: %s", tb)
-        return _record_failure(run_dir, f"{type(e).__name__}: {e}", tb)
+        return _record_failure(run_dir, f"{type(e).__name__}: {e}", tb, **where)
     finally:
         logging.captureWarnings(False)
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+        if torch.cuda.is_initialized():  # a long-lived worker: the next run's reserved memory starts from nothing
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
 
 
 # --- local executor: long-lived worker processes, restarted when one dies --------------------------------------------
 
 
-def _worker(conn, threads: Optional[int]) -> None:
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as ``CUDA_VISIBLE_DEVICES`` entries (indices, or the entries of an inherited
+    ``CUDA_VISIBLE_DEVICES``, which may be UUIDs); empty without CUDA."""
+    import torch
+
+    n = torch.cuda.device_count()
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is None:
+        return [str(i) for i in range(n)]
+    return [e.strip() for e in inherited.split(",") if e.strip()][:n]
+
+
+def worker_gpus(worker: int, gpus: list[str], per_run: int) -> Optional[str]:
+    """``CUDA_VISIBLE_DEVICES`` for local worker ``worker``: GPUs ``(worker * per_run + j) % len(gpus)`` for
+    ``j < per_run``, so workers beyond ``len(gpus) // per_run`` share; ``""`` (no GPU) when ``per_run`` is 0;
+    ``None`` (leave the environment alone) when there is no GPU."""
+    if not gpus:
+        return None
+    return ",".join(gpus[(worker * per_run + j) % len(gpus)] for j in range(per_run))
+
+
+def _worker(conn, threads: Optional[int], gpus: Optional[str] = None) -> None:
+    if gpus is not None:  # first thing, before anything touches CUDA (importing torch does not)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
     logging.getLogger().handlers.clear()
-    import warnings
-
     warnings.simplefilter("default")
     while True:
         try:
@@ -111,26 +144,44 @@ def _worker(conn, threads: Optional[int]) -> None:
 
 class LocalExecutor:
     """Runs in separate worker processes, ``jobs`` at a time. A worker that dies (crash, out of memory, killed)
-    fails only its current run; a new worker takes its place. ``fresh`` starts a new process for every run."""
+    fails only its current run; a new worker takes its place (and its GPUs). ``fresh`` starts a new process for every
+    run. Worker ``i`` sees only its ``gpus_per_run`` GPUs (:func:`worker_gpus`; default 1, 0 hides every GPU) of
+    ``devices`` (default :func:`visible_gpus`); with more workers than GPUs allow, they share, with a warning."""
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, threads: Optional[int] = None, fresh: bool = False):
+    def __init__(self, jobs: int = 1, threads: Optional[int] = None, fresh: bool = False,
+                 gpus_per_run: Optional[float] = None, devices: Optional[list[str]] = None):
+        from ..errors import ConfigError
+
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs, self.threads, self.fresh = jobs, threads, fresh
+        self.devices = visible_gpus() if devices is None else list(devices)
+        k = 1 if gpus_per_run is None else gpus_per_run
+        if k != int(k) or k < 0:
+            raise ConfigError(f"--gpus-per-run {gpus_per_run}: the local executor takes a whole number of GPUs per run"
+                              " (fractions are for --executor ray)")
+        if self.devices and k > len(self.devices):
+            raise ConfigError(f"--gpus-per-run {int(k)} but only {len(self.devices)} GPU(s) are visible")
+        self.gpus_per_run = int(k)
 
-    def _start(self, ctx):
+    def _start(self, ctx, slot: int):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, self.threads), daemon=True)
+        gpus = worker_gpus(slot, self.devices, self.gpus_per_run)
+        proc = ctx.Process(target=_worker, args=(child, self.threads, gpus), daemon=True)
         proc.start()
         child.close()
-        return {"proc": proc, "conn": parent, "spec": None}
+        return {"proc": proc, "conn": parent, "spec": None, "slot": slot, "gpus": gpus}
 
     def map(self, specs: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
         ctx = mp.get_context("spawn")
         queue = list(specs)
-        workers = [self._start(ctx) for _ in range(min(self.jobs, len(queue)))]
+        n, k, g = min(self.jobs, len(queue)), self.gpus_per_run, len(self.devices)
+        if g and n * k > g:
+            warnings.warn(f"{n} runs at a time with {k} GPU(s) each on {g} GPU(s): up to {-(-n * k // g)} runs share "
+                          "a GPU (their memory and time add up); lower --jobs or --gpus-per-run to avoid it")
+        workers = [self._start(ctx, i) for i in range(n)]
         try:
             while True:
                 for w in workers:
@@ -156,12 +207,14 @@ class LocalExecutor:
                     if died:
                         w["proc"].join(5)
                         status = _record_failure(Path(spec["run_dir"]),
-                                                 f"worker process died (exit code {w['proc'].exitcode})")
+                                                 f"worker process died (exit code {w['proc'].exitcode})",
+                                                 cuda_visible_devices=w["gpus"] if w["gpus"] is not None
+                                                 else os.environ.get("CUDA_VISIBLE_DEVICES"))
                     if died or self.fresh:
                         self._stop(w)
                         workers.remove(w)
                         if queue:
-                            workers.append(self._start(ctx))
+                            workers.append(self._start(ctx, w["slot"]))
                     yield spec, status
         finally:
             for w in workers:
@@ -288,7 +341,9 @@ def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool 
             name = Path(spec["run_dir"]).name
             if status["state"] == "done":
                 summary["done"] += 1
-                bar.write(f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s)")
+                gpus = status.get("cuda_visible_devices")
+                bar.write(f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s"
+                          + (f", GPU {gpus})" if gpus else ")"))
             else:
                 failed_now.add(spec["run_id"])
                 bar.write(f"FAILED  {name}: {status['error'].splitlines()[0][:200]}")
