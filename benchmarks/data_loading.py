@@ -18,6 +18,8 @@ from _common import command, save
 
 from vpeft.config import RunConfig
 from vpeft.data import vtab
+from vpeft.data.augment import augment as augment_images
+from vpeft.data.loader import DeviceData
 from vpeft.data.synth import generate_task
 from vpeft.engine.trainer import train
 
@@ -31,9 +33,10 @@ def measure(root: Path, augment: str) -> dict:
     ds = vtab.load_split(root, "train800val200", (37, 37) if augment != "none" else (32, 32))
     decode = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for x, _ in vtab.batches(ds, 32, shuffle=True, generator=torch.Generator().manual_seed(0)):
+    data, gen = DeviceData(ds, torch.device("cpu")), torch.Generator().manual_seed(0)
+    for x, _, _ in data.batches(32, torch.randperm(len(ds), generator=gen)):
         if augment != "none":
-            x = vtab.augment_batch(x, (32, 32), augment)
+            x = augment_images(x, (32, 32), augment, gen)
         vtab.normalize(x, "inception")
     epoch_data = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:

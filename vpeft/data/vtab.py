@@ -222,18 +222,6 @@ def center_crop(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:
     return ImageDataset(crop_center(ds.images, size).contiguous(), ds.labels, ds.source, ds.skipped)
 
 
-def augment_batch(images: torch.Tensor, size: tuple[int, int], kind: str) -> torch.Tensor:
-    """Training augmentation on uint8 images: ``crop_flip`` (random-resized crop 0.08-1 + flip, FGVC as VPT/GPS) or
-    ``crop_flip_randaug`` (plus RandAugment with 2 ops of magnitude 9, few-shot as NOAH/DTL). Uses torch's RNG."""
-    from torchvision.transforms import v2
-
-    ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
-    if kind == "crop_flip_randaug":
-        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
-    t = v2.Compose(ops)
-    return torch.stack([t(img) for img in images])
-
-
 def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` to normalised float32."""
     mean, std = NORMALIZATION[kind]
