@@ -323,7 +323,19 @@ class TrainConfig(BaseConfig):
         seed: Seed for initialisation, shuffling, dropout and drop-path; same seed, same result on CPU.
         select: Model selection: ``last`` epoch, best ``val`` accuracy (training on train800), or ``best-test``
             (selects on the test set, as the GIST/iDAT/GPS code; flagged in the log and result).
-        eval_batch_size: Batch size for evaluation; null means ``batch_size``.
+        eval_batch_size: Batch size for evaluation; null means ``batch_size`` on the CPU and at least 256 on CUDA
+            (evaluation keeps no activations, so larger batches keep the GPU busy).
+        eval_every: With ``select`` val or best-test, evaluate the selection split every this many epochs (and
+            always after the last); the papers evaluate every epoch.
+        save_every: Write the resume state every this many epochs; 0 (auto): after an epoch whenever the epochs
+            since the last write took at least as long as that write did (so writing never costs more than the
+            training). A killed run resumes from the last written epoch, with the same result.
+        tf32: On CUDA without ``amp``, let fp32 matrix products and convolutions use TF32 tensor cores (PyTorch's
+            default is off; recorded in ``result.json``).
+        data_on_device: Keep the decoded splits on the GPU (``yes``), stream them from pinned host memory (``no``),
+            or keep them there when together they take at most a quarter of its free memory (``auto``).
+        log_every: Steps between reads of the running loss for the progress bar (and the divergence check); the
+            rest of the epoch never waits for the GPU.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
@@ -345,22 +357,49 @@ class TrainConfig(BaseConfig):
     seed: int = 0
     select: Literal["last", "val", "best-test"] = "last"
     eval_batch_size: Optional[int] = None
+    eval_every: int = 1
+    save_every: int = 0
+    tf32: bool = True
+    data_on_device: Literal["auto", "yes", "no"] = "auto"
+    log_every: int = 20
     device: str = "auto"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "grad_accum"):
+        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train option {name!r} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train option 'batch_size' ({self.batch_size}) must be a multiple of 'grad_accum' ({self.grad_accum})"
             )
+        if self.save_every < 0:
+            raise ConfigError(f"train option 'save_every' must be >= 0 (0: auto), got {self.save_every}")
         if self.lr <= 0:
             raise ConfigError(f"train option 'lr' must be > 0, got {self.lr}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"train option 'drop_path' must be in [0, 1), got {self.drop_path}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
+
+
+#: Options that change how a run executes, never what it computes: left out of a run's identity (a sweep's run hash,
+#: the check that a resumed run is the same run), so they may change between a run and its resume.
+EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "data_on_device")}
+#: Options added after runs were first recorded, with the default that reproduces the earlier behaviour: left out of
+#: a run's identity while they hold it, so runs recorded before the option existed are found again.
+ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True}
+
+
+def run_identity(resolved: dict) -> dict:
+    """A resolved run config as it identifies the run (see :data:`EXECUTION_ONLY` and :data:`ADDED_OPTIONS`)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in resolved.items()}
+    for section, key in EXECUTION_ONLY:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    for (section, key), default in ADDED_OPTIONS.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, default) == default:
+            out[section].pop(key, None)
+    return out
 
 
 @dataclass(kw_only=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from .backbones import create_backbone
 from .config import RunConfig, load_yaml
-from .data.vtab import ImageDataset, batches, normalize
+from .data.vtab import normalize
 from .engine.checkpoint import TRAINABLE_FILE, load_trainable
 from .errors import RunDirError
 from .methods.base import apply_method
@@ -45,18 +46,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_context(device: torch.device, amp: str = "none"):
+    """The run's autocast on CUDA (``fp16`` or ``bf16``); a no-op elsewhere and for ``none``."""
+    if amp == "none" or torch.device(device).type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
 @torch.no_grad()
-def evaluate(model, objective, ds: ImageDataset, batch_size: int, norm: str, device=None) -> tuple[float, int, int]:
-    """Top-1 accuracy in percent, with the number correct and the total."""
-    device = device or next(model.parameters()).device
+def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp: str = "none",
+             shard: tuple[int, int] = (0, 1)) -> tuple[float, int, int]:
+    """Top-1 accuracy in percent, with the number correct and the total.
+
+    ``ds`` is a decoded split or a :class:`~vpeft.data.loader.DeviceData` already on the device. Predictions are
+    counted on the device and read once (one host copy per split), under the run's autocast (``amp``). With
+    ``shard=(rank, world)`` only this process's share of every batch is evaluated and the counts are its own (the
+    trainer sums them over the processes).
+    """
+    from .data.loader import DeviceData
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    data = ds if isinstance(ds, DeviceData) else DeviceData(ds, device, resident=False)
     was_training = model.training
     model.eval(), objective.eval()
-    correct = 0
-    for x, y in batches(ds, batch_size):
-        logits = objective.predict(model, normalize(x.to(device), norm))
-        correct += int((logits.argmax(-1).cpu() == y).sum())
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total = 0
+    with amp_context(device, amp):
+        for x, y, _ in data.batches(batch_size, shard=shard):
+            if len(y):
+                logits = objective.predict(model, normalize(x, norm))
+                correct += (logits.argmax(-1) == y).sum()
+                total += len(y)
     model.train(was_training), objective.train(was_training)
-    return 100.0 * correct / len(ds), correct, len(ds)
+    correct = int(correct)
+    return 100.0 * correct / max(total, 1), correct, total
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:

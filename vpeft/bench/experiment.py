@@ -39,7 +39,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, spec_string
+from ..config import (RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity,
+                      spec_string)
 from ..errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -302,7 +303,7 @@ def _apply_plugin_options(data: dict, options: dict) -> None:
 
 
 def run_hash(config: dict) -> str:
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(run_identity(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _slug(text: str) -> str:

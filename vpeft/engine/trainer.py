@@ -21,14 +21,15 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import RunConfig, spec_string
+from ..config import RunConfig, run_identity, spec_string
 from ..data.suites import canonical_classes
 from ..data.sources import augment_kind, folder_classes, resolve_splits
 from ..data.sources import load as load_data
-from ..data.vtab import augment_batch, batches, infer_num_classes, normalize, num_batches
+from ..data.loader import DeviceData, fits_on_device
+from ..data.vtab import infer_num_classes, normalize
 from ..errors import ConfigError, DivergedError, RunDirError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
-from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, build_model, evaluate, resolve_device
+from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, amp_context, build_model, evaluate, resolve_device
 from .checkpoint import (
     TRAINABLE_FILE,
     atomic_torch_save,
@@ -124,6 +125,11 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
     return info
 
 
+def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss_sum):
+        raise DivergedError(f"loss is {loss_sum} by epoch {epoch + 1}, step {step + 1}: lower the lr")
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -144,10 +150,42 @@ def train(
         on_epoch_end: Called as ``on_epoch_end(epoch, log_entry)`` after each epoch's state is saved.
     """
     ddp = setup_distributed(cfg.train.device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         return _train(cfg, Path(out_dir), resume, overwrite, progress and ddp.main, on_epoch_end, ddp)
     finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         ddp.close()
+
+
+class PeakMemory:
+    """The CUDA caching allocator's peak allocated and reserved bytes on one device, since the last ``reset``; a
+    no-op (an empty record) off CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.on = device, device.type == "cuda"
+
+    def reset(self) -> None:
+        if self.on:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> dict:
+        if not self.on:
+            return {}
+        return {"cuda_peak_allocated": torch.cuda.max_memory_allocated(self.device),
+                "cuda_peak_reserved": torch.cuda.max_memory_reserved(self.device)}
+
+
+def _device_record(device: torch.device) -> dict:
+    """What the run trained on: type, index and name (the GPU's product name on CUDA)."""
+    import os
+
+    rec = {"type": device.type}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        rec.update(index=index, name=torch.cuda.get_device_name(index),
+                   visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return rec
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp) -> dict:
@@ -179,7 +217,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         if resume and (out / CONFIG_FILE).is_file():
             # Compared first: a finished run is only "already done" for the config it was trained with.
             saved = yaml.safe_load((out / CONFIG_FILE).read_text())
-            diff = _diff_configs(saved, resolved)
+            diff = _diff_configs(run_identity(saved), run_identity(resolved))
             if diff:
                 raise RunDirError(f"cannot resume {out}: its config differs: " + "; ".join(diff))
             if (out / RESULT_FILE).is_file() and not overwrite:
@@ -218,13 +256,25 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     if ddp.enabled and device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)
     model.to(device), objective.to(device)
-    selection_info = None
-    if cfg.selector is not None:
-        selection_info = _select(cfg, model, train_ds, out, resume, progress, ddp.main)
     use_amp = tc.amp != "none" and device.type == "cuda"
     if tc.amp != "none" and not use_amp:
         warnings.warn(f"train.amp={tc.amp!r} is ignored on {device.type}; training in fp32")
+    amp = tc.amp if use_amp else "none"
     amp_dtype = torch.float16 if tc.amp == "fp16" else torch.bfloat16
+    cuda = device.type == "cuda"
+    tf32 = bool(cuda and tc.tf32 and not use_amp)
+    if cuda:  # process-wide switches: set for this run, restored by train() after it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    if augment != "none":
+        from ..data.augment import augment as augment_images
+    selection_info, peak = None, PeakMemory(device)
+    if cfg.selector is not None:
+        peak.reset()
+        selection_info = _select(cfg, model, train_ds, out, resume, progress, ddp.main)
+        selection_info.update({f"selection_{k}": v for k, v in peak.read().items()})
+    # The training peak is this run's own: reset after the selection pass (which has its own figure) and never
+    # carried over from an earlier run of the same process (a sweep's long-lived worker).
+    peak.reset()
     scaler = torch.amp.GradScaler("cuda") if use_amp and tc.amp == "fp16" else None
     if tc.select == "best-test":
         warnings.warn(BEST_TEST_WARNING)
@@ -238,8 +288,23 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     ddp.broadcast_(trainable)
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
     optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
-    steps_per_epoch = num_batches(train_ds, tc.batch_size)
+
+    # Decoded splits that fit live on the device; the rest stream from pinned host memory.
+    choice = tc.data_on_device
+    resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
+    train_data = DeviceData(train_ds, device, resident)
+    val_data = DeviceData(val_ds, device, resident) if val_ds is not None else None
+    test_data = DeviceData(test_ds, device, resident)
+    steps_per_epoch = train_data.num_batches(tc.batch_size)
     unit = steps_per_epoch if tc.sched_unit == "step" else 1
+    eval_bs = tc.eval_batch_size or (max(tc.batch_size, 256) if cuda else tc.batch_size)
+    shard = (ddp.rank, ddp.world)
+
+    def evaluate_split(data):
+        _, c, n = evaluate(model, objective, data, eval_bs, dc.normalize, device, amp, shard=shard)
+        if ddp.enabled:  # each process evaluated its share of every batch
+            c, n = (int(v) for v in ddp.sum_floats([c, n]))
+        return 100.0 * c / max(n, 1), c, n
 
     # 2. Resume state.
     start_epoch, history, best, memory, train_seconds = 0, [], None, None, 0.0
@@ -249,7 +314,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         load_trainable_state(model, objective, state["trainable"], source=str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and device.type == "cuda":
+        if state.get("cuda_rng") is not None and cuda:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if state.get("scaler") and scaler:
             scaler.load_state_dict(state["scaler"])
@@ -260,6 +325,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         log.debug("nothing to resume in %s: starting", out)
 
     micro = max(1, tc.batch_size // tc.grad_accum // ddp.world)
+    # Progress and divergence are read from the device every this many steps (and at the end of each epoch), so
+    # the host never waits for the GPU inside an epoch otherwise.
+    sync_every = max(1, tc.log_every)
+    saved_at, last_save_cost, since_save = start_epoch, 0.0, 0.0
     epochs_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", disable=not progress, initial=start_epoch,
                       total=tc.epochs, leave=False)
     for epoch in epochs_bar:
@@ -268,32 +337,38 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         if tc.sched_unit == "epoch":
             set_lr(optimizer, lr_at(epoch, tc))
         gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
-        sums: dict[str, float] = {}
-        seen = correct = 0
-        bar = tqdm(batches(train_ds, tc.batch_size, shuffle=True, generator=gen), total=steps_per_epoch,
+        # Augmentation draws its parameters from its own generator, seeded per epoch (and per process under
+        # torchrun, which augments only its share), so a resumed run augments as the uninterrupted one.
+        aug_gen = torch.Generator().manual_seed((tc.seed * 1_000_003 + epoch) * 8 + 1 + ddp.rank)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        order = torch.randperm(len(train_data), generator=gen)
+        bar = tqdm(train_data.batches(tc.batch_size, order, shard=shard), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
-        for step, (x, y) in enumerate(bar):
+        for step, (x, y, n) in enumerate(bar):
+            # n is the global batch: under torchrun each process holds its share and scales its loss by it
             if tc.sched_unit == "step":
                 set_lr(optimizer, lr_at(epoch * unit + step, tc, unit))
-            if augment != "none":
-                x = augment_batch(x, size, augment)
-            x, y = normalize(x.to(device), dc.normalize), y.to(device)
-            n = len(y)  # the global batch: under torchrun each process takes its share and scales its loss by it
-            x, y = ddp.shard(x), ddp.shard(y)
+            if augment != "none" and len(y):
+                x = augment_images(x, size, augment, aug_gen)
+            x = normalize(x, dc.normalize)
             for xs, ys in zip(x.split(micro), y.split(micro)):
                 if not len(ys):  # under torchrun, a last batch smaller than the world leaves some shares empty
                     continue
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
-                with probe, (torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()):
+                with probe, amp_context(device, amp):
                     result = objective(model, xs, ys)
                 loss = result["loss"] * (len(ys) / n)
                 (scaler.scale(loss) if scaler else loss).backward()
                 for k, v in result.items():
                     if k != "logits":
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(ys)
-                correct += int((result["logits"].detach().argmax(-1) == ys).sum())
-                if memory is None:
-                    memory = {"saved_bytes": probe.bytes, "micro_batch": len(ys)}
+                        part = v.detach().double() * len(ys)
+                        sums[k] = sums[k] + part if k in sums else part
+                correct += (result["logits"].detach().argmax(-1) == ys).sum()
+                if memory is None:  # autocast's low-precision weight copies apart: they do not grow with the batch
+                    memory = {"saved_bytes": probe.activation_bytes, "micro_batch": len(ys),
+                              "weight_copy_bytes": probe.weight_copy_bytes if use_amp else None}
             ddp.sum_grads_(trainable)
             if scaler:
                 scaler.step(optimizer)
@@ -301,12 +376,17 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             else:
                 optimizer.step()
             if "param_bytes" not in memory:
-                memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes")))
+                memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes"),
+                                           memory.pop("weight_copy_bytes")))
             optimizer.zero_grad(set_to_none=True)
             seen += len(y)
-            if not math.isfinite(sums.get("loss", 0.0)):
-                raise DivergedError(f"loss is {sums['loss']} at epoch {epoch + 1}, step {step + 1}: lower the lr")
-            bar.set_postfix(loss=f"{sums.get('loss', 0.0) / max(seen, 1):.4f}")
+            if (step + 1) % sync_every == 0 and "loss" in sums:
+                loss_now = float(sums["loss"])
+                _check_finite(loss_now, epoch, step)
+                bar.set_postfix(loss=f"{loss_now / max(seen, 1):.4f}")
+        sums = {k: float(v) for k, v in sums.items()}  # the epoch's one read of the device
+        correct = int(correct)
+        _check_finite(sums.get("loss", 0.0), epoch, steps_per_epoch - 1)
         if ddp.enabled:  # the epoch's statistics over every process's share
             keys = sorted(sums)
             totals = ddp.sum_floats([sums[k] for k in keys] + [correct, seen])
@@ -315,35 +395,45 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         entry.update({k: v / seen for k, v in sums.items()})
         entry["train_acc"] = 100.0 * correct / seen
         train_seconds += time.perf_counter() - t0
-        # Model selection bookkeeping.
-        if tc.select in ("val", "best-test"):
-            ds, key = (val_ds, "val_acc") if tc.select == "val" else (test_ds, "test_acc")
-            acc, _, _ = evaluate(model, objective, ds, tc.eval_batch_size or tc.batch_size, dc.normalize, device)
+        # Model selection bookkeeping, every eval_every epochs and at the last.
+        if tc.select in ("val", "best-test") and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs):
+            data, key = (val_data, "val_acc") if tc.select == "val" else (test_data, "test_acc")
+            acc = evaluate_split(data)[0]
             entry[key] = acc
             if best is None or acc > best["acc"]:
                 best = {"acc": acc, "epoch": epoch + 1, "trainable": trainable_state_dict(model, objective)}
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
         epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **({k: f"{entry[k]:.1f}" for k in ("val_acc", "test_acc") if k in entry}))
-        state = {
-            "epoch": epoch + 1,
-            "trainable": trainable_state_dict(model, objective),
-            "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            # On CUDA, dropout / drop-path draw from the device's generator, and fp16 keeps a loss scale: both are
-            # part of what makes a resumed run the uninterrupted one.
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "scaler": scaler.state_dict() if scaler else None,
-            "log": history,
-            "best": best,
-            "memory": memory,
-            "train_seconds": train_seconds,
-        }
+        since_save += entry["seconds"]
+        # The resume state is written every save_every epochs; with 0 (auto), whenever the epochs since the last
+        # write took at least as long as that write did (full fine-tuning of a large model writes ~1 GB).
+        due = (epoch + 1 - saved_at) >= tc.save_every if tc.save_every else since_save >= last_save_cost
+        if due and epoch + 1 < tc.epochs:
+            t_save = time.perf_counter()
+            state = {
+                "epoch": epoch + 1,
+                "trainable": trainable_state_dict(model, objective),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                # On CUDA, dropout / drop-path draw from the device's generator, and fp16 keeps a loss scale: both
+                # are part of what makes a resumed run the uninterrupted one.
+                "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
+                "scaler": scaler.state_dict() if scaler else None,
+                "log": history,
+                "best": best,
+                "memory": memory,
+                "train_seconds": train_seconds,
+            }
+            if ddp.main:
+                atomic_torch_save(state_path, state)
+            del state
+            saved_at, since_save, last_save_cost = epoch + 1, 0.0, time.perf_counter() - t_save
         if ddp.main:
-            atomic_torch_save(state_path, state)
             atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, entry)
+    train_peak = peak.read()  # training (and the selection-split evaluations within it), before the final test
 
     # 3. Select, test, write.
     selected_epoch = tc.epochs
@@ -351,9 +441,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         load_trainable_state(model, objective, best["trainable"], source="best epoch")
         selected_epoch = best["epoch"]
     t0 = time.perf_counter()
-    test_acc, test_correct, test_total = evaluate(
-        model, objective, test_ds, tc.eval_batch_size or tc.batch_size, dc.normalize, device
-    )
+    test_acc, test_correct, test_total = evaluate_split(test_data)
     eval_seconds = time.perf_counter() - t0
     # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
     # files of their own.
@@ -383,7 +471,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "batch_size": memory["micro_batch"],
             "dtype": str(amp_dtype if use_amp else torch.float32).replace("torch.", ""),
             "device": device.type,
+            **train_peak,
         },
+        "device": _device_record(device),
+        "tf32": tf32,
+        "data_on_device": train_data.resident,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "protocol": {
@@ -399,6 +491,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "normalize": dc.normalize,
             "epochs": tc.epochs,
             "batch_size": tc.batch_size,
+            "eval_every": tc.eval_every,
+            "save_every": tc.save_every or "auto",
             "optimizer": tc.optimizer,
             "lr": tc.lr,
             "weight_decay": tc.weight_decay,
@@ -417,8 +511,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         result["teacher"] = {"backbone": cfg.objective.teacher, "trainable_params": t["trainable"],
                              "trainable_params_no_head": t["trainable_no_head"], "total_params": t["total"],
                              "train_acc_last_epoch": history[-1].get("teacher_acc")}
-    if use_amp and device.type == "cuda":
-        result["memory"]["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
     if ddp.enabled:
         result["distributed"] = {"world_size": ddp.world, "backend": torch.distributed.get_backend(),
                                  "batch_per_process": tc.batch_size // ddp.world}

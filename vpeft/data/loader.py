@@ -1,0 +1,92 @@
+"""Batches on the training device, gathered without Python per-image work.
+
+A decoded split (uint8 ``[N, 3, H, W]``) that fits lives on the device (VTAB-1K's 1,000 training images at 224 px are
+150 MB): the epoch's order is moved there once and every batch is one ``index_select``. A split that does not fit
+stays in host memory: each batch is gathered straight into pinned memory and copied with ``non_blocking=True`` one
+batch ahead, so the copy is queued while the GPU still works on the previous step. On the CPU both are the plain
+gather of the same indices (``index_select`` gives the same values as advanced indexing, 8x faster).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from .vtab import ImageDataset
+
+#: A split lives on a CUDA device when all the splits given together take at most this share of its free memory.
+RESIDENT_SHARE = 0.25
+
+
+def fits_on_device(datasets, device: torch.device, share: float = RESIDENT_SHARE) -> bool:
+    """Whether ``datasets`` (decoded splits) together fit in ``share`` of the device's free memory."""
+    if device.type != "cuda":
+        return device.type == "cpu"
+    need = sum(d.images.numel() * d.images.element_size() + d.labels.numel() * 8 for d in datasets if d is not None)
+    free, _ = torch.cuda.mem_get_info(device)
+    return need <= share * free
+
+
+class DeviceData:
+    """One split prepared for ``device``.
+
+    Args:
+        ds: The decoded split.
+        device: Where batches are used.
+        resident: Keep the split on the device and gather there (True), or gather each batch in host memory
+            (pinned, on CUDA) and copy it over (False). On the CPU both give the same batches.
+    """
+
+    def __init__(self, ds: ImageDataset, device: torch.device, resident: bool = True):
+        self.ds, self.device, self.resident = ds, torch.device(device), resident
+        self.images = ds.images.to(self.device) if resident else ds.images
+        self.labels = ds.labels.to(self.device) if resident else ds.labels
+        self.stream_pinned = not resident and self.device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
+
+    def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resident:
+            return self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        idx = idx.cpu()
+        pin = self.stream_pinned
+        x = torch.empty((len(idx),) + tuple(self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pin)
+        y = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=pin)
+        torch.index_select(self.images, 0, idx, out=x)
+        torch.index_select(self.labels, 0, idx, out=y)
+        return x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
+
+    def batches(
+        self,
+        batch_size: int,
+        order: Optional[torch.Tensor] = None,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """``(images, labels, global batch size)`` on the device, in ``order`` (a CPU permutation; default: in
+        turn). With ``shard=(rank, world)`` each batch holds only this process's share ``batch[rank::world]`` (which
+        may be empty for a last batch smaller than the world)."""
+        n = len(self)
+        order = torch.arange(n) if order is None else order
+        if self.resident and self.device.type != "cpu":
+            order = order.to(self.device)
+        stop = n - n % batch_size if drop_last else n
+        rank, world = shard
+        pending = None
+        for i in range(0, stop, batch_size):
+            idx = order[i : i + batch_size]
+            size = len(idx)
+            if world > 1:
+                idx = idx[rank::world]
+            nxt = (*self._gather(idx), size)
+            if pending is not None:
+                yield pending
+            pending = nxt
+        if pending is not None:
+            yield pending
