@@ -178,17 +178,23 @@ def cmd_eval(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from .measure import MEASURE_KEYS, measure
+    from .measure import AMP_KEYS, MEASURE_KEYS, measure
 
     rows = []
     for method in args.method or ["linear"]:
         r = measure(args.backbone, method, args.objective, batch_size=args.batch_size, num_classes=args.num_classes,
-                    timing=not args.no_timing, device=args.device, selector=args.selector)
+                    timing=not args.no_timing, device=args.device, selector=args.selector, amp=args.amp,
+                    warmup=args.warmup, repeats=args.repeats, inference=args.inference,
+                    inference_batch_sizes=tuple(args.inference_batch_sizes))
         rows.append(r)
         if not args.json:
+            keys = [k for k in MEASURE_KEYS + AMP_KEYS + ("cuda_max_memory_allocated",) if k in r]
             print(f"{r['method']} x {r['objective']}: " + ", ".join(
                 f"{k}={r[k]:,}" if isinstance(r[k], int) else f"{k}={r[k]:.3f}" if isinstance(r[k], float)
-                else f"{k}={r[k]}" for k in MEASURE_KEYS), flush=True)
+                else f"{k}={r[k]}" for k in keys), flush=True)
+            for i in r.get("inference", []):
+                print(f"  inference batch {i['batch_size']}: {i['latency_seconds'] * 1000:.2f} ms, "
+                      f"{i['images_per_second']:,.1f} images/s", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
@@ -344,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true")
 
-    m = sub.add_parser("measure", help="trainable parameters, training memory and step time, random weights")
+    m = sub.add_parser("measure", help="parameters, training memory, step and inference time, random weights")
     m.add_argument("--backbone", required=True, help="timm model name[:key=value,...]")
     m.add_argument("--method", action="append", help="method spec; repeat to compare several")
     m.add_argument("--objective", default="ce")
@@ -352,7 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=2)
     m.add_argument("--num-classes", type=int, default=10)
     m.add_argument("--device", default="cpu")
+    m.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
+                   help="autocast dtype of the forward (bf16 works on the CPU too); weight copies are counted apart")
     m.add_argument("--no-timing", action="store_true", help="skip the timed step")
+    m.add_argument("--warmup", type=int, default=1, help="untimed steps (and forwards) before the timed ones")
+    m.add_argument("--repeats", type=int, default=3, help="timed steps (and forwards); the median is reported")
+    m.add_argument("--inference", action="store_true",
+                   help="also time eval forwards (inference mode, same autocast): median latency and images/s")
+    m.add_argument("--inference-batch-sizes", type=int, nargs="+", default=[1, 4, 16], metavar="N")
     m.add_argument("--json", action="store_true", help="print a JSON list, one object per method")
 
     mg = sub.add_parser("merge", help="fold a run's method into the backbone and write a plain timm model")
