@@ -28,19 +28,25 @@ from .base import MethodConfig
 
 
 class _Swish(torch.autograd.Function):
-    """``h * sigmoid(beta h)`` keeping only ``h`` for backward (autograd's version keeps h and the sigmoid)."""
+    """``h * sigmoid(beta h)`` keeping only ``h`` for backward (autograd's version keeps h and the sigmoid).
+
+    Computed in (at least) fp32 whatever h's dtype: in fp16, ``beta * h`` overflows once ``|h| > 65504 / beta`` (655
+    for beta = 100), and the derivative's ``beta h s (1 - s)`` would then be ``inf * 0 = NaN``.
+    """
 
     @staticmethod
     def forward(ctx, h, beta):
         ctx.save_for_backward(h)
         ctx.beta = beta
-        return h * torch.sigmoid(beta * h)
+        hf = h.to(torch.promote_types(h.dtype, torch.float32))
+        return (hf * torch.sigmoid(beta * hf)).to(h.dtype)
 
     @staticmethod
     def backward(ctx, g):
         (h,) = ctx.saved_tensors
-        s = torch.sigmoid(ctx.beta * h)
-        return g * (s + ctx.beta * h * s * (1 - s)), None
+        hf = h.to(torch.promote_types(h.dtype, torch.float32))
+        s = torch.sigmoid(ctx.beta * hf)
+        return (g.to(hf.dtype) * (s + ctx.beta * hf * s * (1 - s))).to(g.dtype), None
 
 
 def swish(h: torch.Tensor, beta: float) -> torch.Tensor:

@@ -9,7 +9,8 @@ fc2 as 4 slices) factorised with shared U (d -> r, trainable) and V (r -> d, zer
 * FacT-TK: a shared core C (r x r x r) and P (r x 12L), both xavier-uniform; slice j's core is ``C @ P[:, j]``.
   Parameters: ``2 d r + 12 L r + r^3`` (ViT-B/16, r = 8: 13,952).
 
-The update of each slice is ``s * V dropout(core(U x))``; dropout 0.1 as the authors.
+The update of each slice is ``s * V dropout(core(U x))``; dropout 0.1 as the authors. The cores are built once per
+forward pass (when block 0 is entered, on first use) rather than in every layer's hook, and ``U x`` once per layer.
 """
 
 from __future__ import annotations
@@ -68,30 +69,42 @@ class FacTShared(nn.Module):
                 for _ in range(blocks)
             )
         self.r = r
+        self.num_blocks = blocks
+        self._forward_cores: list[dict[str, torch.Tensor]] | None = None
 
-    def core(self, block: int, kind: str) -> torch.Tensor:
-        """The core as a matrix acting on row vectors: ``h @ core``. Shapes r x r, r x 4r (fc1), 4r x r (fc2)."""
+    def block_cores(self, block: int) -> dict[str, torch.Tensor]:
+        """A block's cores as matrices acting on row vectors, ``h @ core``: r x r (q, k, v, o), r x 4r (fc1) and
+        4r x r (fc2)."""
         if not self.tucker:
-            return self.cores[block][kind].weight.t()
+            return {kind: lin.weight.t() for kind, lin in self.cores[block].items()}
         r = self.r
-        if kind in ("q", "k", "v", "o"):
-            c = self.fact_c @ self.fact_p[:, 12 * block : 12 * block + 4]  # r x r x 4
-            return c[:, :, "qkvo".index(kind)]
-        c = self.fact_c @ self.fact_p[:, 12 * block + 4 : 12 * block + 12]  # r x r x 8
-        if kind == "fc1":
-            return c[:, :, :4].reshape(r, 4 * r)
-        return c[:, :, 4:].reshape(r, 4 * r).t()
+        attn = self.fact_c @ self.fact_p[:, 12 * block : 12 * block + 4]  # r x r x 4
+        mlp = self.fact_c @ self.fact_p[:, 12 * block + 4 : 12 * block + 12]  # r x r x 8
+        out = {kind: attn[:, :, j] for j, kind in enumerate("qkvo")}
+        out["fc1"] = mlp[:, :, :4].reshape(r, 4 * r)
+        out["fc2"] = mlp[:, :, 4:].reshape(r, 4 * r).t()
+        return out
+
+    def forward_cores(self) -> list[dict[str, torch.Tensor]]:
+        """Every block's cores for the running forward pass: built on first use, dropped by :meth:`end_forward`."""
+        if self._forward_cores is None:
+            self._forward_cores = [self.block_cores(i) for i in range(self.num_blocks)]
+        return self._forward_cores
+
+    def end_forward(self) -> None:
+        self._forward_cores = None
 
     def delta_weights(self, block: int, scale: float) -> dict[str, torch.Tensor]:
         """Dense weight updates (out x in) of qkv, proj, fc1 and fc2 for merging."""
         u, v, r = self.fact_u.weight, self.fact_v.weight, self.r  # r x d, d x r
+        cores = self.block_cores(block)
         out = {
-            "qkv": torch.cat([v @ self.core(block, t).t() @ u for t in "qkv"], 0),
-            "proj": v @ self.core(block, "o").t() @ u,
+            "qkv": torch.cat([v @ cores[t].t() @ u for t in "qkv"], 0),
+            "proj": v @ cores["o"].t() @ u,
         }
-        c1 = self.core(block, "fc1")  # r x 4r: slice j uses columns j*r:(j+1)*r
+        c1 = cores["fc1"]  # r x 4r: slice j uses columns j*r:(j+1)*r
         out["fc1"] = torch.cat([v @ c1[:, j * r:(j + 1) * r].t() @ u for j in range(4)], 0)
-        c2 = self.core(block, "fc2")  # 4r x r: slice j uses rows j*r:(j+1)*r
+        c2 = cores["fc2"]  # 4r x r: slice j uses rows j*r:(j+1)*r
         out["fc2"] = torch.cat([v @ c2[j * r:(j + 1) * r].t() @ u for j in range(4)], 1)
         return {k: w * scale for k, w in out.items()}
 
@@ -118,25 +131,37 @@ class _FacTBase(MethodConfig):
         drop = shared.drop
         s, r = self.scale, self.rank
 
-        def upd(h, i, kind):  # s * V(dropout(U(x) @ core))
-            return shared.fact_v(drop(h @ shared.core(i, kind))) * s
+        def scaled(t):
+            return t * s if s != 1 else t
 
+        def upd(h, core):  # s * V(dropout(U(x) @ core))
+            return scaled(shared.fact_v(drop(h @ core)))
+
+        def qkv(x, y, i):
+            h, cores = shared.fact_u(x), shared.forward_cores()[i]
+            return y + torch.cat([upd(h, cores[t]) for t in "qkv"], -1)
+
+        def proj(x, y, i):
+            return y + upd(shared.fact_u(x), shared.forward_cores()[i]["o"])
+
+        def fc1(x, y, i):
+            h = drop(shared.fact_u(x) @ shared.forward_cores()[i]["fc1"])  # B N 4r
+            return y + scaled(shared.fact_v(h.unflatten(-1, (4, r)))).flatten(-2)
+
+        def fc2(x, y, i):
+            h = shared.fact_u(x.unflatten(-1, (4, d))).flatten(-2)  # B N 4r
+            return y + upd(h, shared.forward_cores()[i]["fc2"])
+
+        # A forward pass starts at block 0 and ends after the last block: the cores of the previous pass (maybe from
+        # before an optimizer step, or built without autograd) are never reused.
+        backbone.register_module_hook(blocks[0], pre=lambda x: shared.end_forward())
         for i, b in enumerate(blocks):
             attn, mlp = b.attn, b.mlp
-            backbone.register_module_hook(
-                attn.qkv, post=lambda x, y, i=i: y + torch.cat([upd(shared.fact_u(x), i, t) for t in "qkv"], -1))
-            backbone.register_module_hook(attn.proj, post=lambda x, y, i=i: y + upd(shared.fact_u(x), i, "o"))
-
-            def fc1(x, y, i=i):
-                h = drop(shared.fact_u(x) @ shared.core(i, "fc1"))  # B N 4r
-                return y + (shared.fact_v(h.unflatten(-1, (4, r))) * s).flatten(-2)
-
-            def fc2(x, y, i=i):
-                h = shared.fact_u(x.unflatten(-1, (4, d))).flatten(-2)  # B N 4r
-                return y + shared.fact_v(drop(h @ shared.core(i, "fc2"))) * s
-
-            backbone.register_module_hook(mlp.fc1, post=fc1)
-            backbone.register_module_hook(mlp.fc2, post=fc2)
+            backbone.register_module_hook(attn.qkv, post=lambda x, y, i=i: qkv(x, y, i))
+            backbone.register_module_hook(attn.proj, post=lambda x, y, i=i: proj(x, y, i))
+            backbone.register_module_hook(mlp.fc1, post=lambda x, y, i=i: fc1(x, y, i))
+            backbone.register_module_hook(mlp.fc2, post=lambda x, y, i=i: fc2(x, y, i))
+        backbone.register_module_hook(blocks[-1], post=lambda x, y: shared.end_forward())
 
     def extra_trainable_count(self, backbone) -> int:
         L, d, r = len(backbone.blocks), backbone.embed_dim, self.rank

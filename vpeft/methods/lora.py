@@ -35,7 +35,8 @@ class LoRAUpdate(nn.Module):
         nn.init.zeros_(self.lora_up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lora_up(self.lora_down(self.drop(x))) * self.scale
+        out = self.lora_up(self.lora_down(self.drop(x)))
+        return out * self.scale if self.scale != 1 else out
 
     def delta_weight(self) -> torch.Tensor:
         return self.lora_up.weight @ self.lora_down.weight * self.scale
@@ -130,15 +131,9 @@ class LoRAConfig(MethodConfig):
 
 
 def _add_updates(x: torch.Tensor, y: torch.Tensor, parts) -> torch.Tensor:
-    if len(parts) == 1 and parts[0][0].stop - parts[0][0].start == y.shape[-1]:
-        return y + parts[0][1](x)
-    deltas = []
-    pos = 0
-    for sl, upd in sorted(parts, key=lambda p: p[0].start):
-        if sl.start > pos:
-            deltas.append(y.new_zeros(*y.shape[:-1], sl.start - pos))
-        deltas.append(upd(x))
-        pos = sl.stop
-    if pos < y.shape[-1]:
-        deltas.append(y.new_zeros(*y.shape[:-1], y.shape[-1] - pos))
-    return y + torch.cat(deltas, dim=-1)
+    # In place into the output slices (q and v of the fused qkv: no zero block for k, no concatenated 3d delta). A
+    # Linear keeps its input, not its output, for backward; should another hook on the layer have saved this output,
+    # autograd's version check fails the backward rather than letting it use the changed values.
+    for sl, upd in parts:
+        y[..., sl].add_(upd(x))
+    return y

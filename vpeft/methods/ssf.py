@@ -28,21 +28,30 @@ from .base import MethodConfig
 
 
 class ScaleShift(torch.autograd.Function):
-    """``x * scale + shift`` over the last dimension, saving the output rather than the input for backward."""
+    """``x * scale + shift`` over the last dimension, saving the output rather than the input for backward.
+
+    The output keeps x's dtype (under autocast, the bf16/fp16 output of a Linear stays so rather than being promoted by
+    the fp32 scale and shift, which would make every later op save fp32 activations). The scale and shift gradients
+    are reduced in fp32 and returned in the parameters' dtype.
+    """
 
     @staticmethod
     def forward(ctx, x, scale, shift):
-        y = torch.addcmul(shift, x, scale)
+        y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
         ctx.save_for_backward(y, scale, shift)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         y, scale, shift = ctx.saved_tensors
-        gx = gy * scale if ctx.needs_input_grad[0] else None
+        gx = gy * scale.to(gy.dtype) if ctx.needs_input_grad[0] else None
         dims = tuple(range(gy.dim() - 1))
-        g_scale = (gy * ((y - shift) / scale)).sum(dims) if ctx.needs_input_grad[1] else None
-        g_shift = gy.sum(dims) if ctx.needs_input_grad[2] else None
+        g_scale = g_shift = None
+        acc = torch.promote_types(gy.dtype, torch.float32)
+        if ctx.needs_input_grad[1]:  # x recovered from the output: (y - shift) / scale
+            g_scale = (gy.to(acc) * ((y.to(acc) - shift.to(acc)) / scale.to(acc))).sum(dims).to(scale.dtype)
+        if ctx.needs_input_grad[2]:
+            g_shift = gy.sum(dims, dtype=acc).to(shift.dtype)
         return gx, g_scale, g_shift
 
 

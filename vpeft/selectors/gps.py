@@ -58,24 +58,30 @@ def fully_trained(backbone, kinds) -> list[nn.Parameter]:
 
 
 class SparseDelta(torch.autograd.Function):
-    """``y[..., r] += sum_e x[..., c_e] v_e`` over entries e with row r: a sparse weight update, saving only x."""
+    """``y[..., r] += sum_e x[..., c_e] v_e`` over entries e with row r: a sparse weight update, saving only x.
+
+    Computed in x's dtype (under autocast the caller passes x in the layer's compute dtype, so the sum with the layer's
+    output stays in it); the values' gradient is accumulated in (at least) fp32 and returned in the values' dtype.
+    """
 
     @staticmethod
     def forward(ctx, x, values, rows, cols, out_features):
         ctx.save_for_backward(x, values, rows, cols)
         flat = x.reshape(-1, x.shape[-1])
-        y = flat.new_zeros(flat.shape[0], out_features).index_add_(1, rows, flat[:, cols] * values)
+        y = flat.new_zeros(flat.shape[0], out_features).index_add_(1, rows, flat[:, cols] * values.to(x.dtype))
         return y.reshape(*x.shape[:-1], out_features)
 
     @staticmethod
     def backward(ctx, gy):
         x, values, rows, cols = ctx.saved_tensors
         flat = x.reshape(-1, x.shape[-1])
-        g = gy.reshape(-1, gy.shape[-1])[:, rows]  # tokens x entries
-        g_values = (g * flat[:, cols]).sum(0) if ctx.needs_input_grad[1] else None
-        g_x = None
+        g = gy.reshape(-1, gy.shape[-1])[:, rows].to(x.dtype)  # tokens x entries
+        g_values = g_x = None
+        if ctx.needs_input_grad[1]:
+            acc = torch.promote_types(values.dtype, torch.float32)
+            g_values = (g * flat[:, cols]).sum(0, dtype=acc).to(values.dtype)
         if ctx.needs_input_grad[0]:
-            g_x = torch.zeros_like(flat).index_add_(1, cols, g * values).reshape(x.shape)
+            g_x = torch.zeros_like(flat).index_add_(1, cols, g * values.to(x.dtype)).reshape(x.shape)
         return g_x, g_values, None, None, None
 
 
@@ -84,7 +90,8 @@ class SelectedValues(nn.Module):
 
     def __init__(self, weight: torch.Tensor, flat_index: torch.Tensor):
         super().__init__()
-        self.register_buffer("gps_index", flat_index.to(torch.long), persistent=True)
+        # On the weight's device whatever the selection's (one reloaded from a file is on the CPU).
+        self.register_buffer("gps_index", flat_index.to(weight.device, torch.long), persistent=True)
         self.gps_values = nn.Parameter(torch.zeros(len(flat_index), dtype=weight.dtype, device=weight.device))
         cols = weight.reshape(weight.shape[0], -1).shape[1]
         self.register_buffer("rows", self.gps_index // cols, persistent=False)
@@ -126,6 +133,8 @@ class GPSConfig(BaseConfig):
     seed: int = 0
 
     mergeable: ClassVar[bool] = True
+    #: What the registry-parametrised tests use: a selection that needs no data.
+    test_overrides: ClassVar[dict] = {"criterion": "magnitude"}
 
     def __post_init__(self):
         if self.k < 1:
@@ -139,26 +148,28 @@ class GPSConfig(BaseConfig):
         sites = weight_sites(backbone)
         if self.criterion == "magnitude":
             return {n: m.weight.detach().abs() for n, m in sites.items()}
-        if self.criterion == "random":
+        if self.criterion == "random":  # drawn on the CPU, so the selection is the same on every device
             g = torch.Generator().manual_seed(self.seed)
-            return {n: torch.rand(m.weight.shape, generator=g) for n, m in sites.items()}
+            return {n: torch.rand(m.weight.shape, generator=g, device="cpu").to(m.weight.device)
+                    for n, m in sites.items()}
         if dataset is None:
             raise ConfigError("gps with criterion=gradient needs the training data for its gradient pass")
         return gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress)
 
     def select(self, backbone, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Flat indices of the selected entries of every weight."""
+        """Flat indices of the selected entries of every weight, on that weight's device."""
         sites = weight_sites(backbone)
+        scores = {n: scores[n].to(m.weight.device) for n, m in sites.items()}
         out = {}
         if self.level == "net":
             flat = torch.cat([scores[n].reshape(-1).float() for n in sites])
             total = self.k * sum(m.weight.shape[0] for m in sites.values())
-            keep = torch.zeros(flat.numel(), dtype=torch.bool)
+            keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
             keep[torch.topk(flat, min(total, flat.numel())).indices] = True
             start = 0
             for n, m in sites.items():
                 size = m.weight.numel()
-                out[n] = torch.nonzero(keep[start:start + size]).flatten()
+                out[n] = torch.nonzero(keep[start:start + size]).flatten().to(m.weight.device)
                 start += size
             return out
         for n, m in sites.items():
@@ -167,7 +178,8 @@ class GPSConfig(BaseConfig):
                 raise ConfigError(f"gps k={self.k} but {n} has only {s.shape[1]} inputs per neuron")
             if self.level == "neuron":
                 cols = torch.topk(s, self.k, dim=1).indices  # rows x k
-                out[n] = (torch.arange(s.shape[0]).unsqueeze(1) * s.shape[1] + cols).flatten().sort().values
+                rows = torch.arange(s.shape[0], device=s.device).unsqueeze(1)
+                out[n] = (rows * s.shape[1] + cols).flatten().sort().values
             else:
                 out[n] = torch.topk(s.flatten(), self.k * s.shape[0]).indices.sort().values
         return out
@@ -186,10 +198,10 @@ class GPSConfig(BaseConfig):
             sv = SelectedValues(m.weight, selection[name])
             modules[name.replace(".", "_")] = sv
             m.weight.requires_grad_(False)
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):  # x in the output's dtype: under autocast the layer computes in bf16/fp16
                 backbone.register_module_hook(
-                    m, post=lambda x, y, sv=sv, o=m.out_features: y + SparseDelta.apply(x, sv.gps_values, sv.rows,
-                                                                                          sv.cols, o))
+                    m, post=lambda x, y, sv=sv, o=m.out_features: y + SparseDelta.apply(
+                        x.to(y.dtype), sv.gps_values, sv.rows, sv.cols, o))
             else:
                 backbone.register_module_hook(
                     m, post=lambda x, y, sv=sv, m=m: y + F.conv2d(x, sv.dense(m.weight), None, m.stride, m.padding,
