@@ -17,9 +17,10 @@ import torch
 from _common import run_meta, save
 
 from vpeft.data import augment as A
+from vpeft.selectors.gps import two_views
 
 
-# The per-image torchvision v2 pipelines vpeft ran before (vtab.augment_batch and GPS's two_views), kept as the baseline.
+# The per-image torchvision v2 pipeline the trainer ran before (vtab.augment_batch), kept as the baseline.
 def augment_batch(images, size, kind):
     from torchvision.transforms import v2
 
@@ -28,18 +29,6 @@ def augment_batch(images, size, kind):
         ops.append(v2.RandAugment(num_ops=2, magnitude=9))
     t = v2.Compose(ops)
     return torch.stack([t(img) for img in images])
-
-
-def two_views(images, size, seed):
-    from torchvision.transforms import v2
-
-    aug = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-    ])
-    return torch.stack([torch.stack([aug(img) for img in images]) for _ in range(2)], 1)
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -79,7 +68,7 @@ def main(argv=None) -> int:
                           lambda: A.augment(x, size, "crop_flip", g)),
             "crop_flip_randaug": (lambda: augment_batch(x_cpu, (size, size), "crop_flip_randaug"),
                                   lambda: A.augment(x, size, "crop_flip_randaug", g)),
-            "gps_views (2 per image)": (lambda: two_views(x_cpu, (size, size), 0), lambda: A.gps_views(x, size, g)),
+            "gps_views (2 per image)": (lambda: two_views(x_cpu, (size, size)), lambda: A.gps_views(x, size, g)),
         }
         for name, (old, new) in cases.items():
             t_old = timed(old, torch.device("cpu"), args.repeats) / b * 1e3

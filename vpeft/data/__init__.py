@@ -1,5 +1,7 @@
-"""Data: the VTAB-1K folder reader and the synthetic task generator."""
+"""Data: the VTAB-1K folder reader, device batches (``loader``), batched augmentation (``augment``) and the synthetic
+task generator."""
 
-from .vtab import ImageDataset, batches, infer_num_classes, load_split, normalize, read_list
+from .loader import DeviceData
+from .vtab import ImageDataset, infer_num_classes, load_split, normalize, read_list
 
-__all__ = ["ImageDataset", "batches", "infer_num_classes", "load_split", "normalize", "read_list"]
+__all__ = ["DeviceData", "ImageDataset", "infer_num_classes", "load_split", "normalize", "read_list"]

@@ -74,7 +74,9 @@ class DeviceData:
         may be empty for a last batch smaller than the world)."""
         n = len(self)
         order = torch.arange(n) if order is None else order
-        if self.resident and self.device.type != "cpu":
+        if self.resident and self.device.type == "cuda":  # one non-blocking copy per epoch
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        elif self.resident and self.device.type != "cpu":
             order = order.to(self.device)
         stop = n - n % batch_size if drop_last else n
         rank, world = shard

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -193,21 +193,6 @@ def load_split(
         while len(_CACHE) > CACHE_SPLITS:
             _CACHE.popitem(last=False)
     return ds
-
-
-def batches(
-    ds: ImageDataset, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 images, labels)`` batches; the last batch may be smaller."""
-    n = len(ds)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i : i + batch_size]
-        yield ds.images[idx], ds.labels[idx]
-
-
-def num_batches(ds: ImageDataset, batch_size: int) -> int:
-    return (len(ds) + batch_size - 1) // batch_size
 
 
 def crop_center(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

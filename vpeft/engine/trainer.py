@@ -267,10 +267,16 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     if augment != "none":
         from ..data.augment import augment as augment_images
+    # Decoded splits that fit live on the device; the rest stream from pinned host memory.
+    choice = tc.data_on_device
+    resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
+    train_data = DeviceData(train_ds, device, resident)
+    val_data = DeviceData(val_ds, device, resident) if val_ds is not None else None
+    test_data = DeviceData(test_ds, device, resident)
     selection_info, peak = None, PeakMemory(device)
     if cfg.selector is not None:
         peak.reset()
-        selection_info = _select(cfg, model, train_ds, out, resume, progress, ddp.main)
+        selection_info = _select(cfg, model, train_data, out, resume, progress, ddp.main)
         selection_info.update({f"selection_{k}": v for k, v in peak.read().items()})
     # The training peak is this run's own: reset after the selection pass (which has its own figure) and never
     # carried over from an earlier run of the same process (a sweep's long-lived worker).
@@ -289,12 +295,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
     optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
 
-    # Decoded splits that fit live on the device; the rest stream from pinned host memory.
-    choice = tc.data_on_device
-    resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
-    train_data = DeviceData(train_ds, device, resident)
-    val_data = DeviceData(val_ds, device, resident) if val_ds is not None else None
-    test_data = DeviceData(test_ds, device, resident)
     steps_per_epoch = train_data.num_batches(tc.batch_size)
     unit = steps_per_epoch if tc.sched_unit == "step" else 1
     eval_bs = tc.eval_batch_size or (max(tc.batch_size, 256) if cuda else tc.batch_size)

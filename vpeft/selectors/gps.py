@@ -258,9 +258,10 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -mean_log_prob_pos.mean()  # temperature / base_temperature = 1
 
 
-def two_views(images_u8: torch.Tensor, size, generator_seed: int) -> torch.Tensor:
-    """The GPS contrastive augmentation on uint8 images: random-resized crop (0.08-1), flip, colour jitter (p 0.8),
-    grayscale (p 0.2). Applied to the decoded, resized images (the authors crop the original image)."""
+def two_views(images_u8: torch.Tensor, size) -> torch.Tensor:
+    """GPS's two views with torchvision's per-image pipeline and the global RNG: what the selection pass uses on the
+    CPU, where it is as fast as the batched :func:`vpeft.data.augment.gps_views` at 224 px and keeps the
+    selections (and results) recorded before the batched version existed."""
     from torchvision.transforms import v2
 
     aug = v2.Compose([
@@ -269,11 +270,13 @@ def two_views(images_u8: torch.Tensor, size, generator_seed: int) -> torch.Tenso
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
     ])
-    return torch.stack([torch.stack([aug(img) for img in images_u8]) for _ in range(2)], 1)  # B x 2 x C x H x W
+    return torch.stack([torch.stack([aug(img) for img in images_u8]) for _ in range(2)], 1)
 
 
 def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress):
-    from ..data.vtab import batches, crop_center, normalize
+    from ..data.augment import gps_views
+    from ..data.loader import DeviceData
+    from ..data.vtab import crop_center, normalize
 
     state = {id(p): p.requires_grad for p in backbone.parameters()}
     for p in backbone.parameters():
@@ -291,19 +294,23 @@ def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batc
     torch.manual_seed(cfg.seed)
     device = next(backbone.parameters()).device
     size = backbone.input_size
+    # Batches on the model's device (a split the trainer placed there, or streamed); on a GPU the two views are
+    # drawn there in one batch (their parameters from a generator seeded by cfg.seed).
+    data = dataset if isinstance(dataset, DeviceData) else DeviceData(dataset, device, resident=False)
+    views_gen = torch.Generator().manual_seed(cfg.seed)
     try:
-        bar = tqdm(list(batches(dataset, batch_size)), desc="gps selection", disable=not progress, leave=False)
-        for x, y in bar:
-            y = y.to(device)
-            if cfg.loss == "supcon":
-                views = two_views(x, size, cfg.seed)  # B x 2 x C x H x W
-                flat = normalize(views.flatten(0, 1).to(device), normalize_kind)
+        bar = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="gps selection",
+                   disable=not progress, leave=False)
+        for x, y, _ in bar:
+            if cfg.loss == "supcon":  # B x 2 x C x H x W
+                views = gps_views(x, size, views_gen) if x.is_cuda else two_views(x, size)
+                flat = normalize(views.flatten(0, 1), normalize_kind)
                 feats = backbone.forward_head(backbone.forward_features(flat), pre_logits=True)
                 feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
                 loss = supcon_loss(feats, y, cfg.temperature)
             else:
                 x = crop_center(x, size)  # the augmented layouts decode larger: their test-time centre crop
-                loss = F.cross_entropy(backbone(normalize(x.to(device), normalize_kind)), y)
+                loss = F.cross_entropy(backbone(normalize(x, normalize_kind)), y)
             loss.backward()  # summed over the pass: .grad accumulates
         for n, m in sites.items():
             if m.weight.grad is not None:
