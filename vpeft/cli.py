@@ -54,6 +54,8 @@ def _add_train(sub):
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--select", choices=["last", "val", "best-test"], help="model-selection rule (default last)")
+    p.add_argument("--device", help="auto (default: a GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision on CUDA (default none)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
@@ -97,7 +99,7 @@ def _train_config(args):
             name, kwargs = parse_spec(value)
             data[flag] = {"name": name, **kwargs}
     for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"),
-                      ("select", "select")):
+                      ("select", "select"), ("device", "device"), ("amp", "amp")):
         value = getattr(args, flag)
         if value is not None:
             sec("train")[key] = value
@@ -162,7 +164,7 @@ def cmd_eval(args) -> int:
                             f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})")
     ds = load(cfg.data, split, size, num_classes, training=False, root=root)
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
-                                   cfg.data.normalize, torch.device(args.device))
+                                   cfg.data.normalize, torch.device(args.device), amp=cfg.train.amp)
     recorded = None
     if result and split == test_split and root == cfg.data.root:
         recorded = result["test_acc"]
