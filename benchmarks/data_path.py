@@ -39,7 +39,7 @@ SPEC = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_h
 def fgvc_copy(src: Path, dst: Path) -> Path:
     """The same images as an fgvc-layout folder (``train.json`` etc. mapping paths to labels)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for split, name in (("train800val200", "train"), ("val200", "val"), ("test", "test")):
+    for split, name in (("train800", "train"), ("val200", "val"), ("test", "test")):
         entries = {}
         for line in (src / f"{split}.txt").read_text().splitlines():
             path, label = line.rsplit(" ", 1)
@@ -64,7 +64,8 @@ def lean_loop(cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, epochs
         for i in range(0, len(labels), bs):
             idx = order[i:i + bs]
             with amp_context(device, amp):
-                loss = objective(model, normalize(images[idx], cfg.data.normalize), labels[idx])["loss"]
+                x, y = images.index_select(0, idx), labels.index_select(0, idx)
+                loss = objective(model, normalize(x, cfg.data.normalize), y)["loss"]
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -74,16 +75,24 @@ def lean_loop(cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, epochs
     return times
 
 
-def compare(root: Path, fmt: str, spec: str, method: str, epochs: int, batch: int, device, amp: str, out: Path) -> dict:
+def compare(root: Path, fmt: str, spec: str, method: str, epochs: int, batch: int, device, amp: str, out: Path,
+            rounds: int = 2) -> dict:
+    """Trainer and lean loop in turn (``rounds`` times each, ABBA order), the median epoch of each, the first epoch
+    of every run left out."""
     train_cfg = {"epochs": epochs, "batch_size": batch, "lr": 1e-3, "device": str(device), "amp": amp}
     cfg = RunConfig.from_dict({"backbone": {"spec": spec}, "method": method, "data": {"root": str(root), "format": fmt},
                                "train": train_cfg})
-    r = train(cfg, out / f"{fmt}-{method}", progress=False)
-    log = [json.loads(x) for x in (out / f"{fmt}-{method}" / "log.jsonl").read_text().splitlines()]
-    trainer = [e["seconds"] for e in log][1:]
-    size = tuple(r["protocol"]["img_size"])
-    ds = load_split_for(cfg.data, r["protocol"]["train_split"], size, r["num_classes"], training=False)
-    lean = lean_loop(cfg, ds.images, ds.labels, epochs, device, amp)[1:]
+    trainer, lean, ds = [], [], None
+    for i in range(2 * rounds):
+        if (i % 4) in (0, 3):  # trainer, lean, lean, trainer, ...
+            run = out / f"{fmt}-{method}-{i}"
+            r = train(cfg, run, progress=False)
+            trainer += [json.loads(x)["seconds"] for x in (run / "log.jsonl").read_text().splitlines()][1:]
+            if ds is None:
+                size = tuple(r["protocol"]["img_size"])
+                ds = load_split_for(cfg.data, r["protocol"]["train_split"], size, r["num_classes"], training=False)
+        else:
+            lean += lean_loop(cfg, ds.images, ds.labels, epochs, device, amp)[1:]
     t, lo = statistics.median(trainer), statistics.median(lean)
     return {"format": fmt, "method": method, "images": len(ds), "augment": r["protocol"]["augment"],
             "trainer_epoch_s": t, "lean_epoch_s": lo, "ratio": t / lo, "throughput_ratio": lo / t,

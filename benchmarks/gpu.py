@@ -13,6 +13,7 @@ skips what would overrun it):
   least 0.9x on vtab1k and 0.8x on fgvc (which also augments).
 * ``fp16_scaler``: two steps of DTL through the trainer with ``train.amp=fp16`` (GradScaler), as its recipe sets.
 * ``gps``: GPS's selection pass and training through the trainer (``train.amp=fp16``, as its recipe).
+* ``lora_peft``: vpeft's LoRA (q,v) against HF PEFT's LoRA on the fused qkv, step time (``benchmarks/lora_peft.py``).
 * ``nccl``: a one-process NCCL group and every collective of ``vpeft/engine/distributed.py`` on it.
 
 Writes benchmarks/results/gpu.{json,md}. ``--smoke`` runs every part but ``nccl`` (skipped: no CUDA) on the CPU with
@@ -209,6 +210,18 @@ def data_path_part(spec: str, task: Path | None, root: Path, methods: tuple[str,
     return {"epochs": epochs, "rows": rows}
 
 
+def lora_peft_part(smoke: bool, batch: int, device, amp: str, out: Path) -> dict:
+    """``benchmarks/lora_peft.py`` on this device: vpeft's LoRA q,v (added into the slices) against HF PEFT's LoRA on
+    the fused qkv, step time side by side."""
+    import lora_peft
+
+    args = ["--smoke"] if smoke else ["--batch-size", str(batch), "--repeats", "20"]
+    if lora_peft.main([*args, "--device", str(device), "--amp", amp, "--out", str(out)]) != 0:
+        raise RuntimeError("lora_peft.py failed")
+    rows = json.loads((out / "lora_peft.json").read_text())["rows"]
+    return {"rows": [{k: r[k] for k in ("variant", "trainable", "median_ms", "min_ms", "ratio_to_peft")} for r in rows]}
+
+
 def nccl_part(device) -> dict:
     import torch.distributed as dist
 
@@ -309,6 +322,14 @@ def markdown(data: dict) -> list[str]:
             lines.append(f"| {r['format']} | {r['method']} | {r['images']} | {r['trainer_images_per_second']:,.0f} "
                          f"| {r['lean_images_per_second']:,.0f} | {r['throughput_ratio']:.3f} "
                          f"| >= {r['goal']} {'(met)' if r['meets_goal'] else '(NOT met)'} |")
+    lp = parts.get("lora_peft", {})
+    if lp.get("rows"):
+        lines += ["", "## LoRA against HF PEFT", "",
+                  "Training step time, rank 8, `benchmarks/lora_peft.py`: vpeft's q,v updates added into the slices of "
+                  "the fused qkv output, its single update of the fused qkv, and PEFT's LoRA on the fused qkv.", "",
+                  "| variant | trainable | median ms | min ms | / peft qkv |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['trainable']:,} | {r['median_ms']:.2f} | {r['min_ms']:.2f} "
+                  f"| {r['ratio_to_peft']:.3f} |" for r in lp["rows"]]
     lines += ["", "## Trainer runs and collectives", ""]
     for name in ("fp16_scaler", "gps"):
         p = parts[name]
@@ -373,6 +394,8 @@ def main(argv=None) -> int:
         parts["fp16_scaler"] = run_part("fp16_scaler", lambda: fp16_part(spec, task, batch, device, fp16, tmp),
                                         deadline)
         parts["gps"] = run_part("gps", lambda: gps_part(spec, task, batch, device, fp16, tmp), deadline)
+        parts["lora_peft"] = run_part("lora_peft", lambda: lora_peft_part(args.smoke, batch, device, args.amp,
+                                                                          tmp / "lora_peft"), deadline)
         parts["nccl"] = run_part("nccl", lambda: nccl_part(device), deadline)
     data = {"meta": meta, "parts": parts, "paper": {"memory_gb": PAPER_MEMORY_GB, "inference_3090": PAPER_INFERENCE},
             "total_seconds": time.perf_counter() - t0}

@@ -3,7 +3,6 @@ shards, and the local executor's GPUs per worker (a fake device list, and the en
 
 import json
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import pytest
