@@ -318,6 +318,10 @@ class TrainConfig(BaseConfig):
             (timm's ``--epochs 100`` trains 110 epochs this way).
         sched_unit: Step the schedule per ``epoch`` (timm style, as the papers) or per optimizer ``step``.
         grad_accum: Split each batch into this many micro-batches and accumulate gradients.
+        drop_last: Leave out each epoch's last, smaller batch. Default false: every training image is seen every
+            epoch (with 800 or 1,000 images and batch 32 or 64 the last batch holds a third to a half of a batch).
+            The papers' loaders drop it (GIST, iDAT, GPS and DTL: 15 steps an epoch instead of 16 at batch 64), so
+            their recipes set it.
         drop_path: Stochastic depth rate on the frozen backbone's blocks.
         amp: Mixed precision on CUDA: ``none``, ``fp16`` or ``bf16`` (ignored on CPU, with a warning).
         seed: Seed for initialisation, shuffling, dropout and drop-path; same seed, same result on CPU.
@@ -352,6 +356,7 @@ class TrainConfig(BaseConfig):
     cosine_epochs: Optional[int] = None
     sched_unit: Literal["epoch", "step"] = "epoch"
     grad_accum: int = 1
+    drop_last: bool = False
     drop_path: float = 0.0
     amp: Literal["none", "fp16", "bf16"] = "none"
     seed: int = 0
@@ -387,7 +392,7 @@ class TrainConfig(BaseConfig):
 EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "data_on_device")}
 #: Options added after runs were first recorded, with the default that reproduces the earlier behaviour: left out of
 #: a run's identity while they hold it, so runs recorded before the option existed are found again.
-ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True}
+ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False}
 
 
 def run_identity(resolved: dict) -> dict:

@@ -100,7 +100,8 @@ def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
 SELECTION_FILE = "selection.safetensors"
 
 
-def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True) -> dict:
+def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True,
+            train_split: Optional[str] = None) -> dict:
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
     from safetensors.torch import load_file, save_file
 
@@ -112,7 +113,7 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
     else:
         t0 = time.perf_counter()
         scores = sel_cfg.scores(model, train_ds, cfg.data.normalize, sel_cfg.batch_size or cfg.train.batch_size,
-                                progress)
+                                progress, source=(cfg.data, train_split))
         selection = sel_cfg.select(model, scores)
         info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
                 "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
@@ -276,7 +277,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     selection_info, peak = None, PeakMemory(device)
     if cfg.selector is not None:
         peak.reset()
-        selection_info = _select(cfg, model, train_data, out, resume, progress, ddp.main)
+        selection_info = _select(cfg, model, train_data, out, resume, progress, ddp.main, train_split)
         selection_info.update({f"selection_{k}": v for k, v in peak.read().items()})
     # The training peak is this run's own: reset after the selection pass (which has its own figure) and never
     # carried over from an earlier run of the same process (a sweep's long-lived worker).
@@ -295,7 +296,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
     optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
 
-    steps_per_epoch = train_data.num_batches(tc.batch_size)
+    steps_per_epoch = train_data.num_batches(tc.batch_size, tc.drop_last)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.drop_last with batch_size {tc.batch_size} leaves no batch of the {len(train_data)} "
+                          "training images")
     unit = steps_per_epoch if tc.sched_unit == "step" else 1
     eval_bs = tc.eval_batch_size or (max(tc.batch_size, 256) if cuda else tc.batch_size)
     shard = (ddp.rank, ddp.world)
@@ -344,7 +348,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
         order = torch.randperm(len(train_data), generator=gen)
-        bar = tqdm(train_data.batches(tc.batch_size, order, shard=shard), total=steps_per_epoch,
+        bar = tqdm(train_data.batches(tc.batch_size, order, shard=shard, drop_last=tc.drop_last), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
         for step, (x, y, n) in enumerate(bar):
             # n is the global batch: under torchrun each process holds its share and scales its loss by it
@@ -491,6 +495,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "normalize": dc.normalize,
             "epochs": tc.epochs,
             "batch_size": tc.batch_size,
+            "drop_last": tc.drop_last,
             "eval_every": tc.eval_every,
             "save_every": tc.save_every or "auto",
             "optimizer": tc.optimizer,

@@ -143,8 +143,9 @@ class GPSConfig(BaseConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     # ---- selection ----------------------------------------------------------------------------------------------
-    def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False):
-        """Per weight name, the selection score of every entry (same shape as the weight)."""
+    def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None):
+        """Per weight name, the selection score of every entry (same shape as the weight). ``source`` is the
+        ``(data config, split)`` the dataset was loaded from, for a pass that decodes it its own way."""
         sites = weight_sites(backbone)
         if self.criterion == "magnitude":
             return {n: m.weight.detach().abs() for n, m in sites.items()}
