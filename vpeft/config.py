@@ -390,9 +390,12 @@ class TrainConfig(BaseConfig):
 #: Options that change how a run executes, never what it computes: left out of a run's identity (a sweep's run hash,
 #: the check that a resumed run is the same run), so they may change between a run and its resume.
 EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "data_on_device")}
-#: Options added after runs were first recorded, with the default that reproduces the earlier behaviour: left out of
-#: a run's identity while they hold it, so runs recorded before the option existed are found again.
-ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False}
+#: Options added after runs were first recorded, with their default: left out of a run's identity while they hold
+#: it, so runs recorded before the option existed are found again. Each default reproduces the earlier behaviour,
+#: except ``teacher_drop_path`` (null: the run's drop-path; before, iDAT's teacher had none) for an iDAT run with
+#: ``train.drop_path`` > 0.
+ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False,
+                 ("objective", "teacher_drop_path"): None}
 
 
 def run_identity(resolved: dict) -> dict:

@@ -35,6 +35,7 @@ def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
         pool=cfg.backbone.pool,
         drop_path=cfg.train.drop_path,
     )
+    backbone.drop_path = cfg.train.drop_path  # what an objective's own models (iDAT's teacher) take by default
     apply_method(backbone, cfg.method)
     objective = (cfg.objective.for_inference() if inference else cfg.objective).build(backbone)
     return backbone, objective

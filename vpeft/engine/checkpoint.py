@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,19 +18,30 @@ from .optim import trainable_named_parameters
 TRAINABLE_FILE = "trainable.safetensors"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` all or nothing: ``write(tmp)`` fills a temporary file beside it, named ``.NAME.<random>``, which
+    then replaces ``path``. A kill leaves ``path`` as it was and at worst that temporary file, which the trainer
+    recognises as debris. Every file of a run directory is written through here."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -41,16 +53,13 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """A safetensors file, atomically."""
+    sd = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
 def _extra_buffers(model) -> dict[str, torch.Tensor]:
@@ -72,17 +81,7 @@ def trainable_state_dict(model, objective=None) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(path: str | Path, model, objective=None, metadata: dict | None = None) -> None:
-    sd = {k: v.contiguous() for k, v in trainable_state_dict(model, objective).items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_save_tensors(path, trainable_state_dict(model, objective), metadata)
 
 
 def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: str = "state") -> None:

@@ -32,6 +32,7 @@ from ..measure import SavedTensorProbe, memory_stats, param_counts
 from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, amp_context, build_model, evaluate, resolve_device
 from .checkpoint import (
     TRAINABLE_FILE,
+    atomic_save_tensors,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -103,7 +104,7 @@ SELECTION_FILE = "selection.safetensors"
 def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True,
             train_split: Optional[str] = None) -> dict:
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     sel_cfg, path = cfg.selector, out / SELECTION_FILE
     # Both files, or the pass is redone (a kill between the two writes leaves only the first).
@@ -118,9 +119,7 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
         info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
                 "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
         if main:
-            tmp = path.with_suffix(".tmp")
-            save_file({k: v.contiguous() for k, v in selection.items()}, str(tmp))
-            tmp.replace(path)
+            atomic_save_tensors(path, selection)
             atomic_write_json(out / (SELECTION_FILE + ".json"), info)
     sel_cfg.apply(model, selection)
     return info

@@ -44,6 +44,8 @@ class IDATConfig(ObjectiveConfig):
             random weights (or hub weights with ``teacher_pretrained``).
         teacher_pretrained: Fetch the teacher's timm hub weights (needs network).
         teacher_method: Method spec of the teacher; null: the student's method with the same options.
+        teacher_drop_path: Stochastic depth rate of the teacher's blocks; null: the run's ``train.drop_path``, as the
+            official code builds the teacher with the task's drop-path (``train_onlinekd.py``).
         loss: Distillation term: ``mse`` on raw logits (the authors' script) or ``kl`` (teacher to student).
         alpha: Weight of the distillation term.
         temperature: Softmax temperature of ``kl``.
@@ -55,6 +57,7 @@ class IDATConfig(ObjectiveConfig):
     teacher_checkpoint: Optional[str] = None
     teacher_pretrained: bool = False
     teacher_method: Optional[str] = None
+    teacher_drop_path: Optional[float] = None
     loss: Literal["mse", "kl"] = "mse"
     alpha: float = 1.0
     temperature: float = 5.0
@@ -66,6 +69,8 @@ class IDATConfig(ObjectiveConfig):
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.teacher_drop_path is not None and not 0 <= self.teacher_drop_path < 1:
+            raise ValueError(f"teacher_drop_path must be in [0, 1), got {self.teacher_drop_path}")
 
     def for_inference(self) -> ObjectiveConfig:
         return CEConfig()  # only the student predicts; no teacher is built
@@ -75,9 +80,11 @@ class IDATConfig(ObjectiveConfig):
         from ..methods.base import apply_method
 
         method = self.teacher_method if self.teacher_method is not None else backbone.method
+        drop_path = self.teacher_drop_path if self.teacher_drop_path is not None else getattr(backbone, "drop_path", 0.0)
         teacher = create_backbone(
             self.teacher, backbone.num_classes, self.teacher_checkpoint, pretrained=self.teacher_pretrained,
             pool=backbone.pool if backbone.pool == "avg" and hasattr(backbone.model, "fc_norm") else None,
+            drop_path=drop_path,
         )
         if teacher.input_size != backbone.input_size:
             raise ConfigError(
