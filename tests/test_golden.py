@@ -45,10 +45,10 @@ GOLDEN = {
     'lora+gist': [3.6004631519317627, 3.5132436752319336],
     'ssf+ce': [2.429723024368286, 2.3607919216156006],
     'ssf+gist': [3.590463638305664, 3.49935245513916],
-    'vpt_deep+ce': [2.4228241443634033, 2.368204116821289],
-    'vpt_deep+gist': [3.6364591121673584, 3.546954870223999],
-    'vpt_shallow+ce': [2.3955514430999756, 2.3432886600494385],
-    'vpt_shallow+gist': [3.6002159118652344, 3.4688522815704346],
+    'vpt_deep+ce': [2.427274227142334, 2.369251251220703],  # prompt dropout 0.0 (VPT's default) since issue 15
+    'vpt_deep+gist': [3.619508743286133, 3.552961826324463],  # prompt dropout 0.0 (VPT's default) since issue 15
+    'vpt_shallow+ce': [2.3951947689056396, 2.3372385501861572],  # prompt dropout 0.0 (VPT's default) since issue 15
+    'vpt_shallow+gist': [3.5724401473999023, 3.5121545791625977],  # prompt dropout 0.0 (VPT's default) since issue 15
     'linear+ce+gps': [2.431495428085327, 2.364499568939209],
     'linear+gist+gps': [3.6306958198547363, 3.5400490760803223],
 }

@@ -11,6 +11,7 @@ hooks added here, all built on PyTorch module hooks so timm's forward code runs 
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -266,11 +267,24 @@ def _create_from_hub(timm, name: str, **kwargs):
         constants.HF_HUB_OFFLINE = old
 
 
-def _init_head(head: nn.Module) -> None:
-    # Papers' code (timm init): trunc_normal(std=0.02) weights, zero bias.
-    if isinstance(head, nn.Linear):
+#: VPT's head bias (its MLP head with ``special_bias=True``): -log((1 - 0.01) / 0.01), a prior probability of 0.01.
+VPT_HEAD_BIAS = -math.log((1 - 0.01) / 0.01)
+
+
+def _init_head(head: nn.Module, kind: str = "trunc_normal") -> None:
+    """``trunc_normal``: std 0.02, zero bias (timm's init: GIST, iDAT, GPS, DTL, SSF, NOAH); ``default``: nn.Linear's
+    own init, as timm's ``reset_classifier`` leaves it (FacT, PETL-ViT); ``kaiming_fanout``: kaiming-normal fan-out
+    weight and the constant bias :data:`VPT_HEAD_BIAS` (VPT)."""
+    if not isinstance(head, nn.Linear) or kind == "default":
+        return
+    if kind == "trunc_normal":
         nn.init.trunc_normal_(head.weight, std=0.02)
         nn.init.zeros_(head.bias)
+    elif kind == "kaiming_fanout":
+        nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
+        nn.init.constant_(head.bias, VPT_HEAD_BIAS)
+    else:
+        raise ConfigError(f"unknown head_init {kind!r} (valid: trunc_normal, default, kaiming_fanout)")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -368,6 +382,7 @@ def create_backbone(
     pretrained: bool = False,
     pool: Optional[str] = None,
     drop_path: float = 0.0,
+    head_init: str = "trunc_normal",
 ) -> Backbone:
     """Build a timm backbone with a fresh head for ``num_classes``.
 
@@ -378,6 +393,8 @@ def create_backbone(
         pretrained: Fetch timm hub weights instead (needs network); ignored when ``checkpoint`` is given.
         pool: ``token`` (class token) or ``avg`` (mean of patch tokens, then the final norm); None keeps timm's.
         drop_path: Stochastic depth rate of the backbone's blocks.
+        head_init: Initialisation of the new head: ``trunc_normal``, ``default`` or ``kaiming_fanout`` (see
+            :class:`~vpeft.config.BackboneConfig`).
 
     Returns:
         A :class:`Backbone` with every parameter trainable; methods decide what to freeze.
@@ -410,5 +427,5 @@ def create_backbone(
         load_backbone_weights(model, checkpoint)
     pool = _set_pool(model, pool, spec)
     model.reset_classifier(num_classes)
-    _init_head(model.get_classifier())
+    _init_head(model.get_classifier(), head_init)
     return Backbone(model, spec=spec, pool=pool)

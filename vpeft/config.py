@@ -251,12 +251,17 @@ class BackboneConfig(BaseConfig):
         pretrained: Download timm hub weights (needs network); ignored when ``checkpoint`` is set.
         pool: Classifier input: ``token`` (class token after the final norm) or ``avg`` (mean of the patch tokens,
             then the final norm, as DTL); null keeps the model's default.
+        head_init: Initialisation of the new classifier head: ``trunc_normal`` (std 0.02, zero bias: timm's init, as
+            GIST, iDAT, GPS, DTL, SSF and NOAH), ``default`` (nn.Linear's own kaiming-uniform weight and uniform bias,
+            left by timm's ``reset_classifier`` in FacT's and PETL-ViT's code) or ``kaiming_fanout`` (kaiming-normal
+            fan-out weight, bias -log(99) = -4.595: VPT's head).
     """
 
     spec: str = "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"
     checkpoint: Optional[str] = None
     pretrained: bool = False
     pool: Optional[Literal["token", "avg"]] = None
+    head_init: Literal["trunc_normal", "default", "kaiming_fanout"] = "trunc_normal"
 
 
 @dataclass(kw_only=True)
@@ -394,8 +399,15 @@ EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "da
 #: it, so runs recorded before the option existed are found again. Each default reproduces the earlier behaviour,
 #: except ``teacher_drop_path`` (null: the run's drop-path; before, iDAT's teacher had none) for an iDAT run with
 #: ``train.drop_path`` > 0.
+#: A plug-in's option is keyed ``(section, plug-in name, key)``, as another plug-in may have an option of that name
+#: with another default.
 ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False,
-                 ("objective", "teacher_drop_path"): None}
+                 ("objective", "idat", "teacher_drop_path"): None, ("backbone", "head_init"): "trunc_normal",
+                 ("method", "lora", "init"): "zero_up", ("method", "lora", "bottleneck_dropout"): 0.0,
+                 ("method", "adapter", "dropout"): 0.0, ("method", "adaptformer", "dropout"): 0.0,
+                 ("method", "adapter_ps", "dropout"): 0.0, ("selector", "gps", "selection_amp"): "none",
+                 ("selector", "gps", "amp_compare"): False, ("selector", "gps", "views"): "resized",
+                 ("selector", "gps", "shuffle"): False, ("selector", "gps", "drop_last"): False}
 
 
 def run_identity(resolved: dict) -> dict:
@@ -404,9 +416,10 @@ def run_identity(resolved: dict) -> dict:
     for section, key in EXECUTION_ONLY:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)
-    for (section, key), default in ADDED_OPTIONS.items():
-        if isinstance(out.get(section), dict) and out[section].get(key, default) == default:
-            out[section].pop(key, None)
+    for option, default in ADDED_OPTIONS.items():
+        key, sec = option[-1], out.get(option[0])
+        if isinstance(sec, dict) and option[1:-1] in ((), (sec.get("name"),)) and sec.get(key, default) == default:
+            sec.pop(key, None)
     return out
 
 

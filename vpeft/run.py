@@ -34,6 +34,7 @@ def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
         pretrained=cfg.backbone.pretrained,
         pool=cfg.backbone.pool,
         drop_path=cfg.train.drop_path,
+        head_init=cfg.backbone.head_init,
     )
     backbone.drop_path = cfg.train.drop_path  # what an objective's own models (iDAT's teacher) take by default
     apply_method(backbone, cfg.method)

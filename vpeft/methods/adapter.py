@@ -1,9 +1,10 @@
 """Bottleneck adapters: sequential (Houlsby et al., arXiv:1902.00751; GIST/iDAT "seq"), AdaptFormer (Chen et al.,
 arXiv:2205.13535) and the parallel-shared adapter of GIST (arXiv:2312.07255) and iDAT (arXiv:2403.15750).
 
-All three hook timm's blocks without copying their forward: the sequential adapter rewrites a block's (or its MLP's)
-output; the parallel ones add their output to the residual branch right after timm's drop-path, so stochastic depth
-drops the frozen branch but never the adapter, as in the authors' code ``x = x + DP(mlp(LN2 x)) + s * A(x)``.
+All three hook timm's blocks without copying their forward: the sequential adapter rewrites a block's (or its MLP's,
+before or after its drop-path) output; the parallel ones add their output to the residual branch right after timm's
+drop-path, so stochastic depth drops the frozen branch but never the adapter, as in the authors' code
+``x = x + DP(mlp(LN2 x)) + s * A(x)``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class _AdapterBase(MethodConfig):
     init: Init = "trunc_normal"
     bias: bool = True
     scale: float = 1.0
+    dropout: float = 0.0
 
     test_overrides: ClassVar[dict] = {"dim": 4}
     identity_overrides: ClassVar[dict] = {"init": "zero_up"}
@@ -39,9 +41,11 @@ class _AdapterBase(MethodConfig):
     def __post_init__(self):
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def _make(self, block, channels_first: bool = False) -> Bottleneck:
-        return Bottleneck(block_dim(block), self.dim, self.act, self.bias, self.init, self.scale,
+        return Bottleneck(block_dim(block), self.dim, self.act, self.bias, self.init, self.scale, self.dropout,
                           channels_first=channels_first)
 
     def extra_trainable_count(self, backbone) -> int:
@@ -54,32 +58,41 @@ class AdapterConfig(_AdapterBase):
     """Sequential bottleneck adapter ``x + scale * up(act(down(x)))``, one per block.
 
     On ViT-B/16 with ``dim=4`` and biases: 12 x (768*4 + 4 + 4*768 + 768) = 82,992 parameters (``dim=8``: 156,768).
-    NOAH's Houlsby baseline is ``adapter:dim=8,position=mlp,act=quick_gelu,init=xavier``.
+    NOAH's Adapter baseline as its code runs:
+    ``adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1``.
 
     Args:
         dim: Hidden (bottleneck) size.
         position: ``block``: after the whole block (GIST/iDAT ``gist_seq_adapter``, the default); ``mlp``: on the
-            MLP output before its residual add (Houlsby/NOAH).
+            MLP output h before drop-path and the residual add, ``x + DP(h + A(h))`` (Houlsby);
+            ``mlp_drop_path``: on the MLP output after its drop-path, ``x + DP(h) + A(DP(h))`` (NOAH's code).
         act: Activation between the projections: ``gelu``, ``relu``, ``quick_gelu`` or ``silu``.
-        init: ``trunc_normal`` (std 0.02, zero biases: timm's init, as GIST/iDAT), ``zero_up`` (up-projection
-            zero, so the model starts as the backbone) or ``xavier`` (NOAH).
+        init: ``trunc_normal`` (std 0.02, zero biases: timm's init, as GIST/iDAT, and what NOAH's code runs, its
+            ``init_weights`` re-initialising every Linear), ``zero_up`` (up-projection zero, so the model starts as
+            the backbone) or ``xavier`` (xavier-uniform weights, N(0, 1e-6) biases: NOAH's adapter module code,
+            overwritten in NOAH's runs).
         bias: Biases in both projections.
         scale: Multiplier of the adapter output (1 for the sequential adapter).
+        dropout: Dropout between the activation and the up-projection (NOAH's ``drop_rate_adapter``: 0.1).
     """
 
-    position: Literal["block", "mlp"] = "block"
+    position: Literal["block", "mlp", "mlp_drop_path"] = "block"
 
     def inject(self, backbone) -> None:
         adapters = nn.ModuleList()
         for block in backbone.blocks:
             if self.position == "mlp":
                 require(backbone, block, ("mlp",), self.name, "position=mlp needs an MLP sub-module")
+                target = block.mlp
+            elif self.position == "mlp_drop_path":  # NOAH: x + DP(h) + A(DP(h))
+                require(backbone, block, ("mlp", "drop_path2"), self.name, "position=mlp_drop_path hooks drop_path2")
+                target = block.drop_path2
             else:  # ConvNeXt blocks (no norm1) return channels-first maps; their MLP works token-last
                 require(backbone, block, ("norm1",), self.name, "its blocks output channels-first maps; use position=mlp")
+                target = block
             # ConvNeXt's conv-MLP returns NCHW maps
             adapter = self._make(block, self.position == "mlp" and isinstance(getattr(block.mlp, "fc2", None), nn.Conv2d))
             adapters.append(adapter)
-            target = block.mlp if self.position == "mlp" else block
             backbone.register_module_hook(target, post=lambda x, y, a=adapter: y + a(y))
         backbone.extras[self.name] = adapters
 
@@ -107,7 +120,8 @@ def _inject_parallel(cfg: _AdapterBase, backbone, attn: bool) -> None:
 class AdaptFormerConfig(_AdapterBase):
     """AdaptFormer: an adapter parallel to the MLP, ``x = x + DP(mlp(LN2 x)) + scale * A(x)``; A reads the residual
     stream. Defaults as GIST/iDAT's ``adaptformer`` (GELU, hidden 4, scale 0.1, trunc-normal init, biases): 82,992
-    parameters on ViT-B/16. PETL-ViT's original is ``adaptformer:act=relu,init=zero_up,bias=false``.
+    parameters on ViT-B/16. PETL-ViT's original is ``adaptformer:dim=8,act=relu,init=zero_up,bias=false,dropout=0.1``
+    with its per-task ``scale``.
 
     Args:
         dim: Hidden (bottleneck) size.
@@ -115,6 +129,7 @@ class AdaptFormerConfig(_AdapterBase):
         init: ``trunc_normal`` (GIST/iDAT), ``zero_up`` (AdaptFormer's zero-initialised up-projection) or ``xavier``.
         bias: Biases in both projections.
         scale: Multiplier of the adapter output.
+        dropout: Dropout between the activation and the up-projection (PETL-ViT's AdaptFormer: 0.1).
     """
 
     scale: float = 0.1
@@ -136,6 +151,7 @@ class AdapterPSConfig(_AdapterBase):
         init: ``trunc_normal`` (GIST: timm init runs on the whole model), ``zero_up`` or ``xavier``.
         bias: Biases in both projections.
         scale: Multiplier of the adapter output.
+        dropout: Dropout between the activation and the up-projection.
     """
 
     scale: float = 0.1

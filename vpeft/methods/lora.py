@@ -2,8 +2,9 @@
 
 ``targets=[q,v]`` (default, as most vision papers and PETL-ViT's Bi-LoRA) adds a separate low-rank update to the query
 and value slices of the fused weight; ``targets=[qkv]`` (NOAH) one update to the whole fused weight. ``proj``,
-``fc1`` and ``fc2`` may be added. A is kaiming-uniform, B zero, so the model starts as the backbone; the update is
-scaled by ``alpha / rank`` (``alpha`` null: no scaling, as NOAH).
+``fc1`` and ``fc2`` may be added. By default A is kaiming-uniform and B zero, so the model starts as the backbone;
+``init=trunc_normal`` is what NOAH's code runs (its ``init_weights`` re-initialises every Linear after building the
+model, B included). The update is scaled by ``alpha / rank`` (``alpha`` null: no scaling, as NOAH).
 """
 
 from __future__ import annotations
@@ -23,19 +24,26 @@ Target = Literal["q", "k", "v", "qkv", "proj", "fc1", "fc2"]
 
 
 class LoRAUpdate(nn.Module):
-    """``scale * B(A(x))`` with A (rank x in) kaiming-uniform and B (out x rank) zero."""
+    """``scale * B(drop_mid(A(drop(x))))``: A (rank x in) kaiming-uniform and B (out x rank) zero (``zero_up``), or
+    both trunc-normal 0.02 (``trunc_normal``)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, dropout: float = 0.0):
+    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, dropout: float = 0.0,
+                 init: str = "zero_up", mid_dropout: float = 0.0):
         super().__init__()
         self.lora_down = nn.Linear(in_features, rank, bias=False)
         self.lora_up = nn.Linear(rank, out_features, bias=False)
         self.drop = nn.Dropout(dropout)
+        self.drop_mid = nn.Dropout(mid_dropout)
         self.scale = scale
-        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_up.weight)
+        if init == "trunc_normal":
+            nn.init.trunc_normal_(self.lora_down.weight, std=0.02)
+            nn.init.trunc_normal_(self.lora_up.weight, std=0.02)
+        else:
+            nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.lora_up(self.lora_down(self.drop(x)))
+        out = self.lora_up(self.drop_mid(self.lora_down(self.drop(x))))
         return out * self.scale if self.scale != 1 else out
 
     def delta_weight(self) -> torch.Tensor:
@@ -77,19 +85,26 @@ class LoRAConfig(MethodConfig):
 
     On ViT-B/16 with ``rank=8``: ``targets=[q,v]`` 12 x 2 x (8*768 + 768*8) = 294,912 parameters;
     ``targets=[qkv]`` 12 x (8*768 + 2304*8) = 294,912 as well. Mergeable: ``vpeft.merge`` folds B A into the weights.
+    NOAH's LoRA as its code runs: ``lora:targets=[qkv],init=trunc_normal,dropout=0.1``; PETL-ViT's:
+    ``lora:targets=[q,v],alpha=<s * rank>,bottleneck_dropout=0.1``.
 
     Args:
         rank: Inner dimension r of the update.
         targets: Which projections: ``q``, ``k``, ``v`` (slices of the fused qkv), ``qkv`` (the fused weight, as
             NOAH), ``proj``, ``fc1``, ``fc2``.
         alpha: Scale numerator; the update is multiplied by ``alpha / rank``. Null: no scaling (NOAH).
-        dropout: Dropout on the LoRA input.
+        dropout: Dropout on the LoRA input (NOAH's ``drop_rate_LoRA``, 0.1 in its runs).
+        init: ``zero_up`` (A kaiming-uniform, B zero: the model starts as the backbone) or ``trunc_normal`` (A and B
+            trunc-normal, std 0.02: what NOAH's code runs, its ``init_weights`` re-initialising every Linear).
+        bottleneck_dropout: Dropout between A and B (PETL-ViT's LoRA: 0.1).
     """
 
     rank: int = 8
     targets: tuple[Target, ...] = ("q", "v")
     alpha: Optional[float] = None
     dropout: float = 0.0
+    init: Literal["zero_up", "trunc_normal"] = "zero_up"
+    bottleneck_dropout: float = 0.0
 
     identity_init: ClassVar[bool] = True
     mergeable: ClassVar[bool] = True
@@ -104,6 +119,9 @@ class LoRAConfig(MethodConfig):
             raise ValueError("targets: 'qkv' already covers q, k and v")
         if len(set(self.targets)) != len(self.targets):
             raise ValueError(f"targets repeat a name: {list(self.targets)}")
+        for key in ("dropout", "bottleneck_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
 
     @property
     def scale(self) -> float:
@@ -113,7 +131,8 @@ class LoRAConfig(MethodConfig):
         updates = nn.ModuleList()
         by_layer: dict[int, list] = {}
         for layer, target, sl in _sites(backbone, self.targets):
-            upd = LoRAUpdate(layer.in_features, sl.stop - sl.start, self.rank, self.scale, self.dropout)
+            upd = LoRAUpdate(layer.in_features, sl.stop - sl.start, self.rank, self.scale, self.dropout, self.init,
+                             self.bottleneck_dropout)
             updates.append(upd)
             by_layer.setdefault(id(layer), [layer, []])[1].append((sl, upd))
         for layer, parts in by_layer.values():

@@ -3,7 +3,8 @@
 ``vpt_shallow`` inserts ``length`` prompts once, after the position embedding, right after the class token;
 ``vpt_deep`` also replaces them with a fresh set before every later block. The prompts carry no position embedding and
 count as prefix tokens, so timm's average pooling and ``forward_intermediates`` leave them out and the class token
-stays at index 0: the classifier never reads a prompt.
+stays at index 0: the classifier never reads a prompt. NOAH's code appends its prompts after the patches instead;
+attention does not depend on the order of the tokens, so the logits are the same up to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class Prompts(nn.Module):
         if init == "xavier_uniform":  # VPT: uniform(-v, v), v = sqrt(6 / (patch_dim + dim))
             bound = math.sqrt(6.0 / float(patch_dim + dim))
             nn.init.uniform_(self.vpt_prompts, -bound, bound)
-        else:  # NOAH's VPT-deep
+        elif init == "noah":  # torch's xavier_uniform_ on each (1, length, dim) set: v = sqrt(6 / ((length + 1) dim))
+            for layer in self.vpt_prompts.data:
+                nn.init.xavier_uniform_(layer.unsqueeze(0))
+        else:
             nn.init.trunc_normal_(self.vpt_prompts, std=0.02)
 
     def get(self, layer: int, batch: int) -> torch.Tensor:
@@ -38,8 +42,8 @@ class Prompts(nn.Module):
 @dataclass(kw_only=True)
 class _VPTBase(MethodConfig):
     length: int = 10
-    init: Literal["xavier_uniform", "trunc_normal"] = "xavier_uniform"
-    dropout: float = 0.1
+    init: Literal["xavier_uniform", "noah", "trunc_normal"] = "xavier_uniform"
+    dropout: float = 0.0
 
     deep: ClassVar[bool] = False
     test_overrides: ClassVar[dict] = {"length": 2}
@@ -87,8 +91,10 @@ class VPTShallowConfig(_VPTBase):
 
     Args:
         length: Number of prompt tokens.
-        init: ``xavier_uniform`` (VPT) or ``trunc_normal`` (std 0.02, NOAH).
-        dropout: Dropout on the prompts.
+        init: ``xavier_uniform`` (VPT's code: uniform, bound sqrt(6 / (3 * patch^2 + dim))), ``noah`` (torch's
+            xavier_uniform_ on a (1, length, dim) tensor, bound sqrt(6 / ((length + 1) * dim)): what NOAH's code
+            runs) or ``trunc_normal`` (std 0.02: NOAH's unused supernet module, not what NOAH runs).
+        dropout: Dropout on the prompts (VPT's code: 0.0; NOAH's VTAB script: 0.1).
     """
 
 
@@ -96,12 +102,15 @@ class VPTShallowConfig(_VPTBase):
 @dataclass(kw_only=True)
 class VPTDeepConfig(_VPTBase):
     """VPT-deep: a fresh set of ``length`` prompts before every block (``depth x length x dim`` parameters; 92,160
-    on ViT-B/16 with length 10). ViT-like backbones only.
+    on ViT-B/16 with length 10). ViT-like backbones only. NOAH's VPT as its code runs:
+    ``vpt_deep:init=noah,dropout=0.1``.
 
     Args:
         length: Number of prompt tokens per block.
-        init: ``xavier_uniform`` (VPT) or ``trunc_normal`` (std 0.02, NOAH).
-        dropout: Dropout on the prompts.
+        init: ``xavier_uniform`` (VPT's code: uniform, bound sqrt(6 / (3 * patch^2 + dim))), ``noah`` (torch's
+            xavier_uniform_ on each (1, length, dim) set, bound sqrt(6 / ((length + 1) * dim)): what NOAH's code
+            runs) or ``trunc_normal`` (std 0.02: NOAH's unused supernet module, not what NOAH runs).
+        dropout: Dropout on the prompts (VPT's code: 0.0; NOAH's VTAB script: 0.1).
     """
 
     deep: ClassVar[bool] = True
