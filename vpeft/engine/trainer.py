@@ -118,6 +118,7 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
         selection = sel_cfg.select(model, scores)
         info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
                 "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
+        info.update(sel_cfg.record() if hasattr(sel_cfg, "record") else {})  # how the pass ran (GPS: amp, views)
         if main:
             atomic_save_tensors(path, selection)
             atomic_write_json(out / (SELECTION_FILE + ".json"), info)
@@ -492,6 +493,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             f"bicubic to size/{0.875}, random-resized crop for training, centre crop for testing",
             "img_size": list(size),
             "normalize": dc.normalize,
+            "head_init": cfg.backbone.head_init,
             "epochs": tc.epochs,
             "batch_size": tc.batch_size,
             "drop_last": tc.drop_last,

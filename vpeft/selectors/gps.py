@@ -9,11 +9,20 @@
    memory of full fine-tuning, their issue #6). Here each selected weight stays frozen and a trainable vector of the
    selected *values* is added through its indices: ``y = x W^T + b + sparse(x)``, so gradients and optimizer state
    exist only for the selected entries. With Adam and weight decay 0 this gives the dense masked reference's weights.
+
+Where the authors' pass differs from vpeft's default, an option reproduces it (the paper recipe sets them all):
+``selection_amp`` (fp16 autocast without loss scaling), ``views`` (bicubic crops of each image at its own size),
+``shuffle`` and ``drop_last`` (their selection loader). A row whose K-th and (K+1)-th scores tie is resolved as their
+``argsort`` resolves it (:func:`legacy_argsort`), always: ``torch.topk``'s pick among ties is arbitrary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -22,8 +31,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import BaseConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..registry import SELECTORS
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def weight_sites(backbone) -> dict[str, nn.Module]:
@@ -120,7 +131,19 @@ class GPSConfig(BaseConfig):
         temperature: SupCon temperature (and base temperature).
         train_fully: Tensor kinds that train in full: ``bias`` (non-norm biases), ``head``, ``layer_scale``.
         batch_size: Batch size of the selection pass; null: the training batch size.
-        seed: Seed of the augmentations (and of ``random``).
+        seed: Seed of the augmentations, of ``shuffle``'s order (and of ``random``).
+        selection_amp: Autocast of the selection pass on CUDA: ``none`` (fp32: no gradient underflows), ``fp16`` (the
+            authors': fp16 autocast without loss scaling, so gradients below fp16's range become 0) or ``bf16``. On
+            other devices the pass runs in fp32, with a warning (``selection_amp_used`` in the result).
+        amp_compare: With a ``selection_amp`` in use, run the pass in fp32 too and record how many rows' selections
+            differ (``amp_rows_differing``; one more pass, the amp selection is kept).
+        views: Source of the SupCon views: ``resized`` (crops of the training images as decoded for training, at
+            the model's input size, bilinear) or ``official`` (the authors': crops of every image at its own size,
+            decoded once more batch by batch; bicubic for the VTAB-1K layout, timm's random bilinear/bicubic for
+            the others, as their FGVC scripts).
+        shuffle: Visit the training images in a random order (seeded by ``seed``), as the authors' selection
+            loader; false: in list order.
+        drop_last: Leave out the last partial batch of the selection pass, as the authors' selection loader.
     """
 
     k: int = 1
@@ -131,6 +154,13 @@ class GPSConfig(BaseConfig):
     train_fully: tuple[Literal["bias", "head", "layer_scale"], ...] = ("bias", "head", "layer_scale")
     batch_size: int | None = None
     seed: int = 0
+    selection_amp: Literal["none", "fp16", "bf16"] = "none"
+    amp_compare: bool = False
+    views: Literal["resized", "official"] = "resized"
+    shuffle: bool = False
+    drop_last: bool = False
+    #: What the last ``scores`` / ``select`` did (see ``record``); not an option.
+    _last: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     mergeable: ClassVar[bool] = True
     #: What the registry-parametrised tests use: a selection that needs no data.
@@ -145,7 +175,9 @@ class GPSConfig(BaseConfig):
     # ---- selection ----------------------------------------------------------------------------------------------
     def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None):
         """Per weight name, the selection score of every entry (same shape as the weight). ``source`` is the
-        ``(data config, split)`` the dataset was loaded from, for a pass that decodes it its own way."""
+        ``(data config, split)`` the dataset was loaded from: ``views=official`` decodes that split again."""
+        self._last = {"selection_amp": self.selection_amp, "views": self.views, "shuffle": self.shuffle,
+                      "drop_last": self.drop_last}
         sites = weight_sites(backbone)
         if self.criterion == "magnitude":
             return {n: m.weight.detach().abs() for n, m in sites.items()}
@@ -155,7 +187,38 @@ class GPSConfig(BaseConfig):
                     for n, m in sites.items()}
         if dataset is None:
             raise ConfigError("gps with criterion=gradient needs the training data for its gradient pass")
-        return gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress)
+        device = next(backbone.parameters()).device
+        amp = self.selection_amp
+        if amp != "none" and device.type != "cuda":
+            warnings.warn(f"gps selection_amp={amp!r} is ignored on {device.type}; the selection pass runs in fp32")
+            amp = "none"
+        src = None
+        if self.loss == "supcon" and self.views == "official":
+            if source is None or source[0] is None or source[1] is None:
+                warnings.warn("gps views=official needs the data config and split the training data came from; "
+                              "using the resized views")
+            else:
+                ds = dataset.ds if hasattr(dataset, "ds") else dataset
+                src = SourceImages(source[0], source[1], backbone.num_classes, ds.labels)
+        self._last.update({"selection_amp_used": amp, "views_used": None if self.loss == "ce" else (
+            "official" if src is not None else "resized"), "view_interpolation": src.interpolation if src else None})
+        grads = gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress,
+                              AMP_DTYPES.get(amp), src)
+        if src is not None:
+            self._last["source_sizes"] = src.size_range()
+        if self.amp_compare and amp != "none":
+            reference = self.select(backbone, gradient_pass(backbone, sites, dataset, self, normalize_kind,
+                                                            batch_size, progress, None, src))
+            self._last["amp_rows_differing"] = rows_differing(backbone, reference, self.select(backbone, grads))
+        return grads
+
+    def record(self) -> dict:
+        """What the last selection did, for the selection block of the run's result: the options that shape the
+        pass as asked and as used (``selection_amp_used``, ``views_used``, ``view_interpolation``), the images the
+        pass saw (``pass_images``), the range of their source sizes (``source_sizes``: ``[min h, min w, max h,
+        max w]``, official views), ``amp_rows_differing`` (``amp_compare``) and ``tied_rows`` (rows whose K-th
+        score tied, resolved as the authors' ``argsort``)."""
+        return dict(self._last)
 
     def select(self, backbone, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Flat indices of the selected entries of every weight, on that weight's device."""
@@ -173,16 +236,20 @@ class GPSConfig(BaseConfig):
                 out[n] = torch.nonzero(keep[start:start + size]).flatten().to(m.weight.device)
                 start += size
             return out
+        tied = 0
         for n, m in sites.items():
             s = scores[n].reshape(m.weight.shape[0], -1).float()
             if self.k > s.shape[1]:
                 raise ConfigError(f"gps k={self.k} but {n} has only {s.shape[1]} inputs per neuron")
             if self.level == "neuron":
-                cols = torch.topk(s, self.k, dim=1).indices  # rows x k
+                cols, t = top_k_per_row(s, self.k)  # rows x k
+                tied += t
                 rows = torch.arange(s.shape[0], device=s.device).unsqueeze(1)
                 out[n] = (rows * s.shape[1] + cols).flatten().sort().values
             else:
                 out[n] = torch.topk(s.flatten(), self.k * s.shape[0]).indices.sort().values
+        if self.level == "neuron":
+            self._last["tied_rows"] = tied
         return out
 
     # ---- sparse fine-tuning -------------------------------------------------------------------------------------
@@ -239,6 +306,138 @@ def selection_from_state(backbone, state: dict[str, torch.Tensor]) -> dict[str, 
     return out
 
 
+def _less(a: float, b: float) -> bool:
+    return a < b or (b != b and a == a)  # numpy's order of floats: NaN after everything
+
+
+def _legacy_heapsort(v: list, t: list, lo: int, n: int) -> None:
+    """numpy's ``aheapsort_`` of ``t[lo:lo + n]`` (indices into ``v``), in place."""
+    def get(i):
+        return t[lo + i - 1]  # numpy's heap is indexed from 1
+
+    def put(i, x):
+        t[lo + i - 1] = x
+
+    for start in range(n >> 1, 0, -1):
+        tmp, i, j = get(start), start, start << 1
+        while j <= n:
+            if j < n and _less(v[get(j)], v[get(j + 1)]):
+                j += 1
+            if not _less(v[tmp], v[get(j)]):
+                break
+            put(i, get(j))
+            i, j = j, j + j
+        put(i, tmp)
+    while n > 1:
+        tmp = get(n)
+        put(n, get(1))
+        n -= 1
+        i, j = 1, 2
+        while j <= n:
+            if j < n and _less(v[get(j)], v[get(j + 1)]):
+                j += 1
+            if not _less(v[tmp], v[get(j)]):
+                break
+            put(i, get(j))
+            i, j = j, j + j
+        put(i, tmp)
+
+
+def legacy_argsort(values) -> list[int]:
+    """numpy's ``argsort`` (kind ``quicksort``) of a 1-D float sequence as numpy before 1.25 computes it, which the
+    authors' ``prune_by_percentile_gradient_perCell`` ran (its ``np.bool`` needs numpy < 1.24): introsort with
+    median-of-3 partitions, insertion sort on runs of up to 16, heapsort below ``2 log2 n`` levels; NaN last. Only
+    the order of equal values depends on the algorithm (numpy 1.25+ sorts with SIMD kernels on AVX-512, and 2.x
+    on AVX2, whose order of ties differs). Plain Python: used only for rows whose top-K boundary is a tie."""
+    v = [float(x) for x in values]
+    t = list(range(len(v)))
+    if len(v) < 2:
+        return t
+    stack = []
+    pl, pr, depth = 0, len(v) - 1, 2 * (len(v).bit_length() - 1)
+    while True:
+        if depth < 0:
+            _legacy_heapsort(v, t, pl, pr - pl + 1)
+        else:
+            while pr - pl > 15:
+                pm = pl + ((pr - pl) >> 1)
+                if _less(v[t[pm]], v[t[pl]]):
+                    t[pm], t[pl] = t[pl], t[pm]
+                if _less(v[t[pr]], v[t[pm]]):
+                    t[pr], t[pm] = t[pm], t[pr]
+                if _less(v[t[pm]], v[t[pl]]):
+                    t[pm], t[pl] = t[pl], t[pm]
+                vp = v[t[pm]]
+                pi, pj = pl, pr - 1
+                t[pm], t[pj] = t[pj], t[pm]
+                while True:
+                    pi += 1
+                    while _less(v[t[pi]], vp):
+                        pi += 1
+                    pj -= 1
+                    while _less(vp, v[t[pj]]):
+                        pj -= 1
+                    if pi >= pj:
+                        break
+                    t[pi], t[pj] = t[pj], t[pi]
+                t[pi], t[pr - 1] = t[pr - 1], t[pi]
+                depth -= 1
+                if pi - pl < pr - pi:  # the larger side waits on the stack with the depth reached
+                    stack.append((pi + 1, pr, depth))
+                    pr = pi - 1
+                else:
+                    stack.append((pl, pi - 1, depth))
+                    pl = pi + 1
+            for pi in range(pl + 1, pr + 1):  # insertion sort (stable)
+                vi, pj = t[pi], pi
+                while pj > pl and _less(v[vi], v[t[pj - 1]]):
+                    t[pj] = t[pj - 1]
+                    pj -= 1
+                t[pj] = vi
+        if not stack:
+            return t
+        pl, pr, depth = stack.pop()
+
+
+def top_k_per_row(s: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """The columns of every row's K largest scores (``rows x k``), and how many rows had their K-th and (K+1)-th
+    scores tied. The authors keep the last K entries of the row's numpy ``argsort``; where the K largest are
+    unique that is ``torch.topk``'s set, where they tie (an all-zero row: a neuron with no gradient, or one flushed
+    to 0 in fp16) the pick depends on the sort: the last K of :func:`legacy_argsort` here. For an all-zero row of
+    768 that is column 767 (766 for K = 2); ``torch.topk`` on the CPU would pick 0 (and 1)."""
+    top = torch.topk(s, min(k + 1, s.shape[1]), dim=1)
+    cols = top.indices[:, :k]
+    if k == s.shape[1] or s.device.type == "meta":  # meta: shapes only (``vpeft measure``)
+        return cols, 0
+    a, b = top.values[:, k - 1], top.values[:, k]
+    tied = torch.nonzero((a == b) | (a.isnan() & b.isnan())).flatten().tolist()
+    if not tied:
+        return cols, 0
+    cols, rows, constant = cols.clone(), s[tied].cpu(), None
+    for i, r in enumerate(tied):
+        if bool((rows[i] == rows[i, 0]).all()):  # a constant row's order depends on its length only
+            constant = constant or legacy_argsort(rows[i].tolist())[-k:]
+            last = constant
+        else:
+            last = legacy_argsort(rows[i].tolist())[-k:]
+        cols[r] = torch.tensor(last, device=cols.device)
+    return cols, len(tied)
+
+
+def rows_differing(backbone, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> int:
+    """How many output neurons (rows of the selected weights) have different selected entries in ``a`` and ``b``."""
+    out = 0
+    for n, m in weight_sites(backbone).items():
+        rows = m.weight.shape[0]
+        masks = []
+        for sel in (a, b):
+            mask = torch.zeros(m.weight.numel(), dtype=torch.bool)
+            mask[sel[n].cpu()] = True
+            masks.append(mask.view(rows, -1))
+        out += int((masks[0] != masks[1]).any(1).sum())
+    return out
+
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al., arXiv:2004.11362), ``contrast_mode='all'``.
 
@@ -274,7 +473,129 @@ def two_views(images_u8: torch.Tensor, size) -> torch.Tensor:
     return torch.stack([torch.stack([aug(img) for img in images_u8]) for _ in range(2)], 1)
 
 
-def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress):
+class SourceImages:
+    """A training split decoded at every image's own size (RGB uint8 ``3 x h x w``, not resized), batch by batch,
+    for the authors' views. Not kept in the decode cache: the pass reads each image once, the sizes differ within
+    most tasks (one stacked tensor cannot hold them), and at source size a split can be far larger than at the
+    model's input size (KITTI's 1242 x 375 images: 1.4 GB per 1,000). The next batch decodes while one runs.
+
+    Args:
+        dc: The run's data config (root, format, few-shot list, ``skip_bad``).
+        split: The training split.
+        num_classes: The model's classes: entries outside the range are left out, as from the training split.
+        labels: The training split's labels as loaded, to check that both read the same list.
+    """
+
+    def __init__(self, dc, split: str, num_classes: int, labels: torch.Tensor):
+        from ..data.sources import read_entries
+
+        entries, self.root = read_entries(dc.root, split, dc.format, dc.shot, dc.fewshot_seed)
+        # The training split's filters (load_split): the label range and missing files; unreadable files (only
+        # under skip_bad, or the training split would not have loaded) are left out when they fail to decode.
+        self.entries = [e for e in entries if 0 <= e.label < num_classes and (self.root / e.path).is_file()]
+        self.labels = torch.tensor([e.label for e in self.entries], dtype=torch.int64)
+        self.skip_bad = dc.skip_bad
+        same = len(self.labels) == len(labels) and torch.equal(self.labels, labels.cpu())
+        if not same and not (self.skip_bad and len(self.labels) > len(labels)):
+            raise DataError(f"split {split!r} of {dc.root} changed since the training split was loaded")
+        # The authors' VTAB scripts pass --no-aug, which gives the model's bicubic; their FGVC scripts keep timm's
+        # --train-interpolation random (bilinear or bicubic, drawn per view).
+        self.interpolation = "bicubic" if dc.format == "vtab1k" else "random"
+        self.smallest, self.largest = None, None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _decode(self, e) -> torch.Tensor | None:
+        import numpy as np
+        from PIL import Image
+
+        from ..data.vtab import to_rgb
+
+        try:
+            with Image.open(self.root / e.path) as img:
+                img.load()
+                return torch.from_numpy(np.asarray(to_rgb(img), dtype=np.uint8).transpose(2, 0, 1).copy())
+        except Exception as ex:
+            if self.skip_bad:
+                return None
+            raise DataError(f"{e.source}:{e.line}: cannot read image {self.root / e.path}: {ex}") from None
+
+    def num_batches(self, batch_size: int, drop_last: bool) -> int:
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, order: torch.Tensor, drop_last: bool):
+        """``(images, labels)``: lists of decoded images (on the CPU) and their labels, ``batch_size`` entries
+        at a time in ``order`` (entries that fail to decode under ``skip_bad`` are left out)."""
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        index = [order[i:i + batch_size].tolist() for i in range(0, stop, batch_size)]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            pending = [pool.submit(self._decode, self.entries[j]) for j in index[0]] if index else []
+            for b, idx in enumerate(index):
+                images = [f.result() for f in pending]
+                if b + 1 < len(index):
+                    pending = [pool.submit(self._decode, self.entries[j]) for j in index[b + 1]]
+                keep = [i for i, im in enumerate(images) if im is not None]
+                if not keep:
+                    continue
+                images = [images[i] for i in keep]
+                hw = torch.tensor([im.shape[-2:] for im in images])
+                low, high = hw.amin(0), hw.amax(0)
+                self.smallest = low if self.smallest is None else torch.minimum(self.smallest, low)
+                self.largest = high if self.largest is None else torch.maximum(self.largest, high)
+                yield images, self.labels[[idx[i] for i in keep]]
+
+    def size_range(self) -> list[int] | None:
+        """``[min h, min w, max h, max w]`` of the images decoded so far."""
+        return None if self.smallest is None else self.smallest.tolist() + self.largest.tolist()
+
+
+def official_views(images: list[torch.Tensor], size, generator: torch.Generator, interpolation: str = "bicubic",
+                   device=None, pool=None) -> torch.Tensor:
+    """The authors' two views (``TwoCropTransform(transforms_contrastaug_train)``) of every image, each at its own
+    size, uint8 ``B x 2 x 3 x h x w`` on ``device``: timm's ``RandomResizedCropAndInterpolation`` (scale 0.08-1,
+    ratio 3/4-4/3; its rule is torchvision's, drawn by :func:`vpeft.data.augment.crop_boxes`), the crop resized by
+    torchvision's antialiased ``interpolation`` (``bicubic``, ``bilinear``, or ``random``: one of the two per view,
+    as timm), a flip with p 0.5; then colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8 and grayscale with p 0.2 on
+    the whole batch on ``device`` (:mod:`vpeft.data.augment`). Every draw comes from ``generator`` (a CPU one).
+
+    The crops are resized on the CPU on every device (by ``pool``'s threads if given), then copied over as one
+    batch: torch's uint8 CPU kernel rounds and clamps between its two passes as PIL does (the authors resize PIL
+    images), within 2 grey levels of PIL's; its float kernel (all CUDA has) does not clamp the bicubic overshoot
+    between the passes and differs by up to 20 levels on high-contrast crops that it enlarges."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from ..data.augment import color_jitter, crop_boxes, random_grayscale
+
+    oh, ow = (size, size) if isinstance(size, int) else size
+    jobs = []  # (crop, bicubic, flip) per view, image-major
+    for img in images:
+        boxes = crop_boxes(2, img.shape[-2], img.shape[-1], generator).tolist()
+        flips = (torch.rand(2, generator=generator) < 0.5).tolist()
+        cubic = [interpolation == "bicubic"] * 2 if interpolation != "random" else (
+            torch.rand(2, generator=generator) < 0.5).tolist()
+        jobs += [(img[:, top:top + h, left:left + w], c, f) for (top, left, h, w), c, f in zip(boxes, cubic, flips)]
+
+    def resize(job):
+        crop, bicubic, flip = job
+        mode = InterpolationMode.BICUBIC if bicubic else InterpolationMode.BILINEAR
+        view = TF.resize(crop, [oh, ow], interpolation=mode, antialias=True)
+        return view.flip(-1) if flip else view
+
+    out = torch.stack(list(pool.map(resize, jobs) if pool is not None else map(resize, jobs)))
+    if device is not None and torch.device(device).type == "cuda":
+        out = out.pin_memory()
+    out = out.to(device, non_blocking=True) if device is not None else out
+    out = color_jitter(out, generator, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    return random_grayscale(out, generator, p=0.2).unflatten(0, (len(images), 2))
+
+
+def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress, amp=None,
+                  source: SourceImages | None = None):
+    """|gradient| of every site's weight, summed over one pass over the training data (``cfg.loss``; drop-path
+    active, as the authors). ``amp``: the autocast dtype of the forward pass and the loss, without loss scaling
+    (None: fp32); ``source``: the split at source size, for the authors' views (None: ``cfg.views=resized``)."""
     from ..data.augment import gps_views
     from ..data.loader import DeviceData
     from ..data.vtab import crop_center, normalize
@@ -299,28 +620,49 @@ def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batc
     # drawn there in one batch (their parameters from a generator seeded by cfg.seed).
     data = dataset if isinstance(dataset, DeviceData) else DeviceData(dataset, device, resident=False)
     views_gen = torch.Generator().manual_seed(cfg.seed)
+    count = len(source) if source is not None else len(data)
+    order = torch.randperm(count, generator=views_gen) if cfg.shuffle else None
+    if source is not None:
+        batches = source.batches(batch_size, torch.arange(count) if order is None else order, cfg.drop_last)
+        total = source.num_batches(batch_size, cfg.drop_last)
+    else:
+        batches = ((x, y) for x, y, _ in data.batches(batch_size, order, drop_last=cfg.drop_last))
+        total = data.num_batches(batch_size, cfg.drop_last)
+    if total == 0:
+        raise ConfigError(f"gps drop_last with batch_size {batch_size} leaves no batch of the {count} training images")
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else nullcontext
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) if source is not None else None
+    images = 0
     try:
-        bar = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="gps selection",
-                   disable=not progress, leave=False)
-        for x, y, _ in bar:
+        for x, y in tqdm(batches, total=total, desc="gps selection", disable=not progress, leave=False):
+            y = y.to(device)
+            images += len(y)
             if cfg.loss == "supcon":  # B x 2 x C x H x W
-                views = gps_views(x, size, views_gen) if x.is_cuda else two_views(x, size)
+                if source is not None:
+                    views = official_views(x, size, views_gen, source.interpolation, device, pool)
+                else:
+                    views = gps_views(x, size, views_gen) if x.is_cuda else two_views(x, size)
                 flat = normalize(views.flatten(0, 1), normalize_kind)
-                feats = backbone.forward_head(backbone.forward_features(flat), pre_logits=True)
-                feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
-                loss = supcon_loss(feats, y, cfg.temperature)
+                with autocast():
+                    feats = backbone.forward_head(backbone.forward_features(flat), pre_logits=True)
+                    feats = F.normalize(feats.view(len(y), 2, -1), dim=-1)
+                    loss = supcon_loss(feats, y, cfg.temperature)
             else:
                 x = crop_center(x, size)  # the augmented layouts decode larger: their test-time centre crop
-                loss = F.cross_entropy(backbone(normalize(x, normalize_kind)), y)
-            loss.backward()  # summed over the pass: .grad accumulates
+                with autocast():
+                    loss = F.cross_entropy(backbone(normalize(x, normalize_kind)), y)
+            loss.backward()  # summed over the pass: .grad accumulates (no loss scaling, as the authors)
         for n, m in sites.items():
             if m.weight.grad is not None:
                 grads[n] = m.weight.grad.detach().abs()
                 m.weight.grad = None
     finally:
+        if pool is not None:
+            pool.shutdown()
         for p in backbone.parameters():
             p.requires_grad_(state[id(p)])
             p.grad = None
         backbone.train(was_training)
         torch.set_rng_state(rng_state)
+    cfg._last["pass_images"] = images
     return grads
