@@ -282,3 +282,19 @@ def test_new_options_keep_recorded_run_identities():
     assert run_identity(adapter)["method"]["init"] == "zero_up"
     head = RunConfig.from_dict({"backbone": {"head_init": "default"}}).to_dict()
     assert run_hash(head) != run_hash(RunConfig.from_dict({}).to_dict())
+
+
+@pytest.mark.parametrize("name", ["noah-lora", "noah-adapter", "noah-vpt"])
+def test_noah_presets_build_what_noahs_code_runs(name):
+    from vpeft.config import RunConfig
+    from vpeft.presets import get_preset
+    from vpeft.run import build_model
+
+    p = get_preset(name)
+    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "method": p["method"], "objective": p["objective"]})
+    model, _ = build_model(cfg, 3)
+    assert cfg.method.dropout == 0.1 and getattr(cfg.method, "init") in ("trunc_normal", "noah")
+    trainable = {n: t for n, t in model.named_parameters() if t.requires_grad and "head" not in n
+                 and not n.endswith("bias")}
+    # NOAH re-initialises every Linear (trunc-normal weights, zero biases): no weight starts at zero, LoRA's B included
+    assert trainable and all(t.abs().sum() > 0 for t in trainable.values())

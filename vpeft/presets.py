@@ -27,6 +27,15 @@ PRESETS: dict[str, dict] = {
                      "about": "GIST with its parallel-shared adapter (83,760 trainable on ViT-B/16 without the head)"},
     "dtl-plus-star": {"method": "dtl_plus:first_block=1", "objective": {"name": "ce"},
                       "about": "DTL+* (every block adapted)"},
+    # NOAH's baselines as its code runs them (its init_weights re-initialises every Linear; dropout and drop-path
+    # placement of its modules), not as its module code reads.
+    "noah-lora": {"method": "lora:targets=[qkv],init=trunc_normal,dropout=0.1", "objective": {"name": "ce"},
+                  "about": "NOAH's LoRA: fused qkv, A and B trunc-normal 0.02, input dropout 0.1"},
+    "noah-adapter": {"method": "adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1",
+                     "objective": {"name": "ce"},
+                     "about": "NOAH's adapter: x + DP(h) + A(DP(h)), hidden 8, quick-GELU, trunc-normal, dropout 0.1"},
+    "noah-vpt": {"method": "vpt_deep:init=noah,dropout=0.1", "objective": {"name": "ce"},
+                 "about": "NOAH's VPT-deep: xavier-uniform prompts per block, prompt dropout 0.1"},
 }
 
 
