@@ -15,8 +15,9 @@ from PIL import Image
 from vpeft import apply_method, create_backbone
 from vpeft.config import DataConfig
 from vpeft.errors import ConfigError, DataError
-from vpeft.selectors.gps import (GPSConfig, SourceImages, _legacy_heapsort, gradient_pass, legacy_argsort,
-                                 official_views, rows_differing, top_k_per_row, weight_sites)
+from vpeft.selectors.gps import GPSConfig, gradient_pass, rows_differing, top_k_per_row, weight_sites
+from vpeft.selectors.gps_views import SourceImages, official_views
+from vpeft.selectors.legacy_sort import _legacy_heapsort, legacy_argsort
 
 from conftest import TINY, make_task
 
