@@ -17,8 +17,8 @@ def _legacy_heapsort(v: list, t: list, lo: int, n: int) -> None:
     def put(i, x):
         t[lo + i - 1] = x
 
-    for start in range(n >> 1, 0, -1):
-        tmp, i, j = get(start), start, start << 1
+    def sift_down(tmp, i, n):  # place tmp at heap position i, moving larger children up
+        j = i << 1
         while j <= n:
             if j < n and _less(v[get(j)], v[get(j + 1)]):
                 j += 1
@@ -27,19 +27,14 @@ def _legacy_heapsort(v: list, t: list, lo: int, n: int) -> None:
             put(i, get(j))
             i, j = j, j + j
         put(i, tmp)
+
+    for start in range(n >> 1, 0, -1):
+        sift_down(get(start), start, n)
     while n > 1:
         tmp = get(n)
         put(n, get(1))
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and _less(v[get(j)], v[get(j + 1)]):
-                j += 1
-            if not _less(v[tmp], v[get(j)]):
-                break
-            put(i, get(j))
-            i, j = j, j + j
-        put(i, tmp)
+        sift_down(tmp, 1, n)
 
 
 def legacy_argsort(values) -> list[int]:
