@@ -23,20 +23,25 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> list[str]:
-    """The vpeft modules an ``import`` / ``from ... import`` names (a name that is a submodule counts as one)."""
+def resolve(mod: str, is_pkg: bool, node: ast.ImportFrom, files=()) -> list[str]:
+    """The vpeft modules an ``import`` / ``from ... import`` names: a name that is a submodule counts as one, and the
+    package itself only when some name is not a submodule (``from . import methods`` reads no name of ``vpeft``)."""
     if node.level:
         base = mod.split(".") if is_pkg else mod.split(".")[:-1]
         base = base[: len(base) - (node.level - 1)]
         target = ".".join(base + ([node.module] if node.module else []))
     else:
         target = node.module or ""
-    return [target] + [f"{target}.{a.name}" for a in node.names]
+    subs = [f"{target}.{a.name}" for a in node.names]
+    return subs + ([target] if not files or any(s not in files for s in subs) else [])
 
 
-def graph() -> tuple[dict, dict, dict]:
+def graph() -> tuple[dict, dict, dict, dict]:
+    """``(edges, counts, lines, deferred)``: every module's vpeft imports (both kinds), the number of import statements
+    of each kind, each module's line count, and the vpeft modules each module imports only inside functions."""
     files = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
     edges: dict[str, set] = {m: set() for m in files}
+    deferred: dict[str, set] = {m: set() for m in files}
     counts = {"module_level": 0, "function_level": 0}
     lines = {m: len(p.read_text().splitlines()) for m, p in files.items()}
     for mod, path in files.items():
@@ -48,14 +53,16 @@ def graph() -> tuple[dict, dict, dict]:
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                names = resolve(mod, is_pkg, node)
+                names = resolve(mod, is_pkg, node, files)
             else:
                 continue
             found = {n for n in names if n in files and n != mod}
             if found:
                 counts["function_level" if id(node) in nested else "module_level"] += 1
                 edges[mod] |= found
-    return edges, counts, lines
+                if id(node) in nested:
+                    deferred[mod] |= found
+    return edges, counts, lines, deferred
 
 
 def circles(edges: dict) -> list[list[str]]:
@@ -94,7 +101,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    edges, counts, lines = graph()
+    edges, counts, lines, _ = graph()
     found = circles(edges)
     report = {"modules": len(edges), "lines": sum(lines.values()), "vpeft_imports": counts,
               "circles": found, "largest_files": sorted(lines.items(), key=lambda kv: -kv[1])[:8]}

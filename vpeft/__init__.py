@@ -7,8 +7,8 @@ Public API::
     vpeft.trainable_state_dict(backbone)   # only what trains
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: F401  (the package version)
+from .catalog import METHODS, OBJECTIVES, SELECTORS  # the built-in plug-ins, then any from entry points
 from .backbones import Backbone, create_backbone
 from .config import RunConfig
 from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
@@ -17,9 +17,6 @@ from .measure import measure
 from .multitask import MultiTask
 from .methods import apply_method, merge
 from .methods.merge import load_merged
-from . import objectives as _objectives  # noqa: F401  (registers objectives)
-from . import selectors as _selectors  # noqa: F401  (registers selectors)
-from .registry import METHODS, OBJECTIVES, SELECTORS
 
 __all__ = [
     "Backbone",

@@ -19,8 +19,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .config import parse_spec
 from .errors import CheckpointError, ConfigError, describe_mismatch
+from .spec import parse_spec
+from .zoo import ZOO
 
 
 class Backbone(nn.Module):
@@ -213,8 +214,6 @@ def _timm():
 
 def _split_backbone_spec(spec: str) -> tuple[str, dict]:
     name, kwargs = parse_spec(spec)
-    from .zoo import ZOO
-
     if name in ZOO:  # a backbone shipped with vpeft: its timm architecture, the spec's options on top
         return ZOO[name].arch, {**ZOO[name].kwargs, **kwargs}
     timm = _timm()
@@ -227,8 +226,6 @@ def _split_backbone_spec(spec: str) -> tuple[str, dict]:
 
 def _zoo_weights(spec: str) -> Optional[Path]:
     """The packaged weight file of a vpeft zoo backbone (``vit_c10_base``), None for a plain timm name."""
-    from .zoo import ZOO
-
     name, _ = parse_spec(spec)
     if name not in ZOO:
         return None

@@ -10,8 +10,25 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import format_spec
-from .errors import ConfigError, VpeftError
+from .bench import cli as bench_cli
+from .catalog import METHODS, OBJECTIVES, SELECTORS
+from .config import RunConfig, expand_backbone_spec
+from .config_base import field_docs, load_yaml
+from .data.check import check
+from .data.sources import augment_kind, decode_size, folder_classes, load, resolve_splits
+from .data.synth import TASKS, generate
+from .data.vtab import crop_center, normalize, to_rgb
+from .demo import run_demo
+from .engine.trainer import train
+from .errors import ConfigError, DataError, VpeftError
+from .measure import AMP_KEYS, MEASURE_KEYS, measure
+from .methods.merge import save_merged
+from .multitask import MultiTask
+from .presets import PRESETS, get_preset
+from .run import RESULT_FILE, evaluate, load_run, read_run_config
+from .spec import apply_overrides, format_spec, parse_spec
+from .version import __version__
+from .zoo import ZOO
 
 EPILOG = """examples:
   vpeft demo
@@ -64,8 +81,6 @@ def _add_train(sub):
 
 
 def _train_config(args):
-    from .config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec
-
     data = load_yaml(args.config) if args.config else {}
     data = expand_backbone_spec({k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()})
 
@@ -77,8 +92,6 @@ def _train_config(args):
         return data[name]
 
     if args.preset:
-        from .presets import get_preset
-
         preset = get_preset(args.preset)
         data["method"], data["objective"] = preset["method"], dict(preset["objective"])
     if args.data:
@@ -108,8 +121,6 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .engine.trainer import train
-
     cfg = _train_config(args)
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
@@ -142,9 +153,6 @@ def _print_result(result: dict, out) -> None:
 def cmd_eval(args) -> int:
     import torch
 
-    from .data.sources import load, resolve_splits
-    from .run import RESULT_FILE, evaluate, load_run
-
     model, objective, cfg, num_classes = load_run(args.run, device=args.device)
     root = args.data or cfg.data.root
     test_split = resolve_splits(cfg.data, cfg.train.select)[2]
@@ -154,9 +162,6 @@ def cmd_eval(args) -> int:
     result = json.loads(result_path.read_text()) if result_path.is_file() else {}
     trained = result.get("class_names")
     if trained and cfg.data.format == "folder" and root != cfg.data.root:
-        from .data.sources import folder_classes
-        from .errors import DataError
-
         here = folder_classes(root)
         if here != trained:
             missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
@@ -180,8 +185,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from .measure import AMP_KEYS, MEASURE_KEYS, measure
-
     rows = []
     for method in args.method or ["linear"]:
         r = measure(args.backbone, method, args.objective, batch_size=args.batch_size, num_classes=args.num_classes,
@@ -203,15 +206,7 @@ def cmd_measure(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .config import field_docs
-    from .registry import METHODS, OBJECTIVES, SELECTORS
-    import vpeft.methods  # noqa: F401
-    import vpeft.objectives  # noqa: F401
-    import vpeft.selectors  # noqa: F401
-
     if args.kind == "backbones":
-        from .zoo import ZOO
-
         for name, e in ZOO.items():
             state = "" if e.file.is_file() else "  [weights missing]"
             kw = ",".join(f"{k}={v}" for k, v in e.kwargs.items())
@@ -219,8 +214,6 @@ def cmd_list(args) -> int:
         print("any timm model name works too (random weights, --checkpoint FILE, or --pretrained with network)")
         return 0
     if args.kind == "presets":
-        from .presets import PRESETS
-
         for name, p in sorted(PRESETS.items()):
             obj = dict(p["objective"])
             print(f"{name}: {p['about']}\n    --method {p['method']} --objective {format_spec(obj.pop('name'), obj)}")
@@ -244,14 +237,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data.check import check
-
     return 0 if check(args.root, args.suite, args.shot, args.seed) else 1
 
 
 def cmd_data_synth(args) -> int:
-    from .data.synth import TASKS, generate
-
     unknown = [t for t in args.tasks or [] if t not in TASKS]
     if unknown:
         raise VpeftError(f"unknown synthetic task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
@@ -261,9 +250,6 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from .methods.merge import save_merged
-    from .run import load_run
-
     model, objective, cfg, _ = load_run(args.run)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,12 +263,6 @@ def cmd_predict(args) -> int:
     import numpy as np
     import torch
     from PIL import Image
-
-    from .data.sources import augment_kind, decode_size
-    from .data.vtab import crop_center, normalize, to_rgb
-    from .errors import DataError
-    from .multitask import MultiTask
-    from .run import read_run_config
 
     mt = MultiTask(args.runs, device=args.device)
     # Every task sees the same pixels, prepared as `vpeft eval` prepares its test set.
@@ -313,15 +293,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-
     run_demo(out=args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="vpeft",
         description="Parameter-efficient transfer learning for pretrained vision transformers.",
@@ -341,9 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
 
     _add_train(sub)
-    from .bench.cli import add_parsers as _add_bench
 
-    _add_bench(sub)
+    bench_cli.add_parsers(sub)
 
     e = sub.add_parser("eval", help="rebuild a run's model from its directory and evaluate it")
     e.add_argument("--run", required=True, help="run directory written by 'vpeft train'")
@@ -401,15 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args):
-    from .bench.cli import cmd_bench as run
-
-    return run(args)
+    return bench_cli.cmd_bench(args)
 
 
 def cmd_report(args):
-    from .bench.cli import cmd_report as run
-
-    return run(args)
+    return bench_cli.cmd_report(args)
 
 
 COMMANDS = {"bench": cmd_bench, "report": cmd_report, "predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}

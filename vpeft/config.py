@@ -1,239 +1,22 @@
-"""Typed configs: dataclasses that reject unknown keys and bad values when they are read, not when they are used.
+"""The run schema: a run's sections (backbone, method, objective, selector, data, train) and its identity.
 
-Every plug-in config and every section of a run config derives from :class:`BaseConfig`. Fields are documented once,
-in the class docstring's ``Args:`` section; :func:`field_docs` reads them back for ``vpeft list`` and the docs.
+It stands above the plug-ins (``RunConfig.from_dict`` builds them from the catalog's registries). The typed-config
+base (:mod:`vpeft.config_base`) and the spec grammar (:mod:`vpeft.spec`) stand below them; their names are
+re-exported here, so ``from vpeft.config import parse_spec`` keeps working.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import re
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
-import yaml
-
+from .catalog import METHODS, OBJECTIVES, SELECTORS
+from .config_base import BaseConfig, _coerce, _type_name, field_docs, load_yaml  # noqa: F401  (re-exported)
 from .errors import ConfigError
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"tuple of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert the lossless cases (int -> float, str -> number)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return value
-        raise ConfigError(f"{where}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-    if origin is tuple:
-        (item,) = typing.get_args(tp)[:1]
-        if isinstance(value, str):
-            value = [v for v in re.split(r"[+,]", value) if v]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(v, item, where) for v in value)
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int or tp is float:
-        # bool is an int in Python but never a number here; an int field takes a whole float (1e3) too.
-        ok = (int, float) if tp is float else int
-        if isinstance(value, ok) and not isinstance(value, bool):
-            return tp(value)
-        if tp is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return tp(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Map field name -> description, read from the ``Args:`` section of the class docstring."""
-    doc = cls.__doc__ or ""
-    out: dict[str, str] = {}
-    in_args, current = False, None
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if stripped == "Args:":
-            in_args = True
-            continue
-        if not in_args:
-            continue
-        if stripped and not line.startswith(" " * 8) and stripped.endswith(":") and " " not in stripped:
-            break  # next section (Returns:, Raises:)
-        m = re.match(r"^\s{4,8}(\w+):\s*(.*)$", line)
-        if m and (line.startswith(" " * 4) and not line.startswith(" " * 12)):
-            current = m.group(1)
-            out[current] = m.group(2).strip()
-        elif current and stripped:
-            out[current] += " " + stripped
-        elif not stripped and current:
-            current = None
-    return out
-
-
-@dataclass(kw_only=True)
-class BaseConfig:
-    """Base of every config: ``from_dict`` validates, ``to_dict`` gives plain YAML-able values."""
-
-    @classmethod
-    def fields(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.init]
-
-    @classmethod
-    def from_dict(cls, data: dict | None, where: str | None = None):
-        where = where or cls.__name__
-        data = dict(data or {})
-        hints = typing.get_type_hints(cls)
-        valid = [f.name for f in cls.fields()]
-        unknown = [k for k in data if k not in valid]
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{where} has no option {key!r}{hint}; valid options: {', '.join(valid) or '(none)'}"
-            )
-        kwargs = {k: _coerce(v, hints[k], f"{where}, option {k!r}") for k, v in data.items()}
-        try:
-            return cls(**kwargs)
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{where}: {e}") from None
-
-    def to_dict(self) -> dict:
-        out = {}
-        for f in self.fields():
-            v = getattr(self, f.name)
-            if isinstance(v, BaseConfig):
-                v = v.to_dict()
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
-        return out
-
-
-def _parse_value(text: str) -> Any:
-    text = text.strip()
-    if text == "":
-        return ""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside brackets and quotes, so ``targets=[q,v],rank=4`` gives two items and
-    ``teacher='vit_small_patch16_224:img_size=32,patch_size=8'`` one."""
-    parts, depth, cur, quote = [], 0, [], None
-    for ch in text:
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[({":
-            depth += 1
-        elif ch in "])}":
-            depth -= 1
-        if ch == sep and depth == 0 and quote is None:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``"name"`` or ``"name:key=value,key=value"`` into ``(name, kwargs)``.
-
-    Values are read as YAML scalars or flow lists: ``rank=4``, ``scale=0.1``, ``bias=true``, ``targets=[q,v]``;
-    quote a value that holds commas or colons: ``teacher='vit_small_patch16_224:img_size=32'``.
-    """
-    name, _, rest = spec.strip().partition(":")  # the first colon: quoted values may hold more
-    name = name.strip()
-    if not name:
-        raise ConfigError(f"empty name in spec {spec!r}; write name or name:key=value,...")
-    kwargs: dict[str, Any] = {}
-    if rest.strip():
-        for item in _split_top_level(rest):
-            if not item.strip():
-                continue
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise ConfigError(f"bad item {item!r} in spec {spec!r}; write key=value")
-            kwargs[key.strip()] = _parse_value(value)
-    return name, kwargs
-
-
-def format_spec(name: str, kwargs: dict[str, Any]) -> str:
-    """Inverse of :func:`parse_spec` for simple values."""
-    if not kwargs:
-        return name
-
-    def fmt(v):
-        if isinstance(v, (list, tuple)):
-            return "[" + ",".join(str(x) for x in v) + "]"
-        if isinstance(v, bool):
-            return str(v).lower()
-        return str(v)
-
-    return name + ":" + ",".join(f"{k}={fmt(v)}" for k, v in kwargs.items())
-
-
-def plugin_to_dict(cfg: BaseConfig) -> dict:
-    """A registered plug-in config as a YAML mapping with its ``name``."""
-    return {"name": cfg.name, **cfg.to_dict()}  # type: ignore[attr-defined]
-
+from .spec import (  # noqa: F401  (re-exported)
+    _parse_value, _split_top_level, apply_overrides, format_spec, parse_spec, plugin_to_dict, spec_string,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Run config: the composition backbone x method x objective x data x train.
@@ -445,8 +228,6 @@ class RunConfig(BaseConfig):
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str | None = None) -> "RunConfig":
-        from .registry import METHODS, OBJECTIVES, SELECTORS
-
         data = dict(data or {})
         valid = [f.name for f in cls.fields()]
         for key in data:
@@ -467,9 +248,6 @@ class RunConfig(BaseConfig):
             else:
                 raise ConfigError(f"section {name!r} must be a mapping, got {value!r}")
         # Plug-ins are validated against their registries and stored as instances.
-        import vpeft.methods  # noqa: F401  (registers the built-in plug-ins)
-        import vpeft.objectives  # noqa: F401
-        import vpeft.selectors  # noqa: F401
 
         kwargs["method"] = METHODS.build(data.get("method", "linear"))
         kwargs["objective"] = OBJECTIVES.build(data.get("objective", "ce"))
@@ -493,55 +271,3 @@ def expand_backbone_spec(data: dict) -> dict:
     if isinstance(data.get("backbone"), str):
         data["backbone"] = {"spec": data["backbone"]}
     return data
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted ``section.key=value`` overrides to a nested mapping (a copy)."""
-    import copy
-
-    data = copy.deepcopy(data)
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"bad override {item!r}; write section.key=value, e.g. train.lr=0.01")
-        parts = key.split(".")
-        node = data
-        for p in parts[:-1]:
-            child = node.get(p)
-            if isinstance(child, str) and p in ("method", "objective", "selector"):
-                name, kwargs = parse_spec(child)
-                child = {"name": name, **kwargs}
-            if child is None:
-                child = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-            node[p] = child
-            node = child
-        node[parts[-1]] = _parse_value(value)
-    return data
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, naming the file in any error."""
-    path = Path(path)
-    from .files import read_text
-
-    if not path.is_file():
-        raise ConfigError(f"cannot read config file {path}: {'a folder' if path.is_dir() else 'no such file'}")
-    text = read_text(path, ConfigError)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def spec_string(cfg: BaseConfig) -> str:
-    """A plug-in config as ``name:key=value,...`` listing only the options that differ from their defaults."""
-    default = type(cfg)().to_dict()
-    changed = {k: v for k, v in cfg.to_dict().items() if v != default.get(k)}
-    return format_spec(cfg.name, changed)  # type: ignore[attr-defined]

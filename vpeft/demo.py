@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .bench.experiment import run_hash
+from .bench.report import plot
 from .config import RunConfig
 from .data.synth import generate_task
+from .engine.trainer import train
 
 DEMO_BACKBONE = "vit_c10_base"
 DEMO_TEACHER = "vit_c10_small"
@@ -43,10 +46,6 @@ def demo_config(task_dir: Path, method, objective, selector, train: dict, epochs
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0, progress: bool = True,
              task: str = DEMO_TASK) -> list:
-    from .bench.experiment import run_hash
-    from .bench.report import plot
-    from .engine.trainer import train
-
     out = Path(out)
     data = out / ("data" if seed == 0 else f"data-seed{seed}")  # the seed also draws the task's images
     task_dir = data / task

@@ -18,7 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine.optim import trainable_named_parameters
+from .config import RunConfig, spec_string
+from .engine.optim import build_optimizer, param_groups
+from .methods.base import head_param_names
+from .run import build_model
+from .trainable import trainable_named_parameters
 
 MEASURE_KEYS = (
     "trainable",
@@ -144,8 +148,6 @@ def memory_stats(model: nn.Module, objective: nn.Module | None, optimizer, saved
 
 def param_counts(model, objective=None) -> dict[str, int]:
     """Counts of the model that is kept (the student): a teacher owned by the objective is counted apart."""
-    from .methods.base import head_param_names
-
     named = trainable_named_parameters(model)
     head = head_param_names(model)
     return {
@@ -193,10 +195,6 @@ def measure(
         ``step_seconds`` and each latency are the median of ``repeats`` timed runs, synchronised on CUDA before and
         after each.
     """
-    from .config import RunConfig, spec_string
-    from .engine.optim import build_optimizer, param_groups
-    from .run import build_model
-
     if amp not in ("none", *AMP_DTYPES):
         raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
     cfg = RunConfig.from_dict({"backbone": {"spec": backbone}, "method": method, "objective": objective,

@@ -1,16 +1,21 @@
 """One registry per kind of plug-in: methods, selectors and objectives.
 
 A registry maps a lower-case name to a config dataclass. Registering is the only step needed for a plug-in to be
-listed by ``vpeft list``, accepted on the command line, documented and picked up by the parametrised tests.
+listed by ``vpeft list``, accepted on the command line, documented and picked up by the parametrised tests. The
+registries never import a plug-in: the built-in ones are listed in :mod:`vpeft.catalog`; third-party ones come from
+the entry-point group of their kind (``vpeft.methods``, ``vpeft.objectives``, ``vpeft.selectors``), loaded on the
+first look-up.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable, TypeVar
+from importlib.metadata import entry_points
+from typing import Any, Callable, Optional, TypeVar
 
 from .errors import ConfigError
+from .spec import parse_spec
 
 T = TypeVar("T")
 
@@ -20,11 +25,34 @@ class Registry:
 
     Args:
         kind: What the entries are, e.g. ``"method"``; used in error messages.
+        group: The entry-point group whose plug-ins join on the first look-up: each entry point names a module that
+            registers its classes (``pkg.mod``) or a config class (``pkg.mod:Config``), registered under the entry
+            point's name unless its module did so.
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._entries: dict[str, type] = {}
+    def __init__(self, kind: str, group: Optional[str] = None):
+        self.kind, self.group = kind, group
+        self._registered: dict[str, type] = {}
+        self._loaded = group is None
+        self._error: Optional[ConfigError] = None
+
+    @property
+    def _entries(self) -> dict[str, type]:
+        """The registered classes, after the entry-point plug-ins (a failed one is named in the error, every time)."""
+        if not self._loaded:
+            self._loaded = True  # first, so a plug-in's own ``register`` calls do not come back here
+            for ep in entry_points(group=self.group):
+                try:
+                    obj = ep.load()
+                    if isinstance(obj, type) and obj not in self._registered.values():
+                        self.register(ep.name)(obj)
+                except Exception as e:
+                    self._error = ConfigError(f"{self.kind} plug-in {ep.name!r} ({ep.value}, entry point group "
+                                              f"{self.group!r}) failed to load: {type(e).__name__}: {e}")
+                    break
+        if self._error is not None:
+            raise self._error
+        return self._registered
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator: register ``cls`` under ``name`` and set ``cls.name``."""
@@ -32,10 +60,11 @@ class Registry:
             raise ValueError(f"{self.kind} names are lower-case snake_case, got {name!r}")
 
         def decorator(cls: type[T]) -> type[T]:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[name].__qualname__}")
+            if name in self._registered:
+                owner = self._registered[name].__qualname__
+                raise ValueError(f"{self.kind} {name!r} is already registered by {owner}")
             cls.name = name  # type: ignore[attr-defined]
-            self._entries[name] = cls
+            self._registered[name] = cls
             return cls
 
         return decorator
@@ -63,8 +92,6 @@ class Registry:
 
     def build(self, spec: Any) -> Any:
         """Make a config instance from ``"name"``, ``"name:key=value,..."``, a mapping with ``name``, or an instance."""
-        from .config import parse_spec
-
         if spec is None:
             raise ConfigError(f"no {self.kind} given")
         if isinstance(spec, str):
@@ -82,6 +109,6 @@ class Registry:
         return cls.from_dict(kwargs, where=f"{self.kind} {name!r}")
 
 
-METHODS = Registry("method")
-SELECTORS = Registry("selector")
-OBJECTIVES = Registry("objective")
+METHODS = Registry("method", group="vpeft.methods")
+SELECTORS = Registry("selector", group="vpeft.selectors")
+OBJECTIVES = Registry("objective", group="vpeft.objectives")

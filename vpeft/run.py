@@ -10,10 +10,12 @@ import torch
 
 from .backbones import create_backbone
 from .config import RunConfig, load_yaml
+from .data.loader import DeviceData
 from .data.vtab import normalize
-from .engine.checkpoint import TRAINABLE_FILE, load_trainable
+from .engine.checkpoint import TRAINABLE_FILE, load_trainable, read_trainable
 from .errors import RunDirError
 from .methods.base import apply_method
+from .selectors.gps import selection_from_state
 
 CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
@@ -65,8 +67,6 @@ def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp:
     ``shard=(rank, world)`` only this process's share of every batch is evaluated and the counts are its own (the
     trainer sums them over the processes).
     """
-    from .data.loader import DeviceData
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     data = ds if isinstance(ds, DeviceData) else DeviceData(ds, device, resident=False)
     was_training = model.training
@@ -108,8 +108,6 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)
     if cfg.selector is not None:  # the selected entries are recorded in the checkpoint itself
-        from .engine.checkpoint import read_trainable
-        from .selectors.gps import selection_from_state
 
         cfg.selector.apply(model, selection_from_state(model, read_trainable(run_dir / TRAINABLE_FILE)))
     load_trainable(run_dir / TRAINABLE_FILE, model)

@@ -6,6 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..spec import apply_overrides
+from .experiment import list_recipes, load_experiment
+from .report import write_report
+from .runner import LocalExecutor, RayExecutor, run_state, run_sweep
+
 BENCH_EPILOG = """examples:
   vpeft bench run experiments/mini_vtab_synth.yaml --out results/synth --jobs 2
   vpeft bench run --suite vtab1k --recipe gist --data-root data/vtab-1k --checkpoint ViT-B_16.npz --out results/gist
@@ -92,8 +98,6 @@ def add_parsers(sub) -> None:
 
 
 def _experiment(args):
-    from .experiment import load_experiment
-
     base: dict = {"backbone": {}, "train": {}, "data": {}}
     if args.backbone:
         base["backbone"]["spec"] = args.backbone
@@ -103,7 +107,6 @@ def _experiment(args):
         base["train"]["select"] = args.select
     if args.epochs:
         base["train"]["epochs"] = args.epochs
-    from ..config import apply_overrides
 
     base = apply_overrides(base, args.set)
     methods = None
@@ -121,19 +124,13 @@ def _experiment(args):
 
 
 def cmd_bench(args) -> int:
-    from .runner import LocalExecutor, RayExecutor, run_state, run_sweep
-
     if args.bench_command == "recipes":
-        from .experiment import list_recipes
-
         for name, about in list_recipes().items():
             print(f"{name:10s} {about}")
         return 0
     if args.bench_command == "status":
         runs = Path(args.out) / "runs.jsonl"
         if not runs.is_file():
-            from ..errors import ConfigError
-
             raise ConfigError(f"{args.out} is not a sweep folder (no runs.jsonl)")
         specs = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()]
         for s in specs:  # where the folder is now (it may have been moved since the plan was written)
@@ -163,16 +160,12 @@ def cmd_bench(args) -> int:
         print(f"{summary['done']}/{summary['total']} runs finished, {len(summary['failed'])} failed"
               + (f" (vpeft bench status {args.out} --failed)" if summary["failed"] else ""))
     if args.report and summary["done"]:
-        from .report import write_report
-
         rep = write_report(args.out)
         print(f"report: {rep['out']}")
     return 1 if summary["failed"] else 0
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
     rep = write_report(args.results, args.out, pairs=[tuple(p) for p in args.compare or []], title=args.title,
                        tune_on=args.tune)
     print("\n".join(rep["markdown"]))

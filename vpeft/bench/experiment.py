@@ -41,7 +41,9 @@ import yaml
 
 from ..config import (RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity,
                       spec_string)
+from ..data.synth import TASKS, generate
 from ..errors import ConfigError
+from ..presets import get_preset
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 SUITE_FORMATS = {"vtab1k": "vtab1k", "fgvc": "fgvc", "fewshot": "fewshot", "synth": "vtab1k", "tasks": None}
@@ -134,8 +136,6 @@ def _entry(raw: Any, where: str) -> dict:
         raise ConfigError(f"{where}: unknown key {bad[0]!r} in a method entry (valid: {', '.join(ENTRY_KEYS)})")
     entry = expand_backbone_spec(dict(raw))
     if "preset" in entry:
-        from ..presets import get_preset
-
         preset = get_preset(entry["preset"])
         entry.setdefault("method", preset["method"])
         obj = entry.get("objective")
@@ -245,8 +245,6 @@ def discover_tasks(root: Path, fmt: str) -> list[str]:
 def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
     """(task name, folder) for every task of the experiment, checked to exist."""
     if exp.suite == "synth":
-        from ..data.synth import TASKS, generate
-
         root = Path(exp.data_root or "synth-data")
         names = exp.tasks or list(TASKS)
         unknown = [t for t in names if t not in TASKS]

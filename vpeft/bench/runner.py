@@ -26,7 +26,10 @@ from typing import Iterable, Iterator, Optional
 
 import yaml
 
+from ..config import RunConfig
 from ..engine.checkpoint import atomic_write_json, atomic_write_text
+from ..engine.trainer import train
+from ..errors import ConfigError
 from .experiment import Experiment, RunSpec, describe, expand
 
 log = logging.getLogger("vpeft.bench")
@@ -57,9 +60,6 @@ def _record_failure(run_dir: Path, error: str, tb: str = "", **where) -> dict:
 def run_one(spec: dict, threads: Optional[int] = None) -> dict:
     """Train one run of a sweep in this process; never raises for a failing run (the failure is recorded)."""
     import torch
-
-    from ..config import RunConfig
-    from ..engine.trainer import train
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +152,6 @@ class LocalExecutor:
 
     def __init__(self, jobs: int = 1, threads: Optional[int] = None, fresh: bool = False,
                  gpus_per_run: Optional[float] = None, devices: Optional[list[str]] = None):
-        from ..errors import ConfigError
-
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs, self.threads, self.fresh = jobs, threads, fresh
@@ -254,8 +252,6 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            from ..errors import ConfigError
-
             raise ConfigError("the Ray executor needs ray: pip install 'vpeft[ray]'") from None
         specs = list(specs)
         started = not ray.is_initialized()

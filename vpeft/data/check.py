@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..files import read_text
-from .sources import read_entries
+from .entries import read_entries
 from .suites import canonical_classes
 
 SPLITS = ("train800", "val200", "train800val200", "test")

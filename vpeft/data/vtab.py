@@ -1,13 +1,9 @@
-"""Reader for task folders in the VTAB-1K layout (NOAH's, read by all four papers' code).
+"""Decoded splits: images read from a split's entries, resized to the model's input and kept in memory as uint8 (so
+an epoch costs no decoding), with a bounded cache of the splits this process decoded.
 
-::
-
-    <task>/images/<split>/000123.jpg
-    <task>/{train800,val200,train800val200,test}.txt     # lines: "<relative path> <label>"
-    <task>/classes.txt                                   # optional: "<label> <name>" per class
-
-Images are resized directly to the model's input size (bicubic, no crop, no augmentation, as the papers' VTAB runs)
-and kept decoded in memory as uint8, so an epoch costs no decoding. Every problem names the list file and line.
+Images are resized directly to the requested size (bicubic, no crop, no augmentation, as the papers' VTAB runs);
+every problem names the list file and line. The entries come from :mod:`vpeft.data.entries` (whose names are
+re-exported here); the layouts' defaults and the trainer's view of a split are in :mod:`vpeft.data.sources`.
 """
 
 from __future__ import annotations
@@ -24,20 +20,13 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from ..files import read_text
+from .entries import Entry, ListEntry, infer_num_classes, list_path, read_entries, read_list  # noqa: F401
 
 NORMALIZATION = {
     # mean = std = 0.5 (timm's IMAGENET_INCEPTION_*), as GIST, iDAT, GPS and DTL
     "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-
-
-@dataclass
-class ListEntry:
-    path: str
-    label: int
-    line: int
 
 
 @dataclass
@@ -52,48 +41,6 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def list_path(root: str | Path, split: str) -> Path:
-    return Path(root) / f"{split}.txt"
-
-
-def read_list(root: str | Path, split: str) -> list[ListEntry]:
-    """Parse ``<root>/<split>.txt``; a bad line fails with the file and line number."""
-    path = list_path(root, split)
-    if not Path(root).is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    if not path.is_file():
-        present = sorted(p.stem for p in Path(root).glob("*.txt"))
-        raise DataError(f"missing list file {path} (list files there: {', '.join(present) or 'none'})")
-    entries = []
-    for lineno, raw in enumerate(read_text(path).splitlines(), 1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DataError(f"{path}:{lineno}: expected '<relative path> <label>', got {line!r}")
-        try:
-            label = int(parts[1])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
-        entries.append(ListEntry(parts[0], label, lineno))
-    if not entries:
-        raise DataError(f"list file {path} has no entries")
-    return entries
-
-
-def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:
-    """``classes.txt``'s line count if it exists, else 1 + the largest label in ``splits``."""
-    from .sources import read_entries
-
-    classes = Path(root) / "classes.txt"
-    if classes.is_file():
-        n = sum(1 for line in read_text(classes).splitlines() if line.strip())
-        if n > 0:
-            return n
-    return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed)[0])
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -136,14 +83,12 @@ def load_split(
     A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
     ``skip_bad``, is left out and described in the dataset's ``skipped`` list.
     """
-    from .sources import read_entries
-
     entries, image_root = read_entries(root, split, fmt, shot, seed)
     root = Path(root)
     lpath = entries[0].source if entries else list_path(root, split)
     skipped: list[str] = []
 
-    def bad(message: str, entry: ListEntry) -> None:
+    def bad(message: str, entry: Entry) -> None:
         if not skip_bad:
             raise DataError(message)
         skipped.append(message)

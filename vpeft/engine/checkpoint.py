@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError, describe_mismatch
-from .optim import trainable_named_parameters
+from ..trainable import trainable_named_parameters
 
 TRAINABLE_FILE = "trainable.safetensors"
 

@@ -8,18 +8,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-
-
-def trainable_named_parameters(*modules: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Trainable parameters of ``modules`` (the backbone, then the objective), each once."""
-    seen, out = set(), []
-    for i, m in enumerate(modules):
-        prefix = "" if i == 0 else "objective."
-        for n, p in m.named_parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append((prefix + n, p))
-    return out
+from ..trainable import trainable_named_parameters  # noqa: F401  (re-exported)
 
 
 def param_groups(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig, no_decay_names: set[str] = frozenset()):

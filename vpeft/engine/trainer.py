@@ -30,6 +30,8 @@ from ..data.vtab import infer_num_classes, normalize
 from ..errors import ConfigError, DivergedError, RunDirError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
 from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, amp_context, build_model, evaluate, resolve_device
+from ..trainable import trainable_named_parameters
+from ..version import __version__
 from .checkpoint import (
     TRAINABLE_FILE,
     atomic_save_tensors,
@@ -41,7 +43,7 @@ from .checkpoint import (
     trainable_state_dict,
 )
 from .distributed import setup as setup_distributed
-from .optim import build_optimizer, lr_at, param_groups, set_lr, trainable_named_parameters
+from .optim import build_optimizer, lr_at, param_groups, set_lr
 
 log = logging.getLogger("vpeft")
 
@@ -56,8 +58,6 @@ def _versions() -> dict:
 
     import numpy
     import timm
-
-    from .. import __version__
 
     return {
         "vpeft": __version__,

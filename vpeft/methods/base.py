@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..config import BaseConfig
+from ..config_base import BaseConfig
 from ..registry import METHODS
 
 

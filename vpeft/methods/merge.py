@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
+from ..spec import parse_spec
 
 
 def merge(backbone) -> nn.Module:
@@ -36,8 +37,6 @@ def merge(backbone) -> nn.Module:
 
 def timm_kwargs(backbone) -> tuple[str, dict]:
     """The timm name and keyword arguments that build a plain model with the merged model's architecture."""
-    from ..config import parse_spec
-
     name, kwargs = parse_spec(backbone.spec)
     kwargs = {k: v for k, v in kwargs.items() if k != "drop_path_rate"}
     kwargs["num_classes"] = backbone.num_classes
@@ -66,8 +65,6 @@ def load_merged(path) -> nn.Module:
     import timm
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from ..errors import CheckpointError
 
     try:
         with safe_open(str(path), "pt") as f:

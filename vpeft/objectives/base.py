@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import BaseConfig
+from ..config_base import BaseConfig
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,10 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from ..backbones import create_backbone
+from ..engine.checkpoint import save_trainable
 from ..errors import ConfigError
+from ..methods.base import apply_method
 from ..registry import OBJECTIVES
 from .base import Objective, ObjectiveConfig
 from .ce import CEConfig
@@ -76,9 +79,6 @@ class IDATConfig(ObjectiveConfig):
         return CEConfig()  # only the student predicts; no teacher is built
 
     def build(self, backbone) -> "IDATObjective":
-        from ..backbones import create_backbone
-        from ..methods.base import apply_method
-
         method = self.teacher_method if self.teacher_method is not None else backbone.method
         drop_path = self.teacher_drop_path if self.teacher_drop_path is not None else getattr(backbone, "drop_path", 0.0)
         teacher = create_backbone(
@@ -133,6 +133,4 @@ class IDATObjective(Objective):
 
     def save_extra(self, run_dir: Path) -> None:
         if self.cfg.save_teacher:
-            from ..engine.checkpoint import save_trainable
-
             save_trainable(Path(run_dir) / TEACHER_FILE, self.teacher, metadata={"teacher": self.cfg.teacher})

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import BaseConfig
+from ..config_base import BaseConfig
+from ..data.loader import DeviceData
+from ..data.vtab import crop_center, normalize
 from ..errors import ConfigError
 from ..registry import SELECTORS
 from .gps_views import SourceImages, official_views, two_views
@@ -373,8 +375,6 @@ def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batc
     active, as the authors). ``amp``: the autocast dtype of the forward pass and the loss, without loss scaling
     (None: fp32); ``source``: the split at source size, for the authors' views (None: ``cfg.views=resized``)."""
     from ..data.augment import gps_views
-    from ..data.loader import DeviceData
-    from ..data.vtab import crop_center, normalize
 
     state = {id(p): p.requires_grad for p in backbone.parameters()}
     for p in backbone.parameters():

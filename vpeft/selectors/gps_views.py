@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from ..data.entries import read_entries
+from ..data.vtab import to_rgb
 from ..errors import DataError
 
 
@@ -41,8 +43,6 @@ class SourceImages:
     """
 
     def __init__(self, dc, split: str, num_classes: int, labels: torch.Tensor):
-        from ..data.sources import read_entries
-
         entries, self.root = read_entries(dc.root, split, dc.format, dc.shot, dc.fewshot_seed)
         # The training split's filters (load_split): the label range and missing files; unreadable files (only
         # under skip_bad, or the training split would not have loaded) are left out when they fail to decode.
@@ -63,8 +63,6 @@ class SourceImages:
     def _decode(self, e) -> torch.Tensor | None:
         import numpy as np
         from PIL import Image
-
-        from ..data.vtab import to_rgb
 
         try:
             with Image.open(self.root / e.path) as img:

@@ -1,0 +1,17 @@
+"""The catalog: every built-in plug-in, listed once. Importing it registers them in :mod:`vpeft.registry`'s
+registries, which load third-party plug-ins from their entry-point groups on the first look-up.
+
+A new built-in plug-in is one module plus one line in its package's ``__init__`` (which lists the modules of that
+kind, imported here); a third-party one declares an entry point instead, e.g. in its ``pyproject.toml``::
+
+    [project.entry-points."vpeft.methods"]
+    my_method = "my_package.my_method"          # a module whose classes register themselves
+    other = "my_package.other:OtherConfig"      # or one config class, registered as "other"
+"""
+
+from __future__ import annotations
+
+from . import methods, objectives, selectors  # noqa: F401  (each registers its built-in plug-ins)
+from .registry import METHODS, OBJECTIVES, SELECTORS
+
+__all__ = ["METHODS", "OBJECTIVES", "SELECTORS"]
