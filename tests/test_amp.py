@@ -33,7 +33,7 @@ def _build(method="linear", objective="ce", selector=None, seed=0):
     obj = OBJECTIVES.build(OBJECTIVE_SPECS.get(objective, objective)).build(bb)
     if selector is not None:
         sel = SELECTORS.get(selector).from_dict(getattr(SELECTORS.get(selector), "test_overrides", {}))
-        sel.apply(bb, sel.select(bb, sel.scores(bb)))
+        sel.apply(bb, sel.structure_only(bb))
     return bb, obj
 
 

@@ -2,7 +2,8 @@
 registries, which load third-party plug-ins from their entry-point groups on the first look-up.
 
 A new built-in plug-in is one module plus one line in its package's ``__init__`` (which lists the modules of that
-kind, imported here); a third-party one declares an entry point instead, e.g. in its ``pyproject.toml``::
+kind, imported here; data layouts live in ``vpeft/data/formats/``); a third-party one declares an entry point
+instead, e.g. in its ``pyproject.toml``::
 
     [project.entry-points."vpeft.methods"]
     my_method = "my_package.my_method"          # a module whose classes register themselves
@@ -12,6 +13,7 @@ kind, imported here); a third-party one declares an entry point instead, e.g. in
 from __future__ import annotations
 
 from . import methods, objectives, selectors  # noqa: F401  (each registers its built-in plug-ins)
-from .registry import METHODS, OBJECTIVES, SELECTORS
+from .data import formats  # noqa: F401  (the built-in data layouts)
+from .registry import FORMATS, METHODS, OBJECTIVES, SELECTORS
 
-__all__ = ["METHODS", "OBJECTIVES", "SELECTORS"]
+__all__ = ["FORMATS", "METHODS", "OBJECTIVES", "SELECTORS"]

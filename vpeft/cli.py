@@ -11,11 +11,12 @@ import warnings
 from pathlib import Path
 
 from .bench import cli as bench_cli
-from .catalog import METHODS, OBJECTIVES, SELECTORS
+from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS
 from .config import RunConfig, expand_backbone_spec
 from .config_base import field_docs, load_yaml
 from .data.check import check
-from .data.sources import augment_kind, decode_size, folder_classes, load, resolve_splits
+from .data.entries import layout
+from .data.sources import augment_kind, decode_size, load, resolve_splits
 from .data.synth import TASKS, generate
 from .data.vtab import crop_center, normalize, to_rgb
 from .demo import run_demo
@@ -124,7 +125,7 @@ def cmd_train(args) -> int:
     cfg = _train_config(args)
     result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
-        _print_result(result, args.out)
+        _print_result(result, args.out, cfg.selector)
     return 0
 
 
@@ -132,11 +133,10 @@ def _mib(n) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def _print_result(result: dict, out) -> None:
+def _print_result(result: dict, out, selector=None) -> None:
     m = result["memory"]
     print(f"run:        {out}")
-    sel = f"  selector: {result['selection']['k']}-per-neuron {result['selection']['criterion']}" \
-        if result.get("selection") else ""
+    sel = f"  selector: {selector.describe()}" if selector is not None else ""
     print(f"task:       {result['task']} ({result['num_classes']} classes)  method: {result['method']}  "
           f"objective: {result['objective']}{sel}")
     print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
@@ -161,8 +161,8 @@ def cmd_eval(args) -> int:
     result_path = Path(args.run) / RESULT_FILE
     result = json.loads(result_path.read_text()) if result_path.is_file() else {}
     trained = result.get("class_names")
-    if trained and cfg.data.format == "folder" and root != cfg.data.root:
-        here = folder_classes(root)
+    here = layout(cfg.data.format).class_names(Path(root)) if trained and root != cfg.data.root else None
+    if here is not None:  # a layout that numbers classes by their names (folder): they must be the run's
         if here != trained:
             missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
             raise DataError(f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
@@ -368,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")
-    c.add_argument("--suite", choices=["vtab1k", "fgvc", "fewshot"], default="vtab1k",
-                   help="the layout: a VTAB-1K task (or folder of tasks), a VPT FGVC dataset, a NOAH few-shot dataset")
+    c.add_argument("--suite", choices=FORMATS.names(), default="vtab1k",
+                   help="the layout (data format): a VTAB-1K task (or folder of tasks), a VPT FGVC dataset, a NOAH "
+                   "few-shot dataset, class folders, CSV lists, or a format plug-in")
     c.add_argument("--shot", type=int, default=16, help="few-shot: shots of the training list to check")
     c.add_argument("--seed", type=int, default=0, help="few-shot: seed of the training list to check")
     return parser

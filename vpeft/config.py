@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .catalog import METHODS, OBJECTIVES, SELECTORS
+from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS
 from .config_base import BaseConfig, _coerce, _type_name, field_docs, load_yaml  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .spec import (  # noqa: F401  (re-exported)
@@ -54,8 +54,9 @@ class DataConfig(BaseConfig):
     Args:
         root: The task folder (for ``vtab1k``: ``train800.txt``, ``val200.txt``, ``train800val200.txt``, ``test.txt``
             with lines ``<relative path> <label>``).
-        format: Layout: ``vtab1k``, ``fgvc`` (VPT's JSON splits), ``fewshot`` (NOAH's lists), ``folder``
-            (``<split>/<class>/<image>``) or ``csv`` (``<split>.csv`` with columns path, label).
+        format: Layout, a name registered in ``FORMATS``: ``vtab1k``, ``fgvc`` (VPT's JSON splits), ``fewshot``
+            (NOAH's lists), ``folder`` (``<split>/<class>/<image>``) or ``csv`` (``<split>.csv`` with columns path,
+            label), or one from a plug-in.
         shot: Shots per class of a ``fewshot`` training list.
         fewshot_seed: Seed of a ``fewshot`` training list.
         augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
@@ -74,7 +75,7 @@ class DataConfig(BaseConfig):
     """
 
     root: Optional[str] = None
-    format: Literal["vtab1k", "fgvc", "fewshot", "folder", "csv"] = "vtab1k"
+    format: str = "vtab1k"
     shot: int = 16
     fewshot_seed: int = 0
     augment: Optional[Literal["none", "crop_flip", "crop_flip_randaug"]] = None
@@ -85,6 +86,13 @@ class DataConfig(BaseConfig):
     img_size: Optional[int] = None
     num_classes: Optional[int] = None
     skip_bad: bool = False
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            close = difflib.get_close_matches(self.format, FORMATS.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"data option 'format': expected one of {', '.join(map(repr, FORMATS.names()))}, got "
+                              f"{self.format!r}{hint}")
 
 
 @dataclass(kw_only=True)

@@ -201,10 +201,8 @@ def measure(
                                "selector": selector})
     torch.manual_seed(seed)
     model, obj = build_model(cfg, num_classes)
-    if cfg.selector is not None:
-        # The structure (what trains, memory) does not depend on the criterion; with no data, select by magnitude.
-        sel = type(cfg.selector).from_dict({**cfg.selector.to_dict(), "criterion": "magnitude"})
-        sel.apply(model, sel.select(model, sel.scores(model)))
+    if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
+        cfg.selector.apply(model, cfg.selector.structure_only(model))
     dev = torch.device(device)
     model.to(dev), obj.to(dev)
     h, w = model.input_size

@@ -1,10 +1,10 @@
-"""One registry per kind of plug-in: methods, selectors and objectives.
+"""One registry per kind of plug-in: methods, selectors, objectives and data formats.
 
-A registry maps a lower-case name to a config dataclass. Registering is the only step needed for a plug-in to be
-listed by ``vpeft list``, accepted on the command line, documented and picked up by the parametrised tests. The
-registries never import a plug-in: the built-in ones are listed in :mod:`vpeft.catalog`; third-party ones come from
-the entry-point group of their kind (``vpeft.methods``, ``vpeft.objectives``, ``vpeft.selectors``), loaded on the
-first look-up.
+A registry maps a lower-case name to a config dataclass (for data formats, a layout class). Registering is the only
+step needed for a plug-in to be listed by ``vpeft list``, accepted on the command line, documented and picked up by
+the parametrised tests. The registries never import a plug-in: the built-in ones are listed in :mod:`vpeft.catalog`;
+third-party ones come from the entry-point group of their kind (``vpeft.methods``, ``vpeft.objectives``,
+``vpeft.selectors``, ``vpeft.formats``), loaded on the first look-up.
 """
 
 from __future__ import annotations
@@ -112,3 +112,4 @@ class Registry:
 METHODS = Registry("method", group="vpeft.methods")
 SELECTORS = Registry("selector", group="vpeft.selectors")
 OBJECTIVES = Registry("objective", group="vpeft.objectives")
+FORMATS = Registry("format", group="vpeft.formats")

@@ -15,7 +15,6 @@ from .data.vtab import normalize
 from .engine.checkpoint import TRAINABLE_FILE, load_trainable, read_trainable
 from .errors import RunDirError
 from .methods.base import apply_method
-from .selectors.gps import selection_from_state
 
 CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
@@ -107,9 +106,8 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)
-    if cfg.selector is not None:  # the selected entries are recorded in the checkpoint itself
-
-        cfg.selector.apply(model, selection_from_state(model, read_trainable(run_dir / TRAINABLE_FILE)))
+    if cfg.selector is not None:  # the selection is recorded in the checkpoint itself
+        cfg.selector.apply(model, cfg.selector.state_from_checkpoint(model, read_trainable(run_dir / TRAINABLE_FILE)))
     load_trainable(run_dir / TRAINABLE_FILE, model)
     model.to(device), objective.to(device)
     model.eval(), objective.eval()

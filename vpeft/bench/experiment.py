@@ -41,20 +41,13 @@ import yaml
 
 from ..config import (RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity,
                       spec_string)
+from ..data.entries import layout
 from ..data.synth import TASKS, generate
 from ..errors import ConfigError
 from ..presets import get_preset
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 SUITE_FORMATS = {"vtab1k": "vtab1k", "fgvc": "fgvc", "fewshot": "fewshot", "synth": "vtab1k", "tasks": None}
-#: Files that mark a task folder, per data format.
-_TASK_MARKERS = {
-    "vtab1k": ("train800val200.txt", "test.txt"),
-    "fgvc": ("train.json", "test.json"),
-    "fewshot": ("annotations",),
-    "folder": ("train", "test"),
-    "csv": ("train.csv", "test.csv"),
-}
 TOP_KEYS = ("name", "suite", "data_root", "tasks", "recipe", "backbone", "data", "train", "methods", "seeds", "grid",
             "compare", "about")
 ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train", "grid")
@@ -238,8 +231,7 @@ def _points(grid: dict) -> list[dict]:
 
 
 def discover_tasks(root: Path, fmt: str) -> list[str]:
-    markers = _TASK_MARKERS[fmt]
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and all((p / m).exists() for m in markers))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and layout(fmt).is_task(p))
 
 
 def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:

@@ -14,12 +14,8 @@ from PIL import Image
 
 from ..errors import DataError
 from ..files import read_text
-from .entries import read_entries
+from .entries import layout, read_entries
 from .suites import canonical_classes
-
-SPLITS = ("train800", "val200", "train800val200", "test")
-SUITE_SPLITS = {"vtab1k": SPLITS, "fgvc": ("train", "val", "test"), "fewshot": ("train", "val", "test")}
-REQUIRED = {"vtab1k": ("train800val200", "test"), "fgvc": ("train", "test"), "fewshot": ("train", "test")}
 
 
 @dataclass
@@ -51,28 +47,27 @@ def _inspect(path: Path):
 
 
 def task_folders(root: str | Path, suite: str = "vtab1k") -> list[Path]:
-    """``root`` itself when it holds list files, else its sub-folders that do."""
-    root = Path(root)
+    """``root`` itself when it looks like a task folder of layout ``suite`` (holds one of its markers), else its
+    sub-folders that do."""
+    root, fmt = Path(root), layout(suite)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    if suite != "vtab1k":
+    if fmt.looks_like(root):
         return [root]
-    if any((root / f"{s}.txt").is_file() for s in SPLITS):
-        return [root]
-    tasks = sorted(p for p in root.iterdir() if p.is_dir() and any((p / f"{s}.txt").is_file() for s in SPLITS))
+    tasks = sorted(p for p in root.iterdir() if p.is_dir() and fmt.looks_like(p))
     if not tasks:
-        raise DataError(f"{root} holds no task folder (none has {', '.join(s + '.txt' for s in SPLITS)})")
+        raise DataError(f"{root} holds no {suite} task folder (none has {' or '.join(fmt.markers)})")
     return tasks
 
 
 def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0) -> TaskReport:
-    rep = TaskReport(root=root)
+    rep, fmt = TaskReport(root=root), layout(suite)
     entries, image_roots = {}, {}
-    for split in SUITE_SPLITS[suite]:
+    for split in fmt.check_splits:
         try:
             entries[split], image_roots[split] = read_entries(root, split, suite, shot, seed)
         except DataError as e:
-            if split in REQUIRED[suite] or "missing" not in str(e):
+            if split in fmt.required or "missing" not in str(e):
                 rep.errors.append(str(e))
             continue
         rep.counts[split] = len(entries[split])
@@ -113,7 +108,7 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
 def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, out=print) -> bool:
     """Check every task; print a table and the problems; True when there is no error."""
     reports = [check_task(t, suite, shot, seed) for t in task_folders(root, suite)]
-    splits = SUITE_SPLITS[suite]
+    splits = layout(suite).check_splits
     head = f"{'task':<24} " + " ".join(f"{s:>14}" for s in splits) + \
         f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
     out(head)

@@ -1,29 +1,21 @@
-"""The bottom of the data package: where a split's ``(image path, label)`` entries come from, for every layout.
+"""The bottom of the data package: the entry type, the ``<path> <label>`` list parser, and :class:`Layout`, the
+contract of a data layout, looked up by name in :data:`vpeft.registry.FORMATS`.
 
-* ``vtab1k``: ``<split>.txt`` lists (NOAH's VTAB-1K layout); splits ``train800``, ``val200``, ``train800val200``,
-  ``test``; optionally ``classes.txt``, ``<label> <name>`` per class.
-* ``fgvc``: VPT's JSON splits, ``train.json`` / ``val.json`` / ``test.json`` mapping image paths to labels; images under
-  ``images/`` (CUB, NABirds), ``Images/`` (Stanford Dogs) or the root (Flowers, Cars). ``train+val`` joins two splits.
-* ``fewshot``: NOAH's lists, ``annotations/train_meta.list.num_shot_<k>.seed_<s>``, ``val_meta.list``,
-  ``test_meta.list``.
-* ``folder``: ``<split>/<class name>/<image>``, labels by sorted class name.
-* ``csv``: ``<split>.csv`` with a header ``path,label``.
-
-The list files of ``vtab1k`` and ``fewshot`` share one parser (:func:`read_pairs`: lines ``<path> <label>``, split on
-the last run of white space, so a path may hold spaces). Every entry keeps the file and line (or JSON position) it
-came from, for error messages.
+The built-in layouts are one module each in :mod:`vpeft.data.formats` (``vtab1k``, ``fgvc``, ``fewshot``,
+``folder``, ``csv``); a new one is one module there plus one line in its ``__init__``, or a third-party module
+declared in the entry-point group ``vpeft.formats``. List files share one parser (:func:`read_pairs`: lines
+``<path> <label>``, split on the last run of white space, so a path may hold spaces). Every entry keeps the file and
+line (or JSON position) it came from, for error messages.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from ..files import read_text
+from ..registry import FORMATS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -75,81 +67,51 @@ def read_list(root: str | Path, split: str) -> list[Entry]:
     return read_pairs(path)
 
 
-def _fgvc(root: Path, split: str) -> tuple[list[Entry], Path]:
-    out = []
-    for part in split.split("+"):
-        f = root / f"{part}.json"
-        if not f.is_file():
-            raise DataError(f"missing split file {f}")
-        try:
-            data = json.loads(read_text(f))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{f}: not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise DataError(f"{f}: expected a mapping of image path to label")
-        for i, (p, y) in enumerate(data.items(), 1):
-            if not isinstance(y, int) or isinstance(y, bool):
-                raise DataError(f"{f}: entry {i} ({p}): label {y!r} is not an integer")
-            out.append(Entry(p, y, i, f))
-    if not out:
-        raise DataError(f"{root}: split {split!r} has no entries")
-    for images in (root / "images", root / "Images", root):
-        if (images / out[0].path).is_file():
-            return out, images
-    return out, root
+class Layout:
+    """A data layout: how a task folder names its splits and lists its images. One subclass per layout, registered
+    in :data:`vpeft.registry.FORMATS` (the built-in ones in :mod:`vpeft.data.formats`); ``data.format`` names it.
+
+    Attributes:
+        splits: Default split names: train (``train.select=last``), train (``select=val``), val, test.
+        augment: Default training augmentation (``data.augment``: ``none``, ``crop_flip``, ``crop_flip_randaug``).
+        markers: Paths that together mark a complete task folder of this layout (a bench suite's task discovery).
+        check_splits: The splits ``vpeft data check`` reads; a missing one is an error only if in ``required``.
+        required: The splits a task folder must have.
+    """
+
+    name: str  # set by ``FORMATS.register``
+    splits: tuple[str, str, str, str] = ("train", "train", "val", "test")
+    augment: str = "none"
+    markers: tuple[str, ...] = ("train", "test")
+    check_splits: tuple[str, ...] = ("train", "val", "test")
+    required: tuple[str, ...] = ("train", "test")
+
+    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
+        """``(entries, image root)`` of one split (``shot`` and ``seed`` choose a few-shot list where a layout has
+        several); a bad entry fails with its file and line (or position)."""
+        raise NotImplementedError
+
+    def class_names(self, root: Path) -> list[str] | None:
+        """The class names in label order where the layout defines them (null: labels are plain numbers)."""
+        return None
+
+    def is_task(self, root: Path) -> bool:
+        """``root`` holds every marker: a complete task folder of this layout."""
+        return all((Path(root) / m).exists() for m in self.markers)
+
+    def looks_like(self, root: Path) -> bool:
+        """``root`` holds some marker: a task folder of this layout, maybe incomplete (``vpeft data check``)."""
+        return any((Path(root) / m).exists() for m in self.markers)
 
 
-def _fewshot(root: Path, split: str, shot: int, seed: int) -> tuple[list[Entry], Path]:
-    name = {"train": f"train_meta.list.num_shot_{shot}.seed_{seed}", "val": "val_meta.list",
-            "test": "test_meta.list"}.get(split)
-    if name is None:
-        raise DataError(f"few-shot splits are train, val and test, not {split!r}")
-    f = root / "annotations" / name
-    if not f.is_file():
-        raise DataError(f"missing list file {f}")
-    return read_pairs(f), root
+def layout(fmt: str) -> Layout:
+    """The registered layout ``fmt``; an unknown name fails naming the registered ones."""
+    return FORMATS.get(fmt)()
 
 
-def folder_classes(root: str | Path) -> list[str]:
-    """The ``folder`` layout's class names, label order: every class sub-folder of any split folder, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    return sorted({p.name for s in root.iterdir() if s.is_dir() for p in s.iterdir() if p.is_dir()})
-
-
-def _folder(root: Path, split: str) -> tuple[list[Entry], Path]:
-    d = root / split
-    if not d.is_dir():
-        raise DataError(f"missing split folder {d}")
-    classes = folder_classes(root)
-    out = []
-    for label, c in enumerate(classes):
-        for i, f in enumerate(sorted((d / c).glob("*")) if (d / c).is_dir() else [], 1):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                out.append(Entry(f"{split}/{c}/{f.name}", label, i, d / c))
-    if not out:
-        raise DataError(f"split folder {d} holds no images in class sub-folders")
-    return out, root
-
-
-def _csv(root: Path, split: str) -> tuple[list[Entry], Path]:
-    f = root / f"{split}.csv"
-    if not f.is_file():
-        raise DataError(f"missing split file {f}")
-    out = []
-    with io.StringIO(read_text(f), newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{f}: the header must name the columns path and label, got {reader.fieldnames}")
-        for i, row in enumerate(reader, 2):
-            try:
-                out.append(Entry(row["path"], int(row["label"]), i, f))
-            except (TypeError, ValueError):
-                raise DataError(f"{f}:{i}: label {row.get('label')!r} is not an integer") from None
-    if not out:
-        raise DataError(f"{f} has no entries")
-    return out, root
+def detect(root: str | Path) -> list[str]:
+    """The registered layouts whose markers ``root`` holds, by name."""
+    return [n for n in FORMATS.names() if layout(n).is_task(Path(root))]
 
 
 def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 16, seed: int = 0):
@@ -157,17 +119,7 @@ def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    if fmt == "vtab1k":
-        return read_list(root, split), root
-    if fmt == "fgvc":
-        return _fgvc(root, split)
-    if fmt == "fewshot":
-        return _fewshot(root, split, shot, seed)
-    if fmt == "folder":
-        return _folder(root, split)
-    if fmt == "csv":
-        return _csv(root, split)
-    raise DataError(f"unknown data format {fmt!r}")
+    return layout(fmt).entries(root, split, shot, seed)
 
 
 def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:

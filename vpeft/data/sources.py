@@ -1,39 +1,29 @@
-"""The data protocol the trainer and the commands use: each layout's default splits and augmentation, the size a
-split is decoded at, and one split loaded as training or evaluation sees it.
+"""The data protocol the trainer and the commands use: a layout's default splits and augmentation (from its entry in
+:data:`vpeft.registry.FORMATS`), the size a split is decoded at, and one split loaded as training or evaluation sees
+it.
 
-The layouts themselves are read by :mod:`vpeft.data.entries` (its names are re-exported here) and decoded by
-:mod:`vpeft.data.vtab`.
+The layouts themselves are read by :mod:`vpeft.data.formats` (through :mod:`vpeft.data.entries`, whose names are
+re-exported here) and decoded by :mod:`vpeft.data.vtab`.
 """
 
 from __future__ import annotations
 
-from .entries import IMAGE_SUFFIXES, Entry, folder_classes, read_entries  # noqa: F401  (re-exported)
+from .entries import IMAGE_SUFFIXES, Entry, layout, read_entries  # noqa: F401  (re-exported)
+from .formats.folder import folder_classes  # noqa: F401  (re-exported)
 from .vtab import center_crop, load_split
 
-#: Default split names per layout: (train for `last`, train for `val`, val, test).
-SPLITS = {
-    "vtab1k": ("train800val200", "train800", "val200", "test"),
-    "fgvc": ("train+val", "train", "val", "test"),
-    "fewshot": ("train", "train", "val", "test"),
-    "folder": ("train", "train", "val", "test"),
-    "csv": ("train", "train", "val", "test"),
-}
-
-
-DEFAULT_AUGMENT = {"vtab1k": "none", "fgvc": "crop_flip", "fewshot": "crop_flip_randaug", "folder": "none",
-                   "csv": "none"}
 CROP_PCT = 0.875  # augmented layouts decode at size / 0.875 and test on the centre crop
 
 
 def resolve_splits(dc, select: str) -> tuple[str, str | None, str]:
     """``(train, val or None, test)`` split names for a data config and a model-selection rule."""
-    last, train_for_val, val, test = SPLITS[dc.format]
+    last, train_for_val, val, test = layout(dc.format).splits
     train = dc.train_split or (train_for_val if select == "val" else last)
     return train, ((dc.val_split or val) if select == "val" else None), dc.test_split or test
 
 
 def augment_kind(dc) -> str:
-    return dc.augment or DEFAULT_AUGMENT[dc.format]
+    return dc.augment or layout(dc.format).augment
 
 
 def load(dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None):

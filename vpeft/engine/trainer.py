@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -23,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig, run_identity, spec_string
 from ..data.suites import canonical_classes
-from ..data.sources import augment_kind, folder_classes, resolve_splits
+from ..data.entries import layout
+from ..data.sources import augment_kind, resolve_splits
 from ..data.sources import load as load_data
 from ..data.loader import DeviceData, fits_on_device
 from ..data.vtab import infer_num_classes, normalize
@@ -106,23 +106,20 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
     from safetensors.torch import load_file
 
-    sel_cfg, path = cfg.selector, out / SELECTION_FILE
+    selector, path, info_path = cfg.selector, out / SELECTION_FILE, out / (SELECTION_FILE + ".json")
     # Both files, or the pass is redone (a kill between the two writes leaves only the first).
-    if resume and path.is_file() and (out / (SELECTION_FILE + ".json")).is_file():
-        selection = load_file(str(path))
-        info = json.loads((out / (SELECTION_FILE + ".json")).read_text())
+    if resume and path.is_file() and info_path.is_file():
+        state, info = load_file(str(path)), json.loads(info_path.read_text())
     else:
         t0 = time.perf_counter()
-        scores = sel_cfg.scores(model, train_ds, cfg.data.normalize, sel_cfg.batch_size or cfg.train.batch_size,
-                                progress, source=(cfg.data, train_split))
-        selection = sel_cfg.select(model, scores)
-        info = {"seconds": time.perf_counter() - t0, "selected": int(sum(len(v) for v in selection.values())),
-                "images": len(train_ds), "criterion": sel_cfg.criterion, "level": sel_cfg.level, "k": sel_cfg.k}
-        info.update(sel_cfg.record() if hasattr(sel_cfg, "record") else {})  # how the pass ran (GPS: amp, views)
+        state = selector.prepare(model, train_ds, normalize=cfg.data.normalize, batch_size=cfg.train.batch_size,
+                                 progress=progress, source=(cfg.data, train_split))
+        info = {"seconds": time.perf_counter() - t0, "selected": selector.count(state), "images": len(train_ds),
+                **selector.record()}
         if main:
-            atomic_save_tensors(path, selection)
-            atomic_write_json(out / (SELECTION_FILE + ".json"), info)
-    sel_cfg.apply(model, selection)
+            atomic_save_tensors(path, state)
+            atomic_write_json(info_path, info)
+    selector.apply(model, state)
     return info
 
 
@@ -465,7 +462,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "task": task_name,
         "num_classes": num_classes,
         # The folder layout numbers classes by their folder names: kept so evaluation on other data can check them.
-        "class_names": folder_classes(dc.root) if dc.format == "folder" else None,
+        "class_names": layout(dc.format).class_names(Path(dc.root)),
         "seed": tc.seed,
         "trainable_params": counts["trainable"],
         "trainable_params_no_head": counts["trainable_no_head"],

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config_base import BaseConfig
 from ..data.loader import DeviceData
 from ..data.vtab import crop_center, normalize
 from ..errors import ConfigError
 from ..registry import SELECTORS
+from .base import SelectorConfig
 from .gps_views import SourceImages, official_views, two_views
 from .legacy_sort import legacy_argsort
 
@@ -120,7 +120,7 @@ class SelectedValues(nn.Module):
 
 @SELECTORS.register("gps")
 @dataclass(kw_only=True)
-class GPSConfig(BaseConfig):
+class GPSConfig(SelectorConfig):
     """GPS: per output neuron, the K input connections with the largest accumulated gradient train (plus the
     non-norm biases and the head). On ViT-B/16 with ``k=1``: 83,712 selected weights + 83,712 biases = 167,424
     trainable parameters without the head; each unit of K adds 83,712. Use with ``--method linear``.
@@ -176,6 +176,20 @@ class GPSConfig(BaseConfig):
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
+    # ---- the selector contract ----------------------------------------------------------------------------------
+    def prepare(self, model, data, *, normalize="inception", batch_size=32, progress=False, source=None):
+        """The selection (:meth:`select` of :meth:`scores`); the pass's batch size is ``batch_size`` unless set."""
+        return self.select(model, self.scores(model, data, normalize, self.batch_size or batch_size, progress,
+                                              source=source))
+
+    def structure_only(self, model):
+        """The selection by magnitude: what trains (and its memory) does not depend on the criterion."""
+        sel = type(self).from_dict({**self.to_dict(), "criterion": "magnitude"})
+        return sel.select(model, sel.scores(model))
+
+    def state_from_checkpoint(self, model, trainable_state):
+        return selection_from_state(model, trainable_state)
+
     # ---- selection ----------------------------------------------------------------------------------------------
     def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None):
         """Per weight name, the selection score of every entry (same shape as the weight). ``source`` is the
@@ -217,12 +231,16 @@ class GPSConfig(BaseConfig):
         return grads
 
     def record(self) -> dict:
-        """What the last selection did, for the selection block of the run's result: the options that shape the
-        pass as asked and as used (``selection_amp_used``, ``views_used``, ``view_interpolation``), the images the
-        pass saw (``pass_images``), the range of their source sizes (``source_sizes``: ``[min h, min w, max h,
-        max w]``, official views), ``amp_rows_differing`` (``amp_compare``) and ``tied_rows`` (rows whose K-th
-        score tied, resolved as the authors' ``argsort``)."""
-        return dict(self._last)
+        """What the last selection did, for the selection block of the run's result: ``criterion``, ``level`` and
+        ``k``, the options that shape the pass as asked and as used (``selection_amp_used``, ``views_used``,
+        ``view_interpolation``), the images the pass saw (``pass_images``), the range of their source sizes
+        (``source_sizes``: ``[min h, min w, max h, max w]``, official views), ``amp_rows_differing``
+        (``amp_compare``) and ``tied_rows`` (rows whose K-th score tied, resolved as the authors' ``argsort``)."""
+        return {"criterion": self.criterion, "level": self.level, "k": self.k, **self._last}
+
+    def describe(self) -> str:
+        where = "-per-neuron" if self.level == "neuron" else f" x rows per {self.level}"
+        return f"{self.k}{where} {self.criterion}"
 
     def select(self, backbone, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Flat indices of the selected entries of every weight, on that weight's device."""
