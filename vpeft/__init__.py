@@ -8,7 +8,7 @@ Public API::
 """
 
 from .version import __version__  # noqa: F401  (the package version)
-from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS  # the built-in plug-ins, then any from entry points
+from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS  # built-in plug-ins, then entry points
 from .backbones import Backbone, create_backbone
 from .config import RunConfig
 from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
@@ -23,6 +23,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "FAMILIES",
     "FORMATS",
     "METHODS",
     "MultiTask",

@@ -1,4 +1,8 @@
-"""Backbones: timm models by name, weights from local files, and the hooks methods use.
+"""Backbones: models by name from a family of builders, weights from local files, and the hooks methods use.
+
+A :class:`Family` builds a model from a name with overrides and loads local weights into it; families sit in
+:data:`~vpeft.registry.FAMILIES`, and a backbone spec may name one as a prefix (``sam:vit_b``, see
+:func:`split_backbone_spec`). A bare name is the ``timm`` family's, defined here.
 
 A :class:`Backbone` wraps a timm model without copying it. Methods reach the model through timm's own interface
 (``blocks``, ``num_prefix_tokens``, ``forward_features``, ``forward_head``, ``forward_intermediates``) plus three
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, describe_mismatch
+from .registry import FAMILIES
 from .spec import parse_spec
 from .zoo import ZOO
 
@@ -212,30 +217,90 @@ def _timm():
     return timm
 
 
-def _split_backbone_spec(spec: str) -> tuple[str, dict]:
-    name, kwargs = parse_spec(spec)
-    if name in ZOO:  # a backbone shipped with vpeft: its timm architecture, the spec's options on top
-        return ZOO[name].arch, {**ZOO[name].kwargs, **kwargs}
-    timm = _timm()
-    if not timm.is_model(name.split(".")[0]):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown backbone {name!r}: not a timm model name.{hint}")
-    return name, kwargs
+def split_backbone_spec(spec: str) -> tuple[str, str, dict]:
+    """``(family, name, overrides)`` of a backbone spec: ``family:name`` or ``family:name:key=value,...`` for a
+    family registered in :data:`~vpeft.registry.FAMILIES` (``sam:vit_b``), ``name`` or ``name:key=value,...`` for
+    timm.
+
+    The part before the first colon is a family only if it is a registered family's name and the next part starts
+    with a model name, not a ``key=value`` item: ``vit_tiny_patch16_224:img_size=32`` stays a timm name with overrides,
+    and ``timm:vit_tiny_patch16_224:img_size=32`` is the same backbone.
+    """
+    head, colon, rest = spec.strip().partition(":")
+    head, first = head.strip(), rest.partition(":")[0]
+    if head in FAMILIES and colon and not first.strip():
+        raise ConfigError(f"backbone {spec!r}: no model name after the family; write {head}:name")
+    if first.strip() and "=" not in first:
+        if head not in FAMILIES:
+            raise ConfigError(f"backbone {spec!r}: {head!r} is not a backbone family (registered: "
+                              f"{', '.join(FAMILIES.names())}) and {first.split(',')[0]!r} is not a key=value item")
+        return (head, *parse_spec(rest))
+    return ("timm", *parse_spec(spec))
 
 
-def _zoo_weights(spec: str) -> Optional[Path]:
-    """The packaged weight file of a vpeft zoo backbone (``vit_c10_base``), None for a plain timm name."""
-    name, _ = parse_spec(spec)
-    if name not in ZOO:
+class Family:
+    """A family of backbones: how a model name and its overrides become a model, and how local weights load into it.
+
+    One subclass per family, registered in :data:`~vpeft.registry.FAMILIES`, which a backbone spec names as a prefix
+    (see :func:`split_backbone_spec`). For now the model must offer timm's classifier interface (``reset_classifier``,
+    ``get_classifier``, ``forward_features``, ``forward_head``): :func:`create_backbone` gives it its head.
+    """
+
+    name: str  # set by ``FAMILIES.register``
+
+    def resolve(self, name: str, kwargs: dict) -> tuple[str, dict]:
+        """Check a model name and return what :meth:`create` builds, ``(architecture, keyword arguments)``; an unknown
+        name fails with a :class:`~vpeft.errors.ConfigError`."""
+        return name, kwargs
+
+    def create(self, arch: str, kwargs: dict, *, drop_path: float = 0.0, pretrained: bool = False) -> nn.Module:
+        """The model without a classifier, random or (``pretrained``) with the family's published weights."""
+        raise NotImplementedError
+
+    def weights(self, name: str) -> Optional[Path]:
+        """The weight file that ships with model ``name``, loaded when no checkpoint is given; None: none ships."""
         return None
-    path = ZOO[name].file
-    if not path.is_file():
-        raise CheckpointError(
-            f"backbone {name!r}: its weights {path} are missing from this install; rebuild them with "
-            "'python benchmarks/pretrain_c10.py' or reinstall vpeft"
-        )
-    return path
+
+    def load_checkpoint(self, model: nn.Module, path: str | Path) -> None:
+        """Load local backbone weights into ``model``, strictly, leaving out its classifier."""
+        load_backbone_weights(model, path)
+
+
+@FAMILIES.register("timm")
+class Timm(Family):
+    """timm's models by name (``vit_base_patch16_224``, overrides as ``timm.create_model`` keywords) and the
+    backbones shipped with vpeft (:mod:`vpeft.zoo`); a bare backbone name is this family's."""
+
+    def resolve(self, name: str, kwargs: dict) -> tuple[str, dict]:
+        if name in ZOO:  # a backbone shipped with vpeft: its timm architecture, the spec's options on top
+            return ZOO[name].arch, {**ZOO[name].kwargs, **kwargs}
+        timm = _timm()
+        if not timm.is_model(name.split(".")[0]):
+            close = difflib.get_close_matches(name, timm.list_models(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown backbone {name!r}: not a timm model name.{hint}")
+        return name, kwargs
+
+    def create(self, arch: str, kwargs: dict, *, drop_path: float = 0.0, pretrained: bool = False) -> nn.Module:
+        timm = _timm()
+        kwargs = dict(kwargs)
+        kwargs.setdefault("drop_path_rate", drop_path)
+        # Built headless, so random backbone weights depend on the seed only, not on the number of classes (tasks
+        # that share a random-weight backbone, as in multi-task inference, get the same frozen weights).
+        if pretrained:
+            return _create_from_hub(timm, arch, num_classes=0, **kwargs)
+        return timm.create_model(arch, num_classes=0, **kwargs)
+
+    def weights(self, name: str) -> Optional[Path]:
+        if name not in ZOO:
+            return None
+        path = ZOO[name].file
+        if not path.is_file():
+            raise CheckpointError(
+                f"backbone {name!r}: its weights {path} are missing from this install; rebuild them with "
+                "'python benchmarks/pretrain_c10.py' or reinstall vpeft"
+            )
+        return path
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -381,13 +446,16 @@ def create_backbone(
     drop_path: float = 0.0,
     head_init: str = "trunc_normal",
 ) -> Backbone:
-    """Build a timm backbone with a fresh head for ``num_classes``.
+    """Build a backbone of a registered family (timm unless the spec names one) with a fresh head for ``num_classes``.
 
     Args:
-        spec: timm model name with optional overrides, ``name:key=value,...``.
+        spec: timm model name with optional overrides, ``name:key=value,...``, or another family's model,
+            ``family:name:key=value,...`` (see :func:`split_backbone_spec`).
         num_classes: Classes of the new head.
-        checkpoint: Local weights (``.npz``, ``.safetensors``, ``.pth``); the head in it is ignored.
-        pretrained: Fetch timm hub weights instead (needs network); ignored when ``checkpoint`` is given.
+        checkpoint: Local weights (``.npz``, ``.safetensors``, ``.pth``), loaded by the family; the head in it is
+            ignored.
+        pretrained: Fetch the family's published weights instead (timm: the hub; needs network); ignored when
+            ``checkpoint`` is given.
         pool: ``token`` (class token) or ``avg`` (mean of patch tokens, then the final norm); None keeps timm's.
         drop_path: Stochastic depth rate of the backbone's blocks.
         head_init: Initialisation of the new head: ``trunc_normal``, ``default`` or ``kaiming_fanout`` (see
@@ -398,30 +466,25 @@ def create_backbone(
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-    timm = _timm()
-    name, kwargs = _split_backbone_spec(spec)
-    kwargs.setdefault("drop_path_rate", drop_path)
+    family_name, name, kwargs = split_backbone_spec(spec)
+    family = FAMILIES.get(family_name)()
+    arch, kwargs = family.resolve(name, kwargs)
     if checkpoint is None:
-        checkpoint = _zoo_weights(spec)
+        checkpoint = family.weights(name)
     use_hub = pretrained and checkpoint is None
     try:
-        # Built headless, so random backbone weights depend on the seed only, not on the number of classes (tasks
-        # that share a random-weight backbone, as in multi-task inference, get the same frozen weights).
-        if use_hub:
-            model = _create_from_hub(timm, name, num_classes=0, **kwargs)
-        else:
-            model = timm.create_model(name, num_classes=0, **kwargs)
+        model = family.create(arch, kwargs, drop_path=drop_path, pretrained=use_hub)
     except TypeError as e:
         raise ConfigError(f"backbone {spec!r}: {e}") from None
     except Exception as e:
         if use_hub:
             raise CheckpointError(
-                f"could not fetch the hub weights of {name!r} ({type(e).__name__}: {e}). This machine may be offline: "
+                f"could not fetch the hub weights of {arch!r} ({type(e).__name__}: {e}). This machine may be offline: "
                 "download the weights where there is network and pass them with --checkpoint FILE"
             ) from None
         raise ConfigError(f"backbone {spec!r}: {e}") from None
     if checkpoint is not None:
-        load_backbone_weights(model, checkpoint)
+        family.load_checkpoint(model, checkpoint)
     pool = _set_pool(model, pool, spec)
     model.reset_classifier(num_classes)
     _init_head(model.get_classifier(), head_init)

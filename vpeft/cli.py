@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .backbones import split_backbone_spec
 from .bench import cli as bench_cli
 from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS
 from .config import RunConfig, expand_backbone_spec
@@ -26,7 +27,8 @@ from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import save_merged
 from .multitask import MultiTask
 from .presets import PRESETS, get_preset
-from .run import RESULT_FILE, evaluate, load_run, read_run_config
+from .run import evaluate, load_run, read_run_config
+from .rundir import RunDir
 from .spec import apply_overrides, format_spec, parse_spec
 from .version import __version__
 from .zoo import ZOO
@@ -158,8 +160,7 @@ def cmd_eval(args) -> int:
     test_split = resolve_splits(cfg.data, cfg.train.select)[2]
     split = args.split or test_split
     size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
-    result_path = Path(args.run) / RESULT_FILE
-    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    result = RunDir(args.run).read_result() or {}
     trained = result.get("class_names")
     here = layout(cfg.data.format).class_names(Path(root)) if trained and root != cfg.data.root else None
     if here is not None:  # a layout that numbers classes by their names (folder): they must be the run's
@@ -254,7 +255,8 @@ def cmd_merge(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_merged(model, out)
-    print(f"wrote {out}: a plain timm model ({cfg.backbone.spec.split(':')[0]}) with {cfg.method.name} folded in; "
+    print(f"wrote {out}: a plain timm model ({split_backbone_spec(cfg.backbone.spec)[1]}) with {cfg.method.name} "
+          "folded in; "
           "load it with vpeft.load_merged(path)")
     return 0
 

@@ -1,10 +1,11 @@
-"""One registry per kind of plug-in: methods, selectors, objectives and data formats.
+"""One registry per kind of plug-in: methods, selectors, objectives, data formats and backbone families.
 
-A registry maps a lower-case name to a config dataclass (for data formats, a layout class). Registering is the only
+A registry maps a lower-case name to a config dataclass (for data formats, a layout class; for backbone families, a
+:class:`~vpeft.backbones.Family`). Registering is the only
 step needed for a plug-in to be listed by ``vpeft list``, accepted on the command line, documented and picked up by
 the parametrised tests. The registries never import a plug-in: the built-in ones are listed in :mod:`vpeft.catalog`;
 third-party ones come from the entry-point group of their kind (``vpeft.methods``, ``vpeft.objectives``,
-``vpeft.selectors``, ``vpeft.formats``), loaded on the first look-up.
+``vpeft.selectors``, ``vpeft.formats``, ``vpeft.families``), loaded on the first look-up.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ class Registry:
         group: The entry-point group whose plug-ins join on the first look-up: each entry point names a module that
             registers its classes (``pkg.mod``) or a config class (``pkg.mod:Config``), registered under the entry
             point's name unless its module did so.
+        plural: ``kind`` in the plural, where it is not ``kind + "s"``.
     """
 
-    def __init__(self, kind: str, group: Optional[str] = None):
-        self.kind, self.group = kind, group
+    def __init__(self, kind: str, group: Optional[str] = None, plural: Optional[str] = None):
+        self.kind, self.group, self.plural = kind, group, plural or kind + "s"
         self._registered: dict[str, type] = {}
         self._loaded = group is None
         self._error: Optional[ConfigError] = None
@@ -81,7 +83,7 @@ class Registry:
             close = difflib.get_close_matches(name, self._entries, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
-                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} {name!r}.{hint} Registered {self.plural}: {', '.join(self.names()) or '(none)'}"
             ) from None
 
     def __contains__(self, name: str) -> bool:
@@ -113,3 +115,4 @@ METHODS = Registry("method", group="vpeft.methods")
 SELECTORS = Registry("selector", group="vpeft.selectors")
 OBJECTIVES = Registry("objective", group="vpeft.objectives")
 FORMATS = Registry("format", group="vpeft.formats")
+FAMILIES = Registry("backbone family", group="vpeft.families", plural="backbone families")

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from .backbones import create_backbone
-from .config import RunConfig, load_yaml
+from .config import RunConfig
 from .data.loader import DeviceData
 from .data.vtab import normalize
-from .engine.checkpoint import TRAINABLE_FILE, load_trainable, read_trainable
+from .engine.checkpoint import load_trainable_state
 from .errors import RunDirError
 from .methods.base import apply_method
-
-CONFIG_FILE = "config.yaml"
-RESULT_FILE = "result.json"
-LOG_FILE = "log.jsonl"
-STATE_FILE = "state.pt"
+# The run folder's file names lived here: importable from here still.
+from .rundir import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, TRAINABLE_FILE, RunDir  # noqa: F401
 
 
 def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
@@ -84,31 +80,23 @@ def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp:
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist")
-    if not path.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    return RunConfig.from_dict(load_yaml(path))
+    return RunConfig.from_dict(RunDir(run_dir).read_config())
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
     """Rebuild the trained model of a run directory: ``(model, objective, config, num_classes)``."""
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    result_path = run_dir / RESULT_FILE
-    if not (run_dir / TRAINABLE_FILE).is_file():
-        raise RunDirError(f"{run_dir} has no {TRAINABLE_FILE}: the run did not finish (continue it with --resume)")
+    run = RunDir(run_dir)
+    cfg = RunConfig.from_dict(run.read_config())
+    trainable = run.read_trainable()
     num_classes = cfg.data.num_classes
-    if num_classes is None and result_path.is_file():
-        num_classes = json.loads(result_path.read_text())["num_classes"]
+    if num_classes is None:
+        num_classes = (run.read_result() or {}).get("num_classes")
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)
     if cfg.selector is not None:  # the selection is recorded in the checkpoint itself
-        cfg.selector.apply(model, cfg.selector.state_from_checkpoint(model, read_trainable(run_dir / TRAINABLE_FILE)))
-    load_trainable(run_dir / TRAINABLE_FILE, model)
+        cfg.selector.apply(model, cfg.selector.state_from_checkpoint(model, dict(trainable)))
+    load_trainable_state(model, None, trainable, source=str(run / TRAINABLE_FILE))
     model.to(device), objective.to(device)
     model.eval(), objective.eval()
     return model, objective, cfg, num_classes

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..rundir import RunDir
 from ..spec import apply_overrides
 from .experiment import list_recipes, load_experiment
 from .report import write_report
@@ -141,7 +142,7 @@ def cmd_bench(args) -> int:
         if args.failed:
             for s, st in states:
                 if st == "failed":
-                    err = json.loads((Path(s["run_dir"]) / "failed.json").read_text())["error"]
+                    err = (RunDir(s["run_dir"]).read_failure() or {}).get("error", "?")
                     print(f"{Path(s['run_dir']).name}: {err}")
         return 0
     exp = _experiment(args)

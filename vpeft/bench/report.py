@@ -27,6 +27,7 @@ import yaml
 
 from ..data.suites import GROUPS, VTAB_TASKS
 from ..errors import ConfigError
+from ..rundir import BENCH_FILE, FAILED_FILE, RESULT_FILE, RunDir
 
 
 def collect(root: str | Path) -> list[dict]:
@@ -46,13 +47,13 @@ def collect(root: str | Path) -> list[dict]:
     if not root.is_dir():
         raise ConfigError(f"results folder {root} does not exist")
     records = []
-    paths = sorted(root.rglob("result.json"))
+    paths = sorted(root.rglob(RESULT_FILE))
     planned = _planned(root)
     if planned is not None:
         paths = [p for p in paths if p.parent.name in planned]
     for path in paths:
         r = _read_json(path)
-        bench = path.parent / "bench.json"
+        bench = path.parent / BENCH_FILE
         meta = _read_json(bench) if bench.is_file() else {}
         base_label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
         grid = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (meta.get("grid") or {}).items())
@@ -125,14 +126,13 @@ def _failures(root: Path) -> list[dict]:
         return json.loads(path.read_text()) if path.is_file() else []
     out = []
     planned = _planned(root)  # a sweep folder: only its current plan's runs, as collect()
-    for path in sorted(root.rglob("failed.json")):
-        if (path.parent / "result.json").is_file():  # finished after all (a worker that died after writing it)
+    for path in sorted(root.rglob(FAILED_FILE)):
+        run = RunDir(path.parent)
+        if run.state != "failed":  # finished after all (a worker that died after writing its result)
             continue
         if planned is not None and path.parent.name not in planned:
             continue
-        bench = path.parent / "bench.json"
-        meta = json.loads(bench.read_text()) if bench.is_file() else {}
-        out.append({"run": path.parent.name, "error": json.loads(path.read_text())["error"], **meta})
+        out.append({"run": path.parent.name, "error": run.read_failure()["error"], **run.read_bench()})
     return out
 
 

@@ -30,30 +30,27 @@ from ..config import RunConfig
 from ..engine.checkpoint import atomic_write_json, atomic_write_text
 from ..engine.trainer import train
 from ..errors import ConfigError
+# BENCH_FILE and FAILED_FILE lived here: importable from here still.
+from ..rundir import BENCH_FILE, FAILED_FILE, RUN_LOG, RunDir  # noqa: F401
 from .experiment import Experiment, RunSpec, describe, expand
 
 log = logging.getLogger("vpeft.bench")
 
-FAILED_FILE = "failed.json"
-BENCH_FILE = "bench.json"
-RUN_LOG = "run.log"
-
 
 def run_state(run_dir: str | Path) -> str:
-    d = Path(run_dir)
-    if (d / "result.json").is_file():
-        return "done"
-    if (d / FAILED_FILE).is_file():
-        return "failed"
-    if (d / "state.pt").is_file():
-        return "partial"
-    return "pending"
+    """A sweep's view of a run folder: ``done``, ``failed``, ``partial`` (a resume state to continue from) or
+    ``pending`` (to run from the start)."""
+    d = RunDir(run_dir)
+    state = d.state
+    if state in ("done", "failed"):
+        return state
+    return "partial" if d.resumable else "pending"
 
 
 def _record_failure(run_dir: Path, error: str, tb: str = "", **where) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"state": "failed", "error": error, "traceback": tb, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **where}
-    atomic_write_json(run_dir / FAILED_FILE, info)
+    RunDir(run_dir).write_failure(info)
     return info
 
 
@@ -63,9 +60,10 @@ def run_one(spec: dict, threads: Optional[int] = None) -> dict:
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FAILED_FILE).unlink(missing_ok=True)
+    folder = RunDir(run_dir)
+    folder.clear_failure()
     where = {"host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    atomic_write_json(run_dir / BENCH_FILE, {**{k: v for k, v in spec.items() if k != "config"}, **where})
+    folder.write_bench({**{k: v for k, v in spec.items() if k != "config"}, **where})
     if threads:
         torch.set_num_threads(threads)
     handler = logging.FileHandler(run_dir / RUN_LOG)
@@ -355,5 +353,5 @@ def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool 
 
 
 def _failure(spec: RunSpec) -> dict:
-    info = json.loads((Path(spec.run_dir) / FAILED_FILE).read_text())
+    info = RunDir(spec.run_dir).read_failure()
     return {"run_dir": spec.run_dir, "task": spec.task, "label": spec.label, "seed": spec.seed, "error": info["error"]}

@@ -1,13 +1,12 @@
 """The one training loop. Methods and objectives plug in; the trainer reads only ``out["loss"]`` and logs the rest.
 
-A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one line per epoch), ``state.pt`` (the
-resume state, rewritten atomically after every epoch, removed at the end), ``trainable.safetensors`` (only the trainable
-tensors of the selected epoch) and ``result.json``.
+A run directory (:class:`~vpeft.rundir.RunDir`) holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one line
+per epoch), ``state.pt`` (the resume state, rewritten atomically after every epoch, removed at the end),
+``trainable.safetensors`` (only the trainable tensors of the selected epoch) and ``result.json``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, run_identity, spec_string
@@ -27,21 +25,13 @@ from ..data.sources import augment_kind, resolve_splits
 from ..data.sources import load as load_data
 from ..data.loader import DeviceData, fits_on_device
 from ..data.vtab import infer_num_classes, normalize
-from ..errors import ConfigError, DivergedError, RunDirError
+from ..errors import ConfigError, DivergedError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
-from ..run import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, amp_context, build_model, evaluate, resolve_device
+from ..run import amp_context, build_model, evaluate, resolve_device
+from ..rundir import SELECTION_FILE, STATE_FILE, RunDir  # noqa: F401 - SELECTION_FILE: its earlier home
 from ..trainable import trainable_named_parameters
 from ..version import __version__
-from .checkpoint import (
-    TRAINABLE_FILE,
-    atomic_save_tensors,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    load_trainable_state,
-    save_trainable,
-    trainable_state_dict,
-)
+from .checkpoint import load_trainable_state, trainable_state_dict
 from .distributed import setup as setup_distributed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
 
@@ -98,18 +88,14 @@ def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-SELECTION_FILE = "selection.safetensors"
-
-
 def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True,
             train_split: Optional[str] = None) -> dict:
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
-    from safetensors.torch import load_file
-
-    selector, path, info_path = cfg.selector, out / SELECTION_FILE, out / (SELECTION_FILE + ".json")
+    selector, run_dir = cfg.selector, RunDir(out)
     # Both files, or the pass is redone (a kill between the two writes leaves only the first).
-    if resume and path.is_file() and info_path.is_file():
-        state, info = load_file(str(path)), json.loads(info_path.read_text())
+    saved = run_dir.read_selection() if resume else None
+    if saved is not None:
+        state, info = saved
     else:
         t0 = time.perf_counter()
         state = selector.prepare(model, train_ds, normalize=cfg.data.normalize, batch_size=cfg.train.batch_size,
@@ -117,8 +103,7 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
         info = {"seconds": time.perf_counter() - t0, "selected": selector.count(state), "images": len(train_ds),
                 **selector.record()}
         if main:
-            atomic_save_tensors(path, state)
-            atomic_write_json(info_path, info)
+            run_dir.save_selection(state, info)
     selector.apply(model, state)
     return info
 
@@ -204,37 +189,17 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     if not dc.num_classes and canonical is not None and canonical != num_classes:
         warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {task_name} has "
                       f"{canonical}; using {num_classes}")
-    run_files = (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE, SELECTION_FILE, SELECTION_FILE + ".json")
-    # A kill during an atomic write leaves its temporary file (".config.yaml.x1y2z3"): debris, not a used directory.
-    stale = [p for p in out.iterdir() if any(p.name.startswith(f".{f}.") for f in run_files)] if out.exists() else []
-    used = {p.name for p in out.iterdir()} - {p.name for p in stale} if out.exists() else set()
-    used -= {"bench.json", "run.log", "failed.json"}  # what a sweep keeps beside a run (vpeft.bench)
-    if resume and used <= {SELECTION_FILE, SELECTION_FILE + ".json"}:  # killed before its config was written
-        used = set()
-    if used:
-        if resume and (out / CONFIG_FILE).is_file():
-            # Compared first: a finished run is only "already done" for the config it was trained with.
-            saved = yaml.safe_load((out / CONFIG_FILE).read_text())
-            diff = _diff_configs(run_identity(saved), run_identity(resolved))
-            if diff:
-                raise RunDirError(f"cannot resume {out}: its config differs: " + "; ".join(diff))
-            if (out / RESULT_FILE).is_file() and not overwrite:
-                log.info("run %s already finished", out)
-                return json.loads((out / RESULT_FILE).read_text())
-        elif (out / RESULT_FILE).is_file() and resume and not overwrite:
-            log.info("run %s already finished", out)
-            return json.loads((out / RESULT_FILE).read_text())
-        elif not overwrite:
-            raise RunDirError(
-                f"run directory {out} is not empty; pass --resume to continue it or --overwrite to replace it"
-                if not resume else f"cannot resume {out}: it holds no vpeft run config ({', '.join(sorted(used)[:5])}); "
-                "pass --overwrite to replace what it holds"
-            )
-    # Under torchrun every process has checked the directory before rank 0 writes into it.
+    run_dir = RunDir(out)
+    identity = run_identity(resolved)
+    done = run_dir.check_start(resume, overwrite, lambda saved: _diff_configs(run_identity(saved), identity))
+    if done is not None:
+        log.info("run %s already finished", out)
+        return done
+    # Under torchrun every process has checked the directory before rank 0 writes into it; the debris of writes a
+    # kill interrupted (".config.yaml.x1y2z3") goes.
     ddp.barrier()
     if ddp.main:
-        for p in stale:
-            p.unlink(missing_ok=True)
+        run_dir.clear_debris()
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
@@ -245,10 +210,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                if d is not None}
 
     if ddp.main:
-        if out.exists() and overwrite and not resume:
-            for name in (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE):
-                (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
+        run_dir.prepare(overwrite=overwrite and not resume)
 
     device = resolve_device(tc.device)
     if ddp.enabled and device.type == "cuda":
@@ -287,7 +249,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     if not named:
         raise ConfigError(f"method {spec_string(cfg.method)!r} leaves nothing to train")
     if ddp.main:  # written once the run can start, so a bad selector or method leaves no config behind
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+        run_dir.write_config(resolved)
     trainable = [p for _, p in named]
     ddp.broadcast_(trainable)
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
@@ -309,10 +271,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
 
     # 2. Resume state.
     start_epoch, history, best, memory, train_seconds = 0, [], None, None, 0.0
-    state_path = out / STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        load_trainable_state(model, objective, state["trainable"], source=str(state_path))
+    state = run_dir.read_state() if resume else None
+    if state is not None:
+        load_trainable_state(model, objective, state["trainable"], source=str(run_dir / STATE_FILE))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and cuda:
@@ -427,11 +388,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                 "train_seconds": train_seconds,
             }
             if ddp.main:
-                atomic_torch_save(state_path, state)
+                run_dir.save_state(state)
             del state
             saved_at, since_save, last_save_cost = epoch + 1, 0.0, time.perf_counter() - t_save
         if ddp.main:
-            atomic_write_text(out / LOG_FILE, "".join(json.dumps(e) + "\n" for e in history))
+            run_dir.write_log(history)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, entry)
     train_peak = peak.read()  # training (and the selection-split evaluations within it), before the final test
@@ -447,7 +408,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
     # files of their own.
     if ddp.main:
-        save_trainable(out / TRAINABLE_FILE, model, metadata={"method": spec_string(cfg.method)})
+        run_dir.save_trainable(model, metadata={"method": spec_string(cfg.method)})
         objective.save_extra(out)
     counts = param_counts(model)
     result = {
@@ -518,6 +479,6 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         result["distributed"] = {"world_size": ddp.world, "backend": torch.distributed.get_backend(),
                                  "batch_per_process": tc.batch_size // ddp.world}
     if ddp.main:
-        atomic_write_json(out / RESULT_FILE, result)
-        state_path.unlink(missing_ok=True)
+        run_dir.write_result(result)
+        run_dir.drop_state()
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..spec import parse_spec
+from ..backbones import split_backbone_spec
 
 
 def merge(backbone) -> nn.Module:
@@ -37,7 +37,9 @@ def merge(backbone) -> nn.Module:
 
 def timm_kwargs(backbone) -> tuple[str, dict]:
     """The timm name and keyword arguments that build a plain model with the merged model's architecture."""
-    name, kwargs = parse_spec(backbone.spec)
+    family, name, kwargs = split_backbone_spec(backbone.spec)
+    if family != "timm":
+        raise ConfigError(f"merge writes a plain timm model; backbone {backbone.spec!r} is of family {family!r}")
     kwargs = {k: v for k, v in kwargs.items() if k != "drop_path_rate"}
     kwargs["num_classes"] = backbone.num_classes
     if backbone.pool == "avg" and getattr(backbone.model, "global_pool", None) == "avg" and hasattr(backbone.model, "fc_norm"):

@@ -26,10 +26,10 @@ from ..engine.checkpoint import save_trainable
 from ..errors import ConfigError
 from ..methods.base import apply_method
 from ..registry import OBJECTIVES
+from ..rundir import TEACHER_FILE
 from .base import Objective, ObjectiveConfig
 from .ce import CEConfig
 
-TEACHER_FILE = "teacher.safetensors"
 
 
 @OBJECTIVES.register("idat")
