@@ -48,3 +48,25 @@ def make_task(root: Path, n_train: int = 24, n_test: int = 12, num_classes: int 
 @pytest.fixture
 def small_task(tmp_path) -> Path:
     return make_task(tmp_path / "task")
+
+
+def install_plugin(monkeypatch, folder: Path, modules: dict, registry, entry_points: str = "") -> Path:
+    """What ``pip install`` of a plug-in package leaves, in ``folder``: its modules (name -> source) on ``sys.path``
+    and a dist-info whose ``entry_points.txt`` holds ``entry_points`` (returned, to write later). ``registry`` reads
+    its entry points again and is restored after the test, and so is ``sys.modules``."""
+    import sys
+    import textwrap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    info = folder / f"{next(iter(modules))}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {next(iter(modules))}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_error", None)
+    return info / "entry_points.txt"

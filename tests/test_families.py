@@ -1,8 +1,6 @@
 """Backbone families: the ``FAMILIES`` registry, the family prefix of a backbone spec, the ``timm`` family building
 what a bare name built, and a third-party family that joins through an entry point and trains end to end."""
 
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from vpeft.engine.trainer import train
 from vpeft.errors import CheckpointError, ConfigError
 from vpeft.registry import FAMILIES
 
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN, install_plugin
 
 TOY = '''
 import timm
@@ -51,17 +49,8 @@ class Toy(Family):
 def toy_family(tmp_path, monkeypatch):
     """Module ``toy_vpeft_family`` on ``sys.path`` and a dist-info whose ``vpeft.families`` entry point names it;
     ``FAMILIES`` reads its entry points again and is restored afterwards."""
-    (tmp_path / "toy_vpeft_family.py").write_text(textwrap.dedent(TOY))
-    info = tmp_path / "toy_vpeft_family-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-vpeft-family\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[vpeft.families]\ntoy = toy_vpeft_family\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(FAMILIES, "_registered", dict(FAMILIES._registered))
-    monkeypatch.setattr(FAMILIES, "_loaded", False)
-    monkeypatch.setattr(FAMILIES, "_error", None)
+    install_plugin(monkeypatch, tmp_path, {"toy_vpeft_family": TOY}, FAMILIES, "[vpeft.families]\ntoy = toy_vpeft_family\n")
     yield FAMILIES.get("toy")
-    sys.modules.pop("toy_vpeft_family", None)
 
 
 def _state(backbone) -> dict:

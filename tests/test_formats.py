@@ -3,8 +3,6 @@ and is recognised by its markers; a new layout joins through an entry point alon
 
 import json
 import re
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from vpeft.data.vtab import load_split
 from vpeft.errors import ConfigError, DataError
 from vpeft.registry import FORMATS
 
-from conftest import TINY, make_task
+from conftest import TINY, install_plugin, make_task
 
 SPLITS = {"train": 9, "val": 6, "test": 6}
 
@@ -94,19 +92,9 @@ def _sample(root, name):
 def tsv_plugin(tmp_path, monkeypatch):
     """Module ``toy_vpeft_tsv`` on ``sys.path``, declared in the entry-point group ``vpeft.formats``; ``FORMATS``
     reads its entry points again and is restored afterwards."""
-    d = tmp_path / "plugin"
-    d.mkdir()
-    (d / "toy_vpeft_tsv.py").write_text(textwrap.dedent(TSV))
-    info = d / "toy_vpeft_tsv-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-vpeft-tsv\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[vpeft.formats]\ntsv = toy_vpeft_tsv\n")
-    monkeypatch.syspath_prepend(str(d))
-    monkeypatch.setattr(FORMATS, "_registered", dict(FORMATS._registered))
-    monkeypatch.setattr(FORMATS, "_loaded", False)
-    monkeypatch.setattr(FORMATS, "_error", None)
+    install_plugin(monkeypatch, tmp_path / "plugin", {"toy_vpeft_tsv": TSV}, FORMATS,
+                   "[vpeft.formats]\ntsv = toy_vpeft_tsv\n")
     yield
-    sys.modules.pop("toy_vpeft_tsv", None)
 
 
 def test_the_builtin_formats_are_registered():

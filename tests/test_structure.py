@@ -2,7 +2,6 @@
 and a third-party plug-in joins through an entry point alone."""
 
 import importlib.util
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,6 +11,8 @@ from vpeft.cli import main
 from vpeft.config import RunConfig
 from vpeft.errors import ConfigError
 from vpeft.registry import METHODS
+
+from conftest import install_plugin
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_graph.py"
 _spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
@@ -75,6 +76,8 @@ from dataclasses import dataclass
 from vpeft.methods.base import MethodConfig
 from vpeft.registry import METHODS
 
+from conftest import install_plugin
+
 
 @METHODS.register("toy_bias")
 @dataclass(kw_only=True)
@@ -107,18 +110,9 @@ class ToyUnregistered(MethodConfig):
 def plugin_dir(tmp_path, monkeypatch):
     """A directory on ``sys.path`` holding module ``toy_vpeft_plugin`` and a dist-info whose entry points name it;
     ``write(entry_points_text)`` writes the entry points. ``METHODS`` reads its entry points again and is restored."""
-    (tmp_path / "toy_vpeft_plugin.py").write_text(textwrap.dedent(TOY))
-    (tmp_path / "toy_vpeft_broken.py").write_text("raise RuntimeError('the toy plug-in is broken')\n")
-    info = tmp_path / "toy_vpeft_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-vpeft-plugin\nVersion: 0.1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(METHODS, "_registered", dict(METHODS._registered))
-    monkeypatch.setattr(METHODS, "_loaded", False)
-    monkeypatch.setattr(METHODS, "_error", None)
-    yield lambda text: (info / "entry_points.txt").write_text(textwrap.dedent(text))
-    for name in ("toy_vpeft_plugin", "toy_vpeft_broken"):
-        sys.modules.pop(name, None)
+    path = install_plugin(monkeypatch, tmp_path, {"toy_vpeft_plugin": TOY, "toy_vpeft_broken":
+                          "raise RuntimeError('the toy plug-in is broken')\n"}, METHODS)
+    return lambda text: path.write_text(textwrap.dedent(text))
 
 
 def test_a_plugin_joins_through_an_entry_point(plugin_dir, capsys):
