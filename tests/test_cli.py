@@ -133,3 +133,15 @@ def test_merge_command(small_task, tmp_path, capsys, method):
     x = normalize(load_split(small_task, "test", (32, 32)).images[:4], "inception")
     with torch.no_grad():
         torch.testing.assert_close(load_merged(out)(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["formats", "families"])
+def test_list_shows_every_registered_format_and_family(kind, capsys):
+    from vpeft import FAMILIES, FORMATS
+
+    assert main(["list", kind]) == 0
+    out = capsys.readouterr().out
+    registry = FORMATS if kind == "formats" else FAMILIES
+    assert registry.names() and all(out.count(f"{n}: ") >= 1 for n in registry.names())
+    if kind == "formats":
+        assert "train800val200, train800, val200, test" in out  # vtab1k's default splits

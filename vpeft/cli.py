@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .backbones import split_backbone_spec
 from .bench import cli as bench_cli
-from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS
+from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS
 from .config import RunConfig, expand_backbone_spec
 from .config_base import field_docs, load_yaml
 from .data.check import check
@@ -214,6 +214,16 @@ def cmd_list(args) -> int:
             print(f"{name}: {e.about}{state}\n    timm {e.arch}:{kw}")
         print("any timm model name works too (random weights, --checkpoint FILE, or --pretrained with network)")
         return 0
+    if args.kind in ("formats", "families"):  # plug-ins without options: name, docstring, what they default to
+        registry = FORMATS if args.kind == "formats" else FAMILIES
+        for name in registry.names():
+            cls = registry.get(name)
+            summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+            print(f"{name}: {summary}")
+            if args.kind == "formats":
+                print(f"    splits (train for last / train for val / val / test): {', '.join(cls.splits)}; "
+                      f"augment {cls.augment}; marked by {', '.join(cls.markers)}")
+        return 0
     if args.kind == "presets":
         for name, p in sorted(PRESETS.items()):
             obj = dict(p["objective"])
@@ -358,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
-    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets", "backbones"])
+    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets", "backbones", "formats",
+                                     "families"])
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
