@@ -180,3 +180,19 @@ def test_every_write_goes_through_the_atomic_writer(tmp_path, monkeypatch):
     assert len(d.debris()) == len(writes) and d.used() == set(before) - set(SWEEP_FILES)
     d.clear_debris()
     assert {p.name for p in d.path.iterdir()} == set(before)
+
+
+@pytest.mark.parametrize("name", ["state.pt", "selection.safetensors"])
+def test_a_corrupt_resume_file_is_named_and_nothing_is_deleted(tmp_path, name):
+    from vpeft.errors import RunDirError
+    from vpeft.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.prepare(overwrite=False)
+    run.save_state({"epoch": 1})
+    run.save_selection({"w": torch.zeros(2)}, {"k": 1})
+    (run.path / name).write_bytes(b"garbage")
+    before = sorted(p.name for p in run.path.iterdir())
+    with pytest.raises(RunDirError, match=f"{name} cannot be read.*--overwrite"):
+        run.read_state() if name == "state.pt" else run.read_selection()
+    assert sorted(p.name for p in run.path.iterdir()) == before

@@ -15,11 +15,14 @@ Its state (:attr:`RunDir.state`): ``empty`` (missing, or nothing but debris and 
 from __future__ import annotations
 
 import json
+import pickle
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .config_base import load_yaml
@@ -151,6 +154,16 @@ class RunDir:
 
     # --- the files ---
 
+    @contextmanager
+    def _readable(self, name: str, remedy: str):
+        """A file that cannot be read (truncated, overwritten) is a :class:`RunDirError` naming it and the way on;
+        nothing is deleted."""
+        try:
+            yield
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+            raise RunDirError(f"{self.path / name} cannot be read: it is truncated or not written by vpeft "
+                              f"({type(e).__name__}); {remedy}, or pass --overwrite") from None
+
     def read_config(self) -> dict:
         """The saved ``config.yaml`` as a mapping, with a clear error when the folder is not a run folder."""
         if not self.path.is_dir():
@@ -172,7 +185,8 @@ class RunDir:
         """The resume state, or None when there is none."""
         if not self.resumable:
             return None
-        return torch.load(self.path / STATE_FILE, map_location="cpu", weights_only=True)
+        with self._readable(STATE_FILE, "remove it to restart the run from its first epoch"):
+            return torch.load(self.path / STATE_FILE, map_location="cpu", weights_only=True)
 
     def drop_state(self) -> None:
         (self.path / STATE_FILE).unlink(missing_ok=True)
@@ -186,7 +200,8 @@ class RunDir:
         """``(tensors, record)`` of a saved selection pass; None unless both files are there."""
         if not (self.has(SELECTION_FILE) and self.has(SELECTION_INFO_FILE)):
             return None
-        return load_file(str(self.path / SELECTION_FILE)), json.loads((self.path / SELECTION_INFO_FILE).read_text())
+        with self._readable(SELECTION_FILE, f"remove it and {SELECTION_INFO_FILE} to redo the selection pass"):
+            return load_file(str(self.path / SELECTION_FILE)), json.loads((self.path / SELECTION_INFO_FILE).read_text())
 
     def save_trainable(self, model, metadata: Optional[dict] = None) -> None:
         save_trainable(self.path / TRAINABLE_FILE, model, metadata=metadata)
