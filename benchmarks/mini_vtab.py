@@ -94,6 +94,10 @@ def main(argv=None) -> int:
         meta = {"command": cmd, "experiment": f"benchmarks/experiments/{exp_file}",
                 "suite": suite, "runs": rep["records"], "failures": len(rep["failures"]),
                 "device": f"cpu, {args.threads} thread(s) per run, {args.jobs} runs at a time, float32"}
+        # The data root is part of every run's id (its hash): a resume or a check of the ids needs the same one.
+        root = old.get("data_root") if args.report_only else (None if suite == "synth" else str(Path(args.shared).resolve()))
+        if root:
+            meta["data_root"] = root
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         print("\n".join(rep["markdown"]))
     return 0
