@@ -14,7 +14,7 @@ from .report import write_report
 from .runner import LocalExecutor, RayExecutor, run_state, run_sweep
 
 BENCH_EPILOG = """examples:
-  vpeft bench run experiments/mini_vtab_synth.yaml --out results/synth --jobs 2
+  vpeft bench run benchmarks/experiments/mini_vtab.yaml --suite synth --out results/synth --jobs 2
   vpeft bench run --suite vtab1k --recipe gist --data-root data/vtab-1k --checkpoint ViT-B_16.npz --out results/gist
   vpeft bench run --suite synth --method linear --method lora --preset idat-ps-kl --seeds 0 1 2 --out results/s
   vpeft bench run exp.yaml --out results/x --jobs 4 --gpus-per-run 2     # 8 GPUs: GPUs 0,1 / 2,3 / 4,5 / 6,7

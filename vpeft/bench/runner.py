@@ -246,6 +246,14 @@ class RayExecutor:
     def __init__(self, address: Optional[str] = None, threads: int = 1, gpus: float = 0, num_cpus: Optional[int] = None):
         self.address, self.threads, self.gpus, self.num_cpus = address, threads, gpus, num_cpus
 
+    def _check_resources(self, have: dict) -> None:
+        """Each run asks for ``threads`` CPUs and ``gpus`` GPUs: a cluster with fewer would queue the runs forever."""
+        for kind, need, option in (("GPU", self.gpus, "--gpus-per-run"), ("CPU", self.threads, "--threads")):
+            if need and have.get(kind, 0) < need:
+                where = f"the Ray cluster at {self.address}" if self.address else "this machine's Ray instance"
+                raise ConfigError(f"each run asks for {need:g} {kind}(s) ({option}) but {where} has "
+                                  f"{have.get(kind, 0):g}; no run could ever start")
+
     def map(self, specs: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
         try:
             import ray
@@ -256,12 +264,18 @@ class RayExecutor:
         if started:
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if self.address:
-                ray.init(address=self.address, **kw)
+                _check_reachable(self.address)
+                try:
+                    ray.init(address=self.address, **kw)
+                except ConnectionError as e:
+                    raise ConfigError(f"no Ray cluster at --ray-address {self.address}: {e} Start one with "
+                                      "'ray start --head', or leave out --ray-address to run Ray on this machine") from None
             else:
                 # Ray starts workers at nice 15: beside any other busy process they then crawl (15x slower here).
                 os.environ.setdefault("RAY_worker_niceness", "0")
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), **kw)
         try:
+            self._check_resources(ray.cluster_resources())
             task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_retries=0)(_ray_run)
             refs = {task.remote(s, self.threads): s for s in specs}
             while refs:
@@ -276,6 +290,20 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail at once on a ``host:port`` (or ``ray://host:port``) that takes no connection: ``ray.init`` would retry it
+    for minutes. ``auto`` and addresses without a port are left to Ray, which answers those at once."""
+    hostport = address.removeprefix("ray://")
+    host, colon, port = hostport.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"no Ray cluster at --ray-address {address}: {host}:{port} takes no connection ({e}). Start "
+                          "one with 'ray start --head', or leave out --ray-address to run Ray on this machine") from None
 
 
 # --- the sweep ----------------------------------------------------------------------------------------------------------

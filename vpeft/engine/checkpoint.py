@@ -18,6 +18,12 @@ from ..trainable import trainable_named_parameters
 TRAINABLE_FILE = "trainable.safetensors"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Write ``path`` all or nothing: ``write(tmp)`` fills a temporary file beside it, named ``.NAME.<random>``, which
     then replaces ``path``. A kill leaves ``path`` as it was and at worst that temporary file, which the trainer
@@ -25,6 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a run's files get the mode any new file would
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -1,0 +1,83 @@
+"""Issue 21: the practitioner's path and the bad inputs that used to slip through."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from vpeft import ConfigError
+from vpeft.bench.cli import BENCH_EPILOG
+from vpeft.bench.runner import RayExecutor
+from vpeft.engine.checkpoint import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # was 0600 (mkstemp's mode)
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_bench_help_names_files_that_exist():
+    named = re.findall(r"vpeft bench run (\S+\.yaml)", BENCH_EPILOG)
+    assert named
+    for name in named:
+        if name != "exp.yaml":  # the placeholder for one's own experiment
+            assert (ROOT / name).is_file(), name
+
+
+def test_gitignore_covers_what_the_readme_commands_create():
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/data/" in lines and "/results/" in lines and "runs/" in lines
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("prefix", ["", "ray://"])
+def test_ray_address_without_a_cluster_fails_at_once(prefix):
+    pytest.importorskip("ray")
+    address = f"{prefix}127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"no Ray cluster at --ray-address {re.escape(address)}.*takes no connection"):
+        list(RayExecutor(address=address).map([{"run_dir": "x"}]))
+    assert time.perf_counter() - t0 < 10  # ray.init alone retries such an address for minutes
+
+
+def test_ray_resources_that_no_run_can_get_fail_before_any_run():
+    ex = RayExecutor(gpus=1, threads=1)
+    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\) \(--gpus-per-run\) but this machine's Ray instance has 0"):
+        ex._check_resources({"CPU": 2.0})
+    with pytest.raises(ConfigError, match=r"asks for 4 CPU\(s\) \(--threads\)"):
+        RayExecutor(threads=4)._check_resources({"CPU": 2.0})
+    RayExecutor(gpus=0, threads=2)._check_resources({"CPU": 2.0})  # fits: no error
+
+
+def test_ray_gpus_per_run_on_a_machine_without_a_gpu_fails_at_once(tmp_path):
+    ray = pytest.importorskip("ray")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\)"):
+        list(RayExecutor(gpus=1, num_cpus=1).map([{"run_dir": str(tmp_path / "r")}]))
+    assert not ray.is_initialized()  # started here, stopped here
+    assert time.perf_counter() - t0 < 60
