@@ -81,3 +81,60 @@ def test_ray_gpus_per_run_on_a_machine_without_a_gpu_fails_at_once(tmp_path):
         list(RayExecutor(gpus=1, num_cpus=1).map([{"run_dir": str(tmp_path / "r")}]))
     assert not ray.is_initialized()  # started here, stopped here
     assert time.perf_counter() - t0 < 60
+
+
+# ---- one writer per folder ------------------------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from vpeft.lock import FolderLock
+lock = FolderLock(sys.argv[1], "run folder").acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(folder: Path):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_held_folder_refuses_a_second_writer_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
+    from vpeft.errors import RunDirError
+    from vpeft.lock import LOCK_FILE, FolderLock
+    from vpeft.rundir import RunDir
+
+    p = _holder(tmp_path / "run")
+    try:
+        with pytest.raises(RunDirError, match=rf"run folder .*run is in use by another vpeft process \(pid {p.pid} on "):
+            FolderLock(tmp_path / "run", "run folder").acquire()
+        assert RunDir(tmp_path / "run").state == "empty"  # the lock file is no run file, nor foreign
+    finally:
+        p.kill()
+        p.wait()
+    assert (tmp_path / "run" / LOCK_FILE).is_file()  # a SIGKILL leaves the file, not the lock
+    with FolderLock(tmp_path / "run") as lock:
+        assert lock.stale["pid"] == p.pid
+    assert not (tmp_path / "run" / LOCK_FILE).exists()  # a clean end removes it
+    with FolderLock(tmp_path / "run") as lock:
+        assert lock.stale is None
+
+
+def test_two_sweeps_into_one_folder(tmp_path, capsys):
+    from vpeft.cli import main
+
+    p = _holder(tmp_path / "sweep")
+    try:
+        rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--seeds", "0", "--epochs", "1",
+                   "--out", str(tmp_path / "sweep"), "--no-progress"])
+    finally:
+        p.kill()
+        p.wait()
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert f"sweep folder {tmp_path / 'sweep'} is in use by another vpeft process (pid {p.pid}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "sweep" / "runs.jsonl").exists()  # refused before it planned anything

@@ -36,6 +36,7 @@ from .engine.checkpoint import (
     save_trainable,
 )
 from .errors import RunDirError
+from .lock import LOCK_FILE, FolderLock
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
@@ -85,7 +86,7 @@ class RunDir:
         """The names in the folder that are a run's or someone else's: everything but debris and a sweep's files."""
         if not self.path.is_dir():
             return set()
-        return {p.name for p in self.path.iterdir()} - {p.name for p in self.debris()} - set(SWEEP_FILES)
+        return {p.name for p in self.path.iterdir()} - {p.name for p in self.debris()} - set(SWEEP_FILES) - {LOCK_FILE}
 
     def foreign(self) -> set[str]:
         """The names in the folder that vpeft did not write."""
@@ -139,6 +140,11 @@ class RunDir:
                 f"({', '.join(sorted(used)[:5])}); pass --overwrite to replace what it holds"
             )
         return None
+
+    def lock(self) -> FolderLock:
+        """The folder's lock (see :mod:`vpeft.lock`): held by the trainer for the run's life, so a second training
+        into the same folder fails at once, naming the first."""
+        return FolderLock(self.path, "run folder")
 
     def clear_debris(self) -> None:
         for p in self.debris():

@@ -31,6 +31,7 @@ from ..engine.checkpoint import atomic_write_json, atomic_write_text
 from ..engine.trainer import train
 from ..errors import ConfigError
 # BENCH_FILE and FAILED_FILE lived here: importable from here still.
+from ..lock import FolderLock
 from ..rundir import BENCH_FILE, FAILED_FILE, RUN_LOG, RunDir  # noqa: F401
 from .experiment import Experiment, RunSpec, describe, expand
 
@@ -336,7 +337,17 @@ def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
 
 def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool = False, progress: bool = True,
               dry_run: bool = False) -> dict:
-    """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures."""
+    """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures. The folder is locked for the
+    sweep's life (:mod:`vpeft.lock`): a second sweep into it fails at once, naming the first."""
+    with FolderLock(out, "sweep folder") as lock:
+        if lock.stale:
+            print(f"note: {out} was left locked by a sweep that was killed (pid {lock.stale.get('pid', '?')}); "
+                  "taking it over")
+        return _run_sweep(exp, out, executor, retry_failed=retry_failed, progress=progress, dry_run=dry_run)
+
+
+def _run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool, progress: bool,
+               dry_run: bool) -> dict:
     from tqdm import tqdm
 
     # A dry run writes the plan into a new folder (to read it) but never replaces one (reports follow the plan).
