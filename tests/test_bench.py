@@ -139,6 +139,7 @@ def test_recipe_command_line_as_the_issue_writes_it(tmp_path, capsys):
 
     root = _fake_vtab(tmp_path / "vtab")
     ckpt = tmp_path / "ViT-B_16.npz"
+    ckpt.touch()  # the plan is checked: a checkpoint must exist (it is not read)
     assert main(["bench", "run", "--suite", "vtab1k", "--recipe", "gist", "--data-root", str(root), "--checkpoint",
                  str(ckpt), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     assert "38 runs: 0 finished" in capsys.readouterr().out  # 19 tasks x the recipe's 2 method entries
@@ -195,11 +196,13 @@ def _accs(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def local_sweep(tasks, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local")
+    # A checkpoint that only fails when read (a missing one fails the whole sweep before its first run: check_plan).
+    (out / "none.pth").write_bytes(b"not a checkpoint")
     broken = {"label": "broken", "method": "bitfit", "backbone": {"spec": TINY, "checkpoint": str(out / "none.pth")}}
     exp = load_experiment(_exp(tasks, methods=METHODS + [broken], compare=[["linear", "lora4"]]))
     summary = run_sweep(exp, out, LocalExecutor(jobs=2, threads=1), progress=False)
     assert summary["total"] == 16 and summary["done"] == 12
-    assert len(summary["failed"]) == 4 and all("does not exist" in f["error"] for f in summary["failed"])
+    assert len(summary["failed"]) == 4 and all("cannot read checkpoint" in f["error"] for f in summary["failed"])
     return out
 
 

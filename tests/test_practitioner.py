@@ -138,3 +138,35 @@ def test_two_sweeps_into_one_folder(tmp_path, capsys):
     assert f"sweep folder {tmp_path / 'sweep'} is in use by another vpeft process (pid {p.pid}" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sweep" / "runs.jsonl").exists()  # refused before it planned anything
+
+
+# ---- a sweep is checked before its first run ------------------------------------------------------------------------
+def test_a_sweep_whose_runs_cannot_start_fails_before_any_run(tmp_path, capsys):
+    from vpeft.cli import main
+
+    # The README's former first bench command: the default iDAT teacher takes 224 px, the synth student 32 px.
+    out = tmp_path / "s"
+    rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--method", "lora", "--preset", "idat-ps-kl",
+               "--seeds", "0", "--tasks", "count", "shapes", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "2 of the 6 planned runs cannot start; nothing was run" in err
+    assert re.search(r"idat-ps-kl: objective 'idat': the teacher 'vit_small_patch16_224' takes \(224, 224\) images "
+                     r"but the student takes \(32, 32\).*2 run\(s\)", err)
+    assert "lora:" not in err and not list((out / "runs").glob("*/config.yaml"))
+    rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--checkpoint", str(tmp_path / "no.npz"),
+               "--seeds", "0", "--tasks", "count", "--out", str(tmp_path / "c"), "--dry-run"])
+    assert rc != 0 and f"backbone.checkpoint: file {tmp_path / 'no.npz'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    "vpeft bench run --suite synth --method linear --method lora --method adapter_ps --seeds 0 1 2 --out {out}",
+    "vpeft bench run benchmarks/experiments/mini_vtab_idat.yaml --suite synth --out {out}",
+])
+def test_the_readme_bench_examples_plan_cleanly(tmp_path, command, monkeypatch):
+    from vpeft.cli import main
+
+    assert command.format(out="results/x").split(" --out")[0] in (ROOT / "README.md").read_text()
+    monkeypatch.chdir(ROOT)
+    argv = command.format(out=tmp_path / "s").split()[1:] + ["--tasks", "count", "--seeds", "0", "--dry-run"]
+    assert main(argv) == 0

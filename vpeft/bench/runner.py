@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+import torch
 import yaml
 
 from ..config import RunConfig
@@ -32,6 +33,7 @@ from ..engine.trainer import train
 from ..errors import ConfigError
 # BENCH_FILE and FAILED_FILE lived here: importable from here still.
 from ..lock import FolderLock
+from ..run import build_model
 from ..rundir import BENCH_FILE, FAILED_FILE, RUN_LOG, RunDir  # noqa: F401
 from .experiment import Experiment, RunSpec, describe, expand
 
@@ -335,6 +337,48 @@ def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
     return specs
 
 
+def check_plan(specs: list[RunSpec]) -> None:
+    """Build the model of every distinct run of the plan on the ``meta`` device (no weights, no data; seconds) and fail
+    before any run starts when some cannot start: a method that does not apply to its backbone, an iDAT teacher
+    that takes other images than the student, a checkpoint file that is not there. The error lists each failing
+    method entry once, with one of its runs, so nothing is left to fail one run after another."""
+    bad: dict[tuple[str, str], list[RunSpec]] = {}
+    seen: dict[str, Optional[str]] = {}
+    for spec in specs:
+        cfg = json.loads(json.dumps(spec.config))
+        cfg["train"]["seed"], cfg["data"]["root"] = 0, "."  # neither changes the model's structure
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = _structure_error(cfg)
+        if seen[key]:
+            bad.setdefault((spec.label, seen[key]), []).append(spec)
+    if bad:
+        lines = [f"  {label}: {err} (e.g. task {runs[0].task}, seed {runs[0].seed}; {len(runs)} run(s))"
+                 for (label, err), runs in bad.items()]
+        n = sum(len(r) for r in bad.values())
+        raise ConfigError(f"{n} of the {len(specs)} planned runs cannot start; nothing was run:\n" + "\n".join(lines))
+
+
+def _structure_error(cfg: dict) -> Optional[str]:
+    """Why the run config ``cfg`` cannot build its model, or None. Checkpoint files are checked to exist, not read."""
+    for section in ("backbone", "objective", "selector"):
+        sec = cfg.get(section)
+        for key, value in (sec.items() if isinstance(sec, dict) else ()):
+            if key.endswith("checkpoint") and value:
+                if not Path(value).is_file():
+                    return f"{section}.{key}: file {value} does not exist"
+                sec[key] = None
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_model(RunConfig.from_dict(cfg), 2)
+    except (ConfigError, ValueError) as e:  # what a bad config raises (CheckpointError is a ConfigError)
+        return str(e).splitlines()[0]
+    except Exception:  # noqa: BLE001 - anything else is no verdict on the config: the run itself will tell
+        return None
+    return None
+
+
 def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool = False, progress: bool = True,
               dry_run: bool = False) -> dict:
     """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures. The folder is locked for the
@@ -357,6 +401,7 @@ def _run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool
             or (retry_failed and states[s.run_id] == "failed")]
     # Seed-major order: a sweep stopped early holds whole seeds of every method rather than all seeds of a few.
     todo.sort(key=lambda s: exp.seeds.index(s.seed) if s.seed in exp.seeds else 0)
+    check_plan(todo)
     counts = {k: sum(v == k for v in states.values()) for k in ("done", "failed", "partial", "pending")}
     print(f"{describe(exp)}\n{len(specs)} runs: {counts['done']} finished, {counts['partial']} to resume, "
           f"{counts['pending']} new, {counts['failed']} failed"
