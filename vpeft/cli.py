@@ -12,13 +12,13 @@ from pathlib import Path
 
 from .backbones import split_backbone_spec
 from .bench import cli as bench_cli
-from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS
+from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS, TASKS
 from .config import RunConfig, expand_backbone_spec
 from .config_base import field_docs, load_yaml
 from .data.check import check
 from .data.entries import layout
 from .data.sources import augment_kind, decode_size, load, resolve_splits
-from .data.synth import TASKS, generate
+from .data.synth import REGRESSION_TASKS, TASKS as SYNTH_TASKS, generate
 from .data.vtab import crop_center, normalize, to_rgb
 from .demo import run_demo
 from .engine.trainer import train
@@ -27,7 +27,7 @@ from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import save_merged
 from .multitask import MultiTask
 from .presets import PRESETS, get_preset
-from .run import evaluate, load_run, read_run_config
+from .run import evaluate, evaluate_task, load_run, read_run_config
 from .rundir import RunDir
 from .spec import apply_overrides, format_spec, parse_spec
 from .version import __version__
@@ -139,10 +139,15 @@ def _print_result(result: dict, out, selector=None) -> None:
     m = result["memory"]
     print(f"run:        {out}")
     sel = f"  selector: {selector.describe()}" if selector is not None else ""
-    print(f"task:       {result['task']} ({result['num_classes']} classes)  method: {result['method']}  "
+    head = f"{result['num_classes']} classes" if "num_classes" in result else f"{result['num_outputs']} output(s)"
+    print(f"task:       {result['task']} ({head})  method: {result['method']}  "
           f"objective: {result['objective']}{sel}")
-    print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
-          f"select={result['protocol']['select']}, epoch {result['selected_epoch']})")
+    if "test_acc" in result:
+        print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
+              f"select={result['protocol']['select']}, epoch {result['selected_epoch']})")
+    else:
+        print(f"test:       {', '.join(f'{k} {v:.4f}' for k, v in result['metrics'].items())}  (primary "
+              f"{result['primary_metric']}, select={result['protocol']['select']}, epoch {result['selected_epoch']})")
     print(f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
           f"of {result['total_params']:,}")
     print(f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
@@ -168,6 +173,13 @@ def cmd_eval(args) -> int:
             missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
             raise DataError(f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
                             f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})")
+    if cfg.task.name != "classify":  # a task scored by its own metrics
+        ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels)
+        metrics = evaluate_task(model, objective, ds, cfg.task.build(cfg.data.normalize), cfg.train.eval_batch_size
+                                or cfg.train.batch_size, torch.device(args.device), amp=cfg.train.amp).compute()
+        print(json.dumps({"run": str(args.run), "split": split, "metrics": metrics}) if args.json else
+              f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return 0
     ds = load(cfg.data, split, size, num_classes, training=False, root=root)
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
                                    cfg.data.normalize, torch.device(args.device), amp=cfg.train.amp)
@@ -229,7 +241,7 @@ def cmd_list(args) -> int:
             obj = dict(p["objective"])
             print(f"{name}: {p['about']}\n    --method {p['method']} --objective {format_spec(obj.pop('name'), obj)}")
         return 0
-    registry = {"methods": METHODS, "selectors": SELECTORS, "objectives": OBJECTIVES}[args.kind]
+    registry = {"methods": METHODS, "selectors": SELECTORS, "objectives": OBJECTIVES, "tasks": TASKS}[args.kind]
     if not registry.names():
         print(f"no {args.kind} registered yet")
     for name in registry.names():
@@ -252,9 +264,10 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_synth(args) -> int:
-    unknown = [t for t in args.tasks or [] if t not in TASKS]
+    known = [*SYNTH_TASKS, *REGRESSION_TASKS]
+    unknown = [t for t in args.tasks or [] if t not in known]
     if unknown:
-        raise VpeftError(f"unknown synthetic task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        raise VpeftError(f"unknown synthetic task(s) {', '.join(unknown)}; known: {', '.join(known)}")
     for root in generate(args.out, args.tasks, seed=args.seed, size=args.size, n_test=args.n_test):
         print(root)
     return 0
@@ -368,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
-    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "presets", "backbones", "formats",
+    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "tasks", "presets", "backbones", "formats",
                                      "families"])
 
     data = sub.add_parser("data", help="data tools")

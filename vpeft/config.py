@@ -1,4 +1,4 @@
-"""The run schema: a run's sections (backbone, method, objective, selector, data, train) and its identity.
+"""The run schema: a run's sections (backbone, method, objective, selector, data, train, task) and its identity.
 
 It stands above the plug-ins (``RunConfig.from_dict`` builds them from the catalog's registries). The typed-config
 base (:mod:`vpeft.config_base`) and the spec grammar (:mod:`vpeft.spec`) stand below them; their names are
@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS
+from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS, TASKS
 from .config_base import BaseConfig, _coerce, _type_name, field_docs, load_yaml  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .spec import (  # noqa: F401  (re-exported)
@@ -121,8 +121,9 @@ class TrainConfig(BaseConfig):
         drop_path: Stochastic depth rate on the frozen backbone's blocks.
         amp: Mixed precision on CUDA: ``none``, ``fp16`` or ``bf16`` (ignored on CPU, with a warning).
         seed: Seed for initialisation, shuffling, dropout and drop-path; same seed, same result on CPU.
-        select: Model selection: ``last`` epoch, best ``val`` accuracy (training on train800), or ``best-test``
-            (selects on the test set, as the GIST/iDAT/GPS code; flagged in the log and result).
+        select: Model selection: ``last`` epoch, best ``val`` score of the task's primary metric (accuracy for
+            ``classify``; training on train800), or ``best-test`` (selects on the test set, as the GIST/iDAT/GPS code;
+            flagged in the log and result).
         eval_batch_size: Batch size for evaluation; null means ``batch_size`` on the CPU and at least 256 on CUDA
             (evaluation keeps no activations, so larger batches keep the GPU busy).
         eval_every: With ``select`` val or best-test, evaluate the selection split every this many epochs (and
@@ -191,8 +192,9 @@ EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "da
 #: except ``teacher_drop_path`` (null: the run's drop-path; before, iDAT's teacher had none) for an iDAT run with
 #: ``train.drop_path`` > 0.
 #: A plug-in's option is keyed ``(section, plug-in name, key)``, as another plug-in may have an option of that name
-#: with another default.
-ADDED_OPTIONS = {("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False,
+#: with another default; a section added later is keyed ``(section,)``.
+ADDED_OPTIONS = {("task",): {"name": "classify"},
+                 ("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False,
                  ("objective", "idat", "teacher_drop_path"): None, ("backbone", "head_init"): "trunc_normal",
                  ("method", "lora", "init"): "zero_up", ("method", "lora", "bottleneck_dropout"): 0.0,
                  ("method", "adapter", "dropout"): 0.0, ("method", "adaptformer", "dropout"): 0.0,
@@ -208,6 +210,10 @@ def run_identity(resolved: dict) -> dict:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)
     for option, default in ADDED_OPTIONS.items():
+        if len(option) == 1:
+            if out.get(option[0], default) == default:
+                out.pop(option[0], None)
+            continue
         key, sec = option[-1], out.get(option[0])
         if isinstance(sec, dict) and option[1:-1] in ((), (sec.get("name"),)) and sec.get(key, default) == default:
             sec.pop(key, None)
@@ -221,10 +227,12 @@ class RunConfig(BaseConfig):
     Args:
         backbone: The backbone section.
         method: Method spec: a name or a mapping with ``name`` and its options.
-        objective: Objective spec, as ``method``.
+        objective: Objective spec, as ``method``; absent: the task's default (``ce`` for ``classify``, ``mse`` for
+            ``regress``).
         selector: Selector spec (``gps``), or null for none: which existing weights train, on top of the method.
         data: The data section.
         train: The train section.
+        task: Task spec, as ``method``: what the run predicts and how it is scored (``classify``, ``regress``).
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -233,6 +241,7 @@ class RunConfig(BaseConfig):
     selector: Any = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: Any = "classify"
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str | None = None) -> "RunConfig":
@@ -257,9 +266,12 @@ class RunConfig(BaseConfig):
                 raise ConfigError(f"section {name!r} must be a mapping, got {value!r}")
         # Plug-ins are validated against their registries and stored as instances.
 
+        kwargs["task"] = TASKS.build(data.get("task") or "classify")
         kwargs["method"] = METHODS.build(data.get("method", "linear"))
-        kwargs["objective"] = OBJECTIVES.build(data.get("objective", "ce"))
+        kwargs["objective"] = OBJECTIVES.build(data["objective"] if "objective" in data
+                                               else kwargs["task"].default_objective)
         kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
+        kwargs["task"].check(kwargs["data"].format, kwargs["objective"])
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
@@ -270,6 +282,7 @@ class RunConfig(BaseConfig):
             "selector": plugin_to_dict(self.selector) if self.selector is not None else None,
             "data": self.data.to_dict(),
             "train": self.train.to_dict(),
+            "task": plugin_to_dict(self.task),
         }
 
 

@@ -1,11 +1,11 @@
-"""One registry per kind of plug-in: methods, selectors, objectives, data formats and backbone families.
+"""One registry per kind of plug-in: methods, selectors, objectives, tasks, data formats and backbone families.
 
 A registry maps a lower-case name to a config dataclass (for data formats, a layout class; for backbone families, a
 :class:`~vpeft.backbones.Family`). Registering is the only
 step needed for a plug-in to be listed by ``vpeft list``, accepted on the command line, documented and picked up by
 the parametrised tests. The registries never import a plug-in: the built-in ones are listed in :mod:`vpeft.catalog`;
 third-party ones come from the entry-point group of their kind (``vpeft.methods``, ``vpeft.objectives``,
-``vpeft.selectors``, ``vpeft.formats``, ``vpeft.families``), loaded on the first look-up.
+``vpeft.selectors``, ``vpeft.tasks``, ``vpeft.formats``, ``vpeft.families``), loaded on the first look-up.
 """
 
 from __future__ import annotations
@@ -114,5 +114,6 @@ class Registry:
 METHODS = Registry("method", group="vpeft.methods")
 SELECTORS = Registry("selector", group="vpeft.selectors")
 OBJECTIVES = Registry("objective", group="vpeft.objectives")
+TASKS = Registry("task", group="vpeft.tasks")
 FORMATS = Registry("format", group="vpeft.formats")
 FAMILIES = Registry("backbone family", group="vpeft.families", plural="backbone families")

@@ -9,11 +9,12 @@ import torch
 
 from .backbones import create_backbone
 from .config import RunConfig
-from .data.loader import DeviceData
-from .data.vtab import normalize
+from .data.loader import DeviceData, batch_len
 from .engine.checkpoint import load_trainable_state
 from .errors import RunDirError
 from .methods.base import apply_method
+from .tasks.base import Metric, Task
+from .tasks.classify import ClassifyConfig
 # The run folder's file names lived here: importable from here still.
 from .rundir import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, TRAINABLE_FILE, RunDir  # noqa: F401
 
@@ -53,30 +54,40 @@ def amp_context(device: torch.device, amp: str = "none"):
 
 
 @torch.no_grad()
-def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp: str = "none",
-             shard: tuple[int, int] = (0, 1)) -> tuple[float, int, int]:
-    """Top-1 accuracy in percent, with the number correct and the total.
+def evaluate_task(model, objective, ds, task: Task, batch_size: int, device=None, amp: str = "none",
+                  shard: tuple[int, int] = (0, 1)) -> Metric:
+    """The task's metric state over a split: batches prepared by ``task`` (no augmentation), predicted by the
+    objective, counted on the device.
 
-    ``ds`` is a decoded split or a :class:`~vpeft.data.loader.DeviceData` already on the device. Predictions are
-    counted on the device and read once (one host copy per split), under the run's autocast (``amp``). With
-    ``shard=(rank, world)`` only this process's share of every batch is evaluated and the counts are its own (the
-    trainer sums them over the processes).
+    ``ds`` is a decoded split or a :class:`~vpeft.data.loader.DeviceData` already on the device; the forward runs under
+    the run's autocast (``amp``). With ``shard=(rank, world)`` only this process's share of every batch is evaluated
+    and the state is its own: :meth:`~vpeft.tasks.base.Metric.sync` combines the processes' states.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     data = ds if isinstance(ds, DeviceData) else DeviceData(ds, device, resident=False)
     was_training = model.training
     model.eval(), objective.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    total = 0
+    metric = task.metric()
     with amp_context(device, amp):
-        for x, y, _ in data.batches(batch_size, shard=shard):
-            if len(y):
-                logits = objective.predict(model, normalize(x, norm))
-                correct += (logits.argmax(-1) == y).sum()
-                total += len(y)
+        for batch, _ in data.mappings(batch_size, shard=shard):
+            if batch_len(batch):
+                batch = task.prepare(batch, train=False)
+                metric.update(objective.predict(model, batch["image"]), batch)
     model.train(was_training), objective.train(was_training)
-    correct = int(correct)
-    return 100.0 * correct / max(total, 1), correct, total
+    return metric
+
+
+def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp: str = "none",
+             shard: tuple[int, int] = (0, 1)) -> tuple[float, int, int]:
+    """Top-1 accuracy in percent, with the number correct and the total: :func:`evaluate_task` with the ``classify``
+    task, images normalised by ``norm``.
+
+    Predictions are counted on the device and read once (one host copy per split). With ``shard=(rank, world)`` the
+    counts are this process's own (the trainer sums them over the processes).
+    """
+    metric = evaluate_task(model, objective, ds, ClassifyConfig().build(norm), batch_size, device, amp, shard)
+    correct = int(metric.correct)
+    return 100.0 * correct / max(metric.total, 1), correct, metric.total
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -84,13 +95,14 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
-    """Rebuild the trained model of a run directory: ``(model, objective, config, num_classes)``."""
+    """Rebuild the trained model of a run directory: ``(model, objective, config, num_classes)`` (``num_classes``: the
+    head's size, which the task fixes or the run recorded)."""
     run = RunDir(run_dir)
     cfg = RunConfig.from_dict(run.read_config())
     trainable = run.read_trainable()
-    num_classes = cfg.data.num_classes
+    num_classes = cfg.task.outputs or cfg.data.num_classes
     if num_classes is None:
-        num_classes = (run.read_result() or {}).get("num_classes")
+        num_classes = (run.read_result() or {}).get(cfg.task.head_key)
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
     model, objective = build_model(cfg, num_classes, inference=True)

@@ -11,6 +11,10 @@
   trainer);
 - ``compare.md``: for each pair (A, B), B - A per task, paired by seed, with its spread, and on the mean over tasks;
 - ``acc_vs_params.png`` and ``acc_vs_memory.png``: one point per method label, log-scale x.
+
+The tables score each run by its task's primary metric: test accuracy for classification (and for records written
+before tasks), else the metric its ``result.json`` names (``primary_metric``, e.g. Pearson for ``regress``), which
+``--tune val`` maximises or, where lower is better, minimises.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ import yaml
 from ..data.suites import GROUPS, VTAB_TASKS
 from ..errors import ConfigError
 from ..rundir import BENCH_FILE, FAILED_FILE, RESULT_FILE, RunDir
+
+
+def metric_key(record: dict, split: str) -> str:
+    """The record's key of its primary metric on ``split`` (``val``, ``test``): ``test_acc`` / ``val_acc`` for
+    accuracy, else ``<split>_<metric>``."""
+    name = record.get("primary_metric")
+    return f"{split}_{name}" if name else f"{split}_acc"
+
+
+def _metric_of(records: list[dict]) -> str:
+    """The primary metric the records share (``accuracy`` unless they name another), or the names joined."""
+    return " / ".join(sorted({r.get("primary_metric") or "accuracy" for r in records}))
 
 
 def collect(root: str | Path) -> list[dict]:
@@ -57,13 +73,13 @@ def collect(root: str | Path) -> list[dict]:
         meta = _read_json(bench) if bench.is_file() else {}
         base_label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
         grid = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (meta.get("grid") or {}).items())
-        records.append({
+        record = {
             "label": f"{base_label} ({grid})" if grid else base_label,
             "base_label": base_label,
             "grid": grid,
             "task": meta.get("task") or r["task"],
             "seed": r["seed"],
-            "test_acc": r["test_acc"],
+            "test_acc": r.get("test_acc"),
             "val_acc": r.get("val_acc"),
             "selected_epoch": r.get("selected_epoch"),
             "select": r.get("protocol", {}).get("select"),
@@ -79,13 +95,19 @@ def collect(root: str | Path) -> list[dict]:
             "memory_device": r["memory"].get("device"),
             "train_seconds": r.get("train_seconds"),
             "run_dir": str(path.parent.relative_to(root)),
-        })
+        }
+        if r.get("primary_metric", "accuracy") != "accuracy":  # a task scored by another metric than accuracy
+            record.update({"primary_metric": r["primary_metric"], "higher_is_better": r.get("higher_is_better", True)})
+            record.update({f"test_{k}": v for k, v in r.get("metrics", {}).items()})
+            record.update({f"val_{k}": v for k, v in (r.get("val_metrics") or {}).items()})
+        records.append(record)
     return records
 
 
-def tune(records: list[dict], key: str = "val_acc") -> tuple[list[dict], dict]:
+def tune(records: list[dict], split: str = "val") -> tuple[list[dict], dict]:
     """Hyper-parameter selection on validation: for each method label, task and seed, keep the grid point whose
-    ``key`` (the selected epoch's validation accuracy) is highest; ties go to the first grid point in plan order.
+    primary metric on ``split`` (the selected epoch's validation accuracy, or the metric the record names) is best:
+    highest, or lowest where lower is better; ties go to the first grid point in plan order.
 
     Returns the kept records, labelled with the method label alone (their ``grid`` says what was chosen), and
     ``{label: {grid point: times chosen}}``. Runs without a grid pass through unchanged.
@@ -95,10 +117,12 @@ def tune(records: list[dict], key: str = "val_acc") -> tuple[list[dict], dict]:
         groups[(r.get("base_label", r["label"]), r["task"], r["seed"])].append(r)
     kept, chosen = [], defaultdict(lambda: defaultdict(int))
     for (label, _, _), rs in groups.items():
+        key = metric_key(rs[0], split)
         missing = [r["run_dir"] for r in rs if r.get(key) is None]
         if missing and len(rs) > 1:
             raise ConfigError(f"cannot select on {key}: run {missing[0]} has none (trained with select=last?)")
-        best = max(rs, key=lambda r: r.get(key) or 0.0)  # max keeps the first of equals
+        pick = max if rs[0].get("higher_is_better", True) else min
+        best = pick(rs, key=lambda r: r.get(key) or 0.0)  # max and min keep the first of equals
         kept.append({**best, "label": label})
         if len(rs) > 1:  # a run outside any grid (e.g. the sweep a grid was run around) is "as configured"
             chosen[label][best.get("grid") or "as configured"] += 1
@@ -176,10 +200,10 @@ def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
         for t in tasks:
             rs = by.get((label, t), [])
             if rs:
-                m, s = _ms([r["test_acc"] for r in rs])
+                m, s = _ms([r[metric_key(r, "test")] for r in rs])
                 row["tasks"][t] = (m, s, len(rs))
                 for r in rs:
-                    per_seed[r["seed"]][t] = r["test_acc"]
+                    per_seed[r["seed"]][t] = r[metric_key(r, "test")]
         complete = {s: accs for s, accs in per_seed.items() if len(accs) == len(tasks)}
         row["mean"] = _ms([mean(a.values()) for a in complete.values()]) + (len(complete),) if complete else None
         for g in GROUPS:
@@ -211,13 +235,18 @@ def _fmt_params(n: Optional[float]) -> str:
     return f"{n:.0f}"
 
 
-def _cell(ms, spread: bool = True) -> str:
+def _cell(ms, spread: bool = True, digits: int = 1) -> str:
     if ms is None:
         return "-"
-    return f"{ms[0]:.1f}" + (f" ±{ms[1]:.1f}" if spread and len(ms) > 1 and ms[1] else "")
+    return f"{ms[0]:.{digits}f}" + (f" ±{ms[1]:.{digits}f}" if spread and len(ms) > 1 and ms[1] else "")
 
 
-def summary_table(summary: dict, tasks: list[str], spread: bool = True) -> list[str]:
+def _digits(metric: str) -> int:
+    """Decimals of a table cell: 1 for accuracy in percent, 3 for other metrics (correlations, errors)."""
+    return 1 if metric == "accuracy" else 3
+
+
+def summary_table(summary: dict, tasks: list[str], spread: bool = True, metric: str = "accuracy") -> list[str]:
     groups = [g for g in GROUPS if any(VTAB_TASKS.get(t, (0, ""))[1] == g for t in tasks)]
     show_groups = len(groups) > 1
     all_groups = len(groups) == len(GROUPS)
@@ -225,12 +254,13 @@ def summary_table(summary: dict, tasks: list[str], spread: bool = True) -> list[
             "params (no head)", "train memory"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for label, row in summary.items():
-        cells = [f"`{label}`"] + [_cell(row["tasks"].get(t), spread) for t in tasks]
+        d = _digits(metric)
+        cells = [f"`{label}`"] + [_cell(row["tasks"].get(t), spread, d) for t in tasks]
         if show_groups:
-            cells += [_cell(row["groups"].get(g), spread) for g in groups]
-        cells.append(f"**{_cell(row['mean'], spread)}**" if row["mean"] else "-")
+            cells += [_cell(row["groups"].get(g), spread, d) for g in groups]
+        cells.append(f"**{_cell(row['mean'], spread, d)}**" if row["mean"] else "-")
         if all_groups:
-            cells.append(_cell(row.get("mean_of_groups"), spread))
+            cells.append(_cell(row.get("mean_of_groups"), spread, d))
         cells.append(_fmt_params(row["params"]))
         cells.append(f"{row['memory'] / 2**20:.1f} MiB" if row["memory"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -239,7 +269,7 @@ def summary_table(summary: dict, tasks: list[str], spread: bool = True) -> list[
 
 def compare(records: list[dict], a: str, b: str, tasks: list[str]) -> dict:
     """B - A per task and on the suite mean, paired by seed."""
-    acc = {(r["label"], r["task"], r["seed"]): r["test_acc"] for r in records}
+    acc = {(r["label"], r["task"], r["seed"]): r[metric_key(r, "test")] for r in records}
     seeds = sorted({r["seed"] for r in records})
     out = {"a": a, "b": b, "tasks": {}, "mean": None}
     per_seed_mean = []
@@ -261,7 +291,7 @@ def _delta(d: tuple, digits: int) -> str:
     return f"{m:+.{digits}f}" + (f" ±{d[1]:.{digits}f}" if d[2] > 1 else "")
 
 
-def compare_lines(comparisons: list[dict], tasks: list[str]) -> list[str]:
+def compare_lines(comparisons: list[dict], tasks: list[str], metric: str = "accuracy") -> list[str]:
     if not comparisons:
         return []
     head = ["B - A", *tasks, "mean", "B better on"]
@@ -270,18 +300,19 @@ def compare_lines(comparisons: list[dict], tasks: list[str]) -> list[str]:
         cells = [f"`{c['b']}` - `{c['a']}`"]
         for t in tasks:
             d = c["tasks"].get(t)
-            cells.append(_delta(d, 1) if d else "-")
-        cells.append(f"**{_delta(c['mean'], 2)}**" if c["mean"] else "-")
+            cells.append(_delta(d, _digits(metric)) if d else "-")
+        cells.append(f"**{_delta(c['mean'], _digits(metric) + 1)}**" if c["mean"] else "-")
         wins = sum(1 for d in c["tasks"].values() if d[0] > 0)
         cells.append(f"{wins}/{len(c['tasks'])} tasks")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Differences in accuracy points, B minus A, paired by seed: mean over seeds ± their standard "
+    unit = "accuracy points" if metric == "accuracy" else metric
+    lines.append(f"Differences in {unit}, B minus A, paired by seed: mean over seeds ± their standard "
                  "deviation (no spread with one seed); the mean column is the difference of the suite means.")
     return lines
 
 
-def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
+def plot(summary: dict, path: Path, x: str, title: str, metric: str = "accuracy") -> Optional[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,7 +354,7 @@ def plot(summary: dict, path: Path, x: str, title: str) -> Optional[Path]:
                       label=t) for m, t in kinds if any((m == "*") == ("gist" in p[0]) and (m == "D") == ("idat" in p[0])
                                                          for p in pts)]
     ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8)
-    ax.set_ylabel("mean test accuracy over tasks (%)")
+    ax.set_ylabel("mean test accuracy over tasks (%)" if metric == "accuracy" else f"mean test {metric} over tasks")
     ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)  # a long title wraps instead of running off
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.12, y=0.08)
@@ -388,6 +419,7 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     pairs = list(pairs or []) + [p for p in exp_pairs if p not in (pairs or [])]
     summary = summarise(records, labels, tasks)
+    metric = _metric_of(records)
     selects = sorted({str(r["select"]) for r in records})
     backbones = sorted({r["backbone"] for r in records})
     seeds = sorted({r["seed"] for r in records})
@@ -423,12 +455,13 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
              f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
              f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
              f"memory measured at batch {', '.join(map(str, batch))}, {how}.", "",
-             "Test accuracy (%), mean over seeds ± spread (population standard deviation over seeds). The mean column "
-             "averages the tasks per seed, then over seeds.", ""]
+             f"{'Test accuracy (%)' if metric == 'accuracy' else f'Test {metric}'}, mean over seeds ± spread "
+             "(population standard deviation over seeds). The mean column averages the tasks per seed, then over "
+             "seeds.", ""]
     if tune_on:
-        lines[2] += (f" Grid points chosen per task and seed on validation accuracy ({len(all_records)} runs in "
+        lines[2] += (f" Grid points chosen per task and seed on validation {metric} ({len(all_records)} runs in "
                      "all); parameters and memory are the means over the chosen runs.")
-    lines += summary_table(summary, tasks)
+    lines += summary_table(summary, tasks, metric=metric)
     seen: dict[tuple, int] = defaultdict(int)
     for r in records:
         seen[(r["label"], r["task"], r["seed"])] += 1
@@ -447,12 +480,12 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
     if comparisons:
-        lines += ["", "## Comparisons", ""] + compare_lines(comparisons, tasks)
+        lines += ["", "## Comparisons", ""] + compare_lines(comparisons, tasks, metric)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     if comparisons:
-        (out / "compare.md").write_text("\n".join(compare_lines(comparisons, tasks)) + "\n")
-    plots = [plot(summary, out / "acc_vs_params.png", "params", f"{title}: accuracy vs trainable parameters"),
-             plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: accuracy vs training memory")]
+        (out / "compare.md").write_text("\n".join(compare_lines(comparisons, tasks, metric)) + "\n")
+    plots = [plot(summary, out / "acc_vs_params.png", "params", f"{title}: {metric} vs trainable parameters", metric),
+             plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: {metric} vs training memory", metric)]
     return {"out": str(out), "records": len(records), "labels": labels, "tasks": tasks, "summary": summary,
             "comparisons": comparisons, "failures": failures, "chosen": chosen, "plots": [str(p) for p in plots if p],
             "markdown": lines}

@@ -5,11 +5,13 @@ The built-in layouts are one module each in :mod:`vpeft.data.formats` (``vtab1k`
 ``folder``, ``csv``); a new one is one module there plus one line in its ``__init__``, or a third-party module
 declared in the entry-point group ``vpeft.formats``. List files share one parser (:func:`read_pairs`: lines
 ``<path> <label>``, split on the last run of white space, so a path may hold spaces). Every entry keeps the file and
-line (or JSON position) it came from, for error messages.
+line (or JSON position) it came from, for error messages. The label column holds integer class labels, or, for a task
+that asks for them (``labels="float"``: regression), real-valued targets, in the layouts whose ``label_kinds`` say so.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 @dataclass(slots=True)
 class Entry:
-    """One image of a split: its path (relative to the split's image root), label, and the file and line naming it."""
+    """One image of a split: its path (relative to the split's image root), label (a float target for regression),
+    and the file and line naming it."""
 
     path: str
-    label: int
+    label: int | float
     line: int
     source: Path
 
@@ -33,8 +36,29 @@ class Entry:
 ListEntry = Entry  # the name of a list file's entry before the layouts shared one type
 
 
-def read_pairs(f: Path) -> list[Entry]:
-    """The ``<path> <label>`` lines of a list file; a bad line fails with the file and line number."""
+LABEL_KINDS = ("int", "float")
+
+
+def parse_label(text, labels: str, where: str) -> int | float:
+    """A label column's value: an integer class label, or with ``labels="float"`` a finite real target; anything
+    else fails naming ``where`` (``file:line``)."""
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be one of {LABEL_KINDS}, got {labels!r}")
+    try:
+        if labels == "int":
+            return int(text)
+        value = float(text)
+    except (TypeError, ValueError):
+        what = "label" if labels == "int" else "target"
+        raise DataError(f"{where}: {what} {text!r} is not {'an integer' if labels == 'int' else 'a number'}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: target {text!r} is not a finite number")
+    return value
+
+
+def read_pairs(f: Path, labels: str = "int") -> list[Entry]:
+    """The ``<path> <label>`` lines of a list file (``labels``: ``int`` class labels or ``float`` targets); a bad
+    line fails with the file and line number."""
     out = []
     for i, raw in enumerate(read_text(f).splitlines(), 1):
         line = raw.strip()
@@ -43,10 +67,7 @@ def read_pairs(f: Path) -> list[Entry]:
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
             raise DataError(f"{f}:{i}: expected '<relative path> <label>', got {line!r}")
-        try:
-            out.append(Entry(parts[0], int(parts[1]), i, f))
-        except ValueError:
-            raise DataError(f"{f}:{i}: label {parts[1]!r} is not an integer") from None
+        out.append(Entry(parts[0], parse_label(parts[1], labels, f"{f}:{i}"), i, f))
     if not out:
         raise DataError(f"list file {f} has no entries")
     return out
@@ -56,7 +77,7 @@ def list_path(root: str | Path, split: str) -> Path:
     return Path(root) / f"{split}.txt"
 
 
-def read_list(root: str | Path, split: str) -> list[Entry]:
+def read_list(root: str | Path, split: str, labels: str = "int") -> list[Entry]:
     """Parse a VTAB-1K list, ``<root>/<split>.txt``; a missing one names the lists that are there."""
     path = list_path(root, split)
     if not Path(root).is_dir():
@@ -64,7 +85,7 @@ def read_list(root: str | Path, split: str) -> list[Entry]:
     if not path.is_file():
         present = sorted(p.stem for p in Path(root).glob("*.txt"))
         raise DataError(f"missing list file {path} (list files there: {', '.join(present) or 'none'})")
-    return read_pairs(path)
+    return read_pairs(path, labels)
 
 
 class Layout:
@@ -77,6 +98,8 @@ class Layout:
         markers: Paths that together mark a complete task folder of this layout (a bench suite's task discovery).
         check_splits: The splits ``vpeft data check`` reads; a missing one is an error only if in ``required``.
         required: The splits a task folder must have.
+        label_kinds: What its label column can hold: ``int`` class labels, and ``float`` targets where the layout
+            reads them (its :meth:`entries` then takes ``labels="float"``).
     """
 
     name: str  # set by ``FORMATS.register``
@@ -85,10 +108,12 @@ class Layout:
     markers: tuple[str, ...] = ("train", "test")
     check_splits: tuple[str, ...] = ("train", "val", "test")
     required: tuple[str, ...] = ("train", "test")
+    label_kinds: tuple[str, ...] = ("int",)
 
     def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
         """``(entries, image root)`` of one split (``shot`` and ``seed`` choose a few-shot list where a layout has
-        several); a bad entry fails with its file and line (or position)."""
+        several); a bad entry fails with its file and line (or position). A layout whose ``label_kinds`` hold
+        ``float`` also takes ``labels="float"``."""
         raise NotImplementedError
 
     def class_names(self, root: Path) -> list[str] | None:
@@ -114,12 +139,20 @@ def detect(root: str | Path) -> list[str]:
     return [n for n in FORMATS.names() if layout(n).is_task(Path(root))]
 
 
-def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 16, seed: int = 0):
-    """``(entries, image root)`` of one split of a dataset in layout ``fmt``."""
+def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 16, seed: int = 0,
+                 labels: str = "int"):
+    """``(entries, image root)`` of one split of a dataset in layout ``fmt``, with ``int`` labels or ``float``
+    targets."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    return layout(fmt).entries(root, split, shot, seed)
+    lay = layout(fmt)
+    if labels == "int":
+        return lay.entries(root, split, shot, seed)
+    if labels not in lay.label_kinds:
+        readers = [n for n in FORMATS.names() if labels in FORMATS.get(n).label_kinds]
+        raise DataError(f"data format {fmt!r} has no {labels} labels (formats that do: {', '.join(readers) or 'none'})")
+    return lay.entries(root, split, shot, seed, labels=labels)
 
 
 def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:

@@ -5,11 +5,15 @@ A decoded split (uint8 ``[N, 3, H, W]``) that fits lives on the device (VTAB-1K'
 stays in host memory: each batch is gathered straight into pinned memory and copied with ``non_blocking=True`` one
 batch ahead, so the copy is queued while the GPU still works on the previous step. On the CPU both are the plain
 gather of the same indices (``index_select`` gives the same values as advanced indexing, 8x faster).
+
+The training loop and evaluation take batches as mappings (:meth:`DeviceData.mappings`: ``{"image": uint8 images,
+"label": labels}``), which the run's task prepares; :meth:`DeviceData.batches` gives the same tensors as a tuple (the
+GPS selection pass reads them so).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import torch
 
@@ -92,3 +96,26 @@ class DeviceData:
             pending = nxt
         if pending is not None:
             yield pending
+
+    def mappings(
+        self,
+        batch_size: int,
+        order: Optional[torch.Tensor] = None,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+        """``(batch, global batch size)``: the batches of :meth:`batches` as mappings ``{"image", "label"}``."""
+        for images, labels, size in self.batches(batch_size, order, shard, drop_last):
+            yield {"image": images, "label": labels}, size
+
+
+def batch_len(batch: Mapping[str, torch.Tensor]) -> int:
+    """The number of items in a batch mapping (the length of its tensors)."""
+    return len(next(iter(batch.values())))
+
+
+def split_batch(batch: Mapping[str, torch.Tensor], size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """A batch mapping in micro-batches of ``size`` items (the last may be smaller), every tensor split alike."""
+    parts = {k: v.split(size) for k, v in batch.items()}
+    for i in range(len(next(iter(parts.values())))):
+        yield {k: v[i] for k, v in parts.items()}

@@ -26,11 +26,12 @@ def augment_kind(dc) -> str:
     return dc.augment or layout(dc.format).augment
 
 
-def load(dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None):
+def load(dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None,
+         labels: str = "int"):
     """One split as the trainer uses it: direct resize (``none``), or decoded larger and, unless training, centre
-    cropped (the augmented layouts)."""
+    cropped (the augmented layouts); ``labels`` as the run's task reads them (``int`` or ``float`` targets)."""
     root = root or dc.root
-    kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed)
+    kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed, labels=labels)
     ds = load_split(root, split, decode_size(dc, size), num_classes, **kw)
     return ds if training or augment_kind(dc) == "none" else center_crop(ds, size)
 

@@ -12,6 +12,10 @@ skill of VTAB's three groups:
 * ``orientation`` (Structured, as dSprites-orientation): the angle of a bar, in 6 bins of 30 degrees.
 * ``distance`` (Structured, as Clevr-distance): how far from the image centre the nearest of 2-3 discs is
   (4 bins).
+
+One regression task (the ``regress`` task's test data; its lists hold a number per image instead of a class):
+
+* ``disc_size``: the radius of a light disc on a dark background, as a share of the image side (0.08 to 0.4).
 """
 
 from __future__ import annotations
@@ -140,34 +144,59 @@ TASKS: dict[str, tuple[Callable, list[str], str]] = {
 }
 
 
+def _draw_disc_size(rng: np.random.Generator, size: int) -> tuple[Image.Image, float]:
+    """A light disc on a dark background, and its radius as a share of the side (written with 4 decimals)."""
+    target = round(float(rng.uniform(0.08, 0.4)), 4)
+    r = target * size
+    cx, cy = rng.uniform(r, size - r, 2)
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 60, 3)))
+    fg = tuple(int(v) for v in rng.integers(180, 256, 3))
+    ImageDraw.Draw(img).ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
+    return img, target
+
+
+#: Generated regression tasks: name -> (draw(rng, size) -> (image, target), what the target is).
+REGRESSION_TASKS: dict[str, tuple[Callable, str]] = {
+    "disc_size": (_draw_disc_size, "the disc's radius as a share of the image side"),
+}
+
 #: A fixed number per task for its random stream: adding a task never changes another task's images.
-TASK_IDS = {"count": 0, "shapes": 1, "texture": 2, "location": 3, "orientation": 4, "distance": 5}
+TASK_IDS = {"count": 0, "shapes": 1, "texture": 2, "location": 3, "orientation": 4, "distance": 5, "disc_size": 6}
 
 
 def generate_task(out: str | Path, task: str, seed: int = 0, size: int = 32, n_test: int = 500) -> Path:
-    """Write one task folder ``out/<task>``; the same seed gives byte-identical files."""
-    if task not in TASKS:
-        raise ValueError(f"unknown synthetic task {task!r}; known: {', '.join(TASKS)}")
-    draw, classes, _ = TASKS[task]
+    """Write one task folder ``out/<task>`` (a classification task of :data:`TASKS`, whose lists hold class labels
+    and which has a ``classes.txt``, or a regression task of :data:`REGRESSION_TASKS`, whose lists hold targets); the
+    same seed gives byte-identical files."""
+    if task not in TASKS and task not in REGRESSION_TASKS:
+        raise ValueError(f"unknown synthetic task {task!r}; known: {', '.join([*TASKS, *REGRESSION_TASKS])}")
     root = Path(out) / task
     rng = np.random.default_rng([seed, TASK_IDS[task]])
     lists: dict[str, list[str]] = {}
     for split, n in {**SPLITS, "test": n_test}.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        labels = rng.permutation(np.arange(n) % len(classes))
         lines = []
-        for i, label in enumerate(labels):
-            rel = f"images/{split}/{i:06d}.png"
-            draw(rng, int(label), size).save(root / rel, optimize=False)
-            lines.append(f"{rel} {int(label)}")
+        if task in TASKS:
+            draw, classes, _ = TASKS[task]
+            for i, label in enumerate(rng.permutation(np.arange(n) % len(classes))):
+                rel = f"images/{split}/{i:06d}.png"
+                draw(rng, int(label), size).save(root / rel, optimize=False)
+                lines.append(f"{rel} {int(label)}")
+        else:
+            for i in range(n):
+                rel = f"images/{split}/{i:06d}.png"
+                img, target = REGRESSION_TASKS[task][0](rng, size)
+                img.save(root / rel, optimize=False)
+                lines.append(f"{rel} {target:.4f}")
         lists[split] = lines
     lists["train800val200"] = lists["train800"] + lists["val200"]
     for split, lines in lists.items():
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    (root / "classes.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes)))
+    if task in TASKS:
+        (root / "classes.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(TASKS[task][1])))
     return root
 
 
 def generate(out: str | Path, tasks: list[str] | None = None, seed: int = 0, size: int = 32, n_test: int = 500):
-    """Write several tasks; returns their folders."""
+    """Write several tasks (default: every classification task); returns their folders."""
     return [generate_task(out, t, seed=seed, size=size, n_test=n_test) for t in (tasks or list(TASKS))]

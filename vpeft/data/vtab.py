@@ -31,8 +31,8 @@ NORMALIZATION = {
 
 @dataclass
 class ImageDataset:
-    """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]``; ``skipped`` lists
-    the problems of lines left out under ``skip_bad``."""
+    """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]`` (float32 targets
+    for regression); ``skipped`` lists the problems of lines left out under ``skip_bad``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -76,14 +76,15 @@ CACHE_SPLITS = 8
 
 def load_split(
     root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True,
-    skip_bad: bool = False, fmt: str = "vtab1k", shot: int = 16, seed: int = 0,
+    skip_bad: bool = False, fmt: str = "vtab1k", shot: int = 16, seed: int = 0, labels: str = "int",
 ) -> ImageDataset:
     """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
 
     A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
-    ``skip_bad``, is left out and described in the dataset's ``skipped`` list.
+    ``skip_bad``, is left out and described in the dataset's ``skipped`` list. ``labels="float"`` reads real-valued
+    targets (regression) instead of class labels.
     """
-    entries, image_root = read_entries(root, split, fmt, shot, seed)
+    entries, image_root = read_entries(root, split, fmt, shot, seed, labels)
     root = Path(root)
     lpath = entries[0].source if entries else list_path(root, split)
     skipped: list[str] = []
@@ -94,7 +95,7 @@ def load_split(
         skipped.append(message)
         entries.remove(entry)
 
-    if num_classes is not None:
+    if num_classes is not None and labels == "int":
         for e in list(entries):
             if not 0 <= e.label < num_classes:
                 bad(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}", e)
@@ -107,7 +108,7 @@ def load_split(
             bad(f"{e.source}:{e.line}: image {image_root / e.path} does not exist", e)
             continue
         stats.append((st.st_mtime_ns, st.st_size))
-    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad,
+    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad, labels,
            hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
         _CACHE.move_to_end(key)
@@ -129,7 +130,7 @@ def load_split(
         raise DataError(f"{lpath}: no readable entries" + (f" ({len(skipped)} skipped)" if skipped else ""))
     ds = ImageDataset(
         images=torch.from_numpy(np.stack(arrays)),
-        labels=torch.tensor([e.label for e in entries], dtype=torch.int64),
+        labels=torch.tensor([e.label for e in entries], dtype=torch.int64 if labels == "int" else torch.float32),
         source=str(lpath),
         skipped=skipped,
     )

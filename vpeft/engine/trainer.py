@@ -1,4 +1,5 @@
-"""The one training loop. Methods and objectives plug in; the trainer reads only ``out["loss"]`` and logs the rest.
+"""The one training loop. Methods, objectives and the task plug in; the trainer reads only ``out["loss"]`` and logs
+the rest. Batches are mappings the task prepares (augmentation, normalisation) and scores (its metrics).
 
 A run directory (:class:`~vpeft.rundir.RunDir`) holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one line
 per epoch), ``state.pt`` (the resume state, rewritten atomically after every epoch, removed at the end),
@@ -19,15 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, run_identity, spec_string
-from ..data.suites import canonical_classes
 from ..data.entries import layout
 from ..data.sources import augment_kind, resolve_splits
 from ..data.sources import load as load_data
-from ..data.loader import DeviceData, fits_on_device
-from ..data.vtab import infer_num_classes, normalize
+from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
 from ..errors import ConfigError, DivergedError
 from ..measure import SavedTensorProbe, memory_stats, param_counts
-from ..run import amp_context, build_model, evaluate, resolve_device
+from ..run import amp_context, build_model, evaluate_task, resolve_device
+from ..tasks.base import Metric
 from ..rundir import SELECTION_FILE, STATE_FILE, RunDir  # noqa: F401 - SELECTION_FILE: its earlier home
 from ..trainable import trainable_named_parameters
 from ..version import __version__
@@ -183,12 +183,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     # 1. Everything that can fail on bad input fails here, before the run directory is touched.
     train_split, val_split, test_split = _splits(cfg)
     all_splits = [s for s in (train_split, val_split, test_split) if s]
-    num_classes = dc.num_classes or infer_num_classes(dc.root, all_splits, dc.format, dc.shot, dc.fewshot_seed)
+    task_cfg = cfg.task
+    num_classes = task_cfg.num_outputs(dc, all_splits)  # the head's size: classes, or the task's fixed outputs
     task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
-    canonical = canonical_classes(task_name)
-    if not dc.num_classes and canonical is not None and canonical != num_classes:
-        warnings.warn(f"{dc.root}: the data has {num_classes} classes where VTAB-1K's {task_name} has "
-                      f"{canonical}; using {num_classes}")
     run_dir = RunDir(out)
     identity = run_identity(resolved)
     done = run_dir.check_start(resume, overwrite, lambda saved: _diff_configs(run_identity(saved), identity))
@@ -203,9 +200,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     model, objective = build_model(cfg, num_classes)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
-    train_ds = load_data(dc, train_split, size, num_classes, training=True)
-    val_ds = load_data(dc, val_split, size, num_classes, training=False) if val_split else None
-    test_ds = load_data(dc, test_split, size, num_classes, training=False)
+    labels = task_cfg.labels
+    train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels)
+    val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels) if val_split else None
+    test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels)
     skipped = {s: len(d.skipped or []) for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
                if d is not None}
 
@@ -225,8 +223,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     tf32 = bool(cuda and tc.tf32 and not use_amp)
     if cuda:  # process-wide switches: set for this run, restored by train() after it
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    if augment != "none":
-        from ..data.augment import augment as augment_images
+    task = task_cfg.build(dc.normalize, augment, size)
     # Decoded splits that fit live on the device; the rest stream from pinned host memory.
     choice = tc.data_on_device
     resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
@@ -263,11 +260,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     eval_bs = tc.eval_batch_size or (max(tc.batch_size, 256) if cuda else tc.batch_size)
     shard = (ddp.rank, ddp.world)
 
-    def evaluate_split(data):
-        _, c, n = evaluate(model, objective, data, eval_bs, dc.normalize, device, amp, shard=shard)
-        if ddp.enabled:  # each process evaluated its share of every batch
-            c, n = (int(v) for v in ddp.sum_floats([c, n]))
-        return 100.0 * c / max(n, 1), c, n
+    def evaluate_split(data) -> Metric:
+        metric = evaluate_task(model, objective, data, task, eval_bs, device, amp, shard=shard)
+        metric.sync(ddp)  # each process evaluated its share of every batch
+        return metric
 
     # 2. Resume state.
     start_epoch, history, best, memory, train_seconds = 0, [], None, None, 0.0
@@ -281,12 +277,16 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         if state.get("scaler") and scaler:
             scaler.load_state_dict(state["scaler"])
         start_epoch, history, best = state["epoch"], state["log"], state["best"]
+        if best is not None and "acc" in best:  # written before tasks: the selection split's accuracy
+            best = {"score": best["acc"], "metrics": {"accuracy": best["acc"]}, "epoch": best["epoch"],
+                    "trainable": best["trainable"]}
         memory, train_seconds = state["memory"], state["train_seconds"]
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif resume:
         log.debug("nothing to resume in %s: starting", out)
 
     micro = max(1, tc.batch_size // tc.grad_accum // ddp.world)
+    primary, selection_keys = task_cfg.primary_metric, (task_cfg.log_key("val"), task_cfg.log_key("test"))
     # Progress and divergence are read from the device every this many steps (and at the end of each epoch), so
     # the host never waits for the GPU inside an epoch otherwise.
     sync_every = max(1, tc.log_every)
@@ -303,33 +303,32 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         # torchrun, which augments only its share), so a resumed run augments as the uninterrupted one.
         aug_gen = torch.Generator().manual_seed((tc.seed * 1_000_003 + epoch) * 8 + 1 + ddp.rank)
         sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), dtype=torch.int64, device=device)
+        train_metric = task.metric()
         seen = 0
         order = torch.randperm(len(train_data), generator=gen)
-        bar = tqdm(train_data.batches(tc.batch_size, order, shard=shard, drop_last=tc.drop_last), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
-        for step, (x, y, n) in enumerate(bar):
+        bar = tqdm(train_data.mappings(tc.batch_size, order, shard=shard, drop_last=tc.drop_last),
+                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        for step, (batch, n) in enumerate(bar):
             # n is the global batch: under torchrun each process holds its share and scales its loss by it
             if tc.sched_unit == "step":
                 set_lr(optimizer, lr_at(epoch * unit + step, tc, unit))
-            if augment != "none" and len(y):
-                x = augment_images(x, size, augment, aug_gen)
-            x = normalize(x, dc.normalize)
-            for xs, ys in zip(x.split(micro), y.split(micro)):
-                if not len(ys):  # under torchrun, a last batch smaller than the world leaves some shares empty
+            batch = task.prepare(batch, train=True, generator=aug_gen)
+            for micro_batch in split_batch(batch, micro):
+                count = batch_len(micro_batch)
+                if not count:  # under torchrun, a last batch smaller than the world leaves some shares empty
                     continue
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
                 with probe, amp_context(device, amp):
-                    result = objective(model, xs, ys)
-                loss = result["loss"] * (len(ys) / n)
+                    result = objective(model, micro_batch["image"], micro_batch["label"])
+                loss = result["loss"] * (count / n)
                 (scaler.scale(loss) if scaler else loss).backward()
                 for k, v in result.items():
                     if k != "logits":
-                        part = v.detach().double() * len(ys)
+                        part = v.detach().double() * count
                         sums[k] = sums[k] + part if k in sums else part
-                correct += (result["logits"].detach().argmax(-1) == ys).sum()
+                train_metric.update(result["logits"], micro_batch)
                 if memory is None:  # autocast's low-precision weight copies apart: they do not grow with the batch
-                    memory = {"saved_bytes": probe.activation_bytes, "micro_batch": len(ys),
+                    memory = {"saved_bytes": probe.activation_bytes, "micro_batch": count,
                               "weight_copy_bytes": probe.weight_copy_bytes if use_amp else None}
             ddp.sum_grads_(trainable)
             if scaler:
@@ -341,32 +340,34 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                 memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes"),
                                            memory.pop("weight_copy_bytes")))
             optimizer.zero_grad(set_to_none=True)
-            seen += len(y)
+            seen += batch_len(batch)
             if (step + 1) % sync_every == 0 and "loss" in sums:
                 loss_now = float(sums["loss"])
                 _check_finite(loss_now, epoch, step)
                 bar.set_postfix(loss=f"{loss_now / max(seen, 1):.4f}")
-        sums = {k: float(v) for k, v in sums.items()}  # the epoch's one read of the device
-        correct = int(correct)
+        sums = {k: float(v) for k, v in sums.items()}  # the epoch's one read of the device (and the metric's)
+        train_metric.sync(ddp)
         _check_finite(sums.get("loss", 0.0), epoch, steps_per_epoch - 1)
         if ddp.enabled:  # the epoch's statistics over every process's share
             keys = sorted(sums)
-            totals = ddp.sum_floats([sums[k] for k in keys] + [correct, seen])
-            sums, correct, seen = dict(zip(keys, totals[:-2])), int(totals[-2]), int(totals[-1])
+            totals = ddp.sum_floats([sums[k] for k in keys] + [seen])
+            sums, seen = dict(zip(keys, totals[:-1])), int(totals[-1])
         entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         entry.update({k: v / seen for k, v in sums.items()})
-        entry["train_acc"] = 100.0 * correct / seen
+        entry[task_cfg.log_key("train")] = train_metric.compute()[primary]
         train_seconds += time.perf_counter() - t0
-        # Model selection bookkeeping, every eval_every epochs and at the last.
+        # Model selection bookkeeping on the task's primary metric, every eval_every epochs and at the last.
         if tc.select in ("val", "best-test") and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs):
-            data, key = (val_data, "val_acc") if tc.select == "val" else (test_data, "test_acc")
-            acc = evaluate_split(data)[0]
-            entry[key] = acc
-            if best is None or acc > best["acc"]:
-                best = {"acc": acc, "epoch": epoch + 1, "trainable": trainable_state_dict(model, objective)}
+            data, split = (val_data, "val") if tc.select == "val" else (test_data, "test")
+            metrics = evaluate_split(data).compute()
+            entry[task_cfg.log_key(split)] = metrics[primary]
+            if task_cfg.better(metrics[primary], best["score"] if best else None):
+                best = {"score": metrics[primary], "metrics": metrics, "epoch": epoch + 1,
+                        "trainable": trainable_state_dict(model, objective)}
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
-        epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **({k: f"{entry[k]:.1f}" for k in ("val_acc", "test_acc") if k in entry}))
+        shown = {k: f"{entry[k]:{'.1f' if primary == 'accuracy' else '.4f'}}" for k in selection_keys if k in entry}
+        epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **shown)
         since_save += entry["seconds"]
         # The resume state is written every save_every epochs; with 0 (auto), whenever the epochs since the last
         # write took at least as long as that write did (full fine-tuning of a large model writes ~1 GB).
@@ -403,8 +404,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         load_trainable_state(model, objective, best["trainable"], source="best epoch")
         selected_epoch = best["epoch"]
     t0 = time.perf_counter()
-    test_acc, test_correct, test_total = evaluate_split(test_data)
+    test_metric = evaluate_split(test_data)
+    test_metrics = test_metric.compute()
     eval_seconds = time.perf_counter() - t0
+    val_metrics = best["metrics"] if tc.select == "val" and best else None
     # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
     # files of their own.
     if ddp.main:
@@ -412,16 +415,17 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         objective.save_extra(out)
     counts = param_counts(model)
     result = {
-        "test_acc": test_acc,
-        "test_correct": test_correct,
-        "test_total": test_total,
-        "val_acc": best["acc"] if tc.select == "val" and best else None,
+        **task.result_keys(test_metric, val_metrics),  # classify: test_acc, test_correct, test_total, val_acc
+        "metrics": test_metrics,
+        **({"val_metrics": val_metrics} if tc.select == "val" else {}),
+        "primary_metric": primary,
+        "higher_is_better": task_cfg.higher_is_better,
         "selected_epoch": selected_epoch,
         "backbone": cfg.backbone.spec,
         "method": spec_string(cfg.method),
         "objective": spec_string(cfg.objective),
         "task": task_name,
-        "num_classes": num_classes,
+        task_cfg.head_key: num_classes,
         # The folder layout numbers classes by their folder names: kept so evaluation on other data can check them.
         "class_names": layout(dc.format).class_names(Path(dc.root)),
         "seed": tc.seed,

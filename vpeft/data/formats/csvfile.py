@@ -9,7 +9,7 @@ from pathlib import Path
 from ...errors import DataError
 from ...files import read_text
 from ...registry import FORMATS
-from ..entries import Entry, Layout
+from ..entries import Entry, Layout, parse_label
 
 
 @FORMATS.register("csv")
@@ -17,8 +17,10 @@ class Csv(Layout):
     """Splits ``train``, ``val``, ``test``, one file each; no augmentation."""
 
     markers = ("train.csv", "test.csv")
+    label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
+    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
+                labels: str = "int") -> tuple[list[Entry], Path]:
         f = root / f"{split}.csv"
         if not f.is_file():
             raise DataError(f"missing split file {f}")
@@ -28,10 +30,7 @@ class Csv(Layout):
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
                 raise DataError(f"{f}: the header must name the columns path and label, got {reader.fieldnames}")
             for i, row in enumerate(reader, 2):
-                try:
-                    out.append(Entry(row["path"], int(row["label"]), i, f))
-                except (TypeError, ValueError):
-                    raise DataError(f"{f}:{i}: label {row.get('label')!r} is not an integer") from None
+                out.append(Entry(row["path"], parse_label(row["label"], labels, f"{f}:{i}"), i, f))
         if not out:
             raise DataError(f"{f} has no entries")
         return out, root

@@ -17,8 +17,10 @@ class Fewshot(Layout):
 
     augment = "crop_flip_randaug"
     markers = ("annotations",)
+    label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
+    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
+                labels: str = "int") -> tuple[list[Entry], Path]:
         name = {"train": f"train_meta.list.num_shot_{shot}.seed_{seed}", "val": "val_meta.list",
                 "test": "test_meta.list"}.get(split)
         if name is None:
@@ -26,4 +28,4 @@ class Fewshot(Layout):
         f = root / "annotations" / name
         if not f.is_file():
             raise DataError(f"missing list file {f}")
-        return read_pairs(f), root
+        return read_pairs(f, labels), root

@@ -20,9 +20,11 @@ class Vtab1k(Layout):
     markers = ("train800val200.txt", "test.txt")
     check_splits = LISTS
     required = ("train800val200", "test")
+    label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
-        return read_list(root, split), root
+    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
+                labels: str = "int") -> tuple[list[Entry], Path]:
+        return read_list(root, split, labels), root
 
     def looks_like(self, root: Path) -> bool:
         return any(list_path(root, s).is_file() for s in LISTS)

@@ -1,0 +1,162 @@
+"""The task contract: what a run learns to predict, and how it is scored.
+
+A task config (:class:`TaskConfig`, registered in :data:`vpeft.registry.TASKS`) says which data formats and which
+kind of labels it reads, how many outputs its head has, the objective that trains it by default, and its primary
+metric (which ``train.select=val``, ``vpeft report --tune val`` and the reports' tables use). :meth:`TaskConfig.build`
+makes the :class:`Task` a run uses: it prepares each batch on the device (:meth:`Task.prepare`: augmentation and
+normalisation of the images), holds the default loss and the prediction, and gives a fresh :class:`Metric` per split.
+
+Batches are mappings: ``{"image": uint8 [B, 3, H, W], "label": labels}`` as they come from the data, ``"image"``
+normalised float32 after :meth:`Task.prepare`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional
+
+import torch
+
+from ..config_base import BaseConfig
+from ..data.entries import layout
+from ..data.vtab import normalize
+from ..errors import ConfigError
+from ..registry import FORMATS
+
+Batch = Mapping[str, torch.Tensor]
+
+
+class Metric:
+    """The running state of a split's metrics. :meth:`update` keeps everything on the device (no host read);
+    :meth:`sync` combines the states of the processes of a ``torchrun`` run; :meth:`compute` reads the values once."""
+
+    def update(self, outputs: torch.Tensor, batch: Batch) -> None:
+        """Add a batch: the model's ``outputs`` and the batch (its ``"label"``)."""
+        raise NotImplementedError
+
+    def sync(self, dist) -> None:
+        """Combine this process's state with the other processes' (``dist``: a :class:`~vpeft.engine.distributed.
+        Dist`); a no-op in a single process."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        """The metrics, by name."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class TaskConfig(BaseConfig):
+    """Base of every task config.
+
+    Class attributes a task sets:
+        labels: What the data's label column holds: ``int`` class labels or ``float`` targets.
+        outputs: The head's size when the task fixes it (regression: 1); null: read from the data
+            (:meth:`num_outputs`).
+        head_key: The ``result.json`` key that records the head's size.
+        default_objective: The objective a run trains with when its config names none.
+        objectives: The objectives that train this task; null: any objective that does not name its own tasks (an
+            objective class may declare ``tasks``, the task names it serves).
+    """
+
+    name: ClassVar[str]
+    labels: ClassVar[str] = "int"
+    outputs: ClassVar[Optional[int]] = None
+    head_key: ClassVar[str] = "num_outputs"
+    default_objective: ClassVar[str] = "ce"
+    objectives: ClassVar[Optional[tuple[str, ...]]] = None
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric that selects epochs and grid points and heads the reports' tables."""
+        raise NotImplementedError
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger :attr:`primary_metric` is better."""
+        return True
+
+    def formats(self) -> list[str]:
+        """The registered data formats this task reads (those whose label column holds :attr:`labels`)."""
+        return [n for n in FORMATS.names() if self.labels in FORMATS.get(n).label_kinds]
+
+    def check(self, data_format: str, objective: Any) -> None:
+        """Fail with a :class:`ConfigError` unless this task reads ``data_format`` and ``objective`` trains it."""
+        if data_format in FORMATS and self.labels not in layout(data_format).label_kinds:
+            raise ConfigError(f"task {self.name!r} reads {self.labels} labels, which data format {data_format!r} "
+                              f"does not hold; formats it reads: {', '.join(self.formats())}")
+        serves = getattr(type(objective), "tasks", None)
+        if (self.objectives is not None and objective.name not in self.objectives) or (
+                serves is not None and self.name not in serves):
+            takes = (f"it trains with {', '.join(map(repr, self.objectives))}" if self.objectives is not None
+                     else f"objective {objective.name!r} serves {', '.join(map(repr, serves))}")
+            raise ConfigError(f"objective {objective.name!r} does not train task {self.name!r}: {takes}")
+
+    def num_outputs(self, data, splits: list[str]) -> int:
+        """The head's size for the run's data section ``data`` and its ``splits``."""
+        if self.outputs is None:
+            raise NotImplementedError(f"task {self.name!r} sets no 'outputs' and does not read them from the data")
+        if data.num_classes is not None:
+            raise ConfigError(f"data option 'num_classes' is for classification; task {self.name!r} has a head of "
+                              f"{self.outputs} output(s): leave it unset")
+        return self.outputs
+
+    def log_key(self, split: str) -> str:
+        """The key of the primary metric on ``split`` (``train``, ``val``, ``test``) in a ``log.jsonl`` entry."""
+        return f"{split}_{self.primary_metric}"
+
+    def better(self, value: float, best: Optional[float]) -> bool:
+        """Whether ``value`` of the primary metric beats ``best`` (null: nothing yet); equal is not better."""
+        return best is None or (value > best if self.higher_is_better else value < best)
+
+    def build(self, normalize: str = "inception", augment: str = "none",
+              size: Optional[tuple[int, int]] = None) -> "Task":
+        """The task a run uses: images normalised by ``normalize`` (``inception`` or ``imagenet``) and, in training,
+        augmented by ``augment`` to ``size``."""
+        raise NotImplementedError
+
+
+class Task:
+    """A task as a run uses it: batch preparation, the default loss, prediction and a metric state per split.
+
+    Args:
+        cfg: The task's config.
+        normalize: Image normalisation, ``inception`` or ``imagenet``.
+        augment: Training augmentation (``none``, ``crop_flip``, ``crop_flip_randaug``).
+        size: The model's input size, which augmentation crops to.
+    """
+
+    def __init__(self, cfg: TaskConfig, normalize: str = "inception", augment: str = "none",
+                 size: Optional[tuple[int, int]] = None):
+        self.cfg, self.normalize, self.augment, self.size = cfg, normalize, augment, size
+        self._augment_images = None
+        if augment != "none":
+            if size is None:
+                raise ValueError(f"augmentation {augment!r} needs the input size")
+            from ..data.augment import augment as augment_images  # torchvision: imported only when augmenting
+
+            self._augment_images = augment_images
+
+    def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
+        """The batch as the model takes it, on its device: in training augmented (parameters drawn from
+        ``generator``), then normalised to float32."""
+        images = batch["image"]
+        if train and self._augment_images is not None and len(images):
+            images = self._augment_images(images, self.size, self.augment, generator)
+        return {**batch, "image": normalize(images, self.normalize)}
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The task's default loss of the model's ``outputs`` on a prepared batch."""
+        raise NotImplementedError
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Predictions from the model's ``outputs`` (class indices, values)."""
+        raise NotImplementedError
+
+    def metric(self) -> Metric:
+        """A fresh metric state for one split."""
+        raise NotImplementedError
+
+    def result_keys(self, test: Metric, val: Optional[dict]) -> dict:
+        """Keys of the task's own that ``result.json`` carries before ``metrics``, from the test split's synced metric
+        state and the selected epoch's validation metrics (null without ``select=val``)."""
+        return {}
