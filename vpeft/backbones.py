@@ -4,9 +4,10 @@ A :class:`Family` builds a model from a name with overrides and loads local weig
 :data:`~vpeft.registry.FAMILIES`, and a backbone spec may name one as a prefix (``sam:vit_b``, see
 :func:`split_backbone_spec`). A bare name is the ``timm`` family's, defined here.
 
-A :class:`Backbone` wraps a timm model without copying it. Methods reach the model through timm's own interface
-(``blocks``, ``num_prefix_tokens``, ``forward_features``, ``forward_head``, ``forward_intermediates``) plus three
-hooks added here, all built on PyTorch module hooks so timm's forward code runs unchanged:
+A :class:`Backbone` wraps a timm model without copying it. Methods find the model's structural sites (blocks,
+attention projections, residual branches, the token sequence) through its :class:`~vpeft.anatomy.Anatomy`, which
+the family builds (:meth:`Family.anatomy`), and attach through the hooks added here, all built on PyTorch module
+hooks so timm's forward code runs unchanged:
 
 * :meth:`Backbone.register_token_hook`: insert extra tokens after the position embedding (VPT, the GIST token);
 * :meth:`Backbone.register_block_hook`: read a block's input and/or rewrite its output (DTL, VPT-deep).
@@ -23,6 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .anatomy import Anatomy, TimmAnatomy, Where
 from .errors import CheckpointError, ConfigError, describe_mismatch
 from .registry import FAMILIES
 from .spec import parse_spec
@@ -36,11 +38,14 @@ class Backbone(nn.Module):
         model: The timm model.
         spec: The spec it was built from (kept for the run config).
         pool: Classifier input, ``token`` or ``avg`` (mean of patch tokens, then the final norm).
+        anatomy: The model's structural sites (its family's :meth:`Family.anatomy`); None: timm's.
     """
 
-    def __init__(self, model: nn.Module, spec: str, pool: str):
+    def __init__(self, model: nn.Module, spec: str, pool: str, anatomy: Optional[Anatomy] = None):
         super().__init__()
         self.model = model
+        #: Where methods attach: asked instead of the model's attributes.
+        self.anatomy = anatomy if anatomy is not None else TimmAnatomy(model)
         self.spec = spec
         self.pool = pool
         # Modules owned by methods or objectives that do not live inside the timm model (prompts, side networks).
@@ -61,7 +66,7 @@ class Backbone(nn.Module):
 
     @property
     def head(self) -> nn.Module:
-        return self.model.get_classifier()
+        return self.anatomy.head
 
     @property
     def num_classes(self) -> int:
@@ -73,41 +78,29 @@ class Backbone(nn.Module):
 
     @property
     def is_vit(self) -> bool:
-        """True for plain ViT-like models: a token sequence with prefix tokens and one list of blocks."""
-        m = self.model
-        return hasattr(m, "blocks") and hasattr(m, "num_prefix_tokens") and hasattr(m, "norm_pre")
+        """True for plain ViT-like models: one token sequence that tokens can join (see ``anatomy.token_sequence``)."""
+        return self.anatomy.token_sequence() is not None
 
     @property
     def has_class_token(self) -> bool:
-        return getattr(self.model, "cls_token", None) is not None
+        return self.anatomy.has_class_token
 
     @property
     def num_prefix_tokens(self) -> int:
-        return getattr(self.model, "num_prefix_tokens", 0)
+        return self.anatomy.num_prefix_tokens
 
     @property
     def blocks(self) -> list[nn.Module]:
         """All transformer / conv blocks in forward order (ViT ``blocks``; Swin and ConvNeXt stages flattened)."""
-        return [blk for _, blocks in self.stages() for blk in blocks]
+        return self.anatomy.blocks
 
     def stages(self) -> list[tuple[nn.Module | None, list[nn.Module]]]:
         """``(stage module, its blocks)`` pairs; a ViT has a single stage."""
-        m = self.model
-        if hasattr(m, "blocks"):
-            return [(None, list(m.blocks))]
-        for name in ("layers", "stages"):
-            if hasattr(m, name):
-                return [(s, list(s.blocks)) for s in getattr(m, name)]
-        raise ConfigError(f"{type(m).__name__} has no blocks that vpeft knows how to find")
+        return self.anatomy.stages()
 
     @property
     def input_size(self) -> tuple[int, int]:
-        pe = getattr(self.model, "patch_embed", None)
-        size = getattr(pe, "img_size", None)
-        if size is not None:
-            return tuple(size) if not isinstance(size, int) else (size, size)
-        _, h, w = self.model.pretrained_cfg.get("input_size", (3, 224, 224))
-        return (h, w)
+        return self.anatomy.input_spec.size
 
     def set_pool(self, pool: str) -> None:
         """Switch the classifier input (``token`` or ``avg``); see :func:`create_backbone`."""
@@ -117,28 +110,31 @@ class Backbone(nn.Module):
             self.pool = _set_pool(self.model, pool, self.spec)
 
     # ---- hooks ------------------------------------------------------------------------------------------------------
-    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int, owner: str = "tokens"):
-        """Insert ``num_tokens`` tokens after the position embedding (and pos_drop), before the first block.
+    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int, owner: str = "tokens",
+                            where: Where = "post_norm_pre"):
+        """Insert ``num_tokens`` tokens into the token sequence before the first block, at the anatomy's insertion
+        point ``where`` (by default after the position embedding and ``norm_pre``).
 
         ``fn(x)`` receives ``[B, N, D]`` tokens and must return ``[B, N + num_tokens, D]`` with the new tokens placed
         right after the existing prefix tokens (class token). They are counted as prefix tokens, so timm's average
         pooling and ``forward_intermediates`` leave them out. Their place is recorded in ``token_slots[owner]``.
         """
-        if not self.is_vit:
-            raise ConfigError(
-                f"{type(self.model).__name__} has no token sequence with prefix tokens; "
-                "inserting tokens needs a ViT-like backbone"
-            )
-        npt = self.model.num_prefix_tokens
+        seq = self.anatomy.token_sequence(where)
+        if seq is None:
+            raise ConfigError(f"cannot insert tokens into {self.anatomy.name}: {self.anatomy.reason('token_sequence')}")
+        npt = seq.prefix
 
-        def hook(module, args, output):
-            out = fn(output)
-            if out.shape[1] != output.shape[1] + num_tokens:
-                raise RuntimeError(f"token hook returned {out.shape[1]} tokens, expected {output.shape[1] + num_tokens}")
+        def checked(x: torch.Tensor) -> torch.Tensor:
+            out = fn(x)
+            if out.shape[1] != x.shape[1] + num_tokens:
+                raise RuntimeError(f"token hook returned {out.shape[1]} tokens, expected {x.shape[1] + num_tokens}")
             return out
 
-        handle = self.model.norm_pre.register_forward_hook(hook)
-        self.model.num_prefix_tokens = npt + num_tokens
+        if seq.hook == "output":
+            handle = seq.module.register_forward_hook(lambda module, args, output: checked(output))
+        else:
+            handle = seq.module.register_forward_pre_hook(lambda module, args: (checked(args[0]), *args[1:]))
+        self.anatomy.add_prefix_tokens(num_tokens)
         self.token_slots[owner] = slice(npt, npt + num_tokens)
         self._hook_handles.append(handle)
         return handle
@@ -189,8 +185,8 @@ class Backbone(nn.Module):
         for h in self._hook_handles:
             h.remove()
         self._hook_handles.clear()
-        if self.token_slots and hasattr(self.model, "num_prefix_tokens"):
-            self.model.num_prefix_tokens -= sum(s.stop - s.start for s in self.token_slots.values())
+        if self.token_slots:
+            self.anatomy.add_prefix_tokens(-sum(s.stop - s.start for s in self.token_slots.values()))
         self.token_slots.clear()
 
 
@@ -264,6 +260,11 @@ class Family:
     def load_checkpoint(self, model: nn.Module, path: str | Path) -> None:
         """Load local backbone weights into ``model``, strictly, leaving out its classifier."""
         load_backbone_weights(model, path)
+
+    def anatomy(self, model: nn.Module) -> Anatomy:
+        """The structural sites of ``model`` that methods attach to; by default timm's (for models built the timm
+        way), a family of other models overrides it."""
+        return TimmAnatomy(model)
 
 
 @FAMILIES.register("timm")
@@ -487,5 +488,6 @@ def create_backbone(
         family.load_checkpoint(model, checkpoint)
     pool = _set_pool(model, pool, spec)
     model.reset_classifier(num_classes)
-    _init_head(model.get_classifier(), head_init)
-    return Backbone(model, spec=spec, pool=pool)
+    anatomy = family.anatomy(model)
+    _init_head(anatomy.head, head_init)  # the classifier Linear (SAM's sits in a pooling head)
+    return Backbone(model, spec=spec, pool=pool, anatomy=anatomy)

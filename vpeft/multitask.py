@@ -60,8 +60,10 @@ class MultiTask(nn.Module):
         # The shared backbone: the first run's model without its method (same build path, so same frozen weights).
         plain = ref.from_dict({**ref.to_dict(), "method": "linear", "objective": "ce"})
         self.backbone, _ = build_model(plain, _num_classes(runs[0], ref))
-        if not self.backbone.is_vit:
-            raise ConfigError("shared-trunk inference supports ViT-like backbones (one token sequence)")
+        anatomy = self.backbone.anatomy
+        if anatomy.token_sequence() is None:
+            raise ConfigError(f"shared-trunk inference supports ViT-like backbones (one token sequence); "
+                              f"{anatomy.name}: {anatomy.reason('token_sequence')}")
         self.backbone.set_pool(ref.method.pool)
         self.tasks = nn.ModuleList()
         for r, c in zip(runs, cfgs):
@@ -82,12 +84,13 @@ class MultiTask(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every task, in the order of the runs."""
-        m = self.backbone.model
-        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+        anatomy = self.backbone.anatomy
+        blocks = anatomy.blocks
+        x = anatomy.embed(images)
         inputs = []
         for i in range(self.first):  # the shared trunk: once for all tasks
             inputs.append(x)
-            x = m.blocks[i](x)
+            x = blocks[i](x)
         outs = []
         for task in self.tasks:
             side = task.side
@@ -95,11 +98,11 @@ class MultiTask(nn.Module):
             for i, xi in enumerate(inputs):
                 h = side.map(i, xi) if h is None else h + side.map(i, xi)
             y = x
-            for i in range(self.first, len(m.blocks)):
+            for i in range(self.first, len(blocks)):
                 h = side.map(i, y) if h is None else h + side.map(i, y)
-                y = m.blocks[i](y)
+                y = blocks[i](y)
                 if i >= side.first:
                     y = y + side.activation(h)
-            feats = m.forward_head(m.norm(y), pre_logits=True)
+            feats = anatomy.head_input(y)
             outs.append(task.head(feats))
         return outs

@@ -7,7 +7,6 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 
 
 class QuickGELU(nn.Module):
@@ -16,24 +15,6 @@ class QuickGELU(nn.Module):
 
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "quick_gelu": QuickGELU, "silu": nn.SiLU, "identity": nn.Identity}
-
-
-def block_dim(block: nn.Module) -> int:
-    """Channel width of a block: the size its first LayerNorm normalises."""
-    for m in block.modules():
-        if isinstance(m, nn.LayerNorm):
-            return m.normalized_shape[-1]
-    raise ConfigError(f"cannot tell the width of {type(block).__name__}: it has no LayerNorm")
-
-
-def require(backbone, block: nn.Module, attrs: tuple[str, ...], method: str, why: str) -> None:
-    """Fail clearly when a block lacks what a method hooks into."""
-    missing = [a for a in attrs if not hasattr(block, a)]
-    if missing:
-        raise ConfigError(
-            f"method {method!r} does not apply to {type(backbone.model).__name__}: its {type(block).__name__} has no "
-            f"{', '.join(missing)} ({why})"
-        )
 
 
 def init_linear(layer: nn.Linear, kind: str) -> None:

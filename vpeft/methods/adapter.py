@@ -1,10 +1,10 @@
 """Bottleneck adapters: sequential (Houlsby et al., arXiv:1902.00751; GIST/iDAT "seq"), AdaptFormer (Chen et al.,
 arXiv:2205.13535) and the parallel-shared adapter of GIST (arXiv:2312.07255) and iDAT (arXiv:2403.15750).
 
-All three hook timm's blocks without copying their forward: the sequential adapter rewrites a block's (or its MLP's,
-before or after its drop-path) output; the parallel ones add their output to the residual branch right after timm's
-drop-path, so stochastic depth drops the frozen branch but never the adapter, as in the authors' code
-``x = x + DP(mlp(LN2 x)) + s * A(x)``.
+All three hook the sites the backbone's anatomy names, without copying a block's forward: the sequential adapter
+rewrites a block's (or its MLP's, before or after its drop-path) output; the parallel ones add their output to a
+residual branch's output right after its drop-path, so stochastic depth drops the frozen branch but never the adapter,
+as in the authors' code ``x = x + DP(mlp(LN2 x)) + s * A(x)``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import torch
 from torch import nn
 
 from ..registry import METHODS
-from ._common import Bottleneck, block_dim, require
+from ._common import Bottleneck
 from .base import MethodConfig
 
 Init = Literal["trunc_normal", "zero_up", "xavier"]
@@ -44,12 +45,13 @@ class _AdapterBase(MethodConfig):
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def _make(self, block, channels_first: bool = False) -> Bottleneck:
-        return Bottleneck(block_dim(block), self.dim, self.act, self.bias, self.init, self.scale, self.dropout,
+    def _make(self, width: int, channels_first: bool = False) -> Bottleneck:
+        return Bottleneck(width, self.dim, self.act, self.bias, self.init, self.scale, self.dropout,
                           channels_first=channels_first)
 
     def extra_trainable_count(self, backbone) -> int:
-        return sum(_bottleneck_count(block_dim(b), self.dim, self.bias) for b in backbone.blocks)
+        anatomy = backbone.anatomy
+        return sum(_bottleneck_count(anatomy.width(b), self.dim, self.bias) for b in anatomy.blocks)
 
 
 @METHODS.register("adapter")
@@ -79,40 +81,55 @@ class AdapterConfig(_AdapterBase):
     position: Literal["block", "mlp", "mlp_drop_path"] = "block"
 
     def inject(self, backbone) -> None:
+        anatomy = backbone.anatomy
+        user = f"method {self.name!r}"
         adapters = nn.ModuleList()
-        for block in backbone.blocks:
+        for block in anatomy.blocks:
+            channels_first = False
             if self.position == "mlp":
-                require(backbone, block, ("mlp",), self.name, "position=mlp needs an MLP sub-module")
-                target = block.mlp
+                mlp = anatomy.mlp(block)
+                if mlp is None:
+                    raise anatomy.refuse(user, "mlp", block, " (position=mlp adapts the MLP's output)")
+                target, channels_first = mlp.module, mlp.channels_first  # ConvNeXt's conv-MLP returns NCHW maps
             elif self.position == "mlp_drop_path":  # NOAH: x + DP(h) + A(DP(h))
-                require(backbone, block, ("mlp", "drop_path2"), self.name, "position=mlp_drop_path hooks drop_path2")
-                target = block.drop_path2
-            else:  # ConvNeXt blocks (no norm1) return channels-first maps; their MLP works token-last
-                require(backbone, block, ("norm1",), self.name, "its blocks output channels-first maps; use position=mlp")
+                branch = anatomy.residual_branches(block).get("mlp")
+                if branch is None:
+                    raise anatomy.refuse(user, "branch:mlp", block, "; position=mlp_drop_path adapts its output")
+                target = branch.output
+            else:  # ConvNeXt blocks return channels-first maps; their MLP works token-last
+                if anatomy.channels_first(block):
+                    raise anatomy.refuse(user, "tokens_last", block, "; use position=mlp")
                 target = block
-            # ConvNeXt's conv-MLP returns NCHW maps
-            adapter = self._make(block, self.position == "mlp" and isinstance(getattr(block.mlp, "fc2", None), nn.Conv2d))
+            adapter = self._make(anatomy.width(block), channels_first)
             adapters.append(adapter)
             backbone.register_module_hook(target, post=lambda x, y, a=adapter: y + a(y))
         backbone.extras[self.name] = adapters
 
 
-def _inject_parallel(cfg: _AdapterBase, backbone, attn: bool) -> None:
-    """One adapter per block whose output is added right after timm's drop_path2 (MLP) and, with ``attn``, also
-    after drop_path1 (attention), reading the input of that sub-layer's residual branch."""
-    needed = ("norm2", "drop_path1", "drop_path2") if attn else ("norm2", "drop_path2")
+def _inject_parallel(cfg: _AdapterBase, backbone, branches: tuple[str, ...]) -> None:
+    """One adapter per block, added to the output of each named residual branch (``attn``, ``mlp``) right before
+    its residual add (after timm's drop-path), reading the residual stream that enters that branch."""
+    anatomy = backbone.anatomy
     adapters = nn.ModuleList()
-    for block in backbone.blocks:
-        require(backbone, block, needed, cfg.name, "it needs attention + MLP blocks")
-        adapter = cfg._make(block)
+    for block in anatomy.blocks:
+        found = anatomy.residual_branches(block)
+        for name in branches:
+            if name not in found:
+                raise anatomy.refuse(f"method {cfg.name!r}", f"branch:{name}", block,
+                                     f"; it adds to the {' and '.join(branches)} branches of transformer blocks")
+        adapter = cfg._make(anatomy.width(block))
         adapters.append(adapter)
-        state: dict = {}
-        if attn:
-            backbone.register_module_hook(block, pre=lambda x, s=state: s.__setitem__("x", x))
-            backbone.register_module_hook(block.drop_path1, post=lambda _, y, s=state, a=adapter: y + a(s.pop("x")))
-        backbone.register_module_hook(block.norm2, pre=lambda x, s=state: s.__setitem__("mid", x))
-        backbone.register_module_hook(block.drop_path2, post=lambda _, y, s=state, a=adapter: y + a(s.pop("mid")))
+        for name in branches:
+            branch, state = found[name], {}
+            backbone.register_module_hook(branch.input, pre=lambda x, s=state: s.__setitem__("x", x))
+            backbone.register_module_hook(branch.output, post=lambda _, y, s=state, a=adapter, f=branch.to_output:
+                                          y + _laid_out(a(s.pop("x")), f))
     backbone.extras[cfg.name] = adapters
+
+
+def _laid_out(x: torch.Tensor, to_output) -> torch.Tensor:
+    """The adapter output in the branch output's layout (SAM's windowed attention: as windows)."""
+    return x if to_output is None else to_output(x)
 
 
 @METHODS.register("adaptformer")
@@ -135,7 +152,7 @@ class AdaptFormerConfig(_AdapterBase):
     scale: float = 0.1
 
     def inject(self, backbone) -> None:
-        _inject_parallel(self, backbone, attn=False)
+        _inject_parallel(self, backbone, ("mlp",))
 
 
 @METHODS.register("adapter_ps")
@@ -157,4 +174,4 @@ class AdapterPSConfig(_AdapterBase):
     scale: float = 0.1
 
     def inject(self, backbone) -> None:
-        _inject_parallel(self, backbone, attn=True)
+        _inject_parallel(self, backbone, ("attn", "mlp"))

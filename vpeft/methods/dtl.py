@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..registry import METHODS
-from ._common import block_dim
 from .base import MethodConfig
 
 
@@ -92,7 +90,7 @@ class SideNetwork(nn.Module):
         g = swish(h, self.beta)
         if self.dtl_conv is None:
             return g
-        if g.dim() == 4:  # Swin: B H W C
+        if g.dim() == 4:  # Swin, SAM: B H W C
             return self.dtl_conv(g.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         gh, gw = self.grid
         p = g.shape[1] - gh * gw  # the patch grid is always the last gh * gw tokens (class, gist, prompts first)
@@ -103,7 +101,7 @@ class SideNetwork(nn.Module):
 
 def _stage_starts(backbone) -> list[int]:
     starts, k = [], 0
-    for _, blks in backbone.stages():
+    for _, blks in backbone.anatomy.stages():
         starts.append(k)
         k += len(blks)
     return starts
@@ -144,8 +142,8 @@ class _DTLBase(MethodConfig):
 
     def resolve(self, backbone) -> tuple[int, int]:
         """``(rank, first)``: rank 2 for a ViT and 4 for staged backbones; first (0-indexed) defaults to half-way."""
-        n = len(backbone.blocks)
-        staged = len(backbone.stages()) > 1
+        n = len(backbone.anatomy.blocks)
+        staged = len(backbone.anatomy.stages()) > 1
         rank = self.rank or (4 if staged else 2)
         first = (self.first_block or n // 2 + 1) - 1
         if first >= n:
@@ -154,21 +152,19 @@ class _DTLBase(MethodConfig):
 
     def build_side(self, backbone) -> SideNetwork:
         """Check the backbone, set its pool, and make the side network (shared by :class:`vpeft.MultiTask`)."""
-        blocks = backbone.blocks
+        anatomy = backbone.anatomy
+        blocks = anatomy.blocks
         for b in blocks:
-            if not hasattr(b, "norm1"):
-                raise ConfigError(
-                    f"method {self.name!r} does not apply to {type(backbone.model).__name__}: its side network adds "
-                    "token-last features to transformer blocks, and its blocks are convolutional"
-                )
+            if anatomy.channels_first(b):
+                raise anatomy.refuse(f"method {self.name!r}", "tokens_last", b,
+                                     "; its side network adds token-last features to transformer blocks")
         backbone.set_pool(self.pool)
         rank, first = self.resolve(backbone)
-        grid = getattr(getattr(backbone.model, "patch_embed", None), "grid_size", None)
-        return SideNetwork([block_dim(b) for b in blocks], rank, first, self.beta, self._kernel(),
-                           _stage_starts(backbone), grid=tuple(grid) if grid is not None else None)
+        return SideNetwork([anatomy.width(b) for b in blocks], rank, first, self.beta, self._kernel(),
+                           _stage_starts(backbone), grid=anatomy.patch_grid())
 
     def inject(self, backbone) -> None:
-        blocks = backbone.blocks
+        blocks = backbone.anatomy.blocks
         side = self.build_side(backbone)
         first = side.first
         backbone.extras["dtl"] = side
@@ -191,10 +187,11 @@ class _DTLBase(MethodConfig):
     def extra_trainable_count(self, backbone) -> int:
         rank, first = self.resolve(backbone)
         starts = _stage_starts(backbone)
-        blocks = backbone.blocks
-        n = sum(2 * rank * block_dim(blocks[i]) for i in mapped_blocks(len(blocks), first, starts))
+        anatomy = backbone.anatomy
+        blocks = anatomy.blocks
+        n = sum(2 * rank * anatomy.width(blocks[i]) for i in mapped_blocks(len(blocks), first, starts))
         k = self._kernel()
-        return n + (block_dim(backbone.blocks[first]) * k * k if k else 0)
+        return n + (anatomy.width(blocks[first]) * k * k if k else 0)
 
 
 @METHODS.register("dtl")

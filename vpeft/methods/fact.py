@@ -26,24 +26,52 @@ from ..registry import METHODS
 from .base import MethodConfig
 
 
-def _check_vit(backbone, name: str):
-    blocks = backbone.blocks
-    d = backbone.embed_dim
+@dataclass(frozen=True)
+class _BlockSites:
+    """A block's FacT sites: q, k, v grouped by the Linear that computes them (one group for a fused qkv, in q, k, v
+    order), then o, fc1 and fc2."""
+
+    qkv: list[tuple[nn.Linear, list[str]]]
+    o: nn.Linear
+    fc1: nn.Linear
+    fc2: nn.Linear
+
+
+def _block_sites(backbone, name: str) -> tuple[list[_BlockSites], int]:
+    """Every block's sites and the common width d, or a clear refusal."""
+    anatomy = backbone.anatomy
+    blocks = anatomy.blocks
+    d = anatomy.width(blocks[0])
+    need = ("; FacT stacks every block's weights into one tensor, so it needs transformer blocks of one width d "
+            "with d x d attention projections and a 4d Linear MLP")
+    out = []
     for b in blocks:
-        attn, mlp = getattr(b, "attn", None), getattr(b, "mlp", None)
+        attn, mlp = anatomy.attention(b), anatomy.mlp(b)
+        if attn is None:
+            raise anatomy.refuse(f"method {name!r}", "attention", b, need)
         ok = (
-            isinstance(getattr(attn, "qkv", None), nn.Linear)
-            and isinstance(getattr(attn, "proj", None), nn.Linear)
-            and isinstance(getattr(mlp, "fc1", None), nn.Linear)
-            and attn.qkv.in_features == d
-            and mlp.fc1.out_features == 4 * d
+            mlp is not None and not mlp.channels_first and anatomy.width(b) == d
+            and all(s.layer.in_features == d and s.out.stop - s.out.start == d for s in attn.values())
+            and isinstance(mlp.fc1, nn.Linear) and mlp.fc1.in_features == d and mlp.fc1.out_features == 4 * d
+            and isinstance(mlp.fc2, nn.Linear) and mlp.fc2.in_features == 4 * d and mlp.fc2.out_features == d
+        )
+        groups: list[tuple[nn.Linear, list[str]]] = []
+        for t in "qkv":
+            if groups and groups[-1][0] is attn[t].layer:
+                groups[-1][1].append(t)
+            else:
+                groups.append((attn[t].layer, [t]))
+        # each layer's slices must tile its output in order, so the updates concatenate into it
+        ok = ok and all(
+            [attn[t].out for t in kinds] == [slice(i * d, (i + 1) * d) for i in range(len(kinds))]
+            and layer.out_features == len(kinds) * d
+            for layer, kinds in groups
         )
         if not ok:
-            raise ConfigError(
-                f"method {name!r} does not apply to {type(backbone.model).__name__}: FacT stacks every block's "
-                f"weights into one tensor, so it needs ViT blocks of one width d with a fused qkv and a 4d MLP"
-            )
-    return blocks, d
+            raise ConfigError(f"method {name!r} does not apply to {anatomy.name}: its {type(b).__name__} does not "
+                              f"fit{need}")
+        out.append(_BlockSites(groups, attn["o"].layer, mlp.fc1, mlp.fc2))
+    return out, d
 
 
 class FacTShared(nn.Module):
@@ -95,7 +123,7 @@ class FacTShared(nn.Module):
         self._forward_cores = None
 
     def delta_weights(self, block: int, scale: float) -> dict[str, torch.Tensor]:
-        """Dense weight updates (out x in) of qkv, proj, fc1 and fc2 for merging."""
+        """Dense weight updates (out x in) of a fused qkv (q, k, v rows in order), proj, fc1 and fc2 for merging."""
         u, v, r = self.fact_u.weight, self.fact_v.weight, self.r  # r x d, d x r
         cores = self.block_cores(block)
         out = {
@@ -125,7 +153,8 @@ class _FacTBase(MethodConfig):
             raise ValueError(f"rank must be >= 1, got {self.rank}")
 
     def inject(self, backbone) -> None:
-        blocks, d = _check_vit(backbone, self.name)
+        sites, d = _block_sites(backbone, self.name)
+        blocks = backbone.anatomy.blocks
         shared = FacTShared(d, self.rank, len(blocks), self.tucker, self.dropout)
         backbone.extras[self.name] = shared
         drop = shared.drop
@@ -137,9 +166,9 @@ class _FacTBase(MethodConfig):
         def upd(h, core):  # s * V(dropout(U(x) @ core))
             return scaled(shared.fact_v(drop(h @ core)))
 
-        def qkv(x, y, i):
+        def qkv(x, y, i, kinds):  # the updates of the q, k, v slices this layer computes, in order
             h, cores = shared.fact_u(x), shared.forward_cores()[i]
-            return y + torch.cat([upd(h, cores[t]) for t in "qkv"], -1)
+            return y + torch.cat([upd(h, cores[t]) for t in kinds], -1)
 
         def proj(x, y, i):
             return y + upd(shared.fact_u(x), shared.forward_cores()[i]["o"])
@@ -155,26 +184,31 @@ class _FacTBase(MethodConfig):
         # A forward pass starts at block 0 and ends after the last block: the cores of the previous pass (maybe from
         # before an optimizer step, or built without autograd) are never reused.
         backbone.register_module_hook(blocks[0], pre=lambda x: shared.end_forward())
-        for i, b in enumerate(blocks):
-            attn, mlp = b.attn, b.mlp
-            backbone.register_module_hook(attn.qkv, post=lambda x, y, i=i: qkv(x, y, i))
-            backbone.register_module_hook(attn.proj, post=lambda x, y, i=i: proj(x, y, i))
-            backbone.register_module_hook(mlp.fc1, post=lambda x, y, i=i: fc1(x, y, i))
-            backbone.register_module_hook(mlp.fc2, post=lambda x, y, i=i: fc2(x, y, i))
+        for i, site in enumerate(sites):
+            for layer, kinds in site.qkv:
+                backbone.register_module_hook(layer, post=lambda x, y, i=i, k=kinds: qkv(x, y, i, k))
+            backbone.register_module_hook(site.o, post=lambda x, y, i=i: proj(x, y, i))
+            backbone.register_module_hook(site.fc1, post=lambda x, y, i=i: fc1(x, y, i))
+            backbone.register_module_hook(site.fc2, post=lambda x, y, i=i: fc2(x, y, i))
         backbone.register_module_hook(blocks[-1], post=lambda x, y: shared.end_forward())
 
     def extra_trainable_count(self, backbone) -> int:
-        L, d, r = len(backbone.blocks), backbone.embed_dim, self.rank
+        anatomy = backbone.anatomy
+        L, d, r = len(anatomy.blocks), anatomy.width(anatomy.blocks[0]), self.rank
         if self.tucker:
             return 2 * d * r + 12 * L * r + r**3
         return 2 * d * r + 12 * L * r * r
 
     def merge(self, backbone) -> None:
         shared = backbone.extras[self.name]
+        sites, d = _block_sites(backbone, self.name)
         with torch.no_grad():
-            for i, b in enumerate(backbone.blocks):
+            for i, site in enumerate(sites):
                 deltas = shared.delta_weights(i, self.scale)
-                for layer, key in ((b.attn.qkv, "qkv"), (b.attn.proj, "proj"), (b.mlp.fc1, "fc1"), (b.mlp.fc2, "fc2")):
+                for layer, kinds in site.qkv:  # each layer's rows of the q, k, v update
+                    rows = [deltas["qkv"]["qkv".index(t) * d:("qkv".index(t) + 1) * d] for t in kinds]
+                    layer.weight += torch.cat(rows, 0).to(layer.weight.dtype)
+                for layer, key in ((site.o, "proj"), (site.fc1, "fc1"), (site.fc2, "fc2")):
                     layer.weight += deltas[key].to(layer.weight.dtype)
 
 

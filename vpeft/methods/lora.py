@@ -51,29 +51,29 @@ class LoRAUpdate(nn.Module):
 
 
 def _sites(backbone, targets) -> list[tuple[nn.Linear, str, slice]]:
-    """``(linear layer, target, output slice)`` for every target in every block."""
+    """``(linear layer, target, output slice)`` for every target in every block, from the backbone's anatomy."""
+    anatomy = backbone.anatomy
     out = []
-    for block in backbone.blocks:
-        attn = getattr(block, "attn", None)
-        qkv = getattr(attn, "qkv", None)
+    for block in anatomy.blocks:
+        attn, mlp = anatomy.attention(block), anatomy.mlp(block)
         for t in targets:
-            if t in ("q", "k", "v", "qkv"):
-                if not isinstance(qkv, nn.Linear):
-                    raise ConfigError(
-                        f"method 'lora' does not apply to {type(backbone.model).__name__}: target {t!r} needs a fused "
-                        f"attention qkv Linear, which its {type(block).__name__} does not have"
-                    )
-                d = qkv.out_features // 3
-                sl = slice(0, 3 * d) if t == "qkv" else slice("qkv".index(t) * d, ("qkv".index(t) + 1) * d)
-                out.append((qkv, t, sl))
+            if t in ("q", "k", "v", "qkv", "proj"):
+                if attn is None:
+                    raise anatomy.refuse("method 'lora'", "attention", block, f" (target {t!r})")
+                if t == "qkv":
+                    q, k, v = attn["q"], attn["k"], attn["v"]
+                    if not (q.layer is k.layer is v.layer and q.out.stop == k.out.start and k.out.stop == v.out.start):
+                        raise ConfigError(f"method 'lora': target 'qkv' needs q, k and v fused in one Linear, and "
+                                          f"{type(block).__name__} of {anatomy.name} projects them separately; "
+                                          "use targets q, k, v")
+                    out.append((q.layer, t, slice(q.out.start, v.out.stop)))
+                else:
+                    site = attn["o" if t == "proj" else t]
+                    out.append((site.layer, t, site.out))
             else:
-                parent = attn if t == "proj" else getattr(block, "mlp", None)
-                layer = getattr(parent, t, None)
-                if not isinstance(layer, nn.Linear):
-                    raise ConfigError(
-                        f"method 'lora' does not apply to {type(backbone.model).__name__}: its "
-                        f"{type(block).__name__} has no {t} Linear for target {t!r}"
-                    )
+                layer = getattr(mlp, t, None)
+                if mlp is None or mlp.channels_first or not isinstance(layer, nn.Linear):
+                    raise anatomy.refuse("method 'lora'", "mlp", block, f" (target {t!r} needs a Linear)")
                 out.append((layer, t, slice(0, layer.out_features)))
     return out
 

@@ -44,7 +44,7 @@ def timm_kwargs(backbone) -> tuple[str, dict]:
     kwargs["num_classes"] = backbone.num_classes
     if backbone.pool == "avg" and getattr(backbone.model, "global_pool", None) == "avg" and hasattr(backbone.model, "fc_norm"):
         kwargs["global_pool"] = "avg"
-        kwargs["fc_norm"] = not isinstance(backbone.model.fc_norm, nn.Identity)
+        kwargs["fc_norm"] = "fc_norm" in backbone.anatomy.final_norms()
     return name, kwargs
 
 

@@ -87,27 +87,21 @@ def _is_layernorm(m: nn.Module) -> bool:
     return isinstance(m, nn.LayerNorm) and m.elementwise_affine
 
 
-def _channels_first(m: nn.Module) -> bool:
-    """Conv layers and timm's LayerNorm2d (ConvNeXt) work on NCHW maps; Linear and LayerNorm on the last dim."""
-    return isinstance(m, nn.Conv2d) or (isinstance(m, nn.LayerNorm) and type(m).__name__.endswith("2d"))
-
-
-def _sites(backbone) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` whose output SSF rescales, in forward order."""
-    model = backbone.model
+def _sites(anatomy) -> list[tuple[str, nn.Module, int]]:
+    """``(qualified name, module, width)`` whose output SSF rescales, in forward order: the patch embedding, every
+    Linear, convolution and affine LayerNorm of the blocks, and the final norms."""
+    names = anatomy.module_names()
     sites = []
-    pe = getattr(model, "patch_embed", None)
-    if pe is not None and hasattr(pe, "proj"):
-        sites.append(("patch_embed", pe))
-    names = {id(m): n for n, m in model.named_modules()}
-    for block in backbone.blocks:
-        for m in block.modules():
+    emb = anatomy.embedding()
+    if emb is not None:
+        sites.append((names[id(emb.module)], emb.module, emb.width))
+    for block in anatomy.blocks:
+        for m in anatomy.layers(block):
             if isinstance(m, (nn.Linear, nn.Conv2d)) or _is_layernorm(m):
-                sites.append((names[id(m)], m))
-    for final in ("norm", "fc_norm"):
-        m = getattr(model, final, None)
-        if m is not None and _is_layernorm(m):
-            sites.append((final, m))
+                sites.append((names[id(m)], m, _width(m)))
+    for name, m in anatomy.final_norms().items():
+        if _is_layernorm(m):
+            sites.append((name, m, _width(m)))
     return sites
 
 
@@ -116,9 +110,7 @@ def _width(m: nn.Module) -> int:
         return m.out_features
     if isinstance(m, nn.Conv2d):
         return m.out_channels
-    if isinstance(m, nn.LayerNorm):
-        return m.normalized_shape[-1]
-    return m.proj.out_channels  # patch embedding
+    return m.normalized_shape[-1]
 
 
 @METHODS.register("ssf")
@@ -133,31 +125,31 @@ class SSFConfig(MethodConfig):
     mergeable: ClassVar[bool] = True
 
     def inject(self, backbone) -> None:
+        anatomy = backbone.anatomy
         modules = nn.ModuleDict()
-        for name, m in _sites(backbone):
-            ssf = SSF(_width(m), channels_first=_channels_first(m))
+        for name, m, width in _sites(anatomy):
+            channels_first = anatomy.channels_first(m)
+            ssf = SSF(width, channels_first=channels_first)
             modules[name.replace(".", "_")] = ssf
             if _is_layernorm(m):
-                backbone.override_forward(m, _ssf_layernorm(m, ssf, _channels_first(m)))
+                backbone.override_forward(m, _ssf_layernorm(m, ssf, channels_first))
             else:
                 backbone.register_module_hook(m, post=lambda x, y, s=ssf: s(y))
         backbone.extras["ssf"] = modules
 
     def extra_trainable_count(self, backbone) -> int:
-        return sum(2 * _width(m) for _, m in _sites(backbone))
+        return sum(2 * width for _, _, width in _sites(backbone.anatomy))
 
     def merge(self, backbone) -> None:
+        anatomy = backbone.anatomy
         modules = backbone.extras["ssf"]
+        emb = anatomy.embedding()
         with torch.no_grad():
-            for name, m in _sites(backbone):
+            for name, m, _ in _sites(anatomy):
                 ssf = modules[name.replace(".", "_")]
                 g, b = ssf.ssf_scale, ssf.ssf_shift
-                if name == "patch_embed":
-                    norm = getattr(m, "norm", None)
-                    if norm is not None and not isinstance(norm, nn.Identity):
-                        m = norm  # fold into the patch norm's affine, the last op of the embedding
-                    else:
-                        m = m.proj
+                if emb is not None and m is emb.module:
+                    m = emb.last  # the embedding's last op: its norm's affine, else the projection
                 shape = (-1,) + (1,) * (m.weight.dim() - 1)
                 if m.bias is None:
                     m.bias = nn.Parameter(torch.zeros_like(g), requires_grad=False)

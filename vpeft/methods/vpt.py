@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..anatomy import TokenSequence
 from ..registry import METHODS
 from .base import MethodConfig
 
@@ -54,19 +54,22 @@ class _VPTBase(MethodConfig):
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    def _sequence(self, backbone) -> TokenSequence:
+        seq = backbone.anatomy.token_sequence()
+        if seq is None:
+            raise backbone.anatomy.refuse(f"method {self.name!r}", "token_sequence")
+        return seq
+
     def inject(self, backbone) -> None:
-        if not backbone.is_vit:
-            raise ConfigError(
-                f"method {self.name!r} does not apply to {type(backbone.model).__name__}: prompts are tokens inserted "
-                "into one token sequence, which only ViT-like backbones have"
-            )
-        depth = len(backbone.blocks) if self.deep else 1
-        pe = getattr(backbone.model, "patch_embed", None)
-        k = getattr(getattr(pe, "proj", None), "kernel_size", (16, 16))
-        patch_dim = 3 * k[0] * k[1]
-        prompts = Prompts(depth, self.length, backbone.embed_dim, self.init, self.dropout, patch_dim)
+        anatomy = backbone.anatomy
+        seq = self._sequence(backbone)
+        depth = len(anatomy.blocks) if self.deep else 1
+        spec = anatomy.input_spec
+        k = spec.patch or (16, 16)
+        patch_dim = spec.channels * k[0] * k[1]
+        prompts = Prompts(depth, self.length, seq.width, self.init, self.dropout, patch_dim)
         backbone.extras[self.name] = prompts
-        start = backbone.num_prefix_tokens  # after the class (and register) tokens
+        start = seq.prefix  # after the class (and register) tokens
         end = start + self.length
 
         def insert(x):
@@ -80,7 +83,7 @@ class _VPTBase(MethodConfig):
                 )
 
     def extra_trainable_count(self, backbone) -> int:
-        return (len(backbone.blocks) if self.deep else 1) * self.length * backbone.embed_dim
+        return (len(backbone.anatomy.blocks) if self.deep else 1) * self.length * self._sequence(backbone).width
 
 
 @METHODS.register("vpt_shallow")

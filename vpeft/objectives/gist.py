@@ -152,11 +152,10 @@ class GISTObjective(Objective):
     def logits(self, model, images):
         feats = model.forward_features(images)
         z_cls = model.forward_head(feats)
-        m = model.model
+        anatomy = model.anatomy
         # The gist token goes through the final norm (in forward_features for class-token models; fc_norm holds
         # it for avg-pool models) and the shared head.
-        g = m.fc_norm(feats[:, self.slot].mean(1))
-        z_gist = m.head(m.head_drop(g))
+        z_gist = anatomy.head(anatomy.pooled_features(feats[:, self.slot].mean(1)))
         return z_cls, z_gist
 
     def forward(self, model, images, labels):
