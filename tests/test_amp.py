@@ -30,7 +30,7 @@ def _build(method="linear", objective="ce", selector=None, seed=0):
     bb = create_backbone(TINY, num_classes=3)
     cls = METHODS.get(method)
     apply_method(bb, cls.from_dict(cls.test_overrides))
-    obj = OBJECTIVES.build(OBJECTIVE_SPECS.get(objective, objective)).build(bb)
+    obj = OBJECTIVES.build(OBJECTIVE_SPECS.get(objective, objective)).attach(bb)
     if selector is not None:
         sel = SELECTORS.get(selector).from_dict(getattr(SELECTORS.get(selector), "test_overrides", {}))
         sel.apply(bb, sel.structure_only(bb))

@@ -167,10 +167,10 @@ def test_gist_on_sam_refuses_and_on_clip_adds_one_token():
         sam = create_backbone("samvit_base_patch16", num_classes=10)
         clip = create_backbone("vit_base_patch16_clip_224", num_classes=10)
         apply_method(clip, "linear")
-        OBJECTIVES.build("gist").build(clip)
+        OBJECTIVES.build("gist").attach(clip)
     assert count_params(clip, exclude=head_param_names(clip)) == D
     with pytest.raises(ConfigError, match="objective 'gist' does not apply to VisionTransformerSAM"):
-        OBJECTIVES.build("gist").build(sam)
+        OBJECTIVES.build("gist").attach(sam)
 
 
 def test_sam_anatomy():

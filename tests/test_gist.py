@@ -63,7 +63,7 @@ def _gist_model(method="adapter_ps", spec=TINY, objective="gist"):
     torch.manual_seed(0)
     bb = create_backbone(spec, num_classes=3)
     apply_method(bb, method)
-    obj = OBJECTIVES.build(objective).build(bb)
+    obj = OBJECTIVES.build(objective).attach(bb)
     return bb, obj
 
 
@@ -108,7 +108,7 @@ def test_every_method_gains_length_times_dim(name):
         bb = create_backbone(TINY, num_classes=3)
         apply_method(bb, cls.from_dict(cls.test_overrides))
         before = count_params(bb)
-        OBJECTIVES.build("gist:length=2").build(bb)
+        OBJECTIVES.build("gist:length=2").attach(bb)
     assert count_params(bb) == before + 2 * 32
 
 
@@ -116,7 +116,7 @@ def test_vit_b_adapter_ps_with_gist_is_83760():
     with torch.device("meta"):
         bb = create_backbone("vit_base_patch16_224", num_classes=10)
         apply_method(bb, "adapter_ps:dim=4")
-        OBJECTIVES.build("gist").build(bb)
+        OBJECTIVES.build("gist").attach(bb)
     assert count_params(bb, exclude=head_param_names(bb)) == 83_760
 
 
@@ -125,7 +125,7 @@ def test_swin_is_refused_clearly():
     bb = create_backbone(TINY_SWIN, num_classes=3)
     apply_method(bb, "lora:rank=2")
     with pytest.raises(ConfigError, match="objective 'gist' does not apply to SwinTransformer"):
-        OBJECTIVES.build("gist").build(bb)
+        OBJECTIVES.build("gist").attach(bb)
 
 
 def test_vpt_source_uses_the_prompts():

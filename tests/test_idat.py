@@ -38,7 +38,7 @@ def _pair(method="adapter:dim=4", objective=f"idat:teacher='{TEACHER}'"):
     torch.manual_seed(0)
     bb = create_backbone(TINY, num_classes=3)
     apply_method(bb, method)
-    return bb, OBJECTIVES.build(objective).build(bb)
+    return bb, OBJECTIVES.build(objective).attach(bb)
 
 
 @pytest.mark.parametrize("loss", ["mse", "kl"])
@@ -62,7 +62,7 @@ def test_vit_b_student_and_vit_s_teacher_counts():
     with torch.device("meta"):
         bb = create_backbone("vit_base_patch16_224", num_classes=10)
         apply_method(bb, "adapter:dim=4")
-        obj = OBJECTIVES.build("idat").build(bb)
+        obj = OBJECTIVES.build("idat").attach(bb)
     assert count_params(bb, exclude=head_param_names(bb)) == 82_992
     t = obj.teacher
     assert count_params(t, exclude=head_param_names(t)) == 41_520
@@ -74,7 +74,7 @@ def test_mismatches_are_clear():
     bb = create_backbone(TINY, num_classes=3)
     apply_method(bb, "linear")
     with pytest.raises(ConfigError, match="teacher .* takes \\(224, 224\\) images but the student takes \\(32, 32\\)"):
-        OBJECTIVES.build("idat").build(bb)
+        OBJECTIVES.build("idat").attach(bb)
 
 
 def test_presets_build_the_six_variants():
@@ -130,7 +130,7 @@ def test_swin_teacher_for_a_swin_student():
     torch.manual_seed(0)
     bb = create_backbone(TINY_SWIN, num_classes=3)
     apply_method(bb, "adapter_ps")
-    obj = OBJECTIVES.build({"name": "idat", "teacher": small, "loss": "kl"}).build(bb)
+    obj = OBJECTIVES.build({"name": "idat", "teacher": small, "loss": "kl"}).attach(bb)
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
     out = obj(bb, x, y)
     out["loss"].backward()

@@ -1,13 +1,5 @@
-"""Exact training-memory accounting on any device, and ``vpeft measure``.
-
-Training memory = activations autograd keeps for backward + parameters + gradients + optimizer state.
-
-Activations are counted exactly with :func:`torch.autograd.graph.saved_tensors_hooks`: every tensor saved for
-backward during one training forward, each storage once, leaving out parameters and views of parameters (a linear
-layer saves its weight's transpose, which costs no memory of its own). Under autocast, a layer saves the
-low-precision copy of its weight that autocast made: such copies are counted apart (``autocast_weight_bytes``), since
-they do not grow with the batch.
-"""
+"""``vpeft measure``: a model's trainable counts, training memory (see :mod:`vpeft.memory`) and step time on any
+device, with random inputs."""
 
 from __future__ import annotations
 
@@ -16,11 +8,10 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from torch import nn
 
 from .config import RunConfig, spec_string
 from .engine.optim import build_optimizer, param_groups
-from .methods.base import head_param_names
+from .memory import SavedTensorProbe, memory_stats, param_counts  # noqa: F401 - importable from here still
 from .run import build_model
 from .trainable import trainable_named_parameters
 
@@ -38,123 +29,6 @@ MEASURE_KEYS = (
 #: Added to :func:`measure`'s result under autocast: the compute dtype and the bytes of saved weight copies.
 AMP_KEYS = ("dtype", "autocast_weight_bytes")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class SavedTensorProbe:
-    """Context manager counting the bytes autograd saves for backward inside it.
-
-    A saved tensor whose storage holds exactly one of the modules' parameters cast to another dtype (autocast's
-    copy of a weight, found by size and compared by value) is a weight copy: :attr:`weight_copy_bytes` counts those,
-    :attr:`activation_bytes` the rest, :attr:`bytes` both.
-
-    Args:
-        *modules: Modules whose parameters (and views of them) are not activations.
-    """
-
-    def __init__(self, *modules: nn.Module):
-        self._param_ptrs = set()
-        self._by_numel: dict[int, list[torch.Tensor]] = {}
-        for m in modules:
-            for p in m.parameters():
-                self._param_ptrs.add(p.untyped_storage().data_ptr())
-                if p.is_floating_point():
-                    self._by_numel.setdefault(p.numel(), []).append(p)
-            for b in m.buffers():
-                self._param_ptrs.add(b.untyped_storage().data_ptr())
-        self._storages: dict[tuple, int] = {}
-        self._copies: set[tuple] = set()
-        self._ctx = None
-
-    @torch.no_grad()
-    def _is_weight_copy(self, t: torch.Tensor, nbytes: int) -> bool:
-        if not t.is_floating_point() or nbytes % t.element_size():
-            return False
-        n = nbytes // t.element_size()
-        for p in self._by_numel.get(n, ()):
-            if p.dtype != t.dtype and p.device == t.device:
-                q = p.detach().to(t.dtype)  # keeps p's (dense) strides: compare storages in memory order
-                if torch.equal(t.as_strided((n,), (1,), 0), q.as_strided((n,), (1,), 0)):
-                    return True
-        return False
-
-    def _pack(self, t: torch.Tensor):
-        try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # sparse or other storage-less tensors: count their own size
-            self._storages[("nostorage", id(t))] = t.numel() * t.element_size()
-            return t
-        ptr = storage.data_ptr()
-        if ptr and ptr not in self._param_ptrs:
-            key = (str(t.device), ptr)
-            if key not in self._storages and self._is_weight_copy(t, storage.nbytes()):
-                self._copies.add(key)
-            self._storages[key] = max(self._storages.get(key, 0), storage.nbytes())
-        return t
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-    @property
-    def bytes(self) -> int:
-        """Every saved storage: activations and weight copies."""
-        return sum(self._storages.values())
-
-    @property
-    def weight_copy_bytes(self) -> int:
-        """Saved storages that are a parameter cast to another dtype (autocast's weight copies)."""
-        return sum(self._storages[k] for k in self._copies)
-
-    @property
-    def activation_bytes(self) -> int:
-        return self.bytes - self.weight_copy_bytes
-
-
-def _nbytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in seen:
-            seen.add(ptr)
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-def memory_stats(model: nn.Module, objective: nn.Module | None, optimizer, saved_bytes: int,
-                 autocast_weight_bytes: int | None = None) -> dict[str, int]:
-    """Parameter, gradient and optimizer-state bytes (after at least one step) plus ``saved_bytes``; with
-    ``autocast_weight_bytes`` (saved low-precision weight copies) that key too, and the total counts it."""
-    modules = [model] + ([objective] if objective is not None else [])
-    params = {id(p): p for m in modules for p in m.parameters()}
-    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
-    grad_bytes = sum(p.numel() * p.element_size() for _, p in trainable_named_parameters(*modules))
-    state_tensors = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    opt_bytes = _nbytes(state_tensors) if state_tensors else 0
-    out = {
-        "saved_activation_bytes": int(saved_bytes),
-        "param_bytes": int(param_bytes),
-        "grad_bytes": int(grad_bytes),
-        "optimizer_state_bytes": int(opt_bytes),
-        "train_memory_bytes": int(saved_bytes + param_bytes + grad_bytes + opt_bytes + (autocast_weight_bytes or 0)),
-    }
-    if autocast_weight_bytes is not None:
-        out["autocast_weight_bytes"] = int(autocast_weight_bytes)
-    return out
-
-
-def param_counts(model, objective=None) -> dict[str, int]:
-    """Counts of the model that is kept (the student): a teacher owned by the objective is counted apart."""
-    named = trainable_named_parameters(model)
-    head = head_param_names(model)
-    return {
-        "trainable": sum(p.numel() for _, p in named),
-        "trainable_no_head": sum(p.numel() for n, p in named if n not in head),
-        "total": sum(p.numel() for p in model.parameters()),
-    }
 
 
 def _median(values: list[float]) -> float:
@@ -236,9 +110,9 @@ def measure(
     if cfg.selector is not None:
         result["selector"] = spec_string(cfg.selector)
     result.update(param_counts(model))
-    teacher = getattr(obj, "teacher", None)
-    if teacher is not None:  # together: the student's counts plus the teacher's
-        for k, v in param_counts(teacher).items():
+    companions = obj.companions()
+    for other in companions.values():  # together: the kept model's counts plus its companions' (iDAT's teacher)
+        for k, v in param_counts(other).items():
             result[k] += v
     copies = probe.weight_copy_bytes if amp != "none" else None
     result.update(memory_stats(model, obj, opt, probe.activation_bytes, copies))
@@ -276,15 +150,15 @@ def measure(
                 latency = _median(times)
                 result["inference"].append({"batch_size": b, "latency_seconds": latency,
                                             "images_per_second": b / latency})
-    if teacher is not None:
+    alone = cfg.objective.companion_runs(method) if companions else {}
+    if alone:
         # Each model alone (with plain cross-entropy), beside the joint figures above.
-        icfg = obj.cfg
         kw = dict(batch_size=batch_size, num_classes=num_classes, timing=timing, device=device, seed=seed,
                   repeats=repeats, selector=selector, amp=amp, warmup=warmup)
-        student = measure(backbone, method, "ce", **kw)
-        t_method = icfg.teacher_method if icfg.teacher_method is not None else method
-        alone = measure(icfg.teacher, t_method, "ce", **kw)
-        keys = [k for k in MEASURE_KEYS + AMP_KEYS if k in student]
-        result["student"] = {k: student[k] for k in keys}
-        result["teacher"] = {k: alone[k] for k in keys}
+        kept = measure(backbone, method, "ce", **kw)
+        keys = [k for k in MEASURE_KEYS + AMP_KEYS if k in kept]
+        result["student"] = {k: kept[k] for k in keys}
+        for name, (spec, its_method) in alone.items():
+            other = measure(spec, its_method, "ce", **kw)
+            result[name] = {k: other[k] for k in keys}
     return result

@@ -50,8 +50,9 @@ class MultiTask(nn.Module):
         for r, c in zip(runs, cfgs):
             if c.method.name not in ("dtl", "dtl_plus"):
                 raise ConfigError(f"{r}: method {c.method.name!r}; shared-trunk inference needs dtl or dtl_plus runs")
-            if c.objective.name != "ce":
-                raise ConfigError(f"{r}: objective {c.objective.name!r} changes the backbone; only 'ce' runs share it")
+            if c.objective.for_inference().changes_model:
+                raise ConfigError(f"{r}: objective {c.objective.name!r} changes the backbone; only runs whose model is "
+                                  "their method's alone share it")
             if c.backbone.to_dict() != ref.backbone.to_dict() or c.method.pool != ref.method.pool:
                 raise ConfigError(f"{r} uses another backbone than {runs[0]} ({c.backbone.spec} vs {ref.backbone.spec})")
             if ref.backbone.checkpoint is None and not ref.backbone.pretrained and c.train.seed != ref.train.seed:

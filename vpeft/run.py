@@ -36,7 +36,7 @@ def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
     )
     backbone.drop_path = cfg.train.drop_path  # what an objective's own models (iDAT's teacher) take by default
     apply_method(backbone, cfg.method)
-    objective = (cfg.objective.for_inference() if inference else cfg.objective).build(backbone)
+    objective = (cfg.objective.for_inference() if inference else cfg.objective).attach(backbone)
     return backbone, objective
 
 

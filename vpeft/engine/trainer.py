@@ -25,7 +25,7 @@ from ..data.sources import augment_kind, resolve_splits
 from ..data.sources import load as load_data
 from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
 from ..errors import ConfigError, DivergedError
-from ..measure import SavedTensorProbe, memory_stats, param_counts
+from ..memory import SavedTensorProbe, memory_stats, param_counts
 from ..run import amp_context, build_model, evaluate_task, resolve_device
 from ..tasks.base import Metric
 from ..rundir import SELECTION_FILE, STATE_FILE, RunDir  # noqa: F401 - SELECTION_FILE: its earlier home
@@ -473,12 +473,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     }
     if selection_info is not None:
         result["selection"] = selection_info
-    teacher = getattr(objective, "teacher", None)
-    if teacher is not None:
-        t = param_counts(teacher)
-        result["teacher"] = {"backbone": cfg.objective.teacher, "trainable_params": t["trainable"],
-                             "trainable_params_no_head": t["trainable_no_head"], "total_params": t["total"],
-                             "train_acc_last_epoch": history[-1].get("teacher_acc")}
+    result.update(objective.extra_result(history))
     if ddp.enabled:
         result["distributed"] = {"world_size": ddp.world, "backend": torch.distributed.get_backend(),
                                  "batch_per_process": tc.batch_size // ddp.world}

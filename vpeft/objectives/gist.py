@@ -13,7 +13,7 @@ wraps any tuning method, as the authors' code (JCruan519/GIST) implements it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,8 @@ class GISTConfig(ObjectiveConfig):
     dropout: float = 0.1
     source: Literal["gist", "vpt"] = "gist"
 
+    changes_model: ClassVar[bool] = True  # the gist token joins the backbone's token sequence
+
     def __post_init__(self):
         if self.length < 1:
             raise ValueError(f"length must be >= 1, got {self.length}")
@@ -70,7 +72,7 @@ class GISTConfig(ObjectiveConfig):
         if not (self.ce_cls or self.mu > 0 or self.lam > 0):
             raise ValueError("every loss term is off: keep ce_cls, or set mu or lam above 0")
 
-    def build(self, backbone) -> "GISTObjective":
+    def attach(self, backbone) -> "GISTObjective":
         name = type(backbone.model).__name__
         if not backbone.is_vit or not backbone.has_class_token:
             raise ConfigError(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..backbones import create_backbone
 from ..engine.checkpoint import save_trainable
 from ..errors import ConfigError
+from ..memory import param_counts
 from ..methods.base import apply_method
 from ..registry import OBJECTIVES
 from ..rundir import TEACHER_FILE
@@ -75,10 +76,13 @@ class IDATConfig(ObjectiveConfig):
         if self.teacher_drop_path is not None and not 0 <= self.teacher_drop_path < 1:
             raise ValueError(f"teacher_drop_path must be in [0, 1), got {self.teacher_drop_path}")
 
+    def companion_runs(self, method) -> dict[str, tuple[str, object]]:
+        return {"teacher": (self.teacher, self.teacher_method if self.teacher_method is not None else method)}
+
     def for_inference(self) -> ObjectiveConfig:
         return CEConfig()  # only the student predicts; no teacher is built
 
-    def build(self, backbone) -> "IDATObjective":
+    def attach(self, backbone) -> "IDATObjective":
         method = self.teacher_method if self.teacher_method is not None else backbone.method
         drop_path = self.teacher_drop_path if self.teacher_drop_path is not None else getattr(backbone, "drop_path", 0.0)
         teacher = create_backbone(
@@ -130,6 +134,15 @@ class IDATObjective(Objective):
         correct_t = (z_t.detach().argmax(-1) == labels).float().mean() * 100
         parts = {k: v.detach() for k, v in out.items() if k != "loss"}
         return {"loss": out["loss"], "logits": z_s, **parts, "teacher_acc": correct_t}
+
+    def companions(self) -> dict[str, torch.nn.Module]:
+        return {"teacher": self.teacher}
+
+    def extra_result(self, history: list[dict]) -> dict:
+        t = param_counts(self.teacher)
+        return {"teacher": {"backbone": self.cfg.teacher, "trainable_params": t["trainable"],
+                            "trainable_params_no_head": t["trainable_no_head"], "total_params": t["total"],
+                            "train_acc_last_epoch": history[-1].get("teacher_acc") if history else None}}
 
     def save_extra(self, run_dir: Path) -> None:
         if self.cfg.save_teacher:

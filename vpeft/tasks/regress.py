@@ -9,22 +9,16 @@ predictions order and space the images as the targets do, and does not reward a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..objectives.base import Objective, ObjectiveConfig
-from ..registry import OBJECTIVES, TASKS
+from ..objectives.mse import mse_loss  # noqa: F401 - the task's loss, importable from here
+from ..registry import TASKS
 from .base import Batch, Metric, Task, TaskConfig
 
 LOWER_IS_BETTER = ("mae", "mse")
-
-
-def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of a one-unit head's ``outputs`` ``[B, 1]`` against ``targets`` ``[B]``, in float32."""
-    return F.mse_loss(outputs[..., 0].float(), targets.float())
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -140,21 +134,3 @@ class RegressTask(Task):
 
     def metric(self) -> RegressionMetric:
         return RegressionMetric()
-
-
-@OBJECTIVES.register("mse")
-@dataclass(kw_only=True)
-class MSEConfig(ObjectiveConfig):
-    """Mean squared error of a one-unit head against real-valued targets: the ``regress`` task's loss."""
-
-    tasks: ClassVar[tuple[str, ...]] = ("regress",)
-
-    def build(self, backbone) -> "MSEObjective":
-        return MSEObjective()
-
-
-class MSEObjective(Objective):
-    def forward(self, model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = model(images)
-        loss = mse_loss(outputs, labels)
-        return {"loss": loss, "logits": outputs, "mse": loss.detach()}
