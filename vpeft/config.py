@@ -8,10 +8,12 @@ re-exported here, so ``from vpeft.config import parse_spec`` keeps working.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS, TASKS
+from .data.entries import SPLIT_FRACTIONS, detect_format
 from .config_base import BaseConfig, _coerce, _type_name, field_docs, load_yaml  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .spec import (  # noqa: F401  (re-exported)
@@ -55,8 +57,11 @@ class DataConfig(BaseConfig):
         root: The task folder (for ``vtab1k``: ``train800.txt``, ``val200.txt``, ``train800val200.txt``, ``test.txt``
             with lines ``<relative path> <label>``).
         format: Layout, a name registered in ``FORMATS``: ``vtab1k``, ``fgvc`` (VPT's JSON splits), ``fewshot``
-            (NOAH's lists), ``folder`` (``<split>/<class>/<image>``) or ``csv`` (``<split>.csv`` with columns path,
-            label), or one from a plug-in.
+            (NOAH's lists), ``folder`` (``<split>/<class>/<image>``, or a plain folder of class folders,
+            ``<class>/<image>``, split by vpeft) or ``csv`` (``<split>.csv`` with columns path, label: integers or
+            class names), or one from a plug-in; ``auto`` (default) picks it by what ``root`` holds (``vtab1k`` when
+            it is a VTAB-1K task folder, when nothing else fits and when no root is given) and records the one it
+            picked.
         shot: Shots per class of a ``fewshot`` training list.
         fewshot_seed: Seed of a ``fewshot`` training list.
         augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
@@ -71,11 +76,18 @@ class DataConfig(BaseConfig):
         num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label (a VTAB-1K task
             whose data disagrees with the canonical count gets the data's, with a warning).
         skip_bad: Leave out list lines whose image is missing or unreadable or whose label is out of range (counted
-            in the result) instead of failing on the first.
+            in the result and in a warning) instead of failing on the first.
+        split_fractions: Train, val and test shares of a plain folder of class folders (no ``train/``, ``val/``,
+            ``test/`` folders), which vpeft splits itself: stratified (each class by these shares, at least one
+            image per split with a share where the class has enough) and seeded by ``split_seed``.
+        split_seed: Seed of that split (not ``train.seed``: runs of several seeds see the same split).
+        strict_labels: Where nothing declares the classes (no ``classes.txt``, ``num_classes``, class names or
+            canonical VTAB-1K count), labels with no training example (a gap, or a label far out of range that
+            makes the head larger) are an error naming them; false: a warning.
     """
 
     root: Optional[str] = None
-    format: str = "vtab1k"
+    format: str = "auto"
     shot: int = 16
     fewshot_seed: int = 0
     augment: Optional[Literal["none", "crop_flip", "crop_flip_randaug"]] = None
@@ -86,13 +98,22 @@ class DataConfig(BaseConfig):
     img_size: Optional[int] = None
     num_classes: Optional[int] = None
     skip_bad: bool = False
+    split_fractions: tuple[float, ...] = SPLIT_FRACTIONS
+    split_seed: int = 0
+    strict_labels: bool = True
 
     def __post_init__(self):
-        if self.format not in FORMATS:
+        if self.format != "auto" and self.format not in FORMATS:
             close = difflib.get_close_matches(self.format, FORMATS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"data option 'format': expected one of {', '.join(map(repr, FORMATS.names()))}, got "
-                              f"{self.format!r}{hint}")
+                              f"{self.format!r}{hint}; or 'auto' to pick it by the folder")
+        fr = tuple(self.split_fractions)
+        if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or fr[2] <= 0 or abs(sum(fr) - 1) > 1e-6:
+            raise ConfigError(f"data option 'split_fractions': expected three shares train, val, test that add up to "
+                              f"1, train and test above 0 (e.g. 0.8,0.1,0.1), got {','.join(map(str, fr))}")
+        if self.format == "auto":  # resolved at once, so every config (and record) names a registered layout
+            self.format = detect_format(self.root)
 
 
 @dataclass(kw_only=True)
@@ -176,13 +197,19 @@ class TrainConfig(BaseConfig):
             )
         if self.save_every < 0:
             raise ConfigError(f"train option 'save_every' must be >= 0 (0: auto), got {self.save_every}")
-        if self.lr <= 0:
-            raise ConfigError(f"train option 'lr' must be > 0, got {self.lr}")
+        if not 0 < self.lr <= FLOAT32_MAX:  # nan fails too; an optimizer step in float32 overflows above
+            raise ConfigError(f"train option 'lr' must be a number > 0 within float32's range, got {self.lr}")
+        for name in ("weight_decay", "drop_path", "warmup_epochs"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"train option {name!r} must be a finite number, got {getattr(self, name)}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"train option 'drop_path' must be in [0, 1), got {self.drop_path}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
 
+
+#: The largest float32: an optimizer's step size beyond it cannot be computed.
+FLOAT32_MAX = 3.4028234663852886e38
 
 #: Options that change how a run executes, never what it computes: left out of a run's identity (a sweep's run hash,
 #: the check that a resumed run is the same run), so they may change between a run and its resume.
@@ -200,7 +227,9 @@ ADDED_OPTIONS = {("task",): {"name": "classify"},
                  ("method", "adapter", "dropout"): 0.0, ("method", "adaptformer", "dropout"): 0.0,
                  ("method", "adapter_ps", "dropout"): 0.0, ("selector", "gps", "selection_amp"): "none",
                  ("selector", "gps", "amp_compare"): False, ("selector", "gps", "views"): "resized",
-                 ("selector", "gps", "shuffle"): False, ("selector", "gps", "drop_last"): False}
+                 ("selector", "gps", "shuffle"): False, ("selector", "gps", "drop_last"): False,
+                 ("data", "split_fractions"): list(SPLIT_FRACTIONS), ("data", "split_seed"): 0,
+                 ("data", "strict_labels"): True}
 
 
 def run_identity(resolved: dict) -> dict:

@@ -30,7 +30,7 @@ from typing import Optional
 import yaml
 
 from ..data.suites import GROUPS, VTAB_TASKS
-from ..errors import ConfigError
+from ..errors import ConfigError, VpeftError
 from ..rundir import BENCH_FILE, FAILED_FILE, RESULT_FILE, RunDir
 
 
@@ -71,7 +71,7 @@ def collect(root: str | Path) -> list[dict]:
         r = _read_json(path)
         bench = path.parent / BENCH_FILE
         meta = _read_json(bench) if bench.is_file() else {}
-        base_label = meta.get("label") or "+".join(x for x in (r["method"], r["objective"]) if x != "ce")
+        base_label = meta.get("label") or run_label(r, path.parent)
         grid = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (meta.get("grid") or {}).items())
         record = {
             "label": f"{base_label} ({grid})" if grid else base_label,
@@ -102,6 +102,27 @@ def collect(root: str | Path) -> list[dict]:
             record.update({f"val_{k}": v for k, v in (r.get("val_metrics") or {}).items()})
         records.append(record)
     return records
+
+
+def _selector_name(result: dict, run_dir: Path) -> str | None:
+    """The name of the run's selector (``gps``), from its result or, for results that do not name it, the run's
+    ``config.yaml``; null for a run without one."""
+    spec = result.get("selector")
+    if spec is None and "selection" in result:  # a selector ran: its name is in the run's config
+        try:
+            spec = RunDir(run_dir).read_config().get("selector")
+        except (VpeftError, OSError):
+            return "selector"
+    if isinstance(spec, dict):
+        return spec.get("name")
+    return spec.split(":")[0] if isinstance(spec, str) and spec else None
+
+
+def run_label(result: dict, run_dir: Path) -> str:
+    """A run's label outside a sweep (whose runs carry their entry's label): its method, its objective unless
+    ``ce``, and its selector (``linear+gps``)."""
+    parts = (result["method"], result["objective"], _selector_name(result, run_dir))
+    return "+".join(x for x in parts if x and x != "ce")
 
 
 def tune(records: list[dict], split: str = "val") -> tuple[list[dict], dict]:
@@ -313,11 +334,33 @@ def compare_lines(comparisons: list[dict], tasks: list[str], metric: str = "accu
 
 
 def plot(summary: dict, path: Path, x: str, title: str, metric: str = "accuracy") -> Optional[Path]:
+    """Write :func:`figure`'s plot to ``path``; null (nothing written) where no label has a value to plot."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(summary, x, title, metric)
+    if fig is None:
+        return None
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _narrow(xs: list[float]) -> bool:
+    """The x values span less than a decade (or are one value): a log axis would show one tick label or none."""
+    lo, hi = min(xs), max(xs)
+    return hi == lo or (lo > 0 and hi / lo < 10)
+
+
+def figure(summary: dict, x: str, title: str, metric: str = "accuracy"):
+    """The mean over tasks of each label against ``x`` (``params``: trainable parameters without the head;
+    ``memory``: training memory in MiB), one point per label; null where no label has both. The x axis is
+    logarithmic (symlog for parameters, from 0) where the values span a decade or more, else linear around them, so
+    that its tick labels always show the data's range (an iDAT comparison's methods share one parameter count)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     pts = [(label, row[x] / (2**20 if x == "memory" else 1), row["mean"][0]) for label, row in summary.items()
            if row["mean"] and row[x] is not None]
@@ -336,17 +379,30 @@ def plot(summary: dict, path: Path, x: str, title: str, metric: str = "accuracy"
         if base in where:  # an arrow from a method to the same method with GIST
             ax.annotate("", xy=(xv, yv), xytext=where[base], zorder=2,
                         arrowprops=dict(arrowstyle="->", color=colour[_family(label)], lw=0.8, alpha=0.6))
-    if x == "params":
-        ax.set_xscale("symlog", linthresh=100)
-        ax.set_xlabel("trainable parameters without the head (symlog: 0 to 100 linear, log above)")
+    xs = [p[1] for p in pts]
+    what = ("trainable parameters without the head" if x == "params" else
+            "training memory, MiB (params + grads + optimizer state + saved activations)")
+    if _narrow(xs):
+        lo, hi = min(xs), max(xs)
+        pad = (hi - lo) * 0.12 if hi > lo else max(abs(lo) * 0.1, 1.0)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=x == "params"))
+        step = (hi - lo + 2 * pad) / 6
+        digits = 0 if step >= 1 or x == "params" else min(3, max(1, -int(f"{step:e}".split("e")[1])))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.{digits}f}"))
+        ax.set_xlabel(f"{what} (linear: the values span less than a decade)")
     else:
-        ax.set_xscale("log")
-        ax.set_xlabel("training memory, MiB (params + grads + optimizer state + saved activations)")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}"))
-    # Minor ticks labelled at 2x and 5x on the memory axis; none on the symlog parameter axis.
-    ax.xaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: "" if x == "params" or f"{v:.0e}"[0] not in "25" else (f"{v:,.0f}" if v >= 1 else f"{v:g}")))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+        if x == "params":
+            ax.set_xscale("symlog", linthresh=100)
+            ax.set_xlabel(f"{what} (symlog: 0 to 100 linear, log above)")
+        else:
+            ax.set_xscale("log")
+            ax.set_xlabel(what)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}"))
+        # Minor ticks labelled at 2x and 5x on the memory axis; none on the symlog parameter axis.
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: "" if x == "params" or f"{v:.0e}"[0] not in "25" else (f"{v:,.0f}" if v >= 1 else f"{v:g}")))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
     from matplotlib.lines import Line2D
 
     kinds = [("o", "method"), ("*", "with GIST (arrow: from the method alone)"), ("D", "iDAT")]
@@ -357,12 +413,13 @@ def plot(summary: dict, path: Path, x: str, title: str, metric: str = "accuracy"
     ax.set_ylabel("mean test accuracy over tasks (%)" if metric == "accuracy" else f"mean test {metric} over tasks")
     ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)  # a long title wraps instead of running off
     ax.grid(True, which="both", alpha=0.3)
-    ax.margins(x=0.12, y=0.08)
+    if not _narrow(xs):
+        ax.margins(x=0.12, y=0.08)
+    else:
+        ax.margins(y=0.08)
     fig.tight_layout()
     _place_labels(ax, [(label, xv, yv) for label, xv, yv in pts])
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _place_labels(ax, pts) -> None:
@@ -408,6 +465,13 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         raise ConfigError(f"no finished runs (result.json) under {', '.join(map(str, roots))}")
     if tune_on not in (None, "val"):
         raise ConfigError(f"tune_on must be 'val' or None, got {tune_on!r}")
+    if tune_on:
+        untuned = [r["run_dir"] for r in all_records if r.get(metric_key(r, tune_on)) is None]
+        if untuned:
+            shown = ", ".join(untuned[:5]) + (f" and {len(untuned) - 5} more" if len(untuned) > 5 else "")
+            raise ConfigError(f"cannot choose on validation (--tune val): {len(untuned)} of the {len(all_records)} "
+                              f"runs have no validation score (trained without select=val): {shown}; train them with --select val "
+                              "(train.select=val), or report without --tune")
     records, chosen = tune(all_records) if tune_on else (all_records, {})
     labels, tasks, exp_pairs = _order(roots, records)
     for a, b in pairs or []:

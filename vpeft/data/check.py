@@ -1,5 +1,8 @@
 """``vpeft data check``: read every list and image of a task folder (or of every task folder below a root) and
-report counts, classes and every problem, naming the list file and line."""
+report counts, classes and every problem, naming the list file and line. The layout is given (``suite``) or, with
+``auto``, detected per folder, as training detects it (:func:`vpeft.data.entries.detect_format`): VTAB-1K lists,
+FGVC JSON, few-shot lists, CSV files and class folders (split folders, or a plain folder split as training splits
+it with the default shares and seed)."""
 
 from __future__ import annotations
 
@@ -13,14 +16,16 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import DataError
-from ..files import read_text
-from .entries import layout, read_entries
+from ..registry import FORMATS
+from .entries import data_folder, detect, detect_format, label_ranges, layout, listed_classes, read_entries
+from .formats.folder import ignored_entries
 from .suites import canonical_classes
 
 
 @dataclass
 class TaskReport:
     root: Path
+    suite: str = "vtab1k"
     counts: dict[str, int] = field(default_factory=dict)
     classes: int = 0
     num_classes: int = 0
@@ -46,22 +51,40 @@ def _inspect(path: Path):
     return hashlib.md5(data).hexdigest(), mode, None
 
 
-def task_folders(root: str | Path, suite: str = "vtab1k") -> list[Path]:
-    """``root`` itself when it looks like a task folder of layout ``suite`` (holds one of its markers), else its
-    sub-folders that do."""
-    root, fmt = Path(root), layout(suite)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    if fmt.looks_like(root):
-        return [root]
-    tasks = sorted(p for p in root.iterdir() if p.is_dir() and fmt.looks_like(p))
+def task_folders(root: str | Path, suite: str = "vtab1k") -> list[tuple[Path, str]]:
+    """``(folder, layout)`` of each task: ``root`` itself when it looks like a task folder of layout ``suite`` (holds
+    one of its markers), else its sub-folders that do. With ``suite="auto"``, ``root`` when some layout fits it, else
+    its sub-folders that some layout fits, each with its own; ``vtab1k`` (the command's default) falls back to that
+    where neither ``root`` nor a sub-folder holds a VTAB-1K list."""
+    root = data_folder(root)
+    if suite != "auto":
+        fmt = layout(suite)
+        if fmt.looks_like(root):
+            return [(root, suite)]
+        tasks = sorted(p for p in root.iterdir() if p.is_dir() and fmt.looks_like(p))
+        if tasks:
+            return [(t, suite) for t in tasks]
+        if suite != "vtab1k":
+            raise DataError(f"{root} holds no {suite} task folder (none has {' or '.join(fmt.markers)})")
+    if _fits(root):
+        return [(root, detect_format(root))]
+    tasks = [(p, detect_format(p)) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+             and _fits(p)]
     if not tasks:
-        raise DataError(f"{root} holds no {suite} task folder (none has {' or '.join(fmt.markers)})")
+        raise DataError(f"{root} holds no task folder of a known layout ({', '.join(FORMATS.names())}), nor do its "
+                        "sub-folders")
     return tasks
 
 
+def _fits(root: Path) -> bool:
+    """Some layout reads ``root``: it holds a layout's markers, or is a plain folder of class folders."""
+    return bool(detect(root)) or any(layout(n).looks_like(root) for n in FORMATS.names())
+
+
 def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0) -> TaskReport:
-    rep, fmt = TaskReport(root=root), layout(suite)
+    """Read every split and image of the task folder ``root`` in layout ``suite`` (``auto``: detected)."""
+    suite = detect_format(root) if suite == "auto" else suite
+    rep, fmt = TaskReport(root=root, suite=suite), layout(suite)
     entries, image_roots = {}, {}
     for split in fmt.check_splits:
         try:
@@ -73,13 +96,27 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
         rep.counts[split] = len(entries[split])
     labels = {e.label for es in entries.values() for e in es}
     rep.classes = len(labels)
-    classes_file = root / "classes.txt"
-    listed = sum(1 for line in read_text(classes_file).splitlines() if line.strip()) if classes_file.is_file() else 0
-    # As training counts them: classes.txt's lines if it has any, else 1 + the largest label.
-    rep.num_classes = listed or (max(labels) + 1 if labels else 0)
+    listed = listed_classes(root)
+    try:
+        names = fmt.class_names(root) or []
+    except DataError as e:
+        names = []
+        rep.errors.append(str(e))
+    # As training counts them: classes.txt's lines if it has any, else the class names, else 1 + the largest label.
+    rep.num_classes = listed or len(names) or (max(labels) + 1 if labels else 0)
     canonical = canonical_classes(root.name)
     if canonical is not None and canonical != rep.num_classes:
         rep.warnings.append(f"{rep.num_classes} classes where VTAB-1K's {root.name} has {canonical}")
+    train = next((s for s in fmt.splits[:2] if s in entries), None)
+    if not (listed or names or canonical == rep.num_classes) and train:
+        seen = {e.label for e in entries[train]}
+        unseen = [y for y in range(rep.num_classes) if y not in seen]
+        if unseen:  # as training judges them (data.strict_labels)
+            rep.errors.append(f"{entries[train][0].source}: label(s) {label_ranges(unseen)} of "
+                              f"0..{rep.num_classes - 1} have no training example (add classes.txt or fix the "
+                              "labels; training fails unless data.strict_labels=false)")
+    if suite == "folder":
+        rep.warnings += [f"left out {e}" for e in ignored_entries(root)]
     paths = sorted({(image_roots[s] / e.path) for s, es in entries.items() for e in es})
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         info = dict(zip(paths, pool.map(_inspect, paths)))
@@ -106,17 +143,21 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
 
 
 def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, out=print) -> bool:
-    """Check every task; print a table and the problems; True when there is no error."""
-    reports = [check_task(t, suite, shot, seed) for t in task_folders(root, suite)]
-    splits = layout(suite).check_splits
-    head = f"{'task':<24} " + " ".join(f"{s:>14}" for s in splits) + \
-        f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
-    out(head)
-    out("-" * len(head))
-    for r in reports:
-        conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
-        out(f"{r.root.name:<24} " + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
-            + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
+    """Check every task (``suite``: its layout, or ``auto``); print a table per layout and the problems; True when
+    there is no error."""
+    reports = [check_task(t, fmt, shot, seed) for t, fmt in task_folders(root, suite)]
+    for fmt in dict.fromkeys(r.suite for r in reports):
+        splits = layout(fmt).check_splits
+        head = f"{'task':<24} " + " ".join(f"{s:>14}" for s in splits) + \
+            f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
+        if fmt != suite:
+            out(f"layout: {fmt}")
+        out(head)
+        out("-" * len(head))
+        for r in (r for r in reports if r.suite == fmt):
+            conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
+            out(f"{r.root.name:<24} " + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
+                + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
     ok = True
     for r in reports:
         for w in r.warnings:

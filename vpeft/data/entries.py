@@ -3,10 +3,12 @@ contract of a data layout, looked up by name in :data:`vpeft.registry.FORMATS`.
 
 The built-in layouts are one module each in :mod:`vpeft.data.formats` (``vtab1k``, ``fgvc``, ``fewshot``,
 ``folder``, ``csv``); a new one is one module there plus one line in its ``__init__``, or a third-party module
-declared in the entry-point group ``vpeft.formats``. List files share one parser (:func:`read_pairs`: lines
-``<path> <label>``, split on the last run of white space, so a path may hold spaces). Every entry keeps the file and
-line (or JSON position) it came from, for error messages. The label column holds integer class labels, or, for a task
-that asks for them (``labels="float"``: regression), real-valued targets, in the layouts whose ``label_kinds`` say so.
+declared in the entry-point group ``vpeft.formats``. :func:`detect_format` picks a folder's layout by its markers
+(``data.format=auto``, the default) and reads a plain folder of class folders as ``folder``. List files share one
+parser (:func:`read_pairs`: lines ``<path> <label>``, split on the last run of white space, so a path may hold
+spaces). Every entry keeps the file and line (or JSON position) it came from, for error messages. The label column
+holds integer class labels, or, for a task that asks for them (``labels="float"``: regression), real-valued targets,
+in the layouts whose ``label_kinds`` say so.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import read_text
 from ..registry import FORMATS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+#: Train, val and test shares of a folder of class folders split by vpeft (``data.split_fractions``).
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 @dataclass(slots=True)
@@ -73,15 +77,24 @@ def read_pairs(f: Path, labels: str = "int") -> list[Entry]:
     return out
 
 
+def data_folder(root: str | Path) -> Path:
+    """``root`` as a :class:`Path` when it is a folder; a file or a missing path fails saying which."""
+    root = Path(root)
+    if root.is_file():
+        raise DataError(f"data folder {root} is a file, not a folder: give the folder that holds the data (e.g. "
+                        f"{root.parent})")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    return root
+
+
 def list_path(root: str | Path, split: str) -> Path:
     return Path(root) / f"{split}.txt"
 
 
 def read_list(root: str | Path, split: str, labels: str = "int") -> list[Entry]:
     """Parse a VTAB-1K list, ``<root>/<split>.txt``; a missing one names the lists that are there."""
-    path = list_path(root, split)
-    if not Path(root).is_dir():
-        raise DataError(f"data folder {root} does not exist")
+    path = list_path(data_folder(root), split)
     if not path.is_file():
         present = sorted(p.stem for p in Path(root).glob("*.txt"))
         raise DataError(f"missing list file {path} (list files there: {', '.join(present) or 'none'})")
@@ -100,6 +113,8 @@ class Layout:
         required: The splits a task folder must have.
         label_kinds: What its label column can hold: ``int`` class labels, and ``float`` targets where the layout
             reads them (its :meth:`entries` then takes ``labels="float"``).
+        splits_itself: Whether it can split a folder that has no splits (its :meth:`entries` then takes
+            ``fractions`` and ``split_seed``, ``data.split_fractions`` and ``data.split_seed``).
     """
 
     name: str  # set by ``FORMATS.register``
@@ -109,6 +124,7 @@ class Layout:
     check_splits: tuple[str, ...] = ("train", "val", "test")
     required: tuple[str, ...] = ("train", "test")
     label_kinds: tuple[str, ...] = ("int",)
+    splits_itself: bool = False
 
     def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
         """``(entries, image root)`` of one split (``shot`` and ``seed`` choose a few-shot list where a layout has
@@ -128,6 +144,11 @@ class Layout:
         """``root`` holds some marker: a task folder of this layout, maybe incomplete (``vpeft data check``)."""
         return any((Path(root) / m).exists() for m in self.markers)
 
+    def fits_unmarked(self, root: Path) -> bool:
+        """``root`` holds this layout's data without any layout's markers (``folder``: a plain folder of class
+        folders); :func:`detect` asks only when no layout's marker is there."""
+        return False
+
 
 def layout(fmt: str) -> Layout:
     """The registered layout ``fmt``; an unknown name fails naming the registered ones."""
@@ -135,31 +156,79 @@ def layout(fmt: str) -> Layout:
 
 
 def detect(root: str | Path) -> list[str]:
-    """The registered layouts whose markers ``root`` holds, by name."""
-    return [n for n in FORMATS.names() if layout(n).is_task(Path(root))]
+    """The registered layouts whose markers ``root`` holds, by name; where it holds no layout's marker at all, the
+    layouts that read it without markers (a plain folder of class folders: ``folder``)."""
+    root = Path(root)
+    found = [n for n in FORMATS.names() if layout(n).is_task(root)]
+    if found or any(layout(n).looks_like(root) for n in FORMATS.names()):
+        return found
+    return [n for n in FORMATS.names() if layout(n).fits_unmarked(root)]
+
+
+def detect_format(root: str | Path | None, default: str = "vtab1k") -> str:
+    """The layout ``data.format=auto`` reads ``root`` in: ``default`` (VTAB-1K) where ``root`` is a task folder of
+    it or no folder at all, else the one layout :func:`detect` finds, else the one whose markers ``root`` partly
+    holds (its reader then names what is missing), else ``default``. Two complete layouts fail, naming them."""
+    if root is None or not Path(root).is_dir():
+        return default
+    found = detect(root)
+    if default in found:
+        return default
+    if len(found) > 1:
+        raise ConfigError(f"data folder {root} holds the markers of several layouts ({', '.join(found)}): set "
+                          "data.format to the one to read")
+    if found:
+        return found[0]
+    partial = [n for n in FORMATS.names() if layout(n).looks_like(Path(root))]
+    return partial[0] if len(partial) == 1 else default
 
 
 def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 16, seed: int = 0,
-                 labels: str = "int"):
+                 labels: str = "int", fractions: tuple[float, ...] = SPLIT_FRACTIONS, split_seed: int = 0):
     """``(entries, image root)`` of one split of a dataset in layout ``fmt``, with ``int`` labels or ``float``
-    targets."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
+    targets; ``fractions`` and ``split_seed`` split a folder that has no splits (the layouts that can)."""
+    root = data_folder(root)
     lay = layout(fmt)
-    if labels == "int":
-        return lay.entries(root, split, shot, seed)
-    if labels not in lay.label_kinds:
+    if labels != "int" and labels not in lay.label_kinds:
         readers = [n for n in FORMATS.names() if labels in FORMATS.get(n).label_kinds]
         raise DataError(f"data format {fmt!r} has no {labels} labels (formats that do: {', '.join(readers) or 'none'})")
-    return lay.entries(root, split, shot, seed, labels=labels)
+    kw: dict = {"fractions": tuple(fractions), "split_seed": split_seed} if lay.splits_itself else {}
+    if labels != "int":
+        kw["labels"] = labels
+    return lay.entries(root, split, shot, seed, **kw)
+
+
+def entries_for(dc, split: str, root: str | Path | None = None, labels: str = "int"):
+    """:func:`read_entries` of one split as a run's data section ``dc`` names it (layout, few-shot list, split
+    fractions and seed), from ``root`` (default: ``dc.root``)."""
+    return read_entries(root or dc.root, split, dc.format, dc.shot, dc.fewshot_seed, labels,
+                        tuple(dc.split_fractions), dc.split_seed)
+
+
+def label_ranges(labels: list[int]) -> str:
+    """Sorted labels in runs: ``3, 5..98`` for ``[3, 5, 6, ..., 98]``."""
+    runs: list[list[int]] = []
+    for y in labels:
+        if runs and y == runs[-1][1] + 1:
+            runs[-1][1] = y
+        else:
+            runs.append([y, y])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+def listed_classes(root: str | Path) -> int:
+    """The number of class lines in ``root/classes.txt`` (0 where there is none)."""
+    classes = Path(root) / "classes.txt"
+    return sum(1 for line in read_text(classes).splitlines() if line.strip()) if classes.is_file() else 0
 
 
 def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:
-    """``classes.txt``'s line count if it exists, else 1 + the largest label in ``splits``."""
-    classes = Path(root) / "classes.txt"
-    if classes.is_file():
-        n = sum(1 for line in read_text(classes).splitlines() if line.strip())
-        if n > 0:
-            return n
+    """``classes.txt``'s line count if it exists, else the layout's class names (``folder``, ``csv`` with named
+    labels), else 1 + the largest label in ``splits``."""
+    n = listed_classes(data_folder(root))
+    if n > 0:
+        return n
+    names = layout(fmt).class_names(Path(root))
+    if names:
+        return len(names)
     return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed)[0])

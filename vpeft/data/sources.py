@@ -3,13 +3,22 @@
 it.
 
 The layouts themselves are read by :mod:`vpeft.data.formats` (through :mod:`vpeft.data.entries`, whose names are
-re-exported here) and decoded by :mod:`vpeft.data.vtab`.
+re-exported here) and decoded by :mod:`vpeft.data.vtab`. A training split's labels are checked against the head
+(:func:`check_labels`): labels with no training example where nothing declares the classes are an error, or with
+``data.strict_labels=false`` a warning.
 """
 
 from __future__ import annotations
 
-from .entries import IMAGE_SUFFIXES, Entry, layout, read_entries  # noqa: F401  (re-exported)
-from .formats.folder import folder_classes  # noqa: F401  (re-exported)
+import warnings
+from pathlib import Path
+
+from ..errors import DataError
+from .entries import (  # noqa: F401  (re-exported)
+    IMAGE_SUFFIXES, Entry, entries_for, label_ranges, layout, listed_classes, read_entries,
+)
+from .formats.folder import folder_classes, has_split_folders, ignored_entries  # noqa: F401  (re-exported)
+from .suites import canonical_classes
 from .vtab import center_crop, load_split
 
 CROP_PCT = 0.875  # augmented layouts decode at size / 0.875 and test on the centre crop
@@ -31,9 +40,62 @@ def load(dc, split: str, size: tuple[int, int], num_classes: int | None, trainin
     """One split as the trainer uses it: direct resize (``none``), or decoded larger and, unless training, centre
     cropped (the augmented layouts); ``labels`` as the run's task reads them (``int`` or ``float`` targets)."""
     root = root or dc.root
-    kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed, labels=labels)
+    if labels == "int" and num_classes is not None:
+        names = layout(dc.format).class_names(Path(root))
+        if names and len(names) != num_classes and root == dc.root:
+            shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+            raise DataError(f"{root} has {len(names)} classes ({shown}) but the run has {num_classes} "
+                            "(data.num_classes or classes.txt): leave data.num_classes unset or make them agree")
+        if training:
+            check_labels(dc, split, num_classes, root)
+    kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed, labels=labels,
+              fractions=tuple(dc.split_fractions), split_seed=dc.split_seed)
     ds = load_split(root, split, decode_size(dc, size), num_classes, **kw)
     return ds if training or augment_kind(dc) == "none" else center_crop(ds, size)
+
+
+def classes_declared(dc, num_classes: int, root=None) -> bool:
+    """Whether something besides the labels themselves fixes the classes: ``data.num_classes``, ``classes.txt``,
+    the layout's class names (``folder``, named ``csv`` labels), or a VTAB-1K task's folder name with its canonical
+    count (whose training lists of 800 or 1,000 images leave some of, e.g., SUN397's classes out by design)."""
+    root = Path(root or dc.root)
+    return bool(dc.num_classes or listed_classes(root) or layout(dc.format).class_names(root)
+                or canonical_classes(root.resolve().name) == num_classes)
+
+
+def unseen_labels(dc, split: str, num_classes: int, root=None) -> tuple[list[int], Path]:
+    """The labels 0..num_classes-1 with no example in training split ``split``, and the file that lists it."""
+    entries, _ = entries_for(dc, split, root)
+    seen = {e.label for e in entries}
+    return [y for y in range(num_classes) if y not in seen], entries[0].source
+
+
+def check_labels(dc, split: str, num_classes: int, root=None) -> None:
+    """Where nothing declares the classes (:func:`classes_declared`), the head has 1 + the largest label outputs:
+    a label far out of range or a gap in the numbering makes outputs that no training image teaches. Such labels
+    fail naming them and the training list, or with ``data.strict_labels=false`` warn."""
+    if classes_declared(dc, num_classes, root):
+        return
+    missing, source = unseen_labels(dc, split, num_classes, root)
+    if not missing:
+        return
+    message = (f"{source}: label(s) {label_ranges(missing)} of 0..{num_classes - 1} have no training example (the head "
+               f"takes 1 + the largest label, {num_classes} classes, as no classes.txt or data.num_classes says "
+               "otherwise)")
+    if getattr(dc, "strict_labels", True):
+        raise DataError(message + "; fix the labels, add classes.txt or data.num_classes, or set "
+                        "data.strict_labels=false to train anyway")
+    warnings.warn(message, stacklevel=3)
+
+
+def describe_split(dc) -> dict | None:
+    """How vpeft split the data, for a run's record: a plain folder of class folders split by
+    ``data.split_fractions`` and ``data.split_seed`` (``{"made_by": "vpeft", "fractions", "seed"}``); null where the
+    data brings its own splits."""
+    if dc.format != "folder" or dc.root is None or has_split_folders(Path(dc.root)):
+        return None
+    return {"made_by": "vpeft", "fractions": list(dc.split_fractions), "seed": dc.split_seed,
+            "stratified": True}
 
 
 def decode_size(dc, size: tuple[int, int]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ re-exported here); the layouts' defaults and the trainer's view of a split are i
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .entries import Entry, ListEntry, infer_num_classes, list_path, read_entries, read_list  # noqa: F401
+from .entries import (  # noqa: F401  (re-exported)
+    SPLIT_FRACTIONS,
+    Entry,
+    ListEntry,
+    infer_num_classes,
+    list_path,
+    read_entries,
+    read_list,
+)
 
 NORMALIZATION = {
     # mean = std = 0.5 (timm's IMAGENET_INCEPTION_*), as GIST, iDAT, GPS and DTL
@@ -77,22 +86,26 @@ CACHE_SPLITS = 8
 def load_split(
     root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True,
     skip_bad: bool = False, fmt: str = "vtab1k", shot: int = 16, seed: int = 0, labels: str = "int",
+    fractions: tuple[float, ...] = SPLIT_FRACTIONS, split_seed: int = 0,
 ) -> ImageDataset:
     """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
 
     A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
-    ``skip_bad``, is left out and described in the dataset's ``skipped`` list. ``labels="float"`` reads real-valued
-    targets (regression) instead of class labels.
+    ``skip_bad``, is left out, described in the dataset's ``skipped`` list and counted in a warning naming the
+    files. ``labels="float"`` reads real-valued targets (regression) instead of class labels. ``fractions`` and
+    ``split_seed`` split a folder that has no splits (``folder``: a plain folder of class folders).
     """
-    entries, image_root = read_entries(root, split, fmt, shot, seed, labels)
+    entries, image_root = read_entries(root, split, fmt, shot, seed, labels, fractions, split_seed)
     root = Path(root)
     lpath = entries[0].source if entries else list_path(root, split)
     skipped: list[str] = []
+    skipped_from: dict[str, int] = {}
 
     def bad(message: str, entry: Entry) -> None:
         if not skip_bad:
             raise DataError(message)
         skipped.append(message)
+        skipped_from[str(entry.source)] = skipped_from.get(str(entry.source), 0) + 1
         entries.remove(entry)
 
     if num_classes is not None and labels == "int":
@@ -108,7 +121,7 @@ def load_split(
             bad(f"{e.source}:{e.line}: image {image_root / e.path} does not exist", e)
             continue
         stats.append((st.st_mtime_ns, st.st_size))
-    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad, labels,
+    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad, labels, tuple(fractions), split_seed,
            hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
     if cache and key in _CACHE:
         _CACHE.move_to_end(key)
@@ -126,6 +139,10 @@ def load_split(
         if isinstance(a, str):
             bad(a, e)
     arrays = [a for a in arrays if not isinstance(a, str)]
+    if skipped:
+        files = ", ".join(f"{n} in {f}" for f, n in skipped_from.items())
+        warnings.warn(f"skip_bad: left out {len(skipped)} bad line(s) of split {split!r} ({files}); first: "
+                      f"{skipped[0]}", stacklevel=2)
     if not arrays:
         raise DataError(f"{lpath}: no readable entries" + (f" ({len(skipped)} skipped)" if skipped else ""))
     ds = ImageDataset(

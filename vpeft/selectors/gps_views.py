@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..data.entries import read_entries
+from ..data.entries import entries_for
 from ..data.vtab import to_rgb
 from ..errors import DataError
 
@@ -43,7 +43,7 @@ class SourceImages:
     """
 
     def __init__(self, dc, split: str, num_classes: int, labels: torch.Tensor):
-        entries, self.root = read_entries(dc.root, split, dc.format, dc.shot, dc.fewshot_seed)
+        entries, self.root = entries_for(dc, split)
         # The training split's filters (load_split): the label range and missing files; unreadable files (only
         # under skip_bad, or the training split would not have loaded) are left out when they fail to decode.
         self.entries = [e for e in entries if 0 <= e.label < num_classes and (self.root / e.path).is_file()]
