@@ -213,6 +213,10 @@ def _timm():
     return timm
 
 
+#: timm's prefixes of a Hugging Face hub model name (``hf-hub:timm/vit_base_patch16_224.augreg_in21k``).
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+
+
 def split_backbone_spec(spec: str) -> tuple[str, str, dict]:
     """``(family, name, overrides)`` of a backbone spec: ``family:name`` or ``family:name:key=value,...`` for a
     family registered in :data:`~vpeft.registry.FAMILIES` (``sam:vit_b``), ``name`` or ``name:key=value,...`` for
@@ -220,9 +224,19 @@ def split_backbone_spec(spec: str) -> tuple[str, str, dict]:
 
     The part before the first colon is a family only if it is a registered family's name and the next part starts
     with a model name, not a ``key=value`` item: ``vit_tiny_patch16_224:img_size=32`` stays a timm name with overrides,
-    and ``timm:vit_tiny_patch16_224:img_size=32`` is the same backbone.
+    and ``timm:vit_tiny_patch16_224:img_size=32`` is the same backbone. A timm Hugging Face hub name keeps its source
+    prefix: ``hf-hub:org/name`` or ``hf-hub:org/name:key=value,...`` (``hf_hub:`` too, and after ``timm:``).
     """
-    head, colon, rest = spec.strip().partition(":")
+    text = spec.strip()
+    if text.startswith("timm:") and text[5:].lstrip().startswith(HUB_PREFIXES):
+        text = text[5:].lstrip()
+    if text.startswith(HUB_PREFIXES):  # timm's source prefix, not a family: the name runs to the next colon
+        _, _, rest = text.partition(":")
+        name, kwargs = parse_spec(rest)
+        if not name or name.startswith("=") or "=" in name:
+            raise ConfigError(f"backbone {spec!r}: no hub repository after the hf-hub prefix; write hf-hub:org/name")
+        return "timm", f"hf-hub:{name}", kwargs
+    head, colon, rest = text.partition(":")
     head, first = head.strip(), rest.partition(":")[0]
     if head in FAMILIES and colon and not first.strip():
         raise ConfigError(f"backbone {spec!r}: no model name after the family; write {head}:name")
@@ -275,6 +289,8 @@ class Timm(Family):
     def resolve(self, name: str, kwargs: dict) -> tuple[str, dict]:
         if name in ZOO:  # a backbone shipped with vpeft: its timm architecture, the spec's options on top
             return ZOO[name].arch, {**ZOO[name].kwargs, **kwargs}
+        if name.startswith(HUB_PREFIXES):  # its architecture is read from the hub when the model is built
+            return name, kwargs
         timm = _timm()
         if not timm.is_model(name.split(".")[0]):
             close = difflib.get_close_matches(name, timm.list_models(), n=3)
@@ -288,8 +304,8 @@ class Timm(Family):
         kwargs.setdefault("drop_path_rate", drop_path)
         # Built headless, so random backbone weights depend on the seed only, not on the number of classes (tasks
         # that share a random-weight backbone, as in multi-task inference, get the same frozen weights).
-        if pretrained:
-            return _create_from_hub(timm, arch, num_classes=0, **kwargs)
+        if pretrained or arch.startswith(HUB_PREFIXES):  # a hub name reads its config from the hub even so
+            return _create_from_hub(timm, arch, pretrained=pretrained, num_classes=0, **kwargs)
         return timm.create_model(arch, num_classes=0, **kwargs)
 
     def weights(self, name: str) -> Optional[Path]:
@@ -314,18 +330,19 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def _create_from_hub(timm, name: str, **kwargs):
-    """timm hub weights; with no network, look only in the local cache instead of retrying for a minute."""
+def _create_from_hub(timm, name: str, pretrained: bool = True, **kwargs):
+    """timm hub weights (or, for an ``hf-hub:`` name without ``pretrained``, its config); with no network, look only
+    in the local cache instead of retrying for a minute."""
     if _hub_reachable():
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     try:
         from huggingface_hub import constants
     except ImportError:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     old = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     finally:
         constants.HF_HUB_OFFLINE = old
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import math
 import os
+import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -17,18 +21,18 @@ from .config import RunConfig, expand_backbone_spec
 from .config_base import field_docs, load_yaml
 from .data.check import check
 from .data.entries import layout
-from .data.sources import augment_kind, decode_size, load, resolve_splits
+from .data.sources import load, resolve_splits
 from .data.synth import REGRESSION_TASKS, TASKS as SYNTH_TASKS, generate
-from .data.vtab import crop_center, normalize, to_rgb
 from .demo import run_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
 from .measure import AMP_KEYS, MEASURE_KEYS, measure
-from .methods.merge import save_merged
-from .multitask import MultiTask
+from .export import FORMATS as EXPORT_FORMATS, export
+from .methods.merge import merged_format, save_merged
 from .presets import PRESETS, get_preset
-from .run import evaluate, evaluate_task, load_run, read_run_config
-from .rundir import RunDir
+from .predict import Predictor, image_files, predict_multitask, run_info
+from .run import evaluate, evaluate_task, load_run
+from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
 from .version import __version__
 from .zoo import ZOO
@@ -40,7 +44,10 @@ EPILOG = """examples:
   vpeft train --config run.yaml train.lr=0.01 method.name=full --out runs/b
   vpeft eval --run runs/a
   vpeft merge --run runs/a --out merged.safetensors
+  vpeft predict --run runs/a --images photos/ --top-k 3 --output predictions.csv
+  vpeft predict --merged merged.safetensors --images img.jpg
   vpeft predict --runs runs/dtl-cifar runs/dtl-dtd --images img.jpg   # DTL runs share the backbone trunk
+  vpeft export --run runs/lora --format peft --out export/lora
   vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit --method full --batch-size 2
   vpeft list methods
   torchrun --nproc_per_node 2 -m vpeft train --data data/shapes --method lora --out runs/ddp   # data parallel
@@ -173,28 +180,46 @@ def cmd_eval(args) -> int:
             missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
             raise DataError(f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
                             f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})")
+    # What the run recorded for this very split and data, to compare with (the primary metric).
+    same_data = bool(result) and split == test_split and root == cfg.data.root
     if cfg.task.name != "classify":  # a task scored by its own metrics
         ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels)
         metrics = evaluate_task(model, objective, ds, cfg.task.build(cfg.data.normalize), cfg.train.eval_batch_size
                                 or cfg.train.batch_size, torch.device(args.device), amp=cfg.train.amp).compute()
-        print(json.dumps({"run": str(args.run), "split": split, "metrics": metrics}) if args.json else
-              f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return 0
+        primary = cfg.task.primary_metric
+        recorded = result.get("metrics", {}).get(primary) if same_data else None
+        same = recorded is None or math.isclose(metrics[primary], recorded, rel_tol=1e-6, abs_tol=1e-9)
+        print(json.dumps({"run": str(args.run), "split": split, "metrics": metrics, "recorded": recorded,
+                          "same": same}) if args.json else f"{split}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items()) + (
+            f"; recorded {primary} {recorded:.4f} ({'same' if same else 'DIFFERENT'})" if recorded is not None else ""))
+        return 0 if same else _differs(args.run, f"{primary} {metrics[primary]:.4f}", f"{recorded:.4f}", result)
     ds = load(cfg.data, split, size, num_classes, training=False, root=root)
     acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
                                    cfg.data.normalize, torch.device(args.device), amp=cfg.train.amp)
-    recorded = None
-    if result and split == test_split and root == cfg.data.root:
-        recorded = result["test_acc"]
-    out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded}
+    recorded = result["test_acc"] if same_data else None
+    same = recorded is None or recorded == acc
+    out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded,
+           "same": same}
     if args.json:
         print(json.dumps(out))
     else:
         line = f"{split} acc: {acc:.2f}% ({correct}/{total})"
         if recorded is not None:
-            line += f"; recorded {recorded:.2f}% ({'same' if recorded == acc else 'DIFFERENT'})"
+            line += f"; recorded {recorded:.2f}% ({'same' if same else 'DIFFERENT'})"
         print(line)
-    return 0
+    return 0 if same else _differs(args.run, f"accuracy {acc:.2f}%", f"{recorded:.2f}%", result)
+
+
+def _differs(run, got: str, recorded: str, result: dict) -> int:
+    """Say on stderr that a re-evaluation disagrees with the recorded result; the exit status 1."""
+    dev, amp = result.get("device", {}), result.get("memory", {}).get("dtype", "float32")
+    where = dev.get("type", "?") if isinstance(dev, dict) else dev
+    print(f"vpeft: error: {run}: the {got} differs from the recorded {recorded}: the weights look corrupted "
+          f"({TRAINABLE_FILE} changed since training?). The run was trained on {where} in {amp}; evaluating on "
+          "another device or precision can move a few predictions. Retrain it with 'vpeft train --config "
+          f"{shlex.quote(str(Path(run) / CONFIG_FILE))} --out {shlex.quote(str(run))} --overwrite'", file=sys.stderr)
+    return 1
 
 
 def cmd_measure(args) -> int:
@@ -216,6 +241,19 @@ def cmd_measure(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
+
+
+#: Abbreviations whose full stop does not end a sentence.
+_ABBREVIATIONS = ("e.g.", "i.e.", "cf.", "vs.", "etc.", "et al.", "approx.", "resp.")
+
+
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, whole (a summary line may break mid-sentence)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    for m in re.finditer(r"[.!?](?=\s|$)", text):
+        if not text[:m.end()].endswith(_ABBREVIATIONS):
+            return text[:m.end()]
+    return text
 
 
 def cmd_list(args) -> int:
@@ -246,8 +284,7 @@ def cmd_list(args) -> int:
         print(f"no {args.kind} registered yet")
     for name in registry.names():
         cls = registry.get(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name}: {summary}")
+        print(f"{name}: {first_sentence(cls.__doc__)}")
         docs = field_docs(cls)
         defaults = cls().to_dict()
         for f in cls.fields():
@@ -274,46 +311,68 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    model, objective, cfg, _ = load_run(args.run)
     out = Path(args.out)
+    kind = merged_format(out)  # a bad suffix fails before the run is loaded
+    model, _, cfg, num_classes = load_run(args.run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_merged(model, out)
+    save_merged(model, out, info=run_info(args.run, cfg, model.input_size, num_classes))
     print(f"wrote {out}: a plain timm model ({split_backbone_spec(cfg.backbone.spec)[1]}) with {cfg.method.name} "
-          "folded in; "
-          "load it with vpeft.load_merged(path)")
+          f"folded in, as {'safetensors' if kind == 'safetensors' else 'a torch state dict'}; load it with "
+          "vpeft.load_merged(path), predict with 'vpeft predict --merged'")
     return 0
 
 
-def cmd_predict(args) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
+def _prediction_line(row: dict) -> str:
+    if "value" in row:
+        return f"{row['image']}: {row['value']}"
+    return f"{row['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"])
 
-    mt = MultiTask(args.runs, device=args.device)
-    # Every task sees the same pixels, prepared as `vpeft eval` prepares its test set.
-    dcs = {run: read_run_config(run).data for run in args.runs}
-    prep = {run: (dc.normalize, augment_kind(dc) != "none", dc.img_size) for run, dc in dcs.items()}
-    if len(set(prep.values())) > 1:
-        raise ConfigError("runs preprocess their images differently (data.normalize / layout / img_size): "
-                          + "; ".join(f"{r}: {v}" for r, v in prep.items()))
-    dc = dcs[args.runs[0]]
-    size = (dc.img_size, dc.img_size) if dc.img_size else mt.backbone.input_size
-    rh, rw = decode_size(dc, size)  # then the centre crop, as eval (a no-op unless an augmented layout)
-    paths = [Path(p) for p in args.images]
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start:start + args.batch_size]
-        arrays = []
-        for p in chunk:
-            try:
-                with Image.open(p) as img:
-                    arrays.append(np.asarray(to_rgb(img).resize((rw, rh), Image.BICUBIC)).transpose(2, 0, 1))
-            except Exception as e:
-                raise DataError(f"cannot read image {p}: {type(e).__name__}: {e}") from None
-        x = normalize(crop_center(torch.from_numpy(np.stack(arrays)), size).to(args.device), dc.normalize)
-        outs = mt(x)
-        for j, p in enumerate(chunk):
-            preds = {name: int(o[j].argmax()) for name, o in zip(mt.names, outs)}
-            print(json.dumps({"image": str(p), "predictions": preds}))
+
+def _write_predictions(rows: list[dict], path: Path, top_k: int) -> None:
+    """``.json``: the rows as a list; ``.csv``: image, then class, label and probability per rank (or value)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        return
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        if rows and "value" in rows[0]:
+            w.writerow(["image", "value"])
+            w.writerows([r["image"], r["value"]] for r in rows)
+            return
+        k = max((len(r["top_k"]) for r in rows), default=top_k)
+        w.writerow(["image"] + [f"{c}{'' if i == 1 else f'_{i}'}" for i in range(1, k + 1)
+                                for c in ("class", "label", "probability")])
+        w.writerows([r["image"], *(v for t in r["top_k"] for v in (t["class"], t["label"], t["probability"]))]
+                    for r in rows)
+
+
+def cmd_predict(args) -> int:
+    if args.runs:  # shared-trunk DTL mode: one JSON line per image, a label per run
+        for row in predict_multitask(args.runs, image_files(args.images), args.batch_size, args.device):
+            print(json.dumps(row))
+        return 0
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
+    paths = image_files(args.images)
+    predictor = Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged,
+                                                                                                args.device)
+    rows = []
+    for row in predictor.predict(paths, args.batch_size, args.top_k, progress=not args.no_progress):
+        rows.append(row)
+        if not args.output:
+            print(json.dumps(row) if args.json else _prediction_line(row), flush=True)
+    if args.output:
+        _write_predictions(rows, Path(args.output), args.top_k)
+        print(f"wrote {len(rows)} prediction(s) to {args.output}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    out = export(args.run, args.out, args.format)
+    print(f"wrote {out}: a Hugging Face PEFT adapter (adapter_config.json, adapter_model.safetensors), checked to "
+          "reproduce the run's outputs; load it with peft.PeftModel.from_pretrained(vpeft.export.base_model(RUN), "
+          f"{str(out)!r})")
     return 0
 
 
@@ -372,13 +431,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     mg = sub.add_parser("merge", help="fold a run's method into the backbone and write a plain timm model")
     mg.add_argument("--run", required=True, help="run directory of a mergeable method (lora, ssf, fact_*, bitfit)")
-    mg.add_argument("--out", required=True, help="output .safetensors file")
+    mg.add_argument("--out", required=True, help="output file: .safetensors (with metadata: class names, "
+                    "preprocessing) or .pth / .pt (a torch state dict carrying the same metadata)")
 
-    pr = sub.add_parser("predict", help="predict with several DTL runs over one shared backbone trunk")
-    pr.add_argument("--runs", nargs="+", required=True, help="run directories of dtl / dtl_plus runs")
-    pr.add_argument("--images", nargs="+", required=True, help="image files")
+    pr = sub.add_parser(
+        "predict", help="predict the classes (or values) of image files with a run or a merged model",
+        description="Predict with a trained run (--run: any method, objective and selector), a file written by "
+        "'vpeft merge' (--merged), or several DTL runs over one shared backbone trunk (--runs). Images are prepared "
+        "as the run's test split is (its input size, resize, crop and normalisation). Classification prints the "
+        "top-k classes with their probabilities (class names where the data has them); other tasks their value.")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by 'vpeft train'")
+    src.add_argument("--merged", help="file written by 'vpeft merge'")
+    src.add_argument("--runs", nargs="+", help="run directories of dtl / dtl_plus runs sharing a backbone (prints "
+                     "one JSON line per image: each run's label)")
+    pr.add_argument("--images", nargs="+", required=True,
+                    help="image files and/or folders (searched recursively for image files; hidden ones skipped)")
+    pr.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first (default 1)")
+    pr.add_argument("--output", help="write the predictions to FILE.csv or FILE.json instead of printing them")
+    pr.add_argument("--json", action="store_true", help="print one JSON object per image")
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--device", default="cpu")
+    pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    ex = sub.add_parser("export", help="write a run as another library's adapter (Hugging Face PEFT)")
+    ex.add_argument("--run", required=True, help="run directory of a method the format has (peft: lora)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="peft", help="peft: adapter_config.json + "
+                    "adapter_model.safetensors for peft.PeftModel.from_pretrained")
+    ex.add_argument("--out", required=True, help="output folder")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
     ls.add_argument("kind", choices=["methods", "selectors", "objectives", "tasks", "presets", "backbones", "formats",
@@ -410,7 +490,8 @@ def cmd_report(args):
     return bench_cli.cmd_report(args)
 
 
-COMMANDS = {"bench": cmd_bench, "report": cmd_report, "predict": cmd_predict, "merge": cmd_merge, "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+COMMANDS = {"bench": cmd_bench, "report": cmd_report, "predict": cmd_predict, "merge": cmd_merge, "export": cmd_export,
+            "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

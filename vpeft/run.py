@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     head's size, which the task fixes or the run recorded)."""
     run = RunDir(run_dir)
     cfg = RunConfig.from_dict(run.read_config())
+    if run.has(RESULT_FILE) and not run.has(TRAINABLE_FILE):  # finished, so --resume would only say so
+        raise RunDirError(f"{run_dir} has no {TRAINABLE_FILE} although the run finished ({RESULT_FILE} is there): its "
+                          f"trained weights were deleted or moved. Put the file back, or train the run again with "
+                          f"'vpeft train --config {shlex.quote(str(run / CONFIG_FILE))} --out {shlex.quote(str(run_dir))} "
+                          "--overwrite'")
     trainable = run.read_trainable()
     num_classes = cfg.task.outputs or cfg.data.num_classes
     if num_classes is None:

@@ -1,11 +1,32 @@
-"""Fold a mergeable method into the backbone: the result is a plain timm model with no extra modules."""
+"""Fold a mergeable method into the backbone: the result is a plain timm model with no extra modules.
+
+``vpeft merge`` writes it as a ``.safetensors`` file (its metadata holds the rest) or as a torch state dict
+(``.pth`` / ``.pt``: ``model.load_state_dict(torch.load(path))`` works, the same metadata rides on the dict as its
+``vpeft_metadata`` attribute). The metadata names the timm architecture and keyword arguments that rebuild the
+model (a shipped backbone, :mod:`vpeft.zoo`, resolved to its timm architecture), and, when the writer gives them,
+the class names, the task and the preprocessing the model expects, so that a merged file is usable on its own
+(:func:`load_merged`, :func:`read_merged_metadata`, ``vpeft predict --merged``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional
+
+import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
 from ..backbones import split_backbone_spec
+from ..errors import CheckpointError, ConfigError
+from ..registry import FAMILIES
+
+FORMAT = "vpeft-merged"
+#: File suffixes ``vpeft merge`` writes, by format.
+SUFFIXES = {".safetensors": "safetensors", ".pth": "torch", ".pt": "torch"}
+#: The attribute of a ``.pth`` state dict that carries the metadata (torch keeps an OrderedDict's attributes).
+TORCH_METADATA = "vpeft_metadata"
 
 
 def merge(backbone) -> nn.Module:
@@ -36,45 +57,128 @@ def merge(backbone) -> nn.Module:
 
 
 def timm_kwargs(backbone) -> tuple[str, dict]:
-    """The timm name and keyword arguments that build a plain model with the merged model's architecture."""
+    """The timm architecture and keyword arguments that build a plain model with the merged model's architecture (a
+    shipped backbone's name resolved to its timm architecture and options)."""
     family, name, kwargs = split_backbone_spec(backbone.spec)
     if family != "timm":
         raise ConfigError(f"merge writes a plain timm model; backbone {backbone.spec!r} is of family {family!r}")
+    name, kwargs = FAMILIES.get("timm")().resolve(name, kwargs)
     kwargs = {k: v for k, v in kwargs.items() if k != "drop_path_rate"}
     kwargs["num_classes"] = backbone.num_classes
-    if backbone.pool == "avg" and getattr(backbone.model, "global_pool", None) == "avg" and hasattr(backbone.model, "fc_norm"):
+    model = backbone.model
+    if backbone.pool == "avg" and getattr(model, "global_pool", None) == "avg" and hasattr(model, "fc_norm"):
         kwargs["global_pool"] = "avg"
         kwargs["fc_norm"] = "fc_norm" in backbone.anatomy.final_norms()
     return name, kwargs
 
 
-def save_merged(backbone, path) -> None:
-    """Merge and write a safetensors file that :func:`load_merged` (or timm plus the recorded kwargs) reads."""
-    import json
+def merged_format(path: str | Path) -> str:
+    """``safetensors`` or ``torch``, by the file's suffix; any other suffix is a :class:`ConfigError`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ConfigError(f"merged model {path}: unknown suffix {suffix or '(none)'!r}; write .safetensors "
+                          "(safetensors with metadata) or .pth / .pt (a torch state dict)")
+    return SUFFIXES[suffix]
 
-    from safetensors.torch import save_file
 
+def save_merged(backbone, path, info: Optional[dict] = None) -> None:
+    """Merge and write the plain model that :func:`load_merged` (or timm plus the recorded kwargs) reads.
+
+    Args:
+        backbone: A backbone with a mergeable method applied; it is consumed.
+        path: ``.safetensors`` or ``.pth`` / ``.pt`` (a torch state dict); another suffix fails before anything is
+            merged or written.
+        info: What else the metadata records, JSON-serialisable by key (``class_names``, ``task``, ``preprocess``:
+            see :func:`read_merged_metadata`).
+    """
+    kind = merged_format(path)
     name, kwargs = timm_kwargs(backbone)
     model = merge(backbone)
-    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata={"timm_name": name, "timm_kwargs": json.dumps(kwargs), "format": "vpeft-merged"})
+    meta = {"format": FORMAT, "timm_name": name, "timm_kwargs": json.dumps(kwargs)}
+    meta.update({k: json.dumps(v) for k, v in (info or {}).items()})
+    sd = model.state_dict()
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path), metadata=meta)
+        return
+    out = OrderedDict((k, v.detach().clone()) for k, v in sd.items())
+    out._metadata = getattr(sd, "_metadata", None)  # torch's module versions, as a state dict carries them
+    setattr(out, TORCH_METADATA, meta)
+    torch.save(out, str(path))
+
+
+def _read(path: str | Path) -> tuple[dict, Optional[dict]]:
+    """``(metadata, state dict)`` of a merged file; the state dict is None for safetensors (read lazily)."""
+    kind = merged_format(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"merged model {path} does not exist")
+    try:
+        if kind == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return f.metadata() or {}, None
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read merged model {path}: {type(e).__name__}: {e}") from None
+    return (getattr(sd, TORCH_METADATA, None) or {}) if isinstance(sd, dict) else {}, sd
+
+
+def read_merged_metadata(path: str | Path) -> dict:
+    """The metadata of a file written by ``vpeft merge``, decoded: ``timm_name``, ``timm_kwargs`` and, where the
+    writer recorded them, ``class_names`` (a list, or None when the classes are plain numbers), ``task`` and
+    ``preprocess`` (``input_size`` [h, w], ``resize`` [h, w] decoded before the crop, ``crop`` (``center`` or
+    ``none``), ``interpolation``, ``mean``, ``std``, ``normalize``)."""
+    meta, _ = _read(path)
+    return _decode_meta(meta, path)
+
+
+def _decode_meta(meta: dict, path) -> dict:
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} was not written by 'vpeft merge' (no {FORMAT} metadata)")
+    out = {}
+    for k, v in meta.items():
+        try:
+            out[k] = v if k in ("format", "timm_name") else json.loads(v)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: metadata {k!r} is not valid JSON") from None
+    return out
 
 
 def load_merged(path) -> nn.Module:
-    """A plain timm model from a file written by ``vpeft merge``."""
-    import json
+    """A plain timm model (in eval mode) from a file written by ``vpeft merge``.
 
+    A shipped backbone's name is resolved to its timm architecture (files written before the metadata recorded it
+    load too). The model's ``pretrained_cfg`` carries the recorded class names (``label_names``) and preprocessing
+    (``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode="squash"``, ``mean``, ``std``), so timm's
+    ``resolve_data_config`` builds its transform.
+    """
     import timm
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
+    meta, sd = _read(path)
+    meta = _decode_meta(meta, path)
+    name, kwargs = FAMILIES.get("timm")().resolve(meta["timm_name"], dict(meta["timm_kwargs"]))
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        model = timm.create_model(name, **kwargs)
     except Exception as e:
-        raise CheckpointError(f"cannot read merged model {path}: {e}") from None
-    if meta.get("format") != "vpeft-merged":
-        raise CheckpointError(f"{path} was not written by 'vpeft merge' (no vpeft-merged metadata)")
-    model = timm.create_model(meta["timm_name"], **json.loads(meta["timm_kwargs"]))
-    model.load_state_dict(load_file(str(path)))
+        raise CheckpointError(f"{path}: cannot build its timm model {name!r}: {type(e).__name__}: {e}") from None
+    if sd is None:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its tensors do not fit timm model {name!r}: {e}") from None
+    prep = meta.get("preprocess")
+    if prep:
+        h, w = prep["input_size"]
+        model.pretrained_cfg = {
+            **getattr(model, "pretrained_cfg", {}), "input_size": (3, h, w), "interpolation": prep["interpolation"],
+            "crop_pct": h / prep["resize"][0], "crop_mode": "squash", "mean": tuple(prep["mean"]),
+            "std": tuple(prep["std"]), "num_classes": kwargs.get("num_classes"),
+        }
+    if meta.get("class_names"):
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "label_names": list(meta["class_names"])}
     return model.eval()

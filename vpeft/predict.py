@@ -1,0 +1,245 @@
+"""Predictions on new images from a trained run or a merged model (``vpeft predict``).
+
+A :class:`Predictor` holds a model, the preprocessing it was trained with (:class:`Preprocess`: the run's input size,
+the layout's resize and centre crop, the normalisation, exactly as ``vpeft eval`` prepares a test split) and the
+class names where the data has them. :meth:`Predictor.from_run` rebuilds any run (every method, objective and
+selector); :meth:`Predictor.from_merged` reads a file written by ``vpeft merge``, whose metadata carries the same.
+A classification run predicts its top-k classes with their probabilities; another task (``regress``) its value.
+:func:`predict_multitask` keeps the shared-trunk mode of several DTL runs (:class:`~vpeft.multitask.MultiTask`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from .catalog import TASKS
+from .config import DataConfig
+from .data.entries import IMAGE_SUFFIXES, layout
+from .data.sources import augment_kind, decode_size
+from .data.vtab import NORMALIZATION, _decode, crop_center
+from .errors import CheckpointError, ConfigError, DataError
+from .files import read_text
+from .methods.merge import load_merged, read_merged_metadata
+from .multitask import MultiTask
+from .run import amp_context, load_run, read_run_config
+from .rundir import RunDir
+from .spec import spec_string
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model takes an image file: decoded to RGB, resized (``interpolation``) to ``resize``, cropped at the
+    centre to ``input_size`` (``crop="center"``; ``none``: the resize is the input size), scaled to [0, 1] and
+    normalised by ``mean`` and ``std``. Sizes are ``(height, width)``."""
+
+    input_size: tuple[int, int]
+    resize: tuple[int, int]
+    crop: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    normalize: str = "inception"
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def of_data(cls, dc: DataConfig, input_size: tuple[int, int]) -> "Preprocess":
+        """A run's preprocessing: its data section ``dc`` and the model's ``input_size`` (``data.img_size`` wins)."""
+        size = (dc.img_size, dc.img_size) if dc.img_size else tuple(input_size)
+        mean, std = NORMALIZATION[dc.normalize]
+        return cls(input_size=size, resize=decode_size(dc, size), crop="none" if augment_kind(dc) == "none" else
+                   "center", mean=mean, std=std, normalize=dc.normalize)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(**{**d, "input_size": tuple(d["input_size"]), "resize": tuple(d["resize"]),
+                      "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def read(self, path: Path) -> torch.Tensor:
+        """One image file as uint8 ``[3, H, W]`` at the input size; an unreadable file is a :class:`DataError`
+        naming it."""
+        if self.interpolation != "bicubic":
+            raise ConfigError(f"interpolation {self.interpolation!r}: only bicubic (vpeft's decoding) is supported")
+        try:
+            image = torch.from_numpy(_decode(Path(path), self.resize))
+        except Exception as e:
+            raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        return crop_center(image, self.input_size)
+
+    def batch(self, paths: list[Path], device="cpu") -> torch.Tensor:
+        """Images as the model takes them: normalised float32 ``[B, 3, H, W]`` on ``device``, as
+        :func:`vpeft.data.vtab.normalize` prepares a test split."""
+        images = torch.stack([self.read(p) for p in paths]).to(device)
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+
+def image_files(items: list[str | Path]) -> list[Path]:
+    """The image files named by ``items``: files as given, folders searched recursively for files with an image
+    suffix (hidden files and folders left out), in sorted order. A missing path or a folder without images is a
+    :class:`DataError`."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise DataError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        else:
+            raise DataError(f"no such image file or folder: {p}")
+    return out
+
+
+def data_class_names(dc: DataConfig, num_classes: Optional[int] = None) -> Optional[list[str]]:
+    """The class names of a run's data in label order, where the data names its classes: the layout's own (the
+    ``folder`` layout's class folders), else a ``classes.txt`` in the data folder (``<label> <name>`` lines, as the
+    generated tasks write); None when neither is there or their count is not ``num_classes``."""
+    root = Path(dc.root) if dc.root else None
+    if root is None or not root.is_dir():
+        return None
+    names = layout(dc.format).class_names(root)
+    if names is None and (root / "classes.txt").is_file():
+        rows = [line.strip() for line in read_text(root / "classes.txt").splitlines() if line.strip()]
+        pairs = [r.split(maxsplit=1) for r in rows]
+        if all(len(p) == 2 and p[0].isdigit() for p in pairs) and sorted(int(p[0]) for p in pairs) == list(
+                range(len(pairs))):
+            names = [name for _, name in sorted((int(i), n) for i, n in pairs)]
+        else:
+            names = rows
+    if names is not None and num_classes is not None and len(names) != num_classes:
+        return None
+    return names
+
+
+def run_class_names(run_dir: str | Path, cfg=None, num_classes: Optional[int] = None) -> Optional[list[str]]:
+    """A run's class names: those its ``result.json`` recorded, else its data's (:func:`data_class_names`)."""
+    recorded = (RunDir(run_dir).read_result() or {}).get("class_names")
+    if recorded:
+        return list(recorded)
+    cfg = cfg if cfg is not None else read_run_config(run_dir)
+    return data_class_names(cfg.data, num_classes) if cfg.task.name == "classify" else None
+
+
+def run_info(run_dir: str | Path, cfg, input_size: tuple[int, int], num_classes: Optional[int] = None) -> dict:
+    """What a merged model of a run records beside its weights (``vpeft merge``): ``task`` (its spec),
+    ``class_names`` (None where the data has none) and ``preprocess`` (:meth:`Preprocess.to_dict`)."""
+    names = run_class_names(run_dir, cfg, num_classes) if cfg.task.name == "classify" else None
+    return {"task": spec_string(cfg.task), "class_names": names,
+            "preprocess": Preprocess.of_data(cfg.data, input_size).to_dict()}
+
+
+class Predictor:
+    """A model ready to predict on image files.
+
+    Args:
+        forward: Normalised images ``[B, 3, H, W]`` to the model's outputs.
+        preprocess: How an image file becomes the model's input.
+        task: The task config (``classify``: top-k classes with probabilities; another task: its
+            :meth:`~vpeft.tasks.base.Task.predict` values).
+        class_names: Names in label order; None: classes are printed as numbers.
+        device: Where the model runs.
+        amp: The run's autocast (``none``, ``bf16``, ``fp16``; CUDA only).
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess, task,
+                 class_names: Optional[list[str]] = None, device: str | torch.device = "cpu", amp: str = "none"):
+        self.forward, self.preprocess, self.task_cfg = forward, preprocess, task
+        self.task = task.build(preprocess.normalize)
+        self.class_names, self.device, self.amp = class_names, torch.device(device), amp
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        """The trained model of a run directory, with the run's preprocessing and class names."""
+        model, objective, cfg, num_classes = load_run(run_dir, device=device)
+        prep = Preprocess.of_data(cfg.data, model.input_size)
+        names = run_class_names(run_dir, cfg, num_classes) if cfg.task.name == "classify" else None
+        return cls(lambda x: objective.predict(model, x), prep, cfg.task, names, device, cfg.train.amp)
+
+    @classmethod
+    def from_merged(cls, path: str | Path, device: str = "cpu") -> "Predictor":
+        """A file written by ``vpeft merge`` with the preprocessing and class names in its metadata."""
+        meta = read_merged_metadata(path)
+        if "preprocess" not in meta:
+            raise CheckpointError(f"{path} records no preprocessing (written by an older 'vpeft merge'): merge the "
+                                  "run again, or predict with --run")
+        model = load_merged(path).to(device)
+        return cls(model, Preprocess.from_dict(meta["preprocess"]), TASKS.build(meta.get("task") or "classify"),
+                   meta.get("class_names"), device)
+
+    def class_name(self, label: int) -> str | int:
+        return self.class_names[label] if self.class_names else label
+
+    @torch.no_grad()
+    def outputs(self, paths: list[Path]) -> torch.Tensor:
+        """The model's float32 outputs for image files, in one batch."""
+        x = self.preprocess.batch(paths, self.device)
+        with amp_context(self.device, self.amp):
+            return self.forward(x).float()
+
+    def predict(self, paths: list[str | Path], batch_size: int = 32, top_k: int = 1,
+                progress: bool = False) -> Iterator[dict]:
+        """One row per image, in order: ``{"image", "class", "label", "probability", "top_k": [{"class", "label",
+        "probability"}, ...]}`` for classification (``class``: the name, or the label where the data has no names),
+        ``{"image", "value"}`` for another task.
+
+        Args:
+            paths: Image files (see :func:`image_files` for folders).
+            batch_size: Images per forward.
+            top_k: Classes per image, most probable first (at most the number of classes).
+            progress: Show a tqdm bar on stderr.
+        """
+        from tqdm.auto import tqdm
+
+        if batch_size < 1 or top_k < 1:
+            raise ConfigError(f"batch size and top-k must be >= 1, got {batch_size} and {top_k}")
+        paths = [Path(p) for p in paths]
+        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start:start + batch_size]
+                out = self.outputs(chunk)
+                if self.task_cfg.name == "classify":
+                    probs = out.softmax(-1)
+                    p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+                    for path, pj, ij in zip(chunk, p.tolist(), idx.tolist()):
+                        top = [{"class": self.class_name(i), "label": i, "probability": q} for i, q in zip(ij, pj)]
+                        yield {"image": str(path), **top[0], "top_k": top}
+                else:
+                    for path, v in zip(chunk, self.task.predict(out).tolist()):
+                        yield {"image": str(path), "value": v}
+                bar.update(len(chunk))
+
+
+def predict_multitask(runs: list[str | Path], paths: list[Path], batch_size: int = 16,
+                      device: str = "cpu") -> Iterator[dict]:
+    """Predictions of several DTL runs over one shared backbone trunk (:class:`~vpeft.multitask.MultiTask`): one row
+    per image, ``{"image", "predictions": {run name: label}}``, plus ``"classes": {run name: class name}`` for runs
+    whose data names its classes. The runs must preprocess their images alike."""
+    mt = MultiTask(runs, device=device)
+    cfgs = {run: read_run_config(run) for run in runs}
+    preps = {run: Preprocess.of_data(c.data, mt.backbone.input_size) for run, c in cfgs.items()}
+    if len(set(preps.values())) > 1:
+        raise ConfigError("runs preprocess their images differently (data.normalize / layout / img_size): "
+                          + "; ".join(f"{r}: {p.to_dict()}" for r, p in preps.items()))
+    prep = preps[runs[0]]
+    names = {name: run_class_names(run, cfgs[run]) for name, run in zip(mt.names, runs)}
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        outs = mt(prep.batch(chunk, device))
+        for j, p in enumerate(chunk):
+            preds = {name: int(o[j].argmax()) for name, o in zip(mt.names, outs)}
+            row = {"image": str(p), "predictions": preds}
+            classes = {n: names[n][i] for n, i in preds.items() if names[n] and i < len(names[n])}
+            if classes:
+                row["classes"] = classes
+            yield row
