@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 
 import pytest
 import torch
@@ -88,8 +89,9 @@ def test_the_engine_names_no_objective():
 
     for module in (trainer, measure):
         code = "\n".join(line.split("#")[0] for line in inspect.getsource(module).splitlines())
-        for name in ("teacher", "gist", "idat", "IDAT", "GIST"):
-            assert name not in code.replace("GIST, iDAT and GPS code", ""), (module.__name__, name)
+        code = code.replace("GIST, iDAT and GPS code", "")  # the best-test warning names the papers' code
+        for name in ("teacher", "gist", "idat"):
+            assert not re.search(rf"\b{name}\b", code, re.IGNORECASE), (module.__name__, name)
 
 
 def test_only_gist_changes_the_model_and_multitask_asks_the_contract():

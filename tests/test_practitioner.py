@@ -170,3 +170,112 @@ def test_the_readme_bench_examples_plan_cleanly(tmp_path, command, monkeypatch):
     monkeypatch.chdir(ROOT)
     argv = command.format(out=tmp_path / "s").split()[1:] + ["--tasks", "count", "--seeds", "0", "--dry-run"]
     assert main(argv) == 0
+
+
+# ---- the trainer: one writer, honest weights, errors in one line, logs without carriage returns -------------------
+def _cfg(root, **train):
+    from conftest import TINY
+    from vpeft.config import RunConfig
+
+    return RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "bitfit",
+                                "data": {"root": str(root), "train_split": "train800"},
+                                "train": {"epochs": 2, "batch_size": 8, "device": "cpu", **train}})
+
+
+def test_two_trainings_into_one_folder(tmp_path, small_task):
+    from vpeft.engine.trainer import train
+    from vpeft.errors import RunDirError
+
+    p = _holder(tmp_path / "r")
+    try:
+        with pytest.raises(RunDirError, match=rf"run folder .*r is in use by another vpeft process \(pid {p.pid}"):
+            train(_cfg(small_task), tmp_path / "r", progress=False)
+        assert sorted(x.name for x in (tmp_path / "r").iterdir()) == [".vpeft.lock"]  # nothing written
+    finally:
+        p.kill()
+        p.wait()
+    train(_cfg(small_task), tmp_path / "r", progress=False)  # the killed holder's lock is taken over
+    assert (tmp_path / "r" / "result.json").is_file()
+    assert not (tmp_path / "r" / ".vpeft.lock").exists()
+
+
+def test_a_run_that_fails_to_build_leaves_no_folder_behind(tmp_path, small_task):
+    from vpeft.config import RunConfig
+    from vpeft.engine.trainer import train
+
+    cfg = _cfg(small_task).to_dict()
+    cfg["backbone"]["spec"] = "convnext_atto"
+    cfg["method"] = "lora"
+    with pytest.raises(ConfigError, match="no attention"):
+        train(RunConfig.from_dict(cfg), tmp_path / "new" / "r", progress=False)
+    assert not (tmp_path / "new" / "r").exists()
+
+
+def test_a_random_backbone_is_said_at_the_start_and_in_the_result(tmp_path, small_task):
+    from vpeft.config import BackboneConfig
+    from vpeft.engine.trainer import train, weights_source
+
+    with pytest.warns(UserWarning, match="has random weights"):
+        r = train(_cfg(small_task), tmp_path / "r", progress=False)
+    assert r["backbone_weights"] == "random" and any("random weights" in w for w in r["warnings"])
+    assert weights_source(BackboneConfig(spec="vit_c10_small")) == "shipped"
+    assert weights_source(BackboneConfig(spec="vit_c10_small", checkpoint="x.npz")) == "checkpoint"
+    assert weights_source(BackboneConfig(spec="vit_tiny_patch16_224", pretrained=True)) == "hub"
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES"])
+def test_a_full_or_read_only_disk_is_one_line_and_keeps_what_was_written(tmp_path, small_task, monkeypatch, code):
+    import errno
+
+    from vpeft.engine import checkpoint
+    from vpeft.engine.trainer import train
+    from vpeft.errors import RunDirError
+
+    first = train(_cfg(small_task), tmp_path / "r", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    real = checkpoint.os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("result.json"):
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", full)
+    with pytest.raises(RunDirError, match=rf"^cannot write .*result.json: {os.strerror(getattr(errno, code))}\. "):
+        train(_cfg(small_task, lr=0.002), tmp_path / "r2", progress=False)
+    assert not list((tmp_path / "r2").glob(".result.json.*"))  # no debris of the failed write
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before and first["test_acc"] >= 0
+
+
+@pytest.mark.parametrize("lr", ["nan", "inf", "1e300", "-1", "1e30"])
+def test_an_absurd_learning_rate_is_one_line(lr, small_task, tmp_path, capsys):
+    from conftest import TINY
+    from vpeft.cli import main
+
+    rc = main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "bitfit", "--lr", lr,
+               "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if lr == "1e30":  # it trains, and diverges at once
+        assert "vpeft: error: loss is nan by epoch 1" in err and "lower the lr" in err
+        assert not (tmp_path / "r" / "result.json").exists()
+    else:
+        assert "train option 'lr' must be a number > 0 within float32's range" in err and not (tmp_path / "r").exists()
+
+
+def test_without_a_terminal_each_epoch_is_one_line(tmp_path, small_task, capsys):
+    from vpeft.engine.trainer import train
+
+    train(_cfg(small_task), tmp_path / "r", progress=True)  # pytest's stderr is no terminal
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
+    assert "\r" not in out + err
+
+
+def test_a_run_records_the_class_names_its_data_gives(tmp_path, small_task):
+    from vpeft.engine.trainer import train
+
+    assert train(_cfg(small_task), tmp_path / "a", progress=False)["class_names"] is None  # plain numbers
+    (small_task / "classes.txt").write_text("0 ant\n1 bee\n2 cat\n")
+    r = train(_cfg(small_task), tmp_path / "b", progress=False)
+    assert r["class_names"] == ["ant", "bee", "cat"] and r["protocol"]["split"] is None  # its own splits

@@ -19,11 +19,10 @@ import torch
 
 from .catalog import TASKS
 from .config import DataConfig
-from .data.entries import IMAGE_SUFFIXES, layout
-from .data.sources import augment_kind, decode_size
+from .data.entries import IMAGE_SUFFIXES
+from .data.sources import augment_kind, data_class_names, decode_size
 from .data.vtab import NORMALIZATION, _decode, crop_center
 from .errors import CheckpointError, ConfigError, DataError
-from .files import read_text
 from .methods.merge import load_merged, read_merged_metadata
 from .multitask import MultiTask
 from .run import amp_context, load_run, read_run_config
@@ -99,27 +98,6 @@ def image_files(items: list[str | Path]) -> list[Path]:
         else:
             raise DataError(f"no such image file or folder: {p}")
     return out
-
-
-def data_class_names(dc: DataConfig, num_classes: Optional[int] = None) -> Optional[list[str]]:
-    """The class names of a run's data in label order, where the data names its classes: the layout's own (the
-    ``folder`` layout's class folders), else a ``classes.txt`` in the data folder (``<label> <name>`` lines, as the
-    generated tasks write); None when neither is there or their count is not ``num_classes``."""
-    root = Path(dc.root) if dc.root else None
-    if root is None or not root.is_dir():
-        return None
-    names = layout(dc.format).class_names(root)
-    if names is None and (root / "classes.txt").is_file():
-        rows = [line.strip() for line in read_text(root / "classes.txt").splitlines() if line.strip()]
-        pairs = [r.split(maxsplit=1) for r in rows]
-        if all(len(p) == 2 and p[0].isdigit() for p in pairs) and sorted(int(p[0]) for p in pairs) == list(
-                range(len(pairs))):
-            names = [name for _, name in sorted((int(i), n) for i, n in pairs)]
-        else:
-            names = rows
-    if names is not None and num_classes is not None and len(names) != num_classes:
-        return None
-    return names
 
 
 def run_class_names(run_dir: str | Path, cfg=None, num_classes: Optional[int] = None) -> Optional[list[str]]:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import DataError
+from ..files import read_text
 from .entries import (  # noqa: F401  (re-exported)
     IMAGE_SUFFIXES, Entry, entries_for, label_ranges, layout, listed_classes, read_entries,
 )
@@ -104,3 +105,24 @@ def decode_size(dc, size: tuple[int, int]) -> tuple[int, int]:
     if augment_kind(dc) == "none":
         return size
     return round(size[0] / CROP_PCT), round(size[1] / CROP_PCT)
+
+
+def data_class_names(dc, num_classes: int | None = None) -> list[str] | None:
+    """The class names of a run's data in label order, where the data names its classes: the layout's own (the
+    ``folder`` layout's class folders), else a ``classes.txt`` in the data folder (``<label> <name>`` lines, as the
+    generated tasks write); None when neither is there or their count is not ``num_classes``."""
+    root = Path(dc.root) if dc.root else None
+    if root is None or not root.is_dir():
+        return None
+    names = layout(dc.format).class_names(root)
+    if names is None and (root / "classes.txt").is_file():
+        rows = [line.strip() for line in read_text(root / "classes.txt").splitlines() if line.strip()]
+        pairs = [r.split(maxsplit=1) for r in rows]
+        if all(len(p) == 2 and p[0].isdigit() for p in pairs) and sorted(int(p[0]) for p in pairs) == list(
+                range(len(pairs))):
+            names = [name for _, name in sorted((int(i), n) for i, n in pairs)]
+        else:
+            names = rows
+    if names is not None and num_classes is not None and len(names) != num_classes:
+        return None
+    return names

@@ -8,23 +8,26 @@ per epoch), ``state.pt`` (the resume state, rewritten atomically after every epo
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
+from ..backbones import split_backbone_spec
 from ..config import RunConfig, run_identity, spec_string
-from ..data.entries import layout
-from ..data.sources import augment_kind, resolve_splits
+from ..data.sources import augment_kind, data_class_names, describe_split, resolve_splits
 from ..data.sources import load as load_data
 from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
-from ..errors import ConfigError, DivergedError
+from ..errors import ConfigError, DivergedError, RunDirError
+from ..registry import FAMILIES
 from ..memory import SavedTensorProbe, memory_stats, param_counts
 from ..run import amp_context, build_model, evaluate_task, resolve_device
 from ..tasks.base import Metric
@@ -135,10 +138,47 @@ def train(
     ddp = setup_distributed(cfg.train.device)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
-        return _train(cfg, Path(out_dir), resume, overwrite, progress and ddp.main, on_epoch_end, ddp)
+        with ExitStack() as held:
+            return _train(cfg, Path(out_dir), resume, overwrite, progress and ddp.main, on_epoch_end, ddp, held)
+    except OSError as e:
+        if e.errno in _WRITE_ERRORS:  # a read-only or full disk: one line; the atomic writes left every file whole
+            where = e.filename or out_dir
+            raise RunDirError(f"cannot write {where}: {e.strerror}. Files already in {out_dir} are whole; "
+                              "free space or fix permissions, then rerun with --resume") from None
+        raise
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         ddp.close()
+
+
+#: What a write to a read-only, full or over-quota disk raises.
+_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _hold(run_dir: RunDir, held: ExitStack) -> None:
+    """Hold the run folder's lock until the run ends; a folder this run created and left empty goes with it."""
+    if not run_dir.path.exists():
+        held.callback(lambda: run_dir.path.is_dir() and not any(run_dir.path.iterdir()) and run_dir.path.rmdir())
+    lock = held.enter_context(run_dir.lock())
+    if lock.stale:
+        log.warning("%s was left locked by a run that was killed (pid %s); taking it over", run_dir.path,
+                    lock.stale.get("pid", "?"))
+
+
+def weights_source(bc) -> str:
+    """Where a run's backbone weights come from: ``checkpoint``, ``hub``, ``shipped`` (a vpeft backbone's own file)
+    or ``random`` (frozen random weights: rarely what anyone wants)."""
+    if bc.checkpoint:
+        return "checkpoint"
+    if bc.pretrained:
+        return "hub"
+    family, name, _ = split_backbone_spec(bc.spec)
+    return "shipped" if FAMILIES.get(family)().weights(name) is not None else "random"
+
+
+def random_backbone_warning(spec: str) -> str:
+    return (f"backbone {spec!r} has random weights (no checkpoint, not pretrained, none shipped): the frozen trunk "
+            "is random, so the results say little about the method; pass --checkpoint FILE or --pretrained")
 
 
 class PeakMemory:
@@ -171,7 +211,11 @@ def _device_record(device: torch.device) -> dict:
     return rec
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp) -> dict:
+def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp,
+           held: ExitStack) -> dict:
+    # Bars only on a terminal; elsewhere (a log file, --no-progress) one line per epoch instead.
+    lines = not (progress and sys.stderr.isatty())
+    progress = progress and not lines
     tc, dc = cfg.train, cfg.data
     if dc.root is None:
         raise ConfigError("no data given: set data.root (--data TASK_DIR)")
@@ -187,6 +231,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     num_classes = task_cfg.num_outputs(dc, all_splits)  # the head's size: classes, or the task's fixed outputs
     task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
     run_dir = RunDir(out)
+    if ddp.main:  # one writer per run folder: a second training into it fails at once, naming this one
+        _hold(run_dir, held)
     identity = run_identity(resolved)
     done = run_dir.check_start(resume, overwrite, lambda saved: _diff_configs(run_identity(saved), identity))
     if done is not None:
@@ -198,6 +244,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     if ddp.main:
         run_dir.clear_debris()
     model, objective = build_model(cfg, num_classes)
+    weights = weights_source(cfg.backbone)
+    if weights == "random" and ddp.main:
+        warnings.warn(random_backbone_warning(cfg.backbone.spec), stacklevel=3)
     size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
     labels = task_cfg.labels
@@ -368,6 +417,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         history.append(entry)
         shown = {k: f"{entry[k]:{'.1f' if primary == 'accuracy' else '.4f'}}" for k in selection_keys if k in entry}
         epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **shown)
+        if lines and ddp.main:  # no bar to update: one line per epoch (a log file gets no carriage returns)
+            print(f"epoch {epoch + 1}/{tc.epochs}: loss {entry['loss']:.4f}"
+                  + "".join(f", {k} {v}" for k, v in shown.items()) + f" ({entry['seconds']:.1f} s)", flush=True)
         since_save += entry["seconds"]
         # The resume state is written every save_every epochs; with 0 (auto), whenever the epochs since the last
         # write took at least as long as that write did (full fine-tuning of a large model writes ~1 GB).
@@ -426,8 +478,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "objective": spec_string(cfg.objective),
         "task": task_name,
         task_cfg.head_key: num_classes,
-        # The folder layout numbers classes by their folder names: kept so evaluation on other data can check them.
-        "class_names": layout(dc.format).class_names(Path(dc.root)),
+        # The folder layout numbers classes by their folder names: kept so evaluation on other data can check them;
+        # other layouts' names come from a classes.txt where there is one (for vpeft predict).
+        "class_names": data_class_names(dc, num_classes) if task_cfg.labels != "float" else None,
         "seed": tc.seed,
         "trainable_params": counts["trainable"],
         "trainable_params_no_head": counts["trainable_no_head"],
@@ -450,6 +503,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "val_split": val_split,
             "test_split": test_split,
             "format": dc.format,
+            "split": describe_split(dc),
             "augment": augment,
             "resize": "direct bicubic, no crop" if augment == "none" else
             f"bicubic to size/{0.875}, random-resized crop for training, centre crop for testing",
@@ -467,7 +521,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "schedule": f"cosine, warmup {tc.warmup_epochs} epochs, stepped per {tc.sched_unit}",
         },
         "skipped_lines": skipped,
-        "warnings": [BEST_TEST_WARNING] if tc.select == "best-test" else [],
+        "warnings": ([BEST_TEST_WARNING] if tc.select == "best-test" else [])
+        + ([random_backbone_warning(cfg.backbone.spec)] if weights == "random" else []),
+        "backbone_weights": weights,
         "versions": _versions(),
         "git": _git(),
     }
