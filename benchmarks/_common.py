@@ -21,8 +21,14 @@ def run_meta(script: str, argv=None, dtype: str = "float32", device="cpu", **ext
 
     dev = torch.device(device)
     name = f"cuda: {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else dev.type
-    return {**extra, "dtype": str(dtype).replace("torch.", ""), "device": name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "command": command(script, argv)}
+    return {
+        **extra,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "command": command(script, argv),
+    }
 
 
 def save(name: str, data: dict, lines: list[str], out: Path = OUT) -> None:

@@ -58,35 +58,58 @@ def main(argv=None) -> int:
     rows = []
     for pair in args.sizes.split(","):
         decode, size = (int(v) for v in pair.split(":"))
-        coarse = torch.randint(0, 256, (b, 3, max(2, decode // 8), max(2, decode // 8)), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))
+        coarse = torch.randint(
+            0,
+            256,
+            (b, 3, max(2, decode // 8), max(2, decode // 8)),
+            dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(0),
+        )
         x_cpu = torch.nn.functional.interpolate(coarse.float(), size=decode, mode="bilinear").round().to(torch.uint8)
         x = x_cpu.to(device)
         g = torch.Generator().manual_seed(0)
         cases = {  # name: (old per-image loop on the CPU, new batched on the device)
-            "crop_flip": (lambda: augment_batch(x_cpu, (size, size), "crop_flip"),
-                          lambda: A.augment(x, size, "crop_flip", g)),
-            "crop_flip_randaug": (lambda: augment_batch(x_cpu, (size, size), "crop_flip_randaug"),
-                                  lambda: A.augment(x, size, "crop_flip_randaug", g)),
+            "crop_flip": (
+                lambda: augment_batch(x_cpu, (size, size), "crop_flip"),
+                lambda: A.augment(x, size, "crop_flip", g),
+            ),
+            "crop_flip_randaug": (
+                lambda: augment_batch(x_cpu, (size, size), "crop_flip_randaug"),
+                lambda: A.augment(x, size, "crop_flip_randaug", g),
+            ),
             "gps_views (2 per image)": (lambda: two_views(x_cpu, (size, size)), lambda: A.gps_views(x, size, g)),
         }
         for name, (old, new) in cases.items():
             t_old = timed(old, torch.device("cpu"), args.repeats) / b * 1e3
             t_new = timed(new, device, args.repeats) / b * 1e3
-            rows.append({"augment": name, "decode": decode, "size": size, "old_ms_per_image": t_old,
-                         "new_ms_per_image": t_new, "speedup": t_old / t_new})
+            rows.append(
+                {
+                    "augment": name,
+                    "decode": decode,
+                    "size": size,
+                    "old_ms_per_image": t_old,
+                    "new_ms_per_image": t_new,
+                    "speedup": t_old / t_new,
+                }
+            )
             print(rows[-1])
     data = {"meta": run_meta("augment.py", argv, device=str(device), batch_size=b, repeats=args.repeats), "rows": rows}
-    lines = [f"# Batched augmentation against the per-image torchvision loop ({data['meta']['device']}, "
-             f"{args.threads} thread(s), batch {b})", "",
-             f"Command: `{data['meta']['command']}`. Milliseconds per image, median of {args.repeats} batches after "
-             "a warm-up; old = the torchvision v2 pipeline per image on the CPU (what `vtab.augment_batch` and GPS's "
-             "`two_views` did), new = `vpeft.data.augment` on the device.", "",
-             "| augmentation | decode px | crop px | old ms/image (CPU) | new ms/image | speed-up |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Batched augmentation against the per-image torchvision loop ({data['meta']['device']}, "
+        f"{args.threads} thread(s), batch {b})",
+        "",
+        f"Command: `{data['meta']['command']}`. Milliseconds per image, median of {args.repeats} batches after "
+        "a warm-up; old = the torchvision v2 pipeline per image on the CPU (what `vtab.augment_batch` and GPS's "
+        "`two_views` did), new = `vpeft.data.augment` on the device.",
+        "",
+        "| augmentation | decode px | crop px | old ms/image (CPU) | new ms/image | speed-up |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['augment']} | {r['decode']} | {r['size']} | {r['old_ms_per_image']:.3f} | "
-                     f"{r['new_ms_per_image']:.3f} | {r['speedup']:.2f}x |")
+        lines.append(
+            f"| {r['augment']} | {r['decode']} | {r['size']} | {r['old_ms_per_image']:.3f} | "
+            f"{r['new_ms_per_image']:.3f} | {r['speedup']:.2f}x |"
+        )
     save("augment", data, lines)
     return 0
 

@@ -40,11 +40,23 @@ def measure(root: Path, augment: str) -> dict:
         vtab.normalize(x, "inception")
     epoch_data = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig.from_dict({"backbone": {"spec": SPEC}, "method": "full", "data": {"root": str(root)},
-                                   "train": {"epochs": 1, "batch_size": 32}})
+        cfg = RunConfig.from_dict(
+            {
+                "backbone": {"spec": SPEC},
+                "method": "full",
+                "data": {"root": str(root)},
+                "train": {"epochs": 1, "batch_size": 32},
+            }
+        )
         r = train(cfg, Path(tmp) / "r", progress=False)
-    return {"images": len(ds), "augment": augment, "decode_once_s": decode, "data_per_epoch_s": epoch_data,
-            "train_epoch_s": r["train_seconds"], "data_share_of_epoch": epoch_data / r["train_seconds"]}
+    return {
+        "images": len(ds),
+        "augment": augment,
+        "decode_once_s": decode,
+        "data_per_epoch_s": epoch_data,
+        "train_epoch_s": r["train_seconds"],
+        "data_share_of_epoch": epoch_data / r["train_seconds"],
+    }
 
 
 def main() -> int:
@@ -56,16 +68,30 @@ def main() -> int:
         rows["synthetic count, crop_flip_randaug"] = measure(root, "crop_flip_randaug")
         if (SHARED / "caltech101").is_dir():
             rows["caltech101 (JPEG <=128 px, shared/data)"] = measure(SHARED / "caltech101", "none")
-    data = {"meta": {"model": SPEC, "batch_size": 32, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "command": command("data_loading.py", [])}, "rows": rows}
-    lines = ["# Data loading against a tiny-model training epoch (1,000 images, batch 32, CPU)", "",
-             "Command: `python benchmarks/data_loading.py`. Decoding happens once per process (images stay in memory "
-             "as uint8); the per-epoch cost is batching, normalising and, for the augmented layouts, augmenting.", "",
-             "| data | decode once s | data per epoch s | training epoch s | data share of the epoch |",
-             "|---|---:|---:|---:|---:|"]
+    data = {
+        "meta": {
+            "model": SPEC,
+            "batch_size": 32,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "command": command("data_loading.py", []),
+        },
+        "rows": rows,
+    }
+    lines = [
+        "# Data loading against a tiny-model training epoch (1,000 images, batch 32, CPU)",
+        "",
+        "Command: `python benchmarks/data_loading.py`. Decoding happens once per process (images stay in memory "
+        "as uint8); the per-epoch cost is batching, normalising and, for the augmented layouts, augmenting.",
+        "",
+        "| data | decode once s | data per epoch s | training epoch s | data share of the epoch |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for k, r in rows.items():
-        lines.append(f"| {k} | {r['decode_once_s']:.2f} | {r['data_per_epoch_s']:.3f} | {r['train_epoch_s']:.2f} "
-                     f"| {r['data_share_of_epoch'] * 100:.1f}% |")
+        lines.append(
+            f"| {k} | {r['decode_once_s']:.2f} | {r['data_per_epoch_s']:.3f} | {r['train_epoch_s']:.2f} "
+            f"| {r['data_share_of_epoch'] * 100:.1f}% |"
+        )
     save("data_loading", data, lines)
     return 0
 

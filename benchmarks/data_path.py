@@ -62,7 +62,7 @@ def lean_loop(cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, epochs
         t0 = time.perf_counter()
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch)).to(device)
         for i in range(0, len(labels), bs):
-            idx = order[i:i + bs]
+            idx = order[i : i + bs]
             with amp_context(device, amp):
                 x, y = images.index_select(0, idx), labels.index_select(0, idx)
                 loss = objective(model, normalize(x, cfg.data.normalize), y)["loss"]
@@ -75,13 +75,15 @@ def lean_loop(cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, epochs
     return times
 
 
-def compare(root: Path, fmt: str, spec: str, method: str, epochs: int, batch: int, device, amp: str, out: Path,
-            rounds: int = 2) -> dict:
+def compare(
+    root: Path, fmt: str, spec: str, method: str, epochs: int, batch: int, device, amp: str, out: Path, rounds: int = 2
+) -> dict:
     """Trainer and lean loop in turn (``rounds`` times each, ABBA order), the median epoch of each, the first epoch
     of every run left out."""
     train_cfg = {"epochs": epochs, "batch_size": batch, "lr": 1e-3, "device": str(device), "amp": amp}
-    cfg = RunConfig.from_dict({"backbone": {"spec": spec}, "method": method, "data": {"root": str(root), "format": fmt},
-                               "train": train_cfg})
+    cfg = RunConfig.from_dict(
+        {"backbone": {"spec": spec}, "method": method, "data": {"root": str(root), "format": fmt}, "train": train_cfg}
+    )
     trainer, lean, ds = [], [], None
     for i in range(2 * rounds):
         if (i % 4) in (0, 3):  # trainer, lean, lean, trainer, ...
@@ -94,9 +96,17 @@ def compare(root: Path, fmt: str, spec: str, method: str, epochs: int, batch: in
         else:
             lean += lean_loop(cfg, ds.images, ds.labels, epochs, device, amp)[1:]
     t, lo = statistics.median(trainer), statistics.median(lean)
-    return {"format": fmt, "method": method, "images": len(ds), "augment": r["protocol"]["augment"],
-            "trainer_epoch_s": t, "lean_epoch_s": lo, "ratio": t / lo, "throughput_ratio": lo / t,
-            "data_on_device": r["data_on_device"]}
+    return {
+        "format": fmt,
+        "method": method,
+        "images": len(ds),
+        "augment": r["protocol"]["augment"],
+        "trainer_epoch_s": t,
+        "lean_epoch_s": lo,
+        "ratio": t / lo,
+        "throughput_ratio": lo / t,
+        "data_on_device": r["data_on_device"],
+    }
 
 
 def main(argv=None) -> int:
@@ -123,19 +133,33 @@ def main(argv=None) -> int:
                 print(json.dumps(rows[-1]))
     if args.smoke:
         return 0
-    data = {"meta": run_meta("data_path.py", model=SPEC, batch_size=args.batch_size, epochs=args.epochs,
-                             dtype="float32" if args.amp == "none" else args.amp, device=str(device)),
-            "rows": rows}
-    lines = [f"# The trainer's data path against a lean loop ({data['meta']['device']}, batch {args.batch_size}, "
-             f"{data['meta']['dtype']})", "",
-             f"Command: `{data['meta']['command']}`. Median epoch time over epochs 2-{args.epochs} of each; the lean "
-             "loop trains the same model and optimizer on the same number of images already in device tensors (no "
-             "augmentation). Ratio = trainer / lean (goal on vtab1k: at most 1.10).", "",
-             "| format | method | augmentation | images | trainer epoch s | lean epoch s | ratio |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    data = {
+        "meta": run_meta(
+            "data_path.py",
+            model=SPEC,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            dtype="float32" if args.amp == "none" else args.amp,
+            device=str(device),
+        ),
+        "rows": rows,
+    }
+    lines = [
+        f"# The trainer's data path against a lean loop ({data['meta']['device']}, batch {args.batch_size}, "
+        f"{data['meta']['dtype']})",
+        "",
+        f"Command: `{data['meta']['command']}`. Median epoch time over epochs 2-{args.epochs} of each; the lean "
+        "loop trains the same model and optimizer on the same number of images already in device tensors (no "
+        "augmentation). Ratio = trainer / lean (goal on vtab1k: at most 1.10).",
+        "",
+        "| format | method | augmentation | images | trainer epoch s | lean epoch s | ratio |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['format']} | {r['method']} | {r['augment']} | {r['images']} | {r['trainer_epoch_s']:.3f} "
-                     f"| {r['lean_epoch_s']:.3f} | {r['ratio']:.3f} |")
+        lines.append(
+            f"| {r['format']} | {r['method']} | {r['augment']} | {r['images']} | {r['trainer_epoch_s']:.3f} "
+            f"| {r['lean_epoch_s']:.3f} | {r['ratio']:.3f} |"
+        )
     save("data_path", data, lines)
     return 0
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-from _common import load, run_meta, save
 import yaml
+from _common import load, run_meta, save
 
 import vpeft
 from vpeft.config import RunConfig
@@ -77,7 +77,7 @@ def part_multitask(batches: list[int], repeats: int) -> dict:
             x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
             t_sep, t_mt = [], []
             err = 0.0
-            for rep in range(repeats):
+            for _rep in range(repeats):
                 t0 = time.perf_counter()
                 sep = []
                 for c, sd in zip(VTAB_CLASSES, states):
@@ -89,8 +89,13 @@ def part_multitask(batches: list[int], repeats: int) -> dict:
                 outs = mt(x)
                 t_mt.append(time.perf_counter() - t0)
                 err = max(err, max((a - b).abs().max().item() for a, b in zip(outs, sep)))
-            out[str(batch)] = {"separate_s": min(t_sep), "multitask_s": min(t_mt),
-                               "ratio": min(t_mt) / min(t_sep), "max_abs_diff": err, "repeats": repeats}
+            out[str(batch)] = {
+                "separate_s": min(t_sep),
+                "multitask_s": min(t_mt),
+                "ratio": min(t_mt) / min(t_sep),
+                "max_abs_diff": err,
+                "repeats": repeats,
+            }
             print(json.dumps(out[str(batch)]), file=sys.stderr)
     return {"tasks": len(VTAB_CLASSES), "first_block": 7, "rows": out}
 
@@ -122,34 +127,51 @@ def part_throughput(batches: list[int], repeats: int) -> dict:
 
 def render(data: dict) -> str:
     meta = data["meta"]
-    lines = [f"# DTL on {VIT_B}, {meta['dtype']}, {meta['device']} ({meta['threads']} threads, random weights)", "",
-             f"Command: `{meta['command']}`.", ""]
+    lines = [
+        f"# DTL on {VIT_B}, {meta['dtype']}, {meta['device']} ({meta['threads']} threads, random weights)",
+        "",
+        f"Command: `{meta['command']}`.",
+        "",
+    ]
     if "memory" in data:
         mem = data["memory"]
         rows = mem["rows"]
         full, lora = rows["full"]["saved_activation_bytes"], rows["lora"]["saved_activation_bytes"]
-        lines += [f"## Training memory against M (batch {mem['batch_size']})", "",
-                  "| method | trainable (no head) | activations MiB | x full | x lora | train memory MiB |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## Training memory against M (batch {mem['batch_size']})",
+            "",
+            "| method | trainable (no head) | activations MiB | x full | x lora | train memory MiB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for spec, r in rows.items():
             a = r["saved_activation_bytes"]
-            lines.append(f"| {spec} | {r['trainable_no_head']:,} | {a / 2**20:.1f} | {a / full:.3f} | {a / lora:.3f} "
-                         f"| {r['train_memory_bytes'] / 2**20:.1f} |")
+            lines.append(
+                f"| {spec} | {r['trainable_no_head']:,} | {a / 2**20:.1f} | {a / full:.3f} | {a / lora:.3f} "
+                f"| {r['train_memory_bytes'] / 2**20:.1f} |"
+            )
         lines.append("")
     if "multitask" in data:
         mt = data["multitask"]
-        lines += [f"## Shared-trunk inference, {mt['tasks']} task models (VTAB-1K class counts), M = 7", "",
-                  "| batch | separately s | shared trunk s | ratio | max abs diff |", "|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## Shared-trunk inference, {mt['tasks']} task models (VTAB-1K class counts), M = 7",
+            "",
+            "| batch | separately s | shared trunk s | ratio | max abs diff |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for b, r in mt["rows"].items():
-            lines.append(f"| {b} | {r['separate_s']:.2f} | {r['multitask_s']:.2f} | {r['ratio']:.3f} "
-                         f"| {r['max_abs_diff']:.1e} |")
+            lines.append(
+                f"| {b} | {r['separate_s']:.2f} | {r['multitask_s']:.2f} | {r['ratio']:.3f} | {r['max_abs_diff']:.1e} |"
+            )
         lines.append("")
     if "throughput" in data:
         tp = data["throughput"]
         batches = list(next(iter(tp["rows"].values())))
-        lines += [f"## Eval throughput, images/s (fastest of {tp['repeats']})", "",
-                  "| method | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                  "|---|" + "---:|" * len(batches)]
+        lines += [
+            f"## Eval throughput, images/s (fastest of {tp['repeats']})",
+            "",
+            "| method | " + " | ".join(f"batch {b}" for b in batches) + " |",
+            "|---|" + "---:|" * len(batches),
+        ]
         for spec, r in tp["rows"].items():
             lines.append(f"| {spec} | " + " | ".join(f"{r[b]:.2f}" for b in batches) + " |")
     return "\n".join(lines) + "\n"

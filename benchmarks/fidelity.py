@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 from _common import run_meta, save
@@ -39,14 +38,20 @@ def _batch(n=16, seed=0, size=32):
 
 
 def _model(method, objective="ce", backbone=STUDENT, drop_path=0.0):
-    cfg = RunConfig.from_dict({"backbone": {"spec": backbone}, "method": method, "objective": objective,
-                               "train": {"lr": 1e-3, "weight_decay": 1e-4, "drop_path": drop_path}})
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": backbone},
+            "method": method,
+            "objective": objective,
+            "train": {"lr": 1e-3, "weight_decay": 1e-4, "drop_path": drop_path},
+        }
+    )
     return cfg, *build_model(cfg, 10)
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> dict:
     d = (a - b).abs()
-    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "mse": float((d ** 2).mean())}
+    return {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "mse": float((d**2).mean())}
 
 
 def idat_teacher_drop_path() -> dict:
@@ -102,9 +107,16 @@ def gps_tie_break() -> dict:
     from vpeft.selectors.gps import top_k_per_row
 
     row = torch.zeros(1, 768)
-    return {"what": "an all-zero row of 768 (a neuron with no gradient)",
-            **{f"k={k}": {"authors": sorted(top_k_per_row(row, k)[0][0].tolist()),
-                          "torch.topk": sorted(torch.topk(row, k, dim=1).indices[0].tolist())} for k in (1, 2, 3)}}
+    return {
+        "what": "an all-zero row of 768 (a neuron with no gradient)",
+        **{
+            f"k={k}": {
+                "authors": sorted(top_k_per_row(row, k)[0][0].tolist()),
+                "torch.topk": sorted(torch.topk(row, k, dim=1).indices[0].tolist()),
+            }
+            for k in (1, 2, 3)
+        },
+    }
 
 
 def _logit_diff(spec_a: str, spec_b: str, drop_path: float = 0.0, train: bool = False) -> dict:
@@ -127,35 +139,61 @@ def main(argv=None) -> int:
         "drop the last partial batch": drop_last(),
         "GPS selection pass precision": gps_selection_precision(),
         "GPS tie-break": gps_tie_break(),
-        "NOAH LoRA init (B trunc-normal)": {"what": "logits at initialisation, lora:targets=[qkv] vs init=trunc_normal",
-                                            **_logit_diff("lora:targets=[qkv]", "lora:targets=[qkv],init=trunc_normal")},
+        "NOAH LoRA init (B trunc-normal)": {
+            "what": "logits at initialisation, lora:targets=[qkv] vs init=trunc_normal",
+            **_logit_diff("lora:targets=[qkv]", "lora:targets=[qkv],init=trunc_normal"),
+        },
         "NOAH adapter around drop-path (train)": {
             "what": "x + DP(h + A(h)) vs x + DP(h) + A(DP(h)), drop-path 0.1, same draws, train mode",
-            **_logit_diff("adapter:dim=8,position=mlp,init=trunc_normal",
-                          "adapter:dim=8,position=mlp_drop_path,init=trunc_normal", drop_path=0.1, train=True)},
+            **_logit_diff(
+                "adapter:dim=8,position=mlp,init=trunc_normal",
+                "adapter:dim=8,position=mlp_drop_path,init=trunc_normal",
+                drop_path=0.1,
+                train=True,
+            ),
+        },
         "NOAH adapter around drop-path (eval)": {
             "what": "the same pair in eval mode",
-            **_logit_diff("adapter:dim=8,position=mlp,init=trunc_normal",
-                          "adapter:dim=8,position=mlp_drop_path,init=trunc_normal", drop_path=0.1)},
-        "VPT prompt dropout": {"what": "vpt_deep dropout 0.1 (NOAH's script) vs 0.0 (VPT's code), train mode",
-                               **_logit_diff("vpt_deep:dropout=0.1", "vpt_deep:dropout=0.0", train=True)},
+            **_logit_diff(
+                "adapter:dim=8,position=mlp,init=trunc_normal",
+                "adapter:dim=8,position=mlp_drop_path,init=trunc_normal",
+                drop_path=0.1,
+            ),
+        },
+        "VPT prompt dropout": {
+            "what": "vpt_deep dropout 0.1 (NOAH's script) vs 0.0 (VPT's code), train mode",
+            **_logit_diff("vpt_deep:dropout=0.1", "vpt_deep:dropout=0.0", train=True),
+        },
     }
     data = {"meta": run_meta("fidelity.py", argv, student=STUDENT, teacher=TEACHER, batch=16), "rows": rows}
-    lines = ["# What each difference from the authors' code changes (shipped backbones, CPU, fp32)", "",
-             f"Command: `{data['meta']['command']}`. Each pair is built from the same seed; logits of a fixed batch of "
-             "16 random 32 px images.", "", "| difference | what is compared | result |", "|---|---|---|"]
+    lines = [
+        "# What each difference from the authors' code changes (shipped backbones, CPU, fp32)",
+        "",
+        f"Command: `{data['meta']['command']}`. Each pair is built from the same seed; logits of a fixed batch of "
+        "16 random 32 px images.",
+        "",
+        "| difference | what is compared | result |",
+        "|---|---|---|",
+    ]
     for name, r in rows.items():
         rest = {k: v for k, v in r.items() if k != "what"}
         if "max_abs" in rest:
             txt = f"max {rest['max_abs']:.3g}, mean {rest['mean_abs']:.3g}, mse {rest['mse']:.3g}"
         elif name.startswith("drop"):
-            txt = "; ".join(f"{k}: {v['steps_per_epoch'][0]} vs {v['steps_per_epoch'][1]} steps an epoch "
-                            f"(+{v['extra_updates_pct']:.1f}% updates kept)" for k, v in rest.items())
+            txt = "; ".join(
+                f"{k}: {v['steps_per_epoch'][0]} vs {v['steps_per_epoch'][1]} steps an epoch "
+                f"(+{v['extra_updates_pct']:.1f}% updates kept)"
+                for k, v in rest.items()
+            )
         elif name == "GPS tie-break":
-            txt = "; ".join(f"{k}: columns {v['authors']} (authors) vs {v['torch.topk']} (topk)" for k, v in rest.items())
+            txt = "; ".join(
+                f"{k}: columns {v['authors']} (authors) vs {v['torch.topk']} (topk)" for k, v in rest.items()
+            )
         else:
-            txt = (f"{rest['rows_differing_fp16']} of {rest['rows']} rows differ in fp16, "
-                   f"{rest['rows_differing_bf16']} in bf16")
+            txt = (
+                f"{rest['rows_differing_fp16']} of {rest['rows']} rows differ in fp16, "
+                f"{rest['rows_differing_bf16']} in bf16"
+            )
         lines.append(f"| {name} | {r['what']} | {txt} |")
     save("fidelity", data, lines)
     return 0

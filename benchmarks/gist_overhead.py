@@ -21,7 +21,6 @@ from vpeft.config import RunConfig
 from vpeft.run import build_model
 
 
-
 def build(method, objective, batch):
     cfg = RunConfig.from_dict({"backbone": {"spec": "vit_base_patch16_224"}, "method": method, "objective": objective})
     model, obj = build_model(cfg, 100)
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
             for k in order:
                 times[k]["eval"].append(eval_step(variants[k][0], variants[k][1], x))
         row = {"method": method}
-        for k, (model, obj, opt) in variants.items():
+        for k, (model, obj, _opt) in variants.items():
             row[f"{k}_train_s"] = min(times[k]["train"])
             row[f"{k}_eval_s"] = min(times[k]["eval"])
             model.eval(), obj.eval()
@@ -87,21 +86,24 @@ def main(argv=None) -> int:
         row["eval_flops_ratio"] = row["gist_eval_flops"] / row["ce_eval_flops"]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    meta = run_meta("gist_overhead.py", argv, backbone="vit_base_patch16_224", batch_size=args.batch_size,
-                    repeats=args.repeats)
+    meta = run_meta(
+        "gist_overhead.py", argv, backbone="vit_base_patch16_224", batch_size=args.batch_size, repeats=args.repeats
+    )
     lines = [
         f"# GIST overhead on ViT-B/16, batch {args.batch_size}, fp32, CPU",
         "",
         f"Command: `{meta['command']}`. Fastest of {args.repeats} ABBA-interleaved runs per variant; eval FLOPs "
         "counted with torch.utils.flop_counter.",
         "",
-        "| method | train s (ce) | train s (gist) | train ratio | eval s (ce) | eval s (gist) | eval ratio | eval FLOPs ratio |",
+        "| method | train s (ce) | train s (gist) | train ratio | eval s (ce) | eval s (gist) | eval ratio | eval FLOPs ratio |",  # noqa: E501
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['ce_train_s']:.3f} | {r['gist_train_s']:.3f} | {r['train_ratio']:.3f} "
-                     f"| {r['ce_eval_s']:.3f} | {r['gist_eval_s']:.3f} | {r['eval_ratio']:.3f} "
-                     f"| {r['eval_flops_ratio']:.4f} |")
+        lines.append(
+            f"| {r['method']} | {r['ce_train_s']:.3f} | {r['gist_train_s']:.3f} | {r['train_ratio']:.3f} "
+            f"| {r['ce_eval_s']:.3f} | {r['gist_eval_s']:.3f} | {r['eval_ratio']:.3f} "
+            f"| {r['eval_flops_ratio']:.4f} |"
+        )
     save("gist_overhead", {"meta": meta, "rows": rows}, lines)
     return 0
 

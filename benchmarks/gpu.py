@@ -59,11 +59,24 @@ ROWS = (
     ("dtl_plus", "dtl_plus", "ce", None),
 )
 #: DTL paper (arXiv 2312.07856): training memory of ViT-B/16 in GB; their ratio to full fine-tuning is what compares.
-PAPER_MEMORY_GB = {"full": 4.7, "lora": 3.0, "adaptformer": 2.8, "bitfit": 2.9, "ssf": 4.9, "fact_tt": 3.9,
-                   "vpt_deep": 4.2, "dtl": 1.6, "dtl_plus": 1.7}
+PAPER_MEMORY_GB = {
+    "full": 4.7,
+    "lora": 3.0,
+    "adaptformer": 2.8,
+    "bitfit": 2.9,
+    "ssf": 4.9,
+    "fact_tt": 3.9,
+    "vpt_deep": 4.2,
+    "dtl": 1.6,
+    "dtl_plus": 1.7,
+}
 #: The same paper's inference images/s on an RTX 3090 at batch 1, 4, 16.
-PAPER_INFERENCE = {"full": (161, 636, 952), "dtl": (131, 528, 892), "dtl_plus": (120, 469, 877),
-                   "adaptformer": (108, 436, 876)}
+PAPER_INFERENCE = {
+    "full": (161, 636, 952),
+    "dtl": (131, 528, 892),
+    "dtl_plus": (120, 469, 877),
+    "adaptformer": (108, 436, 876),
+}
 INFERENCE_BATCHES = (1, 4, 16)
 GOALS = {"vtab1k": 0.9, "fgvc": 0.8}
 
@@ -96,8 +109,9 @@ def run_part(name: str, fn, deadline: float) -> dict:
     return out
 
 
-def methods_part(spec: str, teacher: str, batch: int, device, amp: str, warmup: int, repeats: int,
-                 deadline: float) -> dict:
+def methods_part(
+    spec: str, teacher: str, batch: int, device, amp: str, warmup: int, repeats: int, deadline: float
+) -> dict:
     from vpeft.measure import measure
 
     rows, failed = {}, []
@@ -108,19 +122,48 @@ def methods_part(spec: str, teacher: str, batch: int, device, amp: str, warmup: 
         obj = {"name": "idat", "teacher": teacher} if objective == "idat" else objective
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
         try:
-            r = measure(spec, method, obj, batch_size=batch, num_classes=100, device=str(device), amp=amp,
-                        warmup=warmup, repeats=repeats, selector=selector, inference=True,
-                        inference_batch_sizes=INFERENCE_BATCHES)
+            r = measure(
+                spec,
+                method,
+                obj,
+                batch_size=batch,
+                num_classes=100,
+                device=str(device),
+                amp=amp,
+                warmup=warmup,
+                repeats=repeats,
+                selector=selector,
+                inference=True,
+                inference_batch_sizes=INFERENCE_BATCHES,
+            )
             rows[label] = {
-                "status": "ok", "method": r["method"], "objective": r["objective"], "selector": r.get("selector"),
+                "status": "ok",
+                "method": r["method"],
+                "objective": r["objective"],
+                "selector": r.get("selector"),
                 "trainable_no_head": r["trainable_no_head"],
-                "cuda_peak_bytes": r.get("cuda_max_memory_allocated"), "cuda_allocated_before_bytes": before,
-                **{k: r.get(k) for k in ("train_memory_bytes", "saved_activation_bytes", "autocast_weight_bytes",
-                                         "param_bytes", "grad_bytes", "optimizer_state_bytes", "step_seconds")},
+                "cuda_peak_bytes": r.get("cuda_max_memory_allocated"),
+                "cuda_allocated_before_bytes": before,
+                **{
+                    k: r.get(k)
+                    for k in (
+                        "train_memory_bytes",
+                        "saved_activation_bytes",
+                        "autocast_weight_bytes",
+                        "param_bytes",
+                        "grad_bytes",
+                        "optimizer_state_bytes",
+                        "step_seconds",
+                    )
+                },
                 "train_images_per_second": batch / r["step_seconds"],
-                "inference": {str(i["batch_size"]): {"latency_seconds": i["latency_seconds"],
-                                                     "images_per_second": i["images_per_second"]}
-                              for i in r["inference"]},
+                "inference": {
+                    str(i["batch_size"]): {
+                        "latency_seconds": i["latency_seconds"],
+                        "images_per_second": i["images_per_second"],
+                    }
+                    for i in r["inference"]
+                },
             }
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
@@ -131,7 +174,7 @@ def methods_part(spec: str, teacher: str, batch: int, device, amp: str, warmup: 
     # Peak memory on CUDA; on the CPU the probe's exact accounting stands in for it.
     key = "cuda_peak_bytes" if device.type == "cuda" else "train_memory_bytes"
     full = rows.get("full", {}).get(key)
-    for label, r in rows.items():
+    for r in rows.values():
         if r["status"] == "ok":
             r["memory_basis"] = key
             r["ratio_to_full"] = r[key] / full if full else None
@@ -156,15 +199,24 @@ def _small_split(task: Path, n: int) -> str:
 def _train_cfg(spec: str, task: Path, split: str, batch: int, device, amp: str, **kw):
     from vpeft.config import RunConfig
 
-    return RunConfig.from_dict({
-        "backbone": {"spec": spec}, "data": {"root": str(task), "train_split": split},
-        "train": {"epochs": 1, "batch_size": batch, "lr": 1e-3, "device": str(device), "amp": amp}, **kw})
+    return RunConfig.from_dict(
+        {
+            "backbone": {"spec": spec},
+            "data": {"root": str(task), "train_split": split},
+            "train": {"epochs": 1, "batch_size": batch, "lr": 1e-3, "device": str(device), "amp": amp},
+            **kw,
+        }
+    )
 
 
 def _run_record(r: dict, out: Path) -> dict:
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    return {"loss": [e["loss"] for e in log], "test_acc": r["test_acc"], "memory": r["memory"],
-            "train_seconds": r["train_seconds"]}
+    return {
+        "loss": [e["loss"] for e in log],
+        "test_acc": r["test_acc"],
+        "memory": r["memory"],
+        "train_seconds": r["train_seconds"],
+    }
 
 
 def fp16_part(spec: str, task: Path | None, batch: int, device, amp: str, runs: Path) -> dict:
@@ -188,12 +240,19 @@ def gps_part(spec: str, task: Path | None, batch: int, device, amp: str, runs: P
     split = _small_split(_need(task), 2 * batch)
     cfg = _train_cfg(spec, task, split, batch, device, amp, method="linear", selector="gps")
     r = train(cfg, runs / "gps", progress=False)
-    return {"method": "linear", "selector": "gps", "amp": amp, "selection": r.get("selection"),
-            "trainable_params_no_head": r["trainable_params_no_head"], **_run_record(r, runs / "gps")}
+    return {
+        "method": "linear",
+        "selector": "gps",
+        "amp": amp,
+        "selection": r.get("selection"),
+        "trainable_params_no_head": r["trainable_params_no_head"],
+        **_run_record(r, runs / "gps"),
+    }
 
 
-def data_path_part(spec: str, task: Path | None, root: Path, methods: tuple[str, ...], epochs: int, batch: int, device,
-                   amp: str) -> dict:
+def data_path_part(
+    spec: str, task: Path | None, root: Path, methods: tuple[str, ...], epochs: int, batch: int, device, amp: str
+) -> dict:
     from data_path import compare, fgvc_copy
 
     roots = {"vtab1k": _need(task), "fgvc": fgvc_copy(task, root / f"{task.name}-fgvc")}
@@ -201,9 +260,12 @@ def data_path_part(spec: str, task: Path | None, root: Path, methods: tuple[str,
     for fmt, r in roots.items():
         for method in methods:
             row = compare(r, fmt, spec, method, epochs, batch, device, amp, root / "runs-data-path")
-            row.update(trainer_images_per_second=row["images"] / row["trainer_epoch_s"],
-                       lean_images_per_second=row["images"] / row["lean_epoch_s"], goal=GOALS[fmt],
-                       meets_goal=row["throughput_ratio"] >= GOALS[fmt])
+            row.update(
+                trainer_images_per_second=row["images"] / row["trainer_epoch_s"],
+                lean_images_per_second=row["images"] / row["lean_epoch_s"],
+                goal=GOALS[fmt],
+                meets_goal=row["throughput_ratio"] >= GOALS[fmt],
+            )
             rows.append(row)
             print(f"  {fmt} {method}: {row['throughput_ratio']:.3f}x the lean loop", file=sys.stderr, flush=True)
             _free(device)
@@ -280,24 +342,36 @@ def _mib(b) -> str:
 
 def markdown(data: dict) -> list[str]:
     meta, parts = data["meta"], data["parts"]
-    lines = [f"# vpeft on one GPU: {meta['backbone']}, batch {meta['batch_size']}, {meta['dtype']}, {meta['device']}",
-             "", f"torch {meta['torch']}; command: `{meta['command']}`; {data['total_seconds']:.0f} s in all.", ""]
+    lines = [
+        f"# vpeft on one GPU: {meta['backbone']}, batch {meta['batch_size']}, {meta['dtype']}, {meta['device']}",
+        "",
+        f"torch {meta['torch']}; command: `{meta['command']}`; {data['total_seconds']:.0f} s in all.",
+        "",
+    ]
     for name, p in parts.items():
         if p["status"] != "ok":
             lines.append(f"- **{name}: {p['status']}**: {p.get('error') or p.get('reason')}")
     m = parts["methods"]
     rows = m.get("rows") or {}
     if rows:
-        basis = "peak CUDA memory allocated" if data["meta"]["device"].startswith("cuda") else \
-            "probe's training memory (no CUDA)"
-        lines += ["", "## Methods", "",
-                  f"Memory: {basis} over the measured, warm-up and timed training steps (AdamW, random weights); "
-                  "its ratio to full fine-tuning beside the DTL paper's (its GB / full's 4.7 GB). Activations and "
-                  "autocast weight copies: what autograd saves for backward (the exact probe). Inference: eval "
-                  "mode, inference mode, same autocast, median latency; the paper's figures are an RTX 3090's.", "",
-                  "| method | trainable (no head) | memory MiB | ratio to full | paper ratio | activations MiB "
-                  "| weight copies MiB | train img/s | inference img/s b1 / b4 / b16 | paper 3090 b1 / b4 / b16 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        basis = (
+            "peak CUDA memory allocated"
+            if data["meta"]["device"].startswith("cuda")
+            else "probe's training memory (no CUDA)"
+        )
+        lines += [
+            "",
+            "## Methods",
+            "",
+            f"Memory: {basis} over the measured, warm-up and timed training steps (AdamW, random weights); "
+            "its ratio to full fine-tuning beside the DTL paper's (its GB / full's 4.7 GB). Activations and "
+            "autocast weight copies: what autograd saves for backward (the exact probe). Inference: eval "
+            "mode, inference mode, same autocast, median latency; the paper's figures are an RTX 3090's.",
+            "",
+            "| method | trainable (no head) | memory MiB | ratio to full | paper ratio | activations MiB "
+            "| weight copies MiB | train img/s | inference img/s b1 / b4 / b16 | paper 3090 b1 / b4 / b16 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for label, r in rows.items():
             if r["status"] != "ok":
                 lines.append(f"| {label} | {r['status']}: {r.get('error') or r.get('reason')} |" + " |" * 8)
@@ -309,38 +383,60 @@ def markdown(data: dict) -> list[str]:
             lines.append(
                 f"| {label} | {r['trainable_no_head']:,} | {_mib(r[r['memory_basis']])} | {ratio} "
                 f"| {paper} | {_mib(r['saved_activation_bytes'])} "
-                f"| {_mib(r['autocast_weight_bytes'])} | {r['train_images_per_second']:,.0f} | {inf} | {pinf} |")
+                f"| {_mib(r['autocast_weight_bytes'])} | {r['train_images_per_second']:,.0f} | {inf} | {pinf} |"
+            )
     d = parts["data_path"]
     if d.get("rows"):
-        lines += ["", "## Data path", "",
-                  f"The trainer against a lean loop over the same model and optimizer with the data already in "
-                  f"device tensors (`benchmarks/data_path.py`'s comparison), median epoch of epochs 2-{d['epochs']}. "
-                  "fgvc: the trainer also draws a random-resized crop + flip per image; the lean loop does not.", "",
-                  "| format | method | images | trainer img/s | lean img/s | trainer / lean throughput | goal |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Data path",
+            "",
+            f"The trainer against a lean loop over the same model and optimizer with the data already in "
+            f"device tensors (`benchmarks/data_path.py`'s comparison), median epoch of epochs 2-{d['epochs']}. "
+            "fgvc: the trainer also draws a random-resized crop + flip per image; the lean loop does not.",
+            "",
+            "| format | method | images | trainer img/s | lean img/s | trainer / lean throughput | goal |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for r in d["rows"]:
-            lines.append(f"| {r['format']} | {r['method']} | {r['images']} | {r['trainer_images_per_second']:,.0f} "
-                         f"| {r['lean_images_per_second']:,.0f} | {r['throughput_ratio']:.3f} "
-                         f"| >= {r['goal']} {'(met)' if r['meets_goal'] else '(NOT met)'} |")
+            lines.append(
+                f"| {r['format']} | {r['method']} | {r['images']} | {r['trainer_images_per_second']:,.0f} "
+                f"| {r['lean_images_per_second']:,.0f} | {r['throughput_ratio']:.3f} "
+                f"| >= {r['goal']} {'(met)' if r['meets_goal'] else '(NOT met)'} |"
+            )
     lp = parts.get("lora_peft", {})
     if lp.get("rows"):
-        lines += ["", "## LoRA against HF PEFT", "",
-                  "Training step time, rank 8, `benchmarks/lora_peft.py`: vpeft's q,v updates added into the slices of "
-                  "the fused qkv output, its single update of the fused qkv, and PEFT's LoRA on the fused qkv.", "",
-                  "| variant | trainable | median ms | min ms | / peft qkv |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {r['trainable']:,} | {r['median_ms']:.2f} | {r['min_ms']:.2f} "
-                  f"| {r['ratio_to_peft']:.3f} |" for r in lp["rows"]]
+        lines += [
+            "",
+            "## LoRA against HF PEFT",
+            "",
+            "Training step time, rank 8, `benchmarks/lora_peft.py`: vpeft's q,v updates added into the slices of "
+            "the fused qkv output, its single update of the fused qkv, and PEFT's LoRA on the fused qkv.",
+            "",
+            "| variant | trainable | median ms | min ms | / peft qkv |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['variant']} | {r['trainable']:,} | {r['median_ms']:.2f} | {r['min_ms']:.2f} "
+            f"| {r['ratio_to_peft']:.3f} |"
+            for r in lp["rows"]
+        ]
     lines += ["", "## Trainer runs and collectives", ""]
     for name in ("fp16_scaler", "gps"):
         p = parts[name]
         if p["status"] == "ok":
             mem = p["memory"]
             peak = mem.get("cuda_max_memory_allocated") or mem.get("cuda_peak_allocated")
-            sel = f", selection {p['selection']['seconds']:.1f} s, {p['selection']['selected']:,} selected" \
-                if p.get("selection") else ""
+            sel = (
+                f", selection {p['selection']['seconds']:.1f} s, {p['selection']['selected']:,} selected"
+                if p.get("selection")
+                else ""
+            )
             peak = f"; peak {_mib(peak)} MiB allocated" if peak else ""
-            lines.append(f"- {name}: {p['method']}, train.amp={p['amp']} (trained in {mem.get('dtype')}), losses "
-                         f"{', '.join(f'{v:.4f}' for v in p['loss'])}{sel}{peak}.")
+            lines.append(
+                f"- {name}: {p['method']}, train.amp={p['amp']} (trained in {mem.get('dtype')}), losses "
+                f"{', '.join(f'{v:.4f}' for v in p['loss'])}{sel}{peak}."
+            )
     if parts["nccl"]["status"] == "ok":
         lines.append(f"- nccl: world {parts['nccl']['world_size']}, {', '.join(parts['nccl']['checks'])}: right.")
     return lines
@@ -367,9 +463,18 @@ def main(argv=None) -> int:
     warmup, repeats = (1, 2) if args.smoke else (3, 10)
     # The trainer autocasts on CUDA only: on the CPU its runs are fp32 (each run records its dtype).
     train_amp = args.amp if device.type == "cuda" else "none"
-    meta = run_meta("gpu.py", argv, dtype={"none": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.amp],
-                    device=device, backbone=spec, batch_size=batch, img_size=32 if args.smoke else 224,
-                    smoke=args.smoke, budget_seconds=args.budget, cuda=torch.version.cuda)
+    meta = run_meta(
+        "gpu.py",
+        argv,
+        dtype={"none": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.amp],
+        device=device,
+        backbone=spec,
+        batch_size=batch,
+        img_size=32 if args.smoke else 224,
+        smoke=args.smoke,
+        budget_seconds=args.budget,
+        cuda=torch.version.cuda,
+    )
     parts = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -379,26 +484,37 @@ def main(argv=None) -> int:
             nonlocal task
             from vpeft.data.synth import generate_task
 
-            task = generate_task(tmp / "data", "shapes", size=32 if args.smoke else 224,
-                                 n_test=16 if args.smoke else 64)
+            task = generate_task(
+                tmp / "data", "shapes", size=32 if args.smoke else 224, n_test=16 if args.smoke else 64
+            )
             return {"task": "shapes", "train_images": 1000}
 
         parts["data"] = run_part("data", make_task, deadline)
         # The memory table first, while nothing else has touched the device.
-        parts["methods"] = run_part("methods", lambda: methods_part(spec, teacher, batch, device, args.amp, warmup,
-                                                                    repeats, deadline), deadline)
+        parts["methods"] = run_part(
+            "methods", lambda: methods_part(spec, teacher, batch, device, args.amp, warmup, repeats, deadline), deadline
+        )
         methods = ("linear",) if args.smoke else ("linear", "lora")
-        parts["data_path"] = run_part("data_path", lambda: data_path_part(
-            spec, task, tmp, methods, 2 if args.smoke else 4, batch, device, train_amp), deadline)
+        parts["data_path"] = run_part(
+            "data_path",
+            lambda: data_path_part(spec, task, tmp, methods, 2 if args.smoke else 4, batch, device, train_amp),
+            deadline,
+        )
         fp16 = "fp16" if device.type == "cuda" else "none"  # the recipes' AMP; fp32 on the CPU
-        parts["fp16_scaler"] = run_part("fp16_scaler", lambda: fp16_part(spec, task, batch, device, fp16, tmp),
-                                        deadline)
+        parts["fp16_scaler"] = run_part(
+            "fp16_scaler", lambda: fp16_part(spec, task, batch, device, fp16, tmp), deadline
+        )
         parts["gps"] = run_part("gps", lambda: gps_part(spec, task, batch, device, fp16, tmp), deadline)
-        parts["lora_peft"] = run_part("lora_peft", lambda: lora_peft_part(args.smoke, batch, device, args.amp,
-                                                                          tmp / "lora_peft"), deadline)
+        parts["lora_peft"] = run_part(
+            "lora_peft", lambda: lora_peft_part(args.smoke, batch, device, args.amp, tmp / "lora_peft"), deadline
+        )
         parts["nccl"] = run_part("nccl", lambda: nccl_part(device), deadline)
-    data = {"meta": meta, "parts": parts, "paper": {"memory_gb": PAPER_MEMORY_GB, "inference_3090": PAPER_INFERENCE},
-            "total_seconds": time.perf_counter() - t0}
+    data = {
+        "meta": meta,
+        "parts": parts,
+        "paper": {"memory_gb": PAPER_MEMORY_GB, "inference_3090": PAPER_INFERENCE},
+        "total_seconds": time.perf_counter() - t0,
+    }
     save("gpu", data, markdown(data), out=args.out or OUT)
     failed = [k for k, v in parts.items() if v["status"] == "failed"]
     if failed:

@@ -32,8 +32,9 @@ def part_step(batch: int, repeats: int) -> dict:
     x, y = torch.randn(batch, 3, 224, 224, generator=g), torch.randint(0, 100, (batch,), generator=g)
     variants = {}
     for name, objective in (("student alone", "ce"), ("idat", "idat")):
-        cfg = RunConfig.from_dict({"backbone": {"spec": "vit_base_patch16_224"}, "method": "adapter:dim=4",
-                                   "objective": objective})
+        cfg = RunConfig.from_dict(
+            {"backbone": {"spec": "vit_base_patch16_224"}, "method": "adapter:dim=4", "objective": objective}
+        )
         model, obj = build_model(cfg, 100)
         params = [p for m in (model, obj) for p in m.parameters() if p.requires_grad]
         variants[name] = (model.train(), obj.train(), torch.optim.AdamW(params, lr=1e-4))
@@ -49,16 +50,22 @@ def part_step(batch: int, repeats: int) -> dict:
     for v in variants.values():
         step(*v)
     for i in range(repeats):
-        for k in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+        for k in list(variants) if i % 2 == 0 else list(variants)[::-1]:
             times[k].append(step(*variants[k]))
     mem = measure("vit_base_patch16_224", "adapter:dim=4", "idat", batch_size=batch, num_classes=100, timing=False)
     return {
-        "batch_size": batch, "repeats": repeats,
-        "student_s": min(times["student alone"]), "idat_s": min(times["idat"]),
+        "batch_size": batch,
+        "repeats": repeats,
+        "student_s": min(times["student alone"]),
+        "idat_s": min(times["idat"]),
         "ratio": min(times["idat"]) / min(times["student alone"]),
-        "memory": {k: {m: mem[k][m] if k != "together" else mem[m] for m in
-                       ("trainable", "trainable_no_head", "saved_activation_bytes", "train_memory_bytes")}
-                   for k in ("student", "teacher", "together")},
+        "memory": {
+            k: {
+                m: mem[k][m] if k != "together" else mem[m]
+                for m in ("trainable", "trainable_no_head", "saved_activation_bytes", "train_memory_bytes")
+            }
+            for k in ("student", "teacher", "together")
+        },
     }
 
 
@@ -67,48 +74,87 @@ def part_tiny(seeds: list[int], epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         generate_task(tmp, "count", seed=0)
         for seed in seeds:
-            for name, objective in (("student alone", "ce"),
-                                    ("idat (mse)", {"name": "idat", "teacher": TEACHER_TINY, "loss": "mse"}),
-                                    ("idat (kl)", {"name": "idat", "teacher": TEACHER_TINY, "loss": "kl"})):
+            for name, objective in (
+                ("student alone", "ce"),
+                ("idat (mse)", {"name": "idat", "teacher": TEACHER_TINY, "loss": "mse"}),
+                ("idat (kl)", {"name": "idat", "teacher": TEACHER_TINY, "loss": "kl"}),
+            ):
                 print(f"tiny {name} seed {seed} ...", file=sys.stderr, flush=True)
-                cfg = RunConfig.from_dict({
-                    "backbone": {"spec": STUDENT_TINY}, "method": "full", "objective": objective,
-                    "data": {"root": f"{tmp}/count"},
-                    "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "seed": seed}})
+                cfg = RunConfig.from_dict(
+                    {
+                        "backbone": {"spec": STUDENT_TINY},
+                        "method": "full",
+                        "objective": objective,
+                        "data": {"root": f"{tmp}/count"},
+                        "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "seed": seed},
+                    }
+                )
                 r = train(cfg, Path(tmp) / f"{name}-{seed}".replace(" ", "_"), progress=False)
-                rows.append({"variant": name, "seed": seed, "student_test_acc": r["test_acc"],
-                             "teacher_train_acc_last_epoch": r.get("teacher", {}).get("train_acc_last_epoch"),
-                             "train_seconds": r["train_seconds"]})
-    return {"task": "count (generated, 4 classes)", "student": STUDENT_TINY, "teacher": TEACHER_TINY,
-            "method": "full (both models)", "epochs": epochs, "rows": rows}
+                rows.append(
+                    {
+                        "variant": name,
+                        "seed": seed,
+                        "student_test_acc": r["test_acc"],
+                        "teacher_train_acc_last_epoch": r.get("teacher", {}).get("train_acc_last_epoch"),
+                        "train_seconds": r["train_seconds"],
+                    }
+                )
+    return {
+        "task": "count (generated, 4 classes)",
+        "student": STUDENT_TINY,
+        "teacher": TEACHER_TINY,
+        "method": "full (both models)",
+        "epochs": epochs,
+        "rows": rows,
+    }
 
 
 def render(data: dict) -> str:
     meta = data["meta"]
-    lines = [f"# iDAT ({meta['dtype']}, {meta['device']}, {meta['threads']} threads, random weights)", "",
-             f"Command: `{meta['command']}`.", ""]
+    lines = [
+        f"# iDAT ({meta['dtype']}, {meta['device']}, {meta['threads']} threads, random weights)",
+        "",
+        f"Command: `{meta['command']}`.",
+        "",
+    ]
     if "step" in data:
         s = data["step"]
-        lines += [f"## ViT-B/16 student + ViT-S/16 teacher, adapter:dim=4, batch {s['batch_size']}", "",
-                  f"Training step (forward + backward + AdamW step, fastest of {s['repeats']} ABBA runs): student alone "
-                  f"{s['student_s']:.2f} s, iDAT {s['idat_s']:.2f} s, ratio **{s['ratio']:.3f}**.", "",
-                  "| model | trainable | trainable (no head) | activations MiB | train memory MiB |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"## ViT-B/16 student + ViT-S/16 teacher, adapter:dim=4, batch {s['batch_size']}",
+            "",
+            f"Training step (forward + backward + AdamW step, fastest of {s['repeats']} ABBA runs): student alone "
+            f"{s['student_s']:.2f} s, iDAT {s['idat_s']:.2f} s, ratio **{s['ratio']:.3f}**.",
+            "",
+            "| model | trainable | trainable (no head) | activations MiB | train memory MiB |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for k, m in s["memory"].items():
-            lines.append(f"| {k} | {m['trainable']:,} | {m['trainable_no_head']:,} | "
-                         f"{m['saved_activation_bytes'] / 2**20:.1f} | {m['train_memory_bytes'] / 2**20:.1f} |")
+            lines.append(
+                f"| {k} | {m['trainable']:,} | {m['trainable_no_head']:,} | "
+                f"{m['saved_activation_bytes'] / 2**20:.1f} | {m['train_memory_bytes'] / 2**20:.1f} |"
+            )
         st, tg = s["memory"]["student"], s["memory"]["together"]
-        lines += ["", f"Training-memory overhead of the teacher: {(tg['train_memory_bytes'] / st['train_memory_bytes'] - 1) * 100:.1f}% "
-                  f"(activations {(tg['saved_activation_bytes'] / st['saved_activation_bytes'] - 1) * 100:.1f}%).", ""]
+        lines += [
+            "",
+            f"Training-memory overhead of the teacher: {(tg['train_memory_bytes'] / st['train_memory_bytes'] - 1) * 100:.1f}% "  # noqa: E501
+            f"(activations {(tg['saved_activation_bytes'] / st['saved_activation_bytes'] - 1) * 100:.1f}%).",
+            "",
+        ]
     if "tiny" in data:
         t = data["tiny"]
-        lines += [f"## Joint training on a generated task: {t['task']}, {t['method']}, {t['epochs']} epochs", "",
-                  f"Student `{t['student']}`, teacher `{t['teacher']}`; random initial weights.", "",
-                  "| variant | seed | student test acc % | teacher train acc % (last epoch) | train s |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"## Joint training on a generated task: {t['task']}, {t['method']}, {t['epochs']} epochs",
+            "",
+            f"Student `{t['student']}`, teacher `{t['teacher']}`; random initial weights.",
+            "",
+            "| variant | seed | student test acc % | teacher train acc % (last epoch) | train s |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in t["rows"]:
             ta = "-" if r["teacher_train_acc_last_epoch"] is None else f"{r['teacher_train_acc_last_epoch']:.1f}"
-            lines.append(f"| {r['variant']} | {r['seed']} | {r['student_test_acc']:.2f} | {ta} | {r['train_seconds']:.1f} |")
+            lines.append(
+                f"| {r['variant']} | {r['seed']} | {r['student_test_acc']:.2f} | {ta} | {r['train_seconds']:.1f} |"
+            )
         means = {}
         for r in t["rows"]:
             means.setdefault(r["variant"], []).append(r["student_test_acc"])

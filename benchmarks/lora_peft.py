@@ -50,13 +50,16 @@ def build(spec: str, rank: int, num_classes: int, device) -> dict:
     name, kwargs = parse_spec(spec)
     plain = timm.create_model(name, num_classes=num_classes, **kwargs)
     plain.load_state_dict(out["vpeft q,v"].model.state_dict())
-    model = peft.get_peft_model(plain, peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0,
-                                                       target_modules=["qkv"]))
+    model = peft.get_peft_model(
+        plain, peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=["qkv"])
+    )
     for p in model.base_model.model.get_classifier().parameters():
         p.requires_grad_(True)
     out["peft qkv"] = model
-    return {k: (m.to(device), torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4))
-            for k, m in out.items()}
+    return {
+        k: (m.to(device), torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4))
+        for k, m in out.items()
+    }
 
 
 def trainable(model) -> int:
@@ -116,15 +119,33 @@ def main(argv=None) -> int:
     times = {k: [] for k in labels}
     for i in range(repeats):
         print(f"repeat {i + 1}/{repeats}", file=sys.stderr, flush=True)
-        for k in labels[i % len(labels):] + labels[:i % len(labels)]:
+        for k in labels[i % len(labels) :] + labels[: i % len(labels)]:
             times[k].append(step(*variants[k], x, y, args.amp, device))
     base = statistics.median(times["peft qkv"])
-    rows = [{"variant": k, "trainable": trainable(variants[k][0]), "median_ms": 1e3 * statistics.median(t),
-             "min_ms": 1e3 * min(t), "ratio_to_peft": statistics.median(t) / base, "times_ms": [1e3 * s for s in t]}
-            for k, t in times.items()]
-    meta = run_meta("lora_peft.py", argv, dtype=AMP[args.amp], device=device, backbone=spec,
-                    batch_size=args.batch_size, rank=args.rank, repeats=repeats, warmup=warmup, smoke=args.smoke,
-                    peft=__import__("peft").__version__)
+    rows = [
+        {
+            "variant": k,
+            "trainable": trainable(variants[k][0]),
+            "median_ms": 1e3 * statistics.median(t),
+            "min_ms": 1e3 * min(t),
+            "ratio_to_peft": statistics.median(t) / base,
+            "times_ms": [1e3 * s for s in t],
+        }
+        for k, t in times.items()
+    ]
+    meta = run_meta(
+        "lora_peft.py",
+        argv,
+        dtype=AMP[args.amp],
+        device=device,
+        backbone=spec,
+        batch_size=args.batch_size,
+        rank=args.rank,
+        repeats=repeats,
+        warmup=warmup,
+        smoke=args.smoke,
+        peft=__import__("peft").__version__,
+    )
     lines = [
         f"# vpeft LoRA against HF PEFT LoRA: training step time ({spec}, batch {args.batch_size}, rank {args.rank})",
         "",
@@ -134,8 +155,11 @@ def main(argv=None) -> int:
         "",
         "| variant | trainable | median (ms) | min (ms) | / peft qkv |",
         "|---|---:|---:|---:|---:|",
-        *(f"| {r['variant']} | {r['trainable']:,} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-          f"{r['ratio_to_peft']:.3f} |" for r in rows),
+        *(
+            f"| {r['variant']} | {r['trainable']:,} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
+            f"{r['ratio_to_peft']:.3f} |"
+            for r in rows
+        ),
         "",
         f"Reproduce: `{meta['command']}`",
     ]

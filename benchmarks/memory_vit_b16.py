@@ -19,7 +19,6 @@ from vpeft.measure import measure
 from vpeft.registry import METHODS
 
 
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="vit_base_patch16_224")
@@ -34,8 +33,11 @@ def main(argv=None) -> int:
     rows = []
     for spec in specs:
         print(f"measuring {spec} ...", file=sys.stderr, flush=True)
-        rows.append(measure(args.backbone, spec, batch_size=args.batch_size, num_classes=args.num_classes,
-                            timing=not args.no_timing))
+        rows.append(
+            measure(
+                args.backbone, spec, batch_size=args.batch_size, num_classes=args.num_classes, timing=not args.no_timing
+            )
+        )
     full = next((r for r in rows if r["method"] == "full"), None)
     meta = {
         "backbone": args.backbone,

@@ -121,9 +121,11 @@ def main(argv=None) -> int:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['ops_merged']} / {r['ops_plain']} | {r['flops_merged'] / r['flops_plain']:.4f} "
-                     f"| {r['merged_over_plain']:.3f} | {r['ops_unmerged']} | {r['flops_unmerged'] / r['flops_plain']:.4f} "
-                     f"| {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |")
+        lines.append(
+            f"| {r['method']} | {r['ops_merged']} / {r['ops_plain']} | {r['flops_merged'] / r['flops_plain']:.4f} "
+            f"| {r['merged_over_plain']:.3f} | {r['ops_unmerged']} | {r['flops_unmerged'] / r['flops_plain']:.4f} "
+            f"| {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |"
+        )
     save("merge_inference", {"meta": meta, "rows": rows}, lines)
     return 0
 

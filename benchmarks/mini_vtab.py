@@ -73,16 +73,20 @@ def main(argv=None) -> int:
         work = Path(args.work) / part
         base = Path(args.work) / TUNED_WITH.get(part, part)
         if not (base / "runs.jsonl").is_file() and part in TUNED_WITH:
-            p.error(f"part {part} is reported with part {TUNED_WITH[part]}'s runs: run --parts {TUNED_WITH[part]} "
-                    f"first (no sweep in {base})")
+            p.error(
+                f"part {part} is reported with part {TUNED_WITH[part]}'s runs: run --parts {TUNED_WITH[part]} "
+                f"first (no sweep in {base})"
+            )
         if not args.report_only:
             data_root = str(Path(args.work) / "synth-data") if suite == "synth" else args.shared
             exp = load_experiment(EXPERIMENTS / exp_file, suite=suite, data_root=data_root, seeds=args.seeds)
             t0 = time.time()
             summary = run_sweep(exp, work, LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
             summary["seconds"] = time.time() - t0
-            print(f"{part}: {summary['done']}/{summary['total']} finished, {len(summary['failed'])} failed, "
-                  f"{summary['seconds'] / 60:.1f} min")
+            print(
+                f"{part}: {summary['done']}/{summary['total']} finished, {len(summary['failed'])} failed, "
+                f"{summary['seconds'] / 60:.1f} min"
+            )
         out = OUT / "mini_vtab" / part
         if part in TUNED_WITH:
             rep = write_report([Path(args.work) / TUNED_WITH[part], work], out, title=TITLES[part], tune_on="val")
@@ -91,11 +95,20 @@ def main(argv=None) -> int:
         old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
         # A --report-only pass keeps the command that ran the sweep.
         cmd = old.get("command") if args.report_only and old.get("command") else command("mini_vtab.py", argv)
-        meta = {"command": cmd, "experiment": f"benchmarks/experiments/{exp_file}",
-                "suite": suite, "runs": rep["records"], "failures": len(rep["failures"]),
-                "device": f"cpu, {args.threads} thread(s) per run, {args.jobs} runs at a time, float32"}
+        meta = {
+            "command": cmd,
+            "experiment": f"benchmarks/experiments/{exp_file}",
+            "suite": suite,
+            "runs": rep["records"],
+            "failures": len(rep["failures"]),
+            "device": f"cpu, {args.threads} thread(s) per run, {args.jobs} runs at a time, float32",
+        }
         # The data root is part of every run's id (its hash): a resume or a check of the ids needs the same one.
-        root = old.get("data_root") if args.report_only else (None if suite == "synth" else str(Path(args.shared).resolve()))
+        root = (
+            old.get("data_root")
+            if args.report_only
+            else (None if suite == "synth" else str(Path(args.shared).resolve()))
+        )
         if root:
             meta["data_root"] = root
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

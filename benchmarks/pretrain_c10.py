@@ -7,8 +7,8 @@ Run from the repository root (about 40 minutes on 2 CPU cores)::
 Each model is a plain timm ViT (``vit_tiny_patch16_224`` with new sizes), trained from scratch on the 50k training
 images with random crops (4 px reflect padding) and horizontal flips, label smoothing 0.1, AdamW and a per-step cosine
 schedule with one warm-up epoch. Inputs use the inception normalisation (mean = std = 0.5) that vpeft's data pipeline
-uses by default. The weights go to ``vpeft/weights/<name>.safetensors`` (float16, without the CIFAR head) and the recipe,
-seed, time and CIFAR-10 test accuracy to ``benchmarks/results/pretrain_c10.{json,md}``.
+uses by default. The weights go to ``vpeft/weights/<name>.safetensors`` (float16, without the CIFAR head) and the
+recipe, seed, time and CIFAR-10 test accuracy to ``benchmarks/results/pretrain_c10.{json,md}``.
 
 A killed run resumes from ``runs/pretrain_c10/<name>/state.pt`` at the last finished epoch.
 """
@@ -51,7 +51,10 @@ def decode(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     z = np.load(path)
     jpeg, off, labels = z["jpeg"], z["offsets"], z["labels"]
     images = np.stack(
-        [np.asarray(Image.open(io.BytesIO(jpeg[off[i] : off[i + 1]].tobytes())).convert("RGB")) for i in range(len(labels))]
+        [
+            np.asarray(Image.open(io.BytesIO(jpeg[off[i] : off[i + 1]].tobytes())).convert("RGB"))
+            for i in range(len(labels))
+        ]
     )
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
 
@@ -88,7 +91,9 @@ def pretrain(name: str, epochs: int, train, test, seed: int, workdir: Path) -> d
     torch.manual_seed(seed)
     model = timm_model(name, num_classes=10)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "token" not in n)]
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "token" not in n)
+    ]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": RECIPE["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=RECIPE["lr"],
@@ -113,7 +118,9 @@ def pretrain(name: str, epochs: int, train, test, seed: int, workdir: Path) -> d
         bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", leave=False)
         for s in bar:
             step = epoch * steps_per_epoch + s
-            lr = RECIPE["lr"] * (step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm))))
+            lr = RECIPE["lr"] * (
+                step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+            )
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = order[s * bs : (s + 1) * bs]
@@ -125,7 +132,9 @@ def pretrain(name: str, epochs: int, train, test, seed: int, workdir: Path) -> d
             bar.set_postfix(loss=f"{loss.item():.3f}")
         elapsed += time.time() - t0
         acc = accuracy(model, *test)
-        print(f"{name} epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, test accuracy {acc:.4f}, {elapsed / 60:.1f} min")
+        print(
+            f"{name} epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, test accuracy {acc:.4f}, {elapsed / 60:.1f} min"  # noqa: E501
+        )
         state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}, tmp)
@@ -137,9 +146,13 @@ def pretrain(name: str, epochs: int, train, test, seed: int, workdir: Path) -> d
     weights = {k: v.half().contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")}
     out = ROOT / "vpeft" / "weights" / f"{name}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(out), metadata={"recipe": "benchmarks/pretrain_c10.py", "cifar10_test_accuracy": f"{acc:.4f}"})
+    save_file(
+        weights, str(out), metadata={"recipe": "benchmarks/pretrain_c10.py", "cifar10_test_accuracy": f"{acc:.4f}"}
+    )
     out.chmod(0o644)
-    model.load_state_dict({k: (v if k.startswith("head.") else v.half().float()) for k, v in model.state_dict().items()})
+    model.load_state_dict(
+        {k: (v if k.startswith("head.") else v.half().float()) for k, v in model.state_dict().items()}
+    )
     shipped_acc = accuracy(model, *test)  # with the float16-rounded weights that ship
     return {
         "arch": ZOO[name].arch,
@@ -156,7 +169,9 @@ def pretrain(name: str, epochs: int, train, test, seed: int, workdir: Path) -> d
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"), help="folder with train.npz / test.npz")
+    p.add_argument(
+        "--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"), help="folder with train.npz / test.npz"
+    )
     p.add_argument("--models", nargs="+", default=["vit_c10_small", "vit_c10_base"])
     p.add_argument("--epochs", nargs="+", type=int, default=[20, 15], help="one per model")
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Rewrite the README's result tables from the committed files in benchmarks/results/.
 
-    .venv/bin/python benchmarks/readme_tables.py          # rewrite README.md in place
-    .venv/bin/python benchmarks/readme_tables.py --check  # exit 1 if README.md is out of date (a test runs this)
+.venv/bin/python benchmarks/readme_tables.py          # rewrite README.md in place
+.venv/bin/python benchmarks/readme_tables.py --check  # exit 1 if README.md is out of date (a test runs this)
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ def merge_table() -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in data["rows"]:
-        lines.append(f"| {r['method']} | {r['ops_merged']} / {r['ops_plain']} | {r['flops_merged'] / r['flops_plain']:.4f} "
-                     f"| {r['merged_over_plain']:.3f} | {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |")
+        lines.append(
+            f"| {r['method']} | {r['ops_merged']} / {r['ops_plain']} | {r['flops_merged'] / r['flops_plain']:.4f} "
+            f"| {r['merged_over_plain']:.3f} | {r['unmerged_over_plain']:.3f} | {r['max_abs_diff']:.1e} |"
+        )
     return "\n".join(lines)
 
 
@@ -65,7 +67,9 @@ def gist_table() -> str:
         "|---|---:|---:|---:|",
     ]
     for r in data["rows"]:
-        lines.append(f"| {r['method']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | {r['eval_flops_ratio']:.4f} |")
+        lines.append(
+            f"| {r['method']} | {r['train_ratio']:.3f} | {r['eval_ratio']:.3f} | {r['eval_flops_ratio']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,7 +99,6 @@ def mini_vtab_table() -> str:
     parts = {p: _mini(p) for p in ("real", "synth")}
     real, synth = parts["real"][3], parts["synth"][3]
     full_mem = real["full"]["memory"]
-    meta = json.loads((RESULTS / "mini_vtab" / "real" / "meta.json").read_text())
     seeds = {p: sorted({r["seed"] for r in parts[p][0]}) for p in parts}
     lines = [
         f"`python benchmarks/mini_vtab.py`; {len(parts['real'][2])} real tasks ({', '.join(parts['real'][2])}), seeds "
@@ -117,8 +120,10 @@ def mini_vtab_table() -> str:
             c = compare(recs, label, gist, tasks) if gist in labels else None
             deltas.append(f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-")
         r = real[label]
-        lines.append(f"| `{label}` | {_pm(real[label]['mean'])} | {deltas[0]} | {_pm(synth[label]['mean'])} | "
-                     f"{deltas[1]} | {r['params']:,.0f} | {r['memory'] / 2**20:.1f} | {r['memory'] / full_mem:.3f} |")
+        lines.append(
+            f"| `{label}` | {_pm(real[label]['mean'])} | {deltas[0]} | {_pm(synth[label]['mean'])} | "
+            f"{deltas[1]} | {r['params']:,.0f} | {r['memory'] / 2**20:.1f} | {r['memory'] / full_mem:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -165,23 +170,34 @@ def claims_table() -> str:
         trains = [x for x in labels if "+gist" not in x and x != "linear"]
         losers = [x for x in trains if summ[x]["mean"][0] <= lin]
         below = ", ".join(f"`{x}` {summ[x]['mean'][0]:.2f}" for x in losers)  # 2 decimals: near-ties show
-        return f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.2f})" + (f"; not: {below}" if losers else "")
+        return f"{len(trains) - len(losers)} of {len(trains)} beat linear ({lin:.2f})" + (
+            f"; not: {below}" if losers else ""
+        )
 
     def gist(recs, labels, tasks, summ):
-        ds = {x: compare(recs, x, f"{x}+gist", tasks)["mean"][0] for x in labels
-              if "+gist" not in x and f"{x}+gist" in labels}
+        ds = {
+            x: compare(recs, x, f"{x}+gist", tasks)["mean"][0]
+            for x in labels
+            if "+gist" not in x and f"{x}+gist" in labels
+        }
         up = sorted(x for x, d in ds.items() if d > 0)
-        return (f"mean change {sum(ds.values()) / len(ds):+.2f} points over {len(ds)} methods; better for "
-                f"{len(up)} ({', '.join(up) or 'none'})")
+        return (
+            f"mean change {sum(ds.values()) / len(ds):+.2f} points over {len(ds)} methods; better for "
+            f"{len(up)} ({', '.join(up) or 'none'})"
+        )
 
     def dtl_mem(recs, labels, tasks, summ):
         m = {x: summ[x]["memory"] for x in ("dtl", "dtl_plus", "lora", "adapter", "full") if x in summ}
-        return (f"DTL {m['dtl'] / m['full']:.2f}x full, {m['dtl'] / m['lora']:.2f}x LoRA, "
-                f"{m['dtl'] / m['adapter']:.2f}x adapter; DTL+ {m['dtl_plus'] / m['full']:.2f}x full")
+        return (
+            f"DTL {m['dtl'] / m['full']:.2f}x full, {m['dtl'] / m['lora']:.2f}x LoRA, "
+            f"{m['dtl'] / m['adapter']:.2f}x adapter; DTL+ {m['dtl_plus'] / m['full']:.2f}x full"
+        )
 
     tuned = _mini("real-tuned", tuned=True)[:4]
-    lines.append(f"| every method that trains the backbone beats linear probing | {cell('real', beats_linear)} | "
-                 f"{cell('synth', beats_linear)} |")
+    lines.append(
+        f"| every method that trains the backbone beats linear probing | {cell('real', beats_linear)} | "
+        f"{cell('synth', beats_linear)} |"
+    )
     lines.append(f"| the same, each method's lr chosen on val200 | {beats_linear(*tuned)} | not run |")
     lines.append(f"| GIST improves its base method | {cell('real', gist)} | {cell('synth', gist)} |")
     lines.append(f"| the same, lr chosen on val200 for both | {gist(*tuned)} | not run |")
@@ -198,8 +214,14 @@ def claims_table() -> str:
                     if c["mean"]:
                         ds[name] = c["mean"][0]
         up = sorted(x for x, d in ds.items() if d > 0)
-        return (f"mean change {sum(ds.values()) / len(ds):+.2f} points over {len(ds)} presets; student better in "
-                f"{len(up)} ({', '.join(up) or 'none'})") if ds else "-"
+        return (
+            (
+                f"mean change {sum(ds.values()) / len(ds):+.2f} points over {len(ds)} presets; student better in "
+                f"{len(up)} ({', '.join(up) or 'none'})"
+            )
+            if ds
+            else "-"
+        )
 
     lines.append(f"| iDAT's student beats the student alone | {idat_cell('idat-real')} | {idat_cell('idat-synth')} |")
     lines.append(f"| DTL trains with less memory (batch 32) | {cell('real', dtl_mem)} | same backbone and batch |")
@@ -210,14 +232,18 @@ def lr_check_table() -> str:
     """The methods below linear probing, at the linear probe's learning rate or higher (and the probe at theirs)."""
     _, _, _, real = _mini("real")
     _, labels, _, check = _mini("lr-check")
-    lines = ["| method | mini-VTAB setting | mean, real tasks | other lr | mean, real tasks | change |",
-             "|---|---|---:|---|---:|---:|"]
+    lines = [
+        "| method | mini-VTAB setting | mean, real tasks | other lr | mean, real tasks | change |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     settings = {"linear": "lr 1e-2", "gps": "Adam lr 2e-3"}
     for label in labels:
         name, lr = label.split("@")
         a, b = real[name]["mean"], check[label]["mean"]
-        lines.append(f"| `{name}` | {settings.get(name, 'lr 5e-3')} | {_pm(a)} | lr {float(lr):g} | {_pm(b)} | "
-                     f"{b[0] - a[0]:+.1f} |")
+        lines.append(
+            f"| `{name}` | {settings.get(name, 'lr 5e-3')} | {_pm(a)} | lr {float(lr):g} | {_pm(b)} | "
+            f"{b[0] - a[0]:+.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -254,8 +280,10 @@ def tuned_table() -> str:
         gist = f"{label}+gist"
         c = compare(recs, label, gist, tasks) if gist in labels else None
         d = f"{c['mean'][0]:+.1f} ±{c['mean'][1]:.1f}" if c and c["mean"] else "-"
-        lines.append(f"| `{label}` | {_pm(a)} | {_pm(b)} | {round(b[0] - a[0], 1) + 0.0:+.1f} | {d} | "
-                     f"{_lr_split(chosen[label], sorted(points[label]))} |")
+        lines.append(
+            f"| `{label}` | {_pm(a)} | {_pm(b)} | {round(b[0] - a[0], 1) + 0.0:+.1f} | {d} | "
+            f"{_lr_split(chosen[label], sorted(points[label]))} |"
+        )
     return "\n".join(lines)
 
 
@@ -263,9 +291,17 @@ def pretrain_table() -> str:
     return (RESULTS / "pretrain_c10.md").read_text().strip()
 
 
-TABLES = {"memory": memory_table, "merge": merge_table, "gist": gist_table, "pretrain": pretrain_table,
-          "mini_vtab": mini_vtab_table, "idat": idat_table, "claims": claims_table, "lr_check": lr_check_table,
-          "tuned": tuned_table}
+TABLES = {
+    "memory": memory_table,
+    "merge": merge_table,
+    "gist": gist_table,
+    "pretrain": pretrain_table,
+    "mini_vtab": mini_vtab_table,
+    "idat": idat_table,
+    "claims": claims_table,
+    "lr_check": lr_check_table,
+    "tuned": tuned_table,
+}
 
 
 def render(text: str) -> str:

@@ -35,22 +35,54 @@ def main(argv=None) -> int:
         gen_seconds = time.perf_counter() - t0
         for task, (_, classes, what) in TASKS.items():
             print(f"{task} ...", file=sys.stderr, flush=True)
-            cfg = RunConfig.from_dict({"backbone": {"spec": SPEC}, "method": "full", "data": {"root": f"{tmp}/{task}"},
-                                       "train": {"epochs": args.epochs, "batch_size": 32, "lr": 1e-3,
-                                                 "warmup_epochs": 1, "seed": args.seed}})
+            cfg = RunConfig.from_dict(
+                {
+                    "backbone": {"spec": SPEC},
+                    "method": "full",
+                    "data": {"root": f"{tmp}/{task}"},
+                    "train": {
+                        "epochs": args.epochs,
+                        "batch_size": 32,
+                        "lr": 1e-3,
+                        "warmup_epochs": 1,
+                        "seed": args.seed,
+                    },
+                }
+            )
             r = train(cfg, Path(tmp) / "runs" / task, progress=False)
-            rows.append({"task": task, "what": what, "classes": len(classes), "chance": 100 / len(classes),
-                         "test_acc": r["test_acc"], "train_seconds": r["train_seconds"]})
-    meta = {"spec": SPEC, "method": "full (from random weights)", "epochs": args.epochs, "seed": args.seed,
-            "generate_seconds_all_tasks": gen_seconds, "torch": torch.__version__,
-            "command": command("synth_learnability.py", argv)}
-    lines = [f"# Synthetic tasks: tiny ViT from scratch, {args.epochs} epochs, seed {args.seed}", "",
-             f"Command: `{meta['command']}`. Model `{SPEC}`, full training of random weights, AdamW lr 1e-3. "
-             f"Generating all {len(TASKS)} tasks (1,500 images each) took {gen_seconds:.1f} s.", "",
-             "| task | what it tests | classes | chance % | test acc % | train s |", "|---|---|---:|---:|---:|---:|"]
+            rows.append(
+                {
+                    "task": task,
+                    "what": what,
+                    "classes": len(classes),
+                    "chance": 100 / len(classes),
+                    "test_acc": r["test_acc"],
+                    "train_seconds": r["train_seconds"],
+                }
+            )
+    meta = {
+        "spec": SPEC,
+        "method": "full (from random weights)",
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "generate_seconds_all_tasks": gen_seconds,
+        "torch": torch.__version__,
+        "command": command("synth_learnability.py", argv),
+    }
+    lines = [
+        f"# Synthetic tasks: tiny ViT from scratch, {args.epochs} epochs, seed {args.seed}",
+        "",
+        f"Command: `{meta['command']}`. Model `{SPEC}`, full training of random weights, AdamW lr 1e-3. "
+        f"Generating all {len(TASKS)} tasks (1,500 images each) took {gen_seconds:.1f} s.",
+        "",
+        "| task | what it tests | classes | chance % | test acc % | train s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['what']} | {r['classes']} | {r['chance']:.1f} | {r['test_acc']:.1f} "
-                     f"| {r['train_seconds']:.1f} |")
+        lines.append(
+            f"| {r['task']} | {r['what']} | {r['classes']} | {r['chance']:.1f} | {r['test_acc']:.1f} "
+            f"| {r['train_seconds']:.1f} |"
+        )
     save("synth_learnability", {"meta": meta, "rows": rows}, lines)
     return 0
 

@@ -47,8 +47,13 @@ def graph() -> tuple[dict, dict, dict, dict]:
     for mod, path in files.items():
         tree = ast.parse(path.read_text())
         is_pkg = path.name == "__init__.py"
-        nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  for n in ast.walk(f) if n is not f}
+        nested = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+            if n is not f
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -103,13 +108,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     edges, counts, lines, _ = graph()
     found = circles(edges)
-    report = {"modules": len(edges), "lines": sum(lines.values()), "vpeft_imports": counts,
-              "circles": found, "largest_files": sorted(lines.items(), key=lambda kv: -kv[1])[:8]}
+    report = {
+        "modules": len(edges),
+        "lines": sum(lines.values()),
+        "vpeft_imports": counts,
+        "circles": found,
+        "largest_files": sorted(lines.items(), key=lambda kv: -kv[1])[:8],
+    }
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"{report['modules']} modules, {report['lines']:,} lines; vpeft imports: {counts['module_level']} at module "
-          f"level, {counts['function_level']} inside functions")
+    print(
+        f"{report['modules']} modules, {report['lines']:,} lines; vpeft imports: {counts['module_level']} at module "
+        f"level, {counts['function_level']} inside functions"
+    )
     for c in found:
         print(f"circle of {len(c)} modules: {', '.join(c)}")
     print("largest: " + ", ".join(f"{m} {n}" for m, n in report["largest_files"]))

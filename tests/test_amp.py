@@ -4,12 +4,11 @@ LoRA / FacT forward rewrites (outputs against a weight-space reference, op count
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from torch import nn
 
 from vpeft import METHODS, OBJECTIVES, SELECTORS, ConfigError, apply_method, create_backbone
 from vpeft.engine.optim import trainable_named_parameters
-
-from conftest import TINY
 
 #: iDAT's teacher: small, two blocks (so methods with ``first_block=2`` apply to it as to the student).
 TEACHER = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=16,depth=2,num_heads=2"
@@ -155,8 +154,9 @@ def test_dtl_swish_is_finite_in_fp16():
     from vpeft.methods.dtl import swish
 
     beta = 100.0
-    h64 = torch.tensor([-700.0, -656.0, -3.0, -0.01, -1e-4, 0.0, 1e-4, 0.01, 0.02, 3.0, 656.0, 700.0],
-                       dtype=torch.float64)
+    h64 = torch.tensor(
+        [-700.0, -656.0, -3.0, -0.01, -1e-4, 0.0, 1e-4, 0.01, 0.02, 3.0, 656.0, 700.0], dtype=torch.float64
+    )
     ref_h = h64.clone().requires_grad_()
     (ref_h * torch.sigmoid(beta * ref_h)).sum().backward()
     ref_out = (h64 * torch.sigmoid(beta * h64)).half().double()  # the reference rounded to fp16
@@ -264,10 +264,19 @@ def test_lora_equals_the_merged_weight(targets):
     ups = iter(bb.extras["lora"])  # per block, per target in order
 
     d = bb.embed_dim
-    where = {"q": ("attn.qkv", 0, d), "k": ("attn.qkv", d, 2 * d), "v": ("attn.qkv", 2 * d, 3 * d),
-             "qkv": ("attn.qkv", 0, 3 * d), "proj": ("attn.proj", 0, d), "fc1": ("mlp.fc1", 0, 4 * d)}
-    plan = [(f"blocks.{i}.{where[t][0]}.weight", where[t][1], where[t][2], next(ups))
-            for i in range(len(bb.blocks)) for t in targets]
+    where = {
+        "q": ("attn.qkv", 0, d),
+        "k": ("attn.qkv", d, 2 * d),
+        "v": ("attn.qkv", 2 * d, 3 * d),
+        "qkv": ("attn.qkv", 0, 3 * d),
+        "proj": ("attn.proj", 0, d),
+        "fc1": ("mlp.fc1", 0, 4 * d),
+    }
+    plan = [
+        (f"blocks.{i}.{where[t][0]}.weight", where[t][1], where[t][2], next(ups))
+        for i in range(len(bb.blocks))
+        for t in targets
+    ]
 
     def deltas():
         out = {}
@@ -352,8 +361,7 @@ def test_fact_cores_never_outlive_their_forward(name):
     logits = bb(x2)
     assert logits.grad_fn is not None
     expected = {"fact_tt": "cores", "fact_tk": "fact_c"}[name]
-    g = dict(zip([n for n, p in bb.named_parameters() if p.requires_grad],
-                 torch.autograd.grad(logits.sum(), params)))
+    g = dict(zip([n for n, p in bb.named_parameters() if p.requires_grad], torch.autograd.grad(logits.sum(), params)))
     assert any(expected in n and v.abs().sum() > 0 for n, v in g.items())
     torch.manual_seed(0)
     ref = create_backbone(TINY, num_classes=3)

@@ -5,18 +5,19 @@ hand from their dimensions, or refuses with a clear reason."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 
 from vpeft import METHODS, OBJECTIVES, apply_method, create_backbone
 from vpeft.anatomy import Branch, Site, TimmAnatomy
 from vpeft.errors import ConfigError
 from vpeft.methods.base import count_params, head_param_names
 
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
-
 #: A small SAM image encoder: an 8 x 8 grid, a windowed block (window 3, so the grid is padded to 9 x 9) and a
 #: global one, a neck of 8 channels.
-TINY_SAM = ("samvit_base_patch16:img_size=32,patch_size=4,embed_dim=16,depth=2,num_heads=2,window_size=3,"
-            "global_attn_indexes=[1],neck_chans=8")
+TINY_SAM = (
+    "samvit_base_patch16:img_size=32,patch_size=4,embed_dim=16,depth=2,num_heads=2,window_size=3,"
+    "global_attn_indexes=[1],neck_chans=8"
+)
 
 
 def _bb(spec):
@@ -32,8 +33,12 @@ def test_vit_sites_are_timms_modules():
     assert a.stages() == [(None, list(m.blocks))]
     for blk in m.blocks:
         att = a.attention(blk)
-        assert att == {"q": Site(blk.attn.qkv, slice(0, 32)), "k": Site(blk.attn.qkv, slice(32, 64)),
-                       "v": Site(blk.attn.qkv, slice(64, 96)), "o": Site(blk.attn.proj, slice(0, 32))}
+        assert att == {
+            "q": Site(blk.attn.qkv, slice(0, 32)),
+            "k": Site(blk.attn.qkv, slice(32, 64)),
+            "v": Site(blk.attn.qkv, slice(64, 96)),
+            "o": Site(blk.attn.proj, slice(0, 32)),
+        }
         mlp = a.mlp(blk)
         assert (mlp.module, mlp.fc1, mlp.fc2, mlp.channels_first) == (blk.mlp, blk.mlp.fc1, blk.mlp.fc2, False)
         assert a.norms(blk) == {"norm1": blk.norm1, "norm2": blk.norm2}
@@ -56,8 +61,10 @@ def test_vit_sites_are_timms_modules():
         y = blk(y)
     torch.testing.assert_close(a.head_input(y), bb.forward_head(feats, pre_logits=True))
     rows = {(r.owner, r.site): r for r in a.describe()}
-    assert (rows["blocks.1", "attention.v"].module, rows["blocks.1", "attention.v"].detail) == ("blocks.1.attn.qkv",
-                                                                                              "out[64:96]")
+    assert (rows["blocks.1", "attention.v"].module, rows["blocks.1", "attention.v"].detail) == (
+        "blocks.1.attn.qkv",
+        "out[64:96]",
+    )
     assert rows["blocks.0", "branch.mlp.output"].module == "blocks.0.drop_path2"
     assert rows["model", "token_sequence.post_norm_pre"].module == "norm_pre" and rows["model", "head"].module == "head"
 
@@ -88,8 +95,9 @@ def test_convnext_sites_have_no_attention_and_one_branch():
     assert a.norms(blk) == {"norm": blk.norm} and a.width(blk) == 32
     assert a.channels_first(blk) and a.channels_first(blk.conv_dw) and a.channels_first(blk.norm)
     assert a.head is m.head.fc
-    with pytest.raises(ConfigError, match="method 'lora' does not apply to ConvNeXt: its ConvNeXtBlock has no "
-                                          "attention"):
+    with pytest.raises(
+        ConfigError, match="method 'lora' does not apply to ConvNeXt: its ConvNeXtBlock has no attention"
+    ):
         apply_method(bb, "lora:rank=2")
 
 
@@ -110,7 +118,9 @@ ADAPTER = L * (2 * D * 4 + 4 + D)  # dim 4 with biases, one per block
 COMMON = {
     "linear": 0,
     "lora": L * 2 * (RANK * D + D * RANK),  # q and v
-    "adapter": ADAPTER, "adaptformer": ADAPTER, "adapter_ps": ADAPTER,
+    "adapter": ADAPTER,
+    "adaptformer": ADAPTER,
+    "adapter_ps": ADAPTER,
     "fact_tt": 2 * D * RANK + 12 * L * RANK**2,
     "fact_tk": 2 * D * RANK + 12 * L * RANK + RANK**3,
     "dtl": L * 2 * 2 * D,  # rank 2, every block mapped (one stage)
@@ -120,8 +130,10 @@ COMMON = {
 # dimension (64) along each axis, a neck 768 -> 256 (1 x 1 conv, LayerNorm2d, 3 x 3 conv, LayerNorm2d, no conv bias).
 SAM_REL_POS = 8 * 2 * (2 * 14 - 1) * 64 + 4 * 2 * (2 * 64 - 1) * 64
 SAM_NECK = D * 256 + 2 * 256 + 256 * 256 * 9 + 2 * 256
-NO_TOKENS = "does not apply to VisionTransformerSAM: its tokens are a windowed \\[B,H,W,C\\] grid, there is no token " \
-            "sequence to insert into"
+NO_TOKENS = (
+    "does not apply to VisionTransformerSAM: its tokens are a windowed \\[B,H,W,C\\] grid, there is no token "
+    "sequence to insert into"
+)
 EXPECTED = {
     "samvit_base_patch16": {
         **COMMON,

@@ -37,8 +37,11 @@ def test_shapes_and_dtypes(size):
 
 def test_deterministic_for_a_seeded_generator():
     x = _images(12)
-    for fn in (lambda g: A.augment(x, 24, "crop_flip", g), lambda g: A.augment(x, 24, "crop_flip_randaug", g),
-               lambda g: A.gps_views(x, 24, g)):
+    for fn in (
+        lambda g: A.augment(x, 24, "crop_flip", g),
+        lambda g: A.augment(x, 24, "crop_flip_randaug", g),
+        lambda g: A.gps_views(x, 24, g),
+    ):
         a, b, c = fn(_gen(3)), fn(_gen(3)), fn(_gen(4))
         assert torch.equal(a, b) and not torch.equal(a, c)
     # the dispatcher is the crop then RandAugment on the same generator
@@ -249,8 +252,11 @@ def test_runs_on_the_images_device_without_host_syncs():
     # meta tensors stand in for CUDA ones: every op must run there (no CPU tensor mixed in), and nothing may read a
     # device value or copy the drawn parameters with a blocking copy
     x = torch.empty(6, 3, 40, 48, dtype=torch.uint8, device="meta")
-    for fn in (lambda g: A.augment(x, 24, "crop_flip", g), lambda g: A.augment(x, 24, "crop_flip_randaug", g),
-               lambda g: A.gps_views(x, 24, g)):
+    for fn in (
+        lambda g: A.augment(x, 24, "crop_flip", g),
+        lambda g: A.augment(x, 24, "crop_flip_randaug", g),
+        lambda g: A.gps_views(x, 24, g),
+    ):
         with _HostSyncs() as mode:
             y = fn(_gen())
         assert y.device.type == "meta" and y.dtype == torch.uint8 and mode.found == []

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 from safetensors.torch import save_file
 
 import vpeft
 from vpeft.backbones import create_backbone
 from vpeft.errors import CheckpointError, ConfigError
-
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 
 
 @pytest.mark.parametrize("spec", [TINY, TINY_SWIN, TINY_CONVNEXT], ids=["vit", "swin", "convnext"])
@@ -102,9 +101,9 @@ def _to_google_npz(model, path):
         w[p + "LayerNorm_2/scale"], w[p + "LayerNorm_2/bias"] = sd[b + "norm2.weight"], sd[b + "norm2.bias"]
         qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
         for j, n in enumerate(["query", "key", "value"]):
-            wj = qkv_w[j * d:(j + 1) * d]  # (out=d, in=d)
+            wj = qkv_w[j * d : (j + 1) * d]  # (out=d, in=d)
             w[p + f"MultiHeadDotProductAttention_1/{n}/kernel"] = wj.T.reshape(d, heads, d // heads)
-            w[p + f"MultiHeadDotProductAttention_1/{n}/bias"] = qkv_b[j * d:(j + 1) * d].reshape(heads, d // heads)
+            w[p + f"MultiHeadDotProductAttention_1/{n}/bias"] = qkv_b[j * d : (j + 1) * d].reshape(heads, d // heads)
         w[p + "MultiHeadDotProductAttention_1/out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(heads, d // heads, d)
         w[p + "MultiHeadDotProductAttention_1/out/bias"] = sd[b + "attn.proj.bias"]
         for k, n in ((0, "fc1"), (1, "fc2")):

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 
 from vpeft import METHODS, ConfigError, apply_method, create_backbone
 from vpeft.methods.base import count_params, head_param_names
-
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 
 # Trainable parameters on vit_base_patch16_224, head excluded (issue #3; the papers' tables).
 VIT_B_COUNTS = {
@@ -192,8 +191,10 @@ def test_convnext_houlsby_adapter_applies():
 def memory_b2():
     from vpeft.measure import measure
 
-    return {m: measure("vit_base_patch16_224", m, batch_size=2, timing=False)["saved_activation_bytes"]
-            for m in ("full", "ssf", "lora", "dtl")}
+    return {
+        m: measure("vit_base_patch16_224", m, batch_size=2, timing=False)["saved_activation_bytes"]
+        for m in ("full", "ssf", "lora", "dtl")
+    }
 
 
 def test_ssf_and_lora_are_memory_lean_on_vit_b(memory_b2):
@@ -206,7 +207,9 @@ def test_dtl_memory_against_full_and_lora_on_vit_b(memory_b2):
     assert memory_b2["dtl"] <= 0.55 * memory_b2["lora"], memory_b2
 
 
-@pytest.mark.parametrize("backbone,depth,dim", [("vit_small_patch16_224", 12, 384), ("vit_large_patch16_224", 24, 1024)])
+@pytest.mark.parametrize(
+    "backbone,depth,dim", [("vit_small_patch16_224", 12, 384), ("vit_large_patch16_224", 24, 1024)]
+)
 @pytest.mark.parametrize("name", METHODS.names())
 def test_vit_s_and_l_structure(backbone, depth, dim, name):
     """Every method applies to ViT-S/16 and ViT-L/16 (built on the meta device: shapes only, no memory)."""

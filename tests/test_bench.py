@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, make_task
 from PIL import Image
 
-from conftest import TINY, make_task
 from vpeft.bench import LocalExecutor, RayExecutor, expand, load_experiment, load_recipe, run_sweep, write_report
 from vpeft.bench.experiment import list_recipes
-from vpeft.bench.runner import run_one
 from vpeft.bench.report import collect, compare, compare_lines, summarise, tune
+from vpeft.bench.runner import run_one
 from vpeft.data.suites import VTAB_TASKS
 from vpeft.errors import ConfigError
 
@@ -35,18 +35,31 @@ def tasks(tmp_path_factory) -> Path:
 
 
 def _exp(root: Path, **kw) -> dict:
-    exp = {"name": "t", "suite": "tasks", "data_root": str(root), "tasks": ["alpha", "beta"],
-           "backbone": {"spec": TINY}, "train": dict(TRAIN), "methods": METHODS, "seeds": [0, 1]}
+    exp = {
+        "name": "t",
+        "suite": "tasks",
+        "data_root": str(root),
+        "tasks": ["alpha", "beta"],
+        "backbone": {"spec": TINY},
+        "train": dict(TRAIN),
+        "methods": METHODS,
+        "seeds": [0, 1],
+    }
     exp.update(kw)
     return exp
 
 
-# --- expansion ---------------------------------------------------------------------------------------------------------
+# --- expansion --------------------------------------------------------------------------------------------------------
 
 
 def test_expand_counts_ids_and_precedence(tasks, tmp_path):
-    exp = load_experiment(_exp(tasks, grid={"train.lr": [0.01, 0.02]},
-                               methods=["linear", {"label": "b", "method": "bitfit", "train": {"epochs": 3}}]))
+    exp = load_experiment(
+        _exp(
+            tasks,
+            grid={"train.lr": [0.01, 0.02]},
+            methods=["linear", {"label": "b", "method": "bitfit", "train": {"epochs": 3}}],
+        )
+    )
     runs = expand(exp, tmp_path)
     assert len(runs) == 2 * 2 * 2 * 2  # tasks x methods x grid x seeds
     assert len({r.run_id for r in runs}) == len(runs)
@@ -62,33 +75,43 @@ def test_expand_counts_ids_and_precedence(tasks, tmp_path):
     assert {r.run_id for r in other} == {r.run_id for r in same}
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"methods": ["linear", "linear"]}, "repeated: linear"),
-    ({"sweep": 1}, "unknown experiment key 'sweep'"),
-    ({"methods": [{"label": "x", "method": "lora", "rank": 4}]}, "unknown key 'rank'"),
-    ({"methods": ["nosuch"]}, "nosuch"),
-    ({"compare": [["linear", "lora"]]}, "compare entry"),
-    ({"grid": {"lr": [1]}}, "dotted key"),
-    ({"methods": [{"method": "lora", "grid": {"train.lr": []}}]}, r"methods\[0\] \(lora\): grid entry 'train.lr'"),
-    ({"methods": [{"method": "lora", "grid": [0.1]}]}, r"methods\[0\] \(lora\): grid must be a mapping"),
-    ({"tasks": ["alpha", "gamma"], "suite": "vtab1k"}, "no vtab1k task folder for gamma"),
-    ({"recipe": "nosuch"}, "unknown recipe 'nosuch'"),
-    ({"seeds": None}, "seeds must be a whole number or a non-empty list"),
-    ({"seeds": [0, 0]}, r"seeds repeat: \[0, 0\]"),
-    ({"tasks": ["alpha", "alpha"]}, "tasks repeat"),
-    ({"suite": "synth", "tasks": ["shape"]}, "unknown generated task 'shape'"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"methods": ["linear", "linear"]}, "repeated: linear"),
+        ({"sweep": 1}, "unknown experiment key 'sweep'"),
+        ({"methods": [{"label": "x", "method": "lora", "rank": 4}]}, "unknown key 'rank'"),
+        ({"methods": ["nosuch"]}, "nosuch"),
+        ({"compare": [["linear", "lora"]]}, "compare entry"),
+        ({"grid": {"lr": [1]}}, "dotted key"),
+        ({"methods": [{"method": "lora", "grid": {"train.lr": []}}]}, r"methods\[0\] \(lora\): grid entry 'train.lr'"),
+        ({"methods": [{"method": "lora", "grid": [0.1]}]}, r"methods\[0\] \(lora\): grid must be a mapping"),
+        ({"tasks": ["alpha", "gamma"], "suite": "vtab1k"}, "no vtab1k task folder for gamma"),
+        ({"recipe": "nosuch"}, "unknown recipe 'nosuch'"),
+        ({"seeds": None}, "seeds must be a whole number or a non-empty list"),
+        ({"seeds": [0, 0]}, r"seeds repeat: \[0, 0\]"),
+        ({"tasks": ["alpha", "alpha"]}, "tasks repeat"),
+        ({"suite": "synth", "tasks": ["shape"]}, "unknown generated task 'shape'"),
+    ],
+)
 def test_experiment_errors_name_the_problem(tasks, tmp_path, bad, match):
     with pytest.raises(ConfigError, match=match):
         expand(load_experiment(_exp(tasks, **bad)), tmp_path)
 
 
 def test_command_line_values_override_entries_and_grids(tasks, tmp_path):
-    exp = load_experiment(_exp(tasks, methods=[{"label": "a", "method": "linear", "train": {"lr": 0.5}},
-                                               {"label": "b", "method": "bitfit", "train": {"lr": 0.1},
-                                                "grid": {"train.weight_decay": [0.0, 0.1]}}],
-                               backbone=TINY),  # a backbone given as a spec string
-                          train={"lr": 0.003}, backbone={"checkpoint": str(tmp_path / "w.pth")})
+    exp = load_experiment(
+        _exp(
+            tasks,
+            methods=[
+                {"label": "a", "method": "linear", "train": {"lr": 0.5}},
+                {"label": "b", "method": "bitfit", "train": {"lr": 0.1}, "grid": {"train.weight_decay": [0.0, 0.1]}},
+            ],
+            backbone=TINY,
+        ),  # a backbone given as a spec string
+        train={"lr": 0.003},
+        backbone={"checkpoint": str(tmp_path / "w.pth")},
+    )
     runs = expand(exp, tmp_path)
     assert {r.config["train"]["lr"] for r in runs} == {0.003}
     assert sorted({r.config["train"]["weight_decay"] for r in runs if r.label == "b"}) == [0.0, 0.1]
@@ -100,9 +123,20 @@ def test_command_line_values_override_entries_and_grids(tasks, tmp_path):
 
 
 def test_grid_over_selector_options_and_string_values(tasks, tmp_path):
-    exp = load_experiment(_exp(tasks, methods=[{"label": "g", "method": "linear", "selector": "gps:k=1",
-                                                "grid": {"selector.k": [1, 2], "data.normalize": ["imagenet"]}}],
-                               seeds=[0]))
+    exp = load_experiment(
+        _exp(
+            tasks,
+            methods=[
+                {
+                    "label": "g",
+                    "method": "linear",
+                    "selector": "gps:k=1",
+                    "grid": {"selector.k": [1, 2], "data.normalize": ["imagenet"]},
+                }
+            ],
+            seeds=[0],
+        )
+    )
     runs = expand(exp, tmp_path)
     assert sorted(r.config["selector"]["k"] for r in runs if r.task == "alpha") == [1, 2]
     assert {r.config["data"]["normalize"] for r in runs} == {"imagenet"}
@@ -140,8 +174,26 @@ def test_recipe_command_line_as_the_issue_writes_it(tmp_path, capsys):
     root = _fake_vtab(tmp_path / "vtab")
     ckpt = tmp_path / "ViT-B_16.npz"
     ckpt.touch()  # the plan is checked: a checkpoint must exist (it is not read)
-    assert main(["bench", "run", "--suite", "vtab1k", "--recipe", "gist", "--data-root", str(root), "--checkpoint",
-                 str(ckpt), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "run",
+                "--suite",
+                "vtab1k",
+                "--recipe",
+                "gist",
+                "--data-root",
+                str(root),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "o"),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert "38 runs: 0 finished" in capsys.readouterr().out  # 19 tasks x the recipe's 2 method entries
     runs = [json.loads(x) for x in (tmp_path / "o" / "runs.jsonl").read_text().splitlines()]
     assert {r["config"]["backbone"]["checkpoint"] for r in runs} == {str(ckpt)}
@@ -149,9 +201,19 @@ def test_recipe_command_line_as_the_issue_writes_it(tmp_path, capsys):
 
 
 def test_vtab_report_gives_group_means_and_their_mean():
-    recs = [{"label": "A", "task": t, "seed": 0, "test_acc": a, "trainable_params_no_head": 1,
-             "train_memory_bytes": 1, "memory_batch": 2, "train_seconds": 1.0}
-            for t, a in (("caltech101", 80.0), ("dtd", 60.0), ("eurosat", 90.0), ("clevr_count", 40.0))]
+    recs = [
+        {
+            "label": "A",
+            "task": t,
+            "seed": 0,
+            "test_acc": a,
+            "trainable_params_no_head": 1,
+            "train_memory_bytes": 1,
+            "memory_batch": 2,
+            "train_seconds": 1.0,
+        }
+        for t, a in (("caltech101", 80.0), ("dtd", 60.0), ("eurosat", 90.0), ("clevr_count", 40.0))
+    ]
     s = summarise(recs, ["A"], ["caltech101", "dtd", "eurosat", "clevr_count"])["A"]
     assert s["groups"]["natural"][0] == 70.0 and s["groups"]["specialized"][0] == 90.0
     assert s["mean"][0] == 67.5 and s["mean_of_groups"][0] == pytest.approx((70 + 90 + 40) / 3)
@@ -162,8 +224,9 @@ def test_recipe_values_from_methods_md(tmp_path):
     root = _fake_vtab(tmp_path / "vtab")
 
     def cfg(recipe, task):
-        runs = expand(load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": recipe,
-                                       "tasks": [task]}), tmp_path)
+        runs = expand(
+            load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": recipe, "tasks": [task]}), tmp_path
+        )
         return runs[0].config
 
     c = cfg("gist", "caltech101")
@@ -177,8 +240,18 @@ def test_recipe_values_from_methods_md(tmp_path):
     assert cfg("dtl_plus", "dsprites_loc")["train"]["lr"] == 8e-3
     assert cfg("dtl", "dsprites_loc")["train"]["lr"] == 1e-2 and cfg("dtl", "cifar")["train"]["select"] == "last"
     # The experiment's own settings beat the recipe's.
-    runs = expand(load_experiment({"suite": "vtab1k", "data_root": str(root), "recipe": "gist", "tasks": ["dtd"],
-                                   "train": {"select": "val", "epochs": 20}}), tmp_path)
+    runs = expand(
+        load_experiment(
+            {
+                "suite": "vtab1k",
+                "data_root": str(root),
+                "recipe": "gist",
+                "tasks": ["dtd"],
+                "train": {"select": "val", "epochs": 20},
+            }
+        ),
+        tmp_path,
+    )
     assert runs[0].config["train"]["select"] == "val" and runs[0].config["train"]["epochs"] == 20
 
 
@@ -220,8 +293,11 @@ def test_local_sweep_completes_and_isolates_failures(local_sweep):
 
 
 def test_rerun_skips_finished_and_retries_failed(local_sweep, tasks):
-    broken = {"label": "broken", "method": "bitfit",
-              "backbone": {"spec": TINY, "checkpoint": str(local_sweep / "none.pth")}}
+    broken = {
+        "label": "broken",
+        "method": "bitfit",
+        "backbone": {"spec": TINY, "checkpoint": str(local_sweep / "none.pth")},
+    }
     exp = load_experiment(_exp(tasks, methods=METHODS + [broken], compare=[["linear", "lora4"]]))
     mtimes = {p: p.stat().st_mtime_ns for p in (local_sweep / "runs").glob("*/result.json")}
     s = run_sweep(exp, local_sweep, LocalExecutor(jobs=1, threads=1), progress=False)
@@ -251,8 +327,21 @@ def test_killed_sweep_resumes_only_the_missing_runs(tasks, tmp_path):
 
     exp.write_text(yaml.safe_dump(_exp(tasks, train={"epochs": 6, "batch_size": 4})))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "vpeft", "bench", "run", str(exp), "--out", str(out), "--jobs", "1", "--threads",
-           "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vpeft",
+        "bench",
+        "run",
+        str(exp),
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("runs/*/result.json"))) < 3:
@@ -271,9 +360,10 @@ def test_killed_sweep_resumes_only_the_missing_runs(tasks, tmp_path):
 
 def test_worker_that_dies_fails_only_its_run(tasks, tmp_path):
     exp = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], train={"epochs": 400, "batch_size": 4}))
-    slow, = [r for r in expand(exp, tmp_path) if r.task == "alpha"]
-    quick, = [r for r in expand(load_experiment(_exp(tasks, methods=["linear"], seeds=[0])), tmp_path)
-              if r.task == "beta"]
+    (slow,) = [r for r in expand(exp, tmp_path) if r.task == "alpha"]
+    (quick,) = [
+        r for r in expand(load_experiment(_exp(tasks, methods=["linear"], seeds=[0])), tmp_path) if r.task == "beta"
+    ]
     import multiprocessing as mp
 
     def kill_worker():
@@ -282,13 +372,15 @@ def test_worker_that_dies_fails_only_its_run(tasks, tmp_path):
             os.kill(child.pid, signal.SIGKILL)
 
     threading.Thread(target=kill_worker, daemon=True).start()
-    results = dict((Path(s["run_dir"]).name, st) for s, st in
-                   LocalExecutor(jobs=1, threads=1).map([slow.to_dict(), quick.to_dict()]))
+    results = dict(
+        (Path(s["run_dir"]).name, st)
+        for s, st in LocalExecutor(jobs=1, threads=1).map([slow.to_dict(), quick.to_dict()])
+    )
     assert results[Path(slow.run_dir).name]["error"].startswith("worker process died")
     assert results[Path(quick.run_dir).name]["state"] == "done"  # a new worker took over
 
 
-# --- reports -----------------------------------------------------------------------------------------------------------
+# --- reports ----------------------------------------------------------------------------------------------------------
 
 
 def test_report_tables_and_plots(local_sweep, tmp_path):
@@ -312,10 +404,28 @@ def test_report_tables_and_plots(local_sweep, tmp_path):
 
 
 def test_summary_and_compare_by_hand():
-    recs = [{"label": l, "task": t, "seed": s, "test_acc": a, "trainable_params_no_head": 10, "train_memory_bytes": 1,
-             "memory_batch": 2, "train_seconds": 1.0}
-            for l, t, s, a in [("A", "x", 0, 50.0), ("A", "x", 1, 52.0), ("A", "y", 0, 70.0), ("A", "y", 1, 74.0),
-                               ("B", "x", 0, 53.0), ("B", "x", 1, 53.0), ("B", "y", 0, 69.0), ("B", "y", 1, 77.0)]]
+    recs = [
+        {
+            "label": lab,
+            "task": t,
+            "seed": s,
+            "test_acc": a,
+            "trainable_params_no_head": 10,
+            "train_memory_bytes": 1,
+            "memory_batch": 2,
+            "train_seconds": 1.0,
+        }
+        for lab, t, s, a in [
+            ("A", "x", 0, 50.0),
+            ("A", "x", 1, 52.0),
+            ("A", "y", 0, 70.0),
+            ("A", "y", 1, 74.0),
+            ("B", "x", 0, 53.0),
+            ("B", "x", 1, 53.0),
+            ("B", "y", 0, 69.0),
+            ("B", "y", 1, 77.0),
+        ]
+    ]
     s = summarise(recs, ["A", "B"], ["x", "y"])
     assert s["A"]["tasks"]["x"] == (51.0, 1.0, 2)
     assert s["A"]["mean"] == (61.5, 1.5, 2)  # per-seed means 60 and 63
@@ -326,8 +436,9 @@ def test_summary_and_compare_by_hand():
     row = compare_lines([c], ["x", "y"])[2]
     assert "| +2.0 ±1.0 | +1.0 ±2.0 | **+1.50 ±0.50** | 2/2 tasks |" in row
     # One seed: no spread shown (a ±0.0 would claim a spread of zero), and no "-0.0".
-    one = compare([r for r in recs if r["seed"] == 0] + [{**recs[0], "label": "C", "test_acc": 49.999}],
-                  "A", "C", ["x"])
+    one = compare(
+        [r for r in recs if r["seed"] == 0] + [{**recs[0], "label": "C", "test_acc": 49.999}], "A", "C", ["x"]
+    )
     assert compare_lines([one], ["x"])[2] == "| `C` - `A` | +0.0 | **+0.00** | 0/1 tasks |"
 
 
@@ -343,17 +454,34 @@ class _Inline:
 
 def test_tune_keeps_the_best_validation_point_by_hand():
     def rec(grid, task, seed, val, test):
-        return {"label": f"m ({grid})", "base_label": "m", "grid": grid, "task": task, "seed": seed, "val_acc": val,
-                "test_acc": test, "run_dir": f"{task}{seed}{grid}"}
+        return {
+            "label": f"m ({grid})",
+            "base_label": "m",
+            "grid": grid,
+            "task": task,
+            "seed": seed,
+            "val_acc": val,
+            "test_acc": test,
+            "run_dir": f"{task}{seed}{grid}",
+        }
 
-    recs = [rec("lr=0.1", "x", 0, 60.0, 50.0), rec("lr=0.01", "x", 0, 70.0, 40.0),  # val picks 0.01 (test is lower)
-            rec("lr=0.1", "x", 1, 80.0, 55.0), rec("lr=0.01", "x", 1, 80.0, 65.0),  # a tie: the first grid point
-            rec("lr=0.1", "y", 0, 10.0, 20.0), rec("lr=0.01", "y", 0, 30.0, 35.0),
-            {"label": "linear", "task": "x", "seed": 0, "val_acc": None, "test_acc": 30.0, "run_dir": "l"}]
+    recs = [
+        rec("lr=0.1", "x", 0, 60.0, 50.0),
+        rec("lr=0.01", "x", 0, 70.0, 40.0),  # val picks 0.01 (test is lower)
+        rec("lr=0.1", "x", 1, 80.0, 55.0),
+        rec("lr=0.01", "x", 1, 80.0, 65.0),  # a tie: the first grid point
+        rec("lr=0.1", "y", 0, 10.0, 20.0),
+        rec("lr=0.01", "y", 0, 30.0, 35.0),
+        {"label": "linear", "task": "x", "seed": 0, "val_acc": None, "test_acc": 30.0, "run_dir": "l"},
+    ]
     kept, chosen = tune(recs)
     got = {(r["label"], r["task"], r["seed"]): (r["grid"] if "grid" in r else None, r["test_acc"]) for r in kept}
-    assert got == {("m", "x", 0): ("lr=0.01", 40.0), ("m", "x", 1): ("lr=0.1", 55.0), ("m", "y", 0): ("lr=0.01", 35.0),
-                   ("linear", "x", 0): (None, 30.0)}
+    assert got == {
+        ("m", "x", 0): ("lr=0.01", 40.0),
+        ("m", "x", 1): ("lr=0.1", 55.0),
+        ("m", "y", 0): ("lr=0.01", 35.0),
+        ("linear", "x", 0): (None, 30.0),
+    }
     assert chosen == {"m": {"lr=0.01": 2, "lr=0.1": 1}}
     recs[0]["val_acc"] = None
     with pytest.raises(ConfigError, match="cannot select on val_acc: run x0lr=0.1 has none"):
@@ -364,11 +492,20 @@ def test_report_tunes_a_grid_on_validation(tasks, tmp_path, capsys):
     """An entry's own lr grid, plus a second sweep at another lr, reported once per method with --tune val."""
     from vpeft.cli import main
 
-    exp = load_experiment(_exp(tasks, methods=["linear", {"label": "bitfit", "method": "bitfit",
-                                                          "grid": {"train.lr": [1e-4, 0.05]}}],
-                               seeds=[0], train={**TRAIN, "select": "val"}, compare=[["linear", "bitfit"]]))
+    exp = load_experiment(
+        _exp(
+            tasks,
+            methods=["linear", {"label": "bitfit", "method": "bitfit", "grid": {"train.lr": [1e-4, 0.05]}}],
+            seeds=[0],
+            train={**TRAIN, "select": "val"},
+            compare=[["linear", "bitfit"]],
+        )
+    )
     assert [(r.label, r.grid) for r in expand(exp, tmp_path)][:3] == [
-        ("linear", {}), ("bitfit", {"train.lr": 1e-4}), ("bitfit", {"train.lr": 0.05})]
+        ("linear", {}),
+        ("bitfit", {"train.lr": 1e-4}),
+        ("bitfit", {"train.lr": 0.05}),
+    ]
     run_sweep(exp, tmp_path / "sw", _Inline(), progress=False)
     other = load_experiment(_exp(tasks, methods=["bitfit"], seeds=[0], train={**TRAIN, "select": "val", "lr": 0.01}))
     run_sweep(other, tmp_path / "sw2", _Inline(), progress=False)
@@ -407,14 +544,49 @@ def test_bench_cli_status_report_and_recipes(local_sweep, tmp_path, capsys):
     assert not (tmp_path / "r2").exists()  # checked before anything is written
     assert main(["bench", "recipes"]) == 0
     assert "gist" in capsys.readouterr().out
-    assert main(["bench", "run", "--suite", "tasks", "--tasks", str(tmp_path / "missing"), "--method", "linear",
-                 "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "run",
+                "--suite",
+                "tasks",
+                "--tasks",
+                str(tmp_path / "missing"),
+                "--method",
+                "linear",
+                "--out",
+                str(tmp_path / "o"),
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     # A dry run plans without writing the plan (a smaller one would hide finished runs from reports).
-    assert main(["bench", "run", "--suite", "tasks", "--data-root", str(local_sweep.parent), "--tasks", "x",
-                 "--method", "linear", "--out", str(tmp_path / "dry"), "--dry-run"]) == 2  # no such task folder
+    assert (
+        main(
+            [
+                "bench",
+                "run",
+                "--suite",
+                "tasks",
+                "--data-root",
+                str(local_sweep.parent),
+                "--tasks",
+                "x",
+                "--method",
+                "linear",
+                "--out",
+                str(tmp_path / "dry"),
+                "--dry-run",
+            ]
+        )
+        == 2
+    )  # no such task folder
     before = (local_sweep / "runs.jsonl").read_text()
-    exp = load_experiment(_exp(Path(json.loads(before.splitlines()[0])["config"]["data"]["root"]).parent,
-                               methods=["linear"]))
+    exp = load_experiment(
+        _exp(Path(json.loads(before.splitlines()[0])["config"]["data"]["root"]).parent, methods=["linear"])
+    )
     run_sweep(exp, local_sweep, _Inline(), dry_run=True, progress=False)
     assert (local_sweep / "runs.jsonl").read_text() == before
     capsys.readouterr()
@@ -451,7 +623,7 @@ def test_moved_sweep_status_and_report_from_its_results_file(local_sweep, tmp_pa
     assert (moved / "report" / "summary.md").is_file()
 
 
-# --- data-parallel training --------------------------------------------------------------------------------------------
+# --- data-parallel training -------------------------------------------------------------------------------------------
 
 
 def test_ddp_two_processes_match_one(tmp_path):
@@ -459,12 +631,37 @@ def test_ddp_two_processes_match_one(tmp_path):
 
     # 38 + 19 = 57 training images: the last global batch of 8 holds one, so the second process's share is empty.
     task = make_task(tmp_path / "task", n_train=38, n_test=12, num_classes=3)
-    args = ["train", "--data", str(task), "--backbone", TINY, "--method", "lora", "--epochs", "3", "--batch-size",
-            "8", "--out", "{out}", "--no-progress", "train.device=cpu"]
+    args = [
+        "train",
+        "--data",
+        str(task),
+        "--backbone",
+        TINY,
+        "--method",
+        "lora",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--out",
+        "{out}",
+        "--no-progress",
+        "train.device=cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = [sys.executable, "-m", "vpeft", *[a.replace("{out}", str(tmp_path / "one")) for a in args]]
-    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m",
-           "vpeft", *[a.replace("{out}", str(tmp_path / "two")) for a in args]]
+    two = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "vpeft",
+        *[a.replace("{out}", str(tmp_path / "two")) for a in args],
+    ]
     for cmd in (one, two):
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
         assert res.returncode == 0, res.stderr[-2000:]

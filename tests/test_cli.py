@@ -3,11 +3,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY
 
 from vpeft.cli import main
 from vpeft.registry import METHODS, OBJECTIVES
-
-from conftest import TINY
 
 
 def test_help_lists_commands(capsys):
@@ -35,18 +34,51 @@ def test_list_selectors_when_empty(capsys):
 
 
 def test_measure_json(capsys):
-    assert main(["measure", "--backbone", TINY, "--method", "linear", "--method", "bitfit", "--batch-size", "2",
-                 "--num-classes", "3", "--json", "--no-timing"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--method",
+                "bitfit",
+                "--batch-size",
+                "2",
+                "--num-classes",
+                "3",
+                "--json",
+                "--no-timing",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in rows] == ["linear", "bitfit"]
-    assert all(set(r) == {"method", "objective", "trainable", "trainable_no_head", "total", "saved_activation_bytes",
-                          "param_bytes", "grad_bytes", "optimizer_state_bytes", "train_memory_bytes",
-                          "step_seconds"} for r in rows)
+    assert all(
+        set(r)
+        == {
+            "method",
+            "objective",
+            "trainable",
+            "trainable_no_head",
+            "total",
+            "saved_activation_bytes",
+            "param_bytes",
+            "grad_bytes",
+            "optimizer_state_bytes",
+            "train_memory_bytes",
+            "step_seconds",
+        }
+        for r in rows
+    )
 
 
 def test_errors_are_one_line_with_exit_code_2(capsys, small_task, tmp_path):
-    code = main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "lora_typo", "--out",
-                 str(tmp_path / "r")])
+    code = main(
+        ["train", "--data", str(small_task), "--backbone", TINY, "--method", "lora_typo", "--out", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("vpeft: error: unknown method 'lora_typo'") and "Traceback" not in err
     code = main(["train", "--data", str(tmp_path / "nowhere"), "--backbone", TINY, "--out", str(tmp_path / "r")])
@@ -62,8 +94,10 @@ def test_train_from_yaml_with_overrides_then_eval(small_task, tmp_path, capsys):
         "train: {epochs: 1, batch_size: 8}\n"
     )
     out = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "method.name=bitfit", "train.lr=0.01", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "--config", str(cfg), "method.name=bitfit", "train.lr=0.01", "--out", str(out), "--no-progress"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "test acc:" in printed and "trainable:" in printed and "train mem:" in printed
     import yaml
@@ -76,11 +110,27 @@ def test_train_from_yaml_with_overrides_then_eval(small_task, tmp_path, capsys):
 
 def test_yaml_sections_in_short_or_empty_form_take_command_line_values(small_task, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"backbone: '{TINY}'\nmethod: bitfit\ndata:\n  # root: somewhere\n"
-                   "train: {epochs: 1, batch_size: 8}\n")
+    cfg.write_text(
+        f"backbone: '{TINY}'\nmethod: bitfit\ndata:\n  # root: somewhere\ntrain: {{epochs: 1, batch_size: 8}}\n"
+    )
     out = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--data", str(small_task), "--checkpoint", str(tmp_path / "w.pth"),
-                 "--out", str(out), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--data",
+                str(small_task),
+                "--checkpoint",
+                str(tmp_path / "w.pth"),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "w.pth" in capsys.readouterr().err  # got as far as loading the checkpoint: both sections took the values
     (tmp_path / "bad.yaml").write_text("data: [1, 2]\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(small_task), "--out", str(out)]) == 2
@@ -104,7 +154,8 @@ def test_data_synth_is_deterministic(tmp_path):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
     main(["data", "synth", "--out", str(tmp_path / "c"), "--seed", "6", "--n-test", "50", "--tasks", "count"])
     assert (tmp_path / "c/count/images/test/000000.png").read_bytes() != (
-        tmp_path / "a/count/images/test/000000.png").read_bytes()
+        tmp_path / "a/count/images/test/000000.png"
+    ).read_bytes()
 
 
 def test_module_entry_point_runs():
@@ -121,8 +172,29 @@ def test_merge_command(small_task, tmp_path, capsys, method):
     from vpeft.run import load_run
 
     run = tmp_path / "run"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", method, "--epochs", "1",
-                 "--batch-size", "8", "--pool", "avg", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                method,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--pool",
+                "avg",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "merged.safetensors"
     code = main(["merge", "--run", str(run), "--out", str(out)])
     if method.startswith("vpt"):

@@ -14,7 +14,9 @@ def test_parse_spec_values():
     assert kw == {"rank": 4, "alpha": 0.5, "bias": True, "targets": ["q", "v"], "act": "gelu"}
     assert parse_spec(format_spec("x", {"a": 1, "b": [1, 2], "c": False})) == ("x", {"a": 1, "b": [1, 2], "c": False})
     assert parse_spec("idat:teacher='vit_s:img_size=32,patch_size=8',alpha=2") == (
-        "idat", {"teacher": "vit_s:img_size=32,patch_size=8", "alpha": 2})
+        "idat",
+        {"teacher": "vit_s:img_size=32,patch_size=8", "alpha": 2},
+    )
 
 
 @pytest.mark.parametrize("bad", ["", ":rank=4", "lora:rank", "lora:=4"])
@@ -92,11 +94,22 @@ def test_run_sections_document_every_field(section):
         assert all(docs.get(f.name) for f in cls.fields()), cls.__name__
 
 
-@pytest.mark.parametrize("value, tp, want", [
-    (3, float, 3.0), (3.0, int, 3), (1e3, int, 1000), ("4", int, 4), ("4.5", float, 4.5), (2, int, 2),
-    (True, int, "expected an integer"), (True, float, "expected a number"), (3.5, int, "expected an integer"),
-    ("x", float, "expected a number"), ("4.5", int, "expected an integer"),
-])
+@pytest.mark.parametrize(
+    "value, tp, want",
+    [
+        (3, float, 3.0),
+        (3.0, int, 3),
+        (1e3, int, 1000),
+        ("4", int, 4),
+        ("4.5", float, 4.5),
+        (2, int, 2),
+        (True, int, "expected an integer"),
+        (True, float, "expected a number"),
+        (3.5, int, "expected an integer"),
+        ("x", float, "expected a number"),
+        ("4.5", int, "expected an integer"),
+    ],
+)
 def test_numbers_are_coerced_or_refused_by_name(value, tp, want):
     from vpeft.config import _coerce
 

@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, TINY, make_task
 from PIL import Image
 
 from vpeft.cli import main
@@ -11,16 +12,18 @@ from vpeft.data.synth import TASKS
 from vpeft.data.vtab import load_split
 from vpeft.errors import DataError
 
-from conftest import SHARED_DATA, TINY, make_task
-
 
 def _broken_task(tmp_path):
     """A fixture tree with every kind of problem the checker must report."""
     root = make_task(tmp_path / "task", n_train=24, n_test=12, num_classes=3)
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(root / "images/train800/0001.png")
-    Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), mode="RGBA").save(root / "images/train800/0002.png")
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("P").save(root / "images/train800/0003.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), mode="RGBA").save(
+        root / "images/train800/0002.png"
+    )
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("P").save(
+        root / "images/train800/0003.png"
+    )
     (root / "images/train800/0004.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # corrupt
     p = root / "images/train800/0005.png"
     p.write_bytes(p.read_bytes()[:50])  # truncated
@@ -66,8 +69,28 @@ def test_skip_bad_trains_and_counts(tmp_path):
     assert len(ds) == 36 - 4 and len(ds.skipped) == 4  # corrupt, truncated, missing, label out of range
     assert any("train800val200.txt:5: cannot read image" in m for m in ds.skipped)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--epochs", "1",
-                 "--batch-size", "8", "--skip-bad", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--skip-bad",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["skipped_lines"] == {"train800val200": 4, "test": 0}
 
@@ -87,8 +110,9 @@ def test_canonical_class_count_mismatch_warns(tmp_path):
     from vpeft.engine.trainer import train
 
     root = make_task(tmp_path / "cifar", num_classes=3)
-    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "data": {"root": str(root)},
-                               "train": {"epochs": 1, "batch_size": 8}})
+    cfg = RunConfig.from_dict(
+        {"backbone": {"spec": TINY}, "data": {"root": str(root)}, "train": {"epochs": 1, "batch_size": 8}}
+    )
     with pytest.warns(UserWarning, match="3 classes where VTAB-1K's cifar has 100"):
         assert train(cfg, tmp_path / "r", progress=False)["num_classes"] == 3
 
@@ -104,8 +128,27 @@ def test_shared_vtab_tasks_check_and_train(tmp_path, capsys):
     tasks = sorted(p.name for p in (SHARED_DATA / "vtab1k").iterdir() if (p / "test.txt").is_file())
     for t in tasks:
         assert t in printed
-        assert main(["train", "--data", str(SHARED_DATA / "vtab1k" / t), "--backbone", TINY, "--method", "bitfit",
-                     "--epochs", "1", "--batch-size", "128", "--out", str(tmp_path / t), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(SHARED_DATA / "vtab1k" / t),
+                    "--backbone",
+                    TINY,
+                    "--method",
+                    "bitfit",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "128",
+                    "--out",
+                    str(tmp_path / t),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
 
 
 def _images(dirpath, names, size=20, seed=0):
@@ -151,8 +194,29 @@ def test_other_layouts_train_and_evaluate(tmp_path, fmt, capsys):
     root = _layout(tmp_path, fmt)
     out = tmp_path / "run"
     extra = ["data.shot=4", "data.fewshot_seed=1"] if fmt == "fewshot" else []
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "bitfit", "--epochs", "2",
-                 "--batch-size", "4", "--out", str(out), "--no-progress", f"data.format={fmt}", *extra]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "bitfit",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+                f"data.format={fmt}",
+                *extra,
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["num_classes"] == 3 and result["test_total"] == 6
     assert result["protocol"]["augment"] == {"fgvc": "crop_flip", "fewshot": "crop_flip_randaug"}.get(fmt, "none")
@@ -168,9 +232,30 @@ def test_gps_selects_on_an_augmented_layout(tmp_path, loss):
 
     root = _layout(tmp_path, "fgvc")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--selector",
-                 f"gps:k=1,loss={loss}", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--no-progress",
-                 "data.format=fgvc"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--selector",
+                f"gps:k=1,loss={loss}",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+                "data.format=fgvc",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "result.json").read_text())["selection"]["selected"] > 0
 
 
@@ -196,9 +281,14 @@ def test_augmented_training_is_deterministic_and_resumes(tmp_path):
     from vpeft.engine.trainer import train
 
     root = _layout(tmp_path, "fewshot")
-    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "bitfit",
-                               "data": {"root": str(root), "format": "fewshot", "shot": 4, "fewshot_seed": 1},
-                               "train": {"epochs": 3, "batch_size": 4}})
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": TINY},
+            "method": "bitfit",
+            "data": {"root": str(root), "format": "fewshot", "shot": 4, "fewshot_seed": 1},
+            "train": {"epochs": 3, "batch_size": 4},
+        }
+    )
     a = train(cfg, tmp_path / "a", progress=False)
 
     def stop(epoch, entry):
@@ -294,8 +384,28 @@ def test_folder_run_evaluated_on_other_data_checks_its_class_folders(tmp_path, c
 
     root = _layout(tmp_path / "a", "folder")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--epochs", "1",
-                 "--batch-size", "4", "--out", str(out), "--no-progress", "data.format=folder"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+                "data.format=folder",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "result.json").read_text())["class_names"] == ["cat", "dog", "eel"]
     same = tmp_path / "same"
     shutil.copytree(root, same)

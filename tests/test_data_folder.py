@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import yaml
+from conftest import SHARED_DATA, TINY, make_task
 from PIL import Image
 
 from vpeft.cli import main
@@ -17,8 +18,6 @@ from vpeft.data.entries import detect, read_entries
 from vpeft.data.formats.folder import auto_split, folder_classes, ignored_entries, split_counts
 from vpeft.data.sources import check_labels, describe_split
 from vpeft.errors import ConfigError, DataError
-
-from conftest import SHARED_DATA, TINY, make_task
 
 CLASSES = ("cat", "dog", "eel")
 
@@ -57,8 +56,14 @@ def test_a_plain_class_folder_is_detected_and_its_debris_left_out_with_one_note(
     assert len(note) == 1
     for name in (".git/", "__MACOSX/", ".ipynb_checkpoints/", ".DS_Store", "cat/._00.png", "notes/ (no images)"):
         assert name in note[0]
-    assert set(ignored_entries(root)) == {".DS_Store", ".git/", ".ipynb_checkpoints/", "__MACOSX/", "cat/._00.png",
-                                          "notes/ (no images)"}
+    assert set(ignored_entries(root)) == {
+        ".DS_Store",
+        ".git/",
+        ".ipynb_checkpoints/",
+        "__MACOSX/",
+        "cat/._00.png",
+        "notes/ (no images)",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the note is given once per folder
         assert folder_classes(root) == list(CLASSES)
@@ -143,20 +148,59 @@ def test_a_plain_class_folder_trains_without_any_option_and_records_its_split(tm
     root = _plain(tmp_path / "pets")
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="left out 6 hidden"):
-        assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "bitfit", "--epochs", "1",
-                     "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(root),
+                    "--backbone",
+                    TINY,
+                    "--method",
+                    "bitfit",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     result = json.loads((out / "result.json").read_text())
     assert result["class_names"] == list(CLASSES) and result["num_classes"] == 3 and result["test_total"] == 3
     data = yaml.safe_load((out / "config.yaml").read_text())["data"]
     assert data["format"] == "folder" and data["split_fractions"] == [0.8, 0.1, 0.1] and data["split_seed"] == 0
     assert describe_split(DataConfig(**{k: v for k, v in data.items()})) == {
-        "made_by": "vpeft", "fractions": [0.8, 0.1, 0.1], "seed": 0, "stratified": True}
+        "made_by": "vpeft",
+        "fractions": [0.8, 0.1, 0.1],
+        "seed": 0,
+        "stratified": True,
+    }
     capsys.readouterr()
     assert main(["eval", "--run", str(out)]) == 0
     assert "(same)" in capsys.readouterr().out
     # the class names and the head's size always agree
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--epochs", "1", "--out", str(tmp_path / "r4"),
-                 "--no-progress", "data.num_classes=4"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "r4"),
+                "--no-progress",
+                "data.num_classes=4",
+            ]
+        )
+        == 2
+    )
     assert "has 3 classes (cat, dog, eel) but the run has 4" in capsys.readouterr().err
 
 
@@ -174,8 +218,27 @@ def test_csv_labels_may_be_class_names(tmp_path, capsys):
     entries, _ = read_entries(root, "train", "csv")
     assert [e.label for e in entries[:3]] == [2, 0, 1]  # sorted names: ant 0, moth 1, zebra 2
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "linear", "--epochs", "1",
-                 "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["class_names"] == ["ant", "moth", "zebra"] and result["num_classes"] == 3
     capsys.readouterr()
@@ -264,7 +327,28 @@ def test_skip_bad_says_how_many_lines_it_left_out_and_where(tmp_path):
     root = make_task(tmp_path / "task")
     (root / "images" / "train800" / "0003.png").unlink()
     (root / "images" / "train800" / "0005.png").write_bytes(b"broken")
-    with pytest.warns(UserWarning, match=r"left out 2 bad line\(s\) of split 'train800val200' \(2 in .*train800val200"
-                                         r"\.txt\); first: .*train800val200.txt:4: image .*0003.png does not exist"):
-        assert main(["train", "--data", str(root), "--backbone", TINY, "--epochs", "1", "--batch-size", "8",
-                     "--skip-bad", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    with pytest.warns(
+        UserWarning,
+        match=r"left out 2 bad line\(s\) of split 'train800val200' \(2 in .*train800val200"
+        r"\.txt\); first: .*train800val200.txt:4: image .*0003.png does not exist",
+    ):
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(root),
+                    "--backbone",
+                    TINY,
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--skip-bad",
+                    "--out",
+                    str(tmp_path / "r"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )

@@ -39,7 +39,7 @@ def test_device_batches_are_the_indexed_batches_and_shards_cover_each_item_once(
     got = list(data.batches(4, order))
     assert [n for _, _, n in got] == [4, 4, 3]
     for i, (x, y, _) in enumerate(got):
-        idx = order[4 * i: 4 * i + 4]
+        idx = order[4 * i : 4 * i + 4]
         assert torch.equal(x, ds.images[idx]) and torch.equal(y, ds.labels[idx])
     assert [len(y) for _, y, _ in data.batches(4, order, drop_last=True)] == [4, 4]
     assert data.num_batches(4) == 3 and data.num_batches(4, drop_last=True) == 2
@@ -53,8 +53,8 @@ def test_device_batches_are_the_indexed_batches_and_shards_cover_each_item_once(
 
 
 def test_sharded_evaluation_counts_add_up_to_the_whole(small_task):
-    from vpeft.run import build_model, evaluate
     from vpeft.data.vtab import load_split
+    from vpeft.run import build_model, evaluate
 
     cfg = cfg_for(small_task)
     model, objective = build_model(cfg, 3)
@@ -82,8 +82,11 @@ def test_the_training_loop_reads_nothing_from_the_device_per_step(small_task, tm
     # SGD reads no step counters: every host read here is the trainer's own
     def reads(batch_size, out):
         with HostReads() as mode:
-            train(cfg_for(small_task, method="linear", optimizer="sgd", batch_size=batch_size, epochs=2,
-                          log_every=1000), out, progress=False)
+            train(
+                cfg_for(small_task, method="linear", optimizer="sgd", batch_size=batch_size, epochs=2, log_every=1000),
+                out,
+                progress=False,
+            )
         return mode.count
 
     few_steps, many_steps = reads(12, tmp_path / "a"), reads(3, tmp_path / "b")  # 2 vs 8 steps per epoch
@@ -96,8 +99,11 @@ def test_resume_state_is_written_every_save_every_epochs_and_a_kill_loses_nothin
     saved = []
 
     def kill_after_3(epoch, entry):
-        saved.append(torch.load(tmp_path / "b" / "state.pt", weights_only=True)["epoch"]
-                     if (tmp_path / "b" / "state.pt").exists() else None)
+        saved.append(
+            torch.load(tmp_path / "b" / "state.pt", weights_only=True)["epoch"]
+            if (tmp_path / "b" / "state.pt").exists()
+            else None
+        )
         if epoch == 3:
             raise Killed()
 
@@ -184,7 +190,10 @@ def test_options_added_later_keep_a_recorded_run_identity(small_task, tmp_path):
 
     with pytest.raises(Killed):
         train(cfg, tmp_path / "r", progress=False, on_epoch_end=kill)
-    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump({**old, "data": yaml.safe_load(
-        (tmp_path / "r" / "config.yaml").read_text())["data"]}, sort_keys=False))
+    (tmp_path / "r" / "config.yaml").write_text(
+        yaml.safe_dump(
+            {**old, "data": yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["data"]}, sort_keys=False
+        )
+    )
     r = train(cfg_for(small_task, epochs=2, log_every=3), tmp_path / "r", resume=True, progress=False)
     assert r["selected_epoch"] == 2

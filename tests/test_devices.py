@@ -29,10 +29,20 @@ def collectives(monkeypatch):
                 for t in a if isinstance(a, list) else [a]:
                     if isinstance(t, torch.Tensor):
                         seen.append((name, t.device))
+
         return record
 
-    for name in ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter", "gather",
-                 "scatter", "reduce", "all_to_all"):
+    for name in (
+        "all_reduce",
+        "broadcast",
+        "all_gather",
+        "all_gather_into_tensor",
+        "reduce_scatter",
+        "gather",
+        "scatter",
+        "reduce",
+        "all_to_all",
+    ):
         monkeypatch.setattr(dist, name, recorder(name))
     return seen
 
@@ -42,8 +52,10 @@ def test_every_collective_runs_on_the_group_device(collectives, params_on):
     group = torch.device("cuda", 1)  # local rank 1 under nccl
     d = Dist(rank=1, world=2, local_rank=1, device=group)
     with FakeTensorMode():  # CUDA tensors without a GPU
-        params = [torch.nn.Parameter(torch.zeros(3, 2, device=params_on)),
-                  torch.nn.Parameter(torch.ones(4, device=params_on))]
+        params = [
+            torch.nn.Parameter(torch.zeros(3, 2, device=params_on)),
+            torch.nn.Parameter(torch.ones(4, device=params_on)),
+        ]
         params[0].grad = torch.ones(3, 2, device=params_on)  # params[1] has no gradient: it counts as zero
         d.broadcast_(params)
         d.sum_grads_(params)
@@ -66,8 +78,12 @@ def test_setup_takes_the_backends_device(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", lambda b: backend.append(b))
     monkeypatch.setattr(dist, "get_backend", lambda: backend[-1])
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(i))
-    for cuda, device, want_backend, want in [(True, "cuda", "nccl", "cuda:1"), (True, "auto", "nccl", "cuda:1"),
-                                             (True, "cpu", "gloo", "cpu"), (False, "auto", "gloo", "cpu")]:
+    for cuda, device, want_backend, want in [
+        (True, "cuda", "nccl", "cuda:1"),
+        (True, "auto", "nccl", "cuda:1"),
+        (True, "cpu", "gloo", "cpu"),
+        (False, "auto", "gloo", "cpu"),
+    ]:
         backend.clear()
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         d = distributed.setup(device)
@@ -112,8 +128,11 @@ def _gloo_rank(rank, world, init, out):
     d = Dist(rank=rank, world=world)
     r = d.shard_range(5)
     x = torch.arange(5.0)[r.start : r.stop] * 10
-    res = {"gather": d.gather_shards(x, 5).tolist(), "floats": d.sum_floats([rank + 0.5]),
-           "tensor": d.sum_tensor_(torch.tensor([rank, 1])).tolist()}
+    res = {
+        "gather": d.gather_shards(x, 5).tolist(),
+        "floats": d.sum_floats([rank + 0.5]),
+        "tensor": d.sum_tensor_(torch.tensor([rank, 1])).tolist(),
+    }
     Path(out, f"{rank}.json").write_text(json.dumps(res))
     dist.destroy_process_group()
 

@@ -39,8 +39,9 @@ def test_readme_names_every_registered_method():
 def _benchmarks():
     from pathlib import Path
 
-    return sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")
-                  if not p.name.startswith("_"))
+    return sorted(
+        p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py") if not p.name.startswith("_")
+    )
 
 
 @pytest.mark.parametrize("path", _benchmarks(), ids=lambda p: p.stem)

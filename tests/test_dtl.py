@@ -9,8 +9,10 @@ from vpeft.methods.dtl import swish
 SPEC4 = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=4,num_heads=2"
 
 
-@pytest.mark.parametrize("spec,count", [("dtl", 36_864), ("dtl_plus:kernel=3", 43_776), ("dtl_plus:kernel=4", 49_152),
-                                        ("dtl_plus:kernel=5", 56_064)])
+@pytest.mark.parametrize(
+    "spec,count",
+    [("dtl", 36_864), ("dtl_plus:kernel=3", 43_776), ("dtl_plus:kernel=4", 49_152), ("dtl_plus:kernel=5", 56_064)],
+)
 def test_vit_b_counts(spec, count):
     with torch.device("meta"):
         bb = create_backbone("vit_base_patch16_224", num_classes=10)
@@ -90,8 +92,10 @@ def test_blocks_before_m_store_nothing_and_get_no_gradient():
 def test_memory_falls_as_m_grows():
     from vpeft.measure import measure
 
-    rows = [measure(SPEC4, f"dtl:first_block={m}", batch_size=2, timing=False)["saved_activation_bytes"]
-            for m in (1, 2, 3, 4)]
+    rows = [
+        measure(SPEC4, f"dtl:first_block={m}", batch_size=2, timing=False)["saved_activation_bytes"]
+        for m in (1, 2, 3, 4)
+    ]
     assert rows == sorted(rows, reverse=True) and rows[0] > rows[-1]
 
 
@@ -134,8 +138,9 @@ def _write_run(root, name, method, num_classes, seed_shift):
     from vpeft.engine.checkpoint import save_trainable
     from vpeft.run import build_model
 
-    cfg = RunConfig.from_dict({"backbone": {"spec": SPEC4}, "method": method, "data": {"num_classes": num_classes},
-                               "train": {"seed": 0}})
+    cfg = RunConfig.from_dict(
+        {"backbone": {"spec": SPEC4}, "method": method, "data": {"num_classes": num_classes}, "train": {"seed": 0}}
+    )
     model, obj = build_model(cfg, num_classes)
     g = torch.Generator().manual_seed(seed_shift)
     with torch.no_grad():

@@ -1,9 +1,9 @@
 """Backbone families: the ``FAMILIES`` registry, the family prefix of a backbone spec, the ``timm`` family building
 what a bare name built, and a third-party family that joins through an entry point and trains end to end."""
 
-
 import pytest
 import torch
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN, install_plugin
 
 import vpeft
 from vpeft.backbones import Family, create_backbone, split_backbone_spec
@@ -11,8 +11,6 @@ from vpeft.config import RunConfig
 from vpeft.engine.trainer import train
 from vpeft.errors import CheckpointError, ConfigError
 from vpeft.registry import FAMILIES
-
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN, install_plugin
 
 TOY = '''
 import timm
@@ -49,7 +47,9 @@ class Toy(Family):
 def toy_family(tmp_path, monkeypatch):
     """Module ``toy_vpeft_family`` on ``sys.path`` and a dist-info whose ``vpeft.families`` entry point names it;
     ``FAMILIES`` reads its entry points again and is restored afterwards."""
-    install_plugin(monkeypatch, tmp_path, {"toy_vpeft_family": TOY}, FAMILIES, "[vpeft.families]\ntoy = toy_vpeft_family\n")
+    install_plugin(
+        monkeypatch, tmp_path, {"toy_vpeft_family": TOY}, FAMILIES, "[vpeft.families]\ntoy = toy_vpeft_family\n"
+    )
     yield FAMILIES.get("toy")
 
 
@@ -68,25 +68,38 @@ def test_timm_is_the_one_built_in_family():
         FAMILIES.get("sam")
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("vit_base_patch16_224", ("timm", "vit_base_patch16_224", {})),
-    ("vit_tiny_patch16_224:img_size=32,patch_size=8", ("timm", "vit_tiny_patch16_224",
-                                                       {"img_size": 32, "patch_size": 8})),
-    ("vit_tiny_patch16_224:", ("timm", "vit_tiny_patch16_224", {})),
-    ("timm:vit_c10_base", ("timm", "vit_c10_base", {})),
-    ("timm:vit_tiny_patch16_224:img_size=32,depths=[1,1]", ("timm", "vit_tiny_patch16_224",
-                                                            {"img_size": 32, "depths": [1, 1]})),
-    # A registered family's name followed by key=value items is a (here unknown) timm name with overrides.
-    ("timm:img_size=32", ("timm", "timm", {"img_size": 32})),
-    ("vit_tiny_patch16_224:note='a:b',img_size=32", ("timm", "vit_tiny_patch16_224", {"note": "a:b", "img_size": 32})),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("vit_base_patch16_224", ("timm", "vit_base_patch16_224", {})),
+        (
+            "vit_tiny_patch16_224:img_size=32,patch_size=8",
+            ("timm", "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8}),
+        ),
+        ("vit_tiny_patch16_224:", ("timm", "vit_tiny_patch16_224", {})),
+        ("timm:vit_c10_base", ("timm", "vit_c10_base", {})),
+        (
+            "timm:vit_tiny_patch16_224:img_size=32,depths=[1,1]",
+            ("timm", "vit_tiny_patch16_224", {"img_size": 32, "depths": [1, 1]}),
+        ),
+        # A registered family's name followed by key=value items is a (here unknown) timm name with overrides.
+        ("timm:img_size=32", ("timm", "timm", {"img_size": 32})),
+        (
+            "vit_tiny_patch16_224:note='a:b',img_size=32",
+            ("timm", "vit_tiny_patch16_224", {"note": "a:b", "img_size": 32}),
+        ),
+    ],
+)
 def test_a_spec_names_its_family_only_by_a_registered_prefix(spec, expected):
     assert split_backbone_spec(spec) == expected
 
 
 def test_a_prefix_that_is_no_family_is_refused_with_both_readings():
-    with pytest.raises(ConfigError, match=r"'sam' is not a backbone family \(registered: timm\) and 'vit_b' is not a "
-                                          r"key=value item"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'sam' is not a backbone family \(registered: timm\) and 'vit_b' is not a "
+        r"key=value item",
+    ):
         split_backbone_spec("sam:vit_b")
     with pytest.raises(ConfigError, match=r"'vit_tiny_patch16_224' is not a backbone family .* 'img_size' is not"):
         create_backbone("vit_tiny_patch16_224:img_size", num_classes=2)
@@ -140,27 +153,32 @@ def test_a_family_loads_its_own_checkpoints(toy_family, tmp_path):
     torch.manual_seed(1)
     source = create_backbone("toy:tiny", num_classes=2)
     path = tmp_path / "toy_tiny.safetensors"
-    save_file({f"toy.{k}": v.contiguous() for k, v in source.model.state_dict().items() if not k.startswith("head")},
-              str(path))
+    save_file(
+        {f"toy.{k}": v.contiguous() for k, v in source.model.state_dict().items() if not k.startswith("head")},
+        str(path),
+    )
     torch.manual_seed(2)
     loaded = create_backbone("toy:tiny", num_classes=2, checkpoint=path)
     body = lambda b: {k: v for k, v in _state(b).items() if not k.startswith("head")}  # noqa: E731
     assert _same(body(loaded), body(source))
     with pytest.raises(CheckpointError, match="does not match the backbone"):
-        create_backbone("vit_tiny_patch16_224:img_size=16,patch_size=8,embed_dim=16,depth=1,num_heads=2", 2,
-                        checkpoint=path)
+        create_backbone(
+            "vit_tiny_patch16_224:img_size=16,patch_size=8,embed_dim=16,depth=1,num_heads=2", 2, checkpoint=path
+        )
 
 
 def test_a_family_backbone_trains_end_to_end(toy_family, small_task, tmp_path):
     """``backbone: {spec: toy:tiny}`` trains through the trainer, exactly as the timm spec of the same model does."""
     runs = {}
     for spec in ("toy:tiny", "vit_tiny_patch16_224:img_size=16,patch_size=8,embed_dim=16,depth=1,num_heads=2"):
-        cfg = RunConfig.from_dict({
-            "backbone": {"spec": spec},
-            "method": "lora",
-            "data": {"root": str(small_task)},
-            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 0, "seed": 0},
-        })
+        cfg = RunConfig.from_dict(
+            {
+                "backbone": {"spec": spec},
+                "method": "lora",
+                "data": {"root": str(small_task)},
+                "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 0, "seed": 0},
+            }
+        )
         log = []
         result = train(cfg, tmp_path / spec.partition(":")[0], progress=False, on_epoch_end=lambda e, x: log.append(x))
         runs[spec] = result, log

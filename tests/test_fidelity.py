@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from timm.layers import drop_path
 
 from vpeft import ConfigError, apply_method, create_backbone
 from vpeft.config import BackboneConfig, RunConfig, run_identity
 from vpeft.methods.vpt import VPTDeepConfig, VPTShallowConfig
-
-from conftest import TINY
 
 D = 32  # TINY's width
 
@@ -77,8 +76,9 @@ def test_noah_lora_forward_with_its_input_dropout():
     torch.manual_seed(7)
     got = qkv(x)
     torch.manual_seed(7)
-    expected = F.linear(x, qkv.weight, qkv.bias) + F.linear(F.linear(F.dropout(x, 0.1), u.lora_down.weight),
-                                                            u.lora_up.weight)
+    expected = F.linear(x, qkv.weight, qkv.bias) + F.linear(
+        F.linear(F.dropout(x, 0.1), u.lora_down.weight), u.lora_up.weight
+    )
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -189,8 +189,11 @@ def test_committed_vpt_runs_keep_their_run_ids():
         cfg = copy.deepcopy(r.config)
         cfg["data"]["root"] = str(Path(recorded) / Path(cfg["data"]["root"]).name)  # the task's folder
         found.add(Path(r.run_dir).name.rsplit("__", 1)[0] + "__" + run_hash(cfg)[:8])
-    names = {Path(json.loads(line)["run_dir"]).name for line in (real / "results.jsonl").read_text().splitlines()
-             if line.strip()}
+    names = {
+        Path(json.loads(line)["run_dir"]).name
+        for line in (real / "results.jsonl").read_text().splitlines()
+        if line.strip()
+    }
     assert found <= names
 
 
@@ -264,8 +267,9 @@ def test_petl_vit_adaptformer_dropout_sits_after_the_activation():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("spec", ["lora:dropout=1.0", "lora:bottleneck_dropout=-0.1", "adapter:dropout=1",
-                                  "adaptformer:dropout=1.5"])
+@pytest.mark.parametrize(
+    "spec", ["lora:dropout=1.0", "lora:bottleneck_dropout=-0.1", "adapter:dropout=1", "adaptformer:dropout=1.5"]
+)
 def test_dropouts_are_validated(spec):
     from vpeft import METHODS
 
@@ -303,8 +307,9 @@ def test_noah_presets_build_what_noahs_code_runs(name):
     p = get_preset(name)
     cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "method": p["method"], "objective": p["objective"]})
     model, _ = build_model(cfg, 3)
-    assert cfg.method.dropout == 0.1 and getattr(cfg.method, "init") in ("trunc_normal", "noah")
-    trainable = {n: t for n, t in model.named_parameters() if t.requires_grad and "head" not in n
-                 and not n.endswith("bias")}
+    assert cfg.method.dropout == 0.1 and cfg.method.init in ("trunc_normal", "noah")
+    trainable = {
+        n: t for n, t in model.named_parameters() if t.requires_grad and "head" not in n and not n.endswith("bias")
+    }
     # NOAH re-initialises every Linear (trunc-normal weights, zero biases): no weight starts at zero, LoRA's B included
     assert trainable and all(t.abs().sum() > 0 for t in trainable.values())

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import TINY, install_plugin, make_task
 from PIL import Image
 
 from vpeft.cli import main
@@ -16,8 +17,6 @@ from vpeft.data.sources import augment_kind, resolve_splits
 from vpeft.data.vtab import load_split
 from vpeft.errors import ConfigError, DataError
 from vpeft.registry import FORMATS
-
-from conftest import TINY, install_plugin, make_task
 
 SPLITS = {"train": 9, "val": 6, "test": 6}
 
@@ -92,8 +91,9 @@ def _sample(root, name):
 def tsv_plugin(tmp_path, monkeypatch):
     """Module ``toy_vpeft_tsv`` on ``sys.path``, declared in the entry-point group ``vpeft.formats``; ``FORMATS``
     reads its entry points again and is restored afterwards."""
-    install_plugin(monkeypatch, tmp_path / "plugin", {"toy_vpeft_tsv": TSV}, FORMATS,
-                   "[vpeft.formats]\ntsv = toy_vpeft_tsv\n")
+    install_plugin(
+        monkeypatch, tmp_path / "plugin", {"toy_vpeft_tsv": TSV}, FORMATS, "[vpeft.formats]\ntsv = toy_vpeft_tsv\n"
+    )
     yield
 
 
@@ -132,8 +132,11 @@ def test_the_reader_names_file_and_line(tmp_path, name):
 
 
 def test_an_unknown_format_names_the_registered_ones(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"'format': expected one of 'csv', .*'vtab1k', got 'fvgc' \(did you mean "
-                                          r"'fgvc'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'format': expected one of 'csv', .*'vtab1k', got 'fvgc' \(did you mean "
+        r"'fgvc'\?\)",
+    ):
         DataConfig(format="fvgc")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "data.format=tvs"]) == 2
     assert "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'vtab1k', got 'tvs'" in capsys.readouterr().err
@@ -144,8 +147,28 @@ def test_a_format_plugin_trains_end_to_end(tmp_path, tsv_plugin, capsys):
     root = _sample(tmp_path / "data", "tsv")
     assert detect(root) == ["tsv"]
     out = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--backbone", TINY, "--method", "bitfit", "--epochs", "2",
-                 "--batch-size", "4", "--out", str(out), "--no-progress", "data.format=tsv"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--backbone",
+                TINY,
+                "--method",
+                "bitfit",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+                "data.format=tsv",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["num_classes"] == 3 and result["test_total"] == 6 and result["protocol"]["augment"] == "none"
     capsys.readouterr()

@@ -1,21 +1,17 @@
 import math
 
 import pytest
-from hand import cross_entropy, kl, softmax
 import torch
+from conftest import TINY, TINY_SWIN
+from hand import cross_entropy, kl, softmax
 
 from vpeft import METHODS, OBJECTIVES, ConfigError, apply_method, create_backbone
 from vpeft.methods.base import count_params, head_param_names
 from vpeft.objectives.gist import GISTConfig, gist_loss
 
-from conftest import TINY, TINY_SWIN
-
 Z_CLS = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.5, -0.5]], dtype=torch.float64)
 Z_GIST = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 2.0, 1.0]], dtype=torch.float64)
 Y = torch.tensor([0, 2])
-
-
-
 
 
 def _hand(interaction, T=3.0, mu=0.5, lam=0.75, t2=False):
@@ -27,8 +23,11 @@ def _hand(interaction, T=3.0, mu=0.5, lam=0.75, t2=False):
         "fkl": scale * kl(pc, pg),
         "rkl": scale * kl(pg, pc),
         "mse": sum((a - b) ** 2 for r, s in zip(zc, zg) for a, b in zip(r, s)) / 6,
-        "cos": sum(1 - sum(a * b for a, b in zip(r, s)) / math.sqrt(sum(a * a for a in r) * sum(b * b for b in s))
-                   for r, s in zip(zc, zg)) / 2,
+        "cos": sum(
+            1 - sum(a * b for a, b in zip(r, s)) / math.sqrt(sum(a * a for a in r) * sum(b * b for b in s))
+            for r, s in zip(zc, zg)
+        )
+        / 2,
     }[interaction]
     return cross_entropy(zc, y) + mu * cross_entropy(zg, y) + lam * inter
 
@@ -148,8 +147,29 @@ def test_gist_run_rebuilds_from_its_directory(small_task, tmp_path, capsys):
     from vpeft.cli import main
 
     out = tmp_path / "gist"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "adapter_ps", "--objective",
-                 "gist", "--epochs", "2", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "adapter_ps",
+                "--objective",
+                "gist",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "extras.gist.gist_token" in load_file(str(out / "trainable.safetensors"))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"ce_cls", "ce_gist", "kl_fwd", "kl_rev"} <= set(log[0])

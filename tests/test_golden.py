@@ -21,36 +21,36 @@ BACKBONE = "vit_c10_small"
 
 GOLDEN = {
     # recorded with `python tests/test_golden.py`: the losses of step 1 and step 2
-    'adapter+ce': [2.431100368499756, 2.3720102310180664],
-    'adapter+gist': [3.5832018852233887, 3.5130887031555176],
-    'adapter_ps+ce': [2.4314987659454346, 2.3759021759033203],
-    'adapter_ps+gist': [3.5834686756134033, 3.518524408340454],
-    'adaptformer+ce': [2.4314844608306885, 2.3763155937194824],
-    'adaptformer+gist': [3.58343505859375, 3.5191237926483154],
-    'bitfit+ce': [2.431495428085327, 2.3666045665740967],
-    'bitfit+gist': [3.6306958198547363, 3.5425827503204346],
-    'dtl+ce': [2.3811705112457275, 2.3200645446777344],
-    'dtl+gist': [3.5692496299743652, 3.487299680709839],
-    'dtl_plus+ce': [2.3811705112457275, 2.321309804916382],
-    'dtl_plus+gist': [3.5470781326293945, 3.4856491088867188],
-    'fact_tk+ce': [2.431495428085327, 2.376342535018921],
-    'fact_tk+gist': [3.6094000339508057, 3.51613712310791],
-    'fact_tt+ce': [2.431495428085327, 2.375551462173462],
-    'fact_tt+gist': [3.580864906311035, 3.517096996307373],
-    'full+ce': [2.431495428085327, 2.0405092239379883],
-    'full+gist': [3.6306958198547363, 3.1041550636291504],
-    'linear+ce': [2.431495428085327, 2.3767542839050293],
-    'linear+gist': [3.6306958198547363, 3.557978630065918],
-    'lora+ce': [2.431495428085327, 2.3732941150665283],
-    'lora+gist': [3.6004631519317627, 3.5132436752319336],
-    'ssf+ce': [2.429723024368286, 2.3607919216156006],
-    'ssf+gist': [3.590463638305664, 3.49935245513916],
-    'vpt_deep+ce': [2.427274227142334, 2.369251251220703],  # prompt dropout 0.0 (VPT's default) since issue 15
-    'vpt_deep+gist': [3.619508743286133, 3.552961826324463],  # prompt dropout 0.0 (VPT's default) since issue 15
-    'vpt_shallow+ce': [2.3951947689056396, 2.3372385501861572],  # prompt dropout 0.0 (VPT's default) since issue 15
-    'vpt_shallow+gist': [3.5724401473999023, 3.5121545791625977],  # prompt dropout 0.0 (VPT's default) since issue 15
-    'linear+ce+gps': [2.431495428085327, 2.364499568939209],
-    'linear+gist+gps': [3.6306958198547363, 3.5400490760803223],
+    "adapter+ce": [2.431100368499756, 2.3720102310180664],
+    "adapter+gist": [3.5832018852233887, 3.5130887031555176],
+    "adapter_ps+ce": [2.4314987659454346, 2.3759021759033203],
+    "adapter_ps+gist": [3.5834686756134033, 3.518524408340454],
+    "adaptformer+ce": [2.4314844608306885, 2.3763155937194824],
+    "adaptformer+gist": [3.58343505859375, 3.5191237926483154],
+    "bitfit+ce": [2.431495428085327, 2.3666045665740967],
+    "bitfit+gist": [3.6306958198547363, 3.5425827503204346],
+    "dtl+ce": [2.3811705112457275, 2.3200645446777344],
+    "dtl+gist": [3.5692496299743652, 3.487299680709839],
+    "dtl_plus+ce": [2.3811705112457275, 2.321309804916382],
+    "dtl_plus+gist": [3.5470781326293945, 3.4856491088867188],
+    "fact_tk+ce": [2.431495428085327, 2.376342535018921],
+    "fact_tk+gist": [3.6094000339508057, 3.51613712310791],
+    "fact_tt+ce": [2.431495428085327, 2.375551462173462],
+    "fact_tt+gist": [3.580864906311035, 3.517096996307373],
+    "full+ce": [2.431495428085327, 2.0405092239379883],
+    "full+gist": [3.6306958198547363, 3.1041550636291504],
+    "linear+ce": [2.431495428085327, 2.3767542839050293],
+    "linear+gist": [3.6306958198547363, 3.557978630065918],
+    "lora+ce": [2.431495428085327, 2.3732941150665283],
+    "lora+gist": [3.6004631519317627, 3.5132436752319336],
+    "ssf+ce": [2.429723024368286, 2.3607919216156006],
+    "ssf+gist": [3.590463638305664, 3.49935245513916],
+    "vpt_deep+ce": [2.427274227142334, 2.369251251220703],  # prompt dropout 0.0 (VPT's default) since issue 15
+    "vpt_deep+gist": [3.619508743286133, 3.552961826324463],  # prompt dropout 0.0 (VPT's default) since issue 15
+    "vpt_shallow+ce": [2.3951947689056396, 2.3372385501861572],  # prompt dropout 0.0 (VPT's default) since issue 15
+    "vpt_shallow+gist": [3.5724401473999023, 3.5121545791625977],  # prompt dropout 0.0 (VPT's default) since issue 15
+    "linear+ce+gps": [2.431495428085327, 2.364499568939209],
+    "linear+gist+gps": [3.6306958198547363, 3.5400490760803223],
 }
 
 
@@ -68,8 +68,15 @@ def first_losses(method: str, objective: str, selector=None) -> list[float]:
     sel = None
     if selector is not None:  # a selection that needs no data (the structure of GPS, not its gradient pass)
         sel = {"name": selector, **getattr(SELECTORS.get(selector), "test_overrides", {})}
-    cfg = RunConfig.from_dict({"backbone": {"spec": BACKBONE}, "method": method, "objective": objective,
-                               "selector": sel, "train": {"lr": 1e-3, "weight_decay": 1e-4, "seed": 0}})
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": BACKBONE},
+            "method": method,
+            "objective": objective,
+            "selector": sel,
+            "train": {"lr": 1e-3, "weight_decay": 1e-4, "seed": 0},
+        }
+    )
     torch.manual_seed(0)
     model, obj = build_model(cfg, 10)
     if cfg.selector is not None:

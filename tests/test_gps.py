@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import TINY, TINY_CONVNEXT, TINY_SWIN, make_task
 
-from vpeft import SELECTORS, apply_method, create_backbone
+from vpeft import apply_method, create_backbone
 from vpeft.methods.base import count_params, head_param_names
 from vpeft.selectors.gps import GPSConfig, supcon_loss, weight_sites
-
-from conftest import TINY, TINY_CONVNEXT, TINY_SWIN, make_task
 
 
 @pytest.mark.parametrize("k,count", [(1, 167_424), (2, 167_424 + 83_712), (3, 167_424 + 2 * 83_712)])
@@ -117,8 +116,12 @@ def test_sparse_training_equals_the_dense_masked_reference():
 def test_supcon_by_hand():
     import math
 
-    f = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0], [0.8, 0.6]], [[0.0, 1.0], [0.6, 0.8]],
-                                                    [[1.0, 1.0], [-1.0, 0.0]]], dtype=torch.float64), dim=-1)
+    f = torch.nn.functional.normalize(
+        torch.tensor(
+            [[[1.0, 0.0], [0.8, 0.6]], [[0.0, 1.0], [0.6, 0.8]], [[1.0, 1.0], [-1.0, 0.0]]], dtype=torch.float64
+        ),
+        dim=-1,
+    )
     y = torch.tensor([0, 1, 0])
     T = 0.5
     feats = torch.cat([f[:, 0], f[:, 1]]).tolist()
@@ -140,9 +143,31 @@ def test_run_checkpoint_is_small_and_rebuilds(small_task, tmp_path, capsys):
     from vpeft.cli import main
 
     out = tmp_path / "gps"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "linear", "--selector", "gps",
-                 "--epochs", "2", "--batch-size", "8", "--out", str(out), "--no-progress",
-                 "train.optimizer=adam", "train.weight_decay=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--selector",
+                "gps",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+                "train.optimizer=adam",
+                "train.weight_decay=0",
+            ]
+        )
+        == 0
+    )
     sd = load_file(str(out / "trainable.safetensors"))
     result = json.loads((out / "result.json").read_text())
     n_selected = result["selection"]["selected"]
@@ -174,8 +199,9 @@ def test_merge_folds_the_selected_values():
     bb.eval()
     expected = bb(x)
     model = merge(bb)
-    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                              num_classes=3)
+    plain = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3
+    )
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain.eval()(x), expected, rtol=1e-5, atol=1e-5)
 
@@ -194,8 +220,29 @@ def test_corrupt_checkpoint_of_a_gps_run_is_a_clear_error(small_task, tmp_path, 
     from vpeft.cli import main
 
     out = tmp_path / "gps"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "linear", "--selector", "gps",
-                 "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--selector",
+                "gps",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (out / "trainable.safetensors").write_bytes(b"garbage")
     capsys.readouterr()
     assert main(["eval", "--run", str(out)]) == 2

@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, make_task
 from PIL import Image
 
 from vpeft import apply_method, create_backbone
@@ -18,8 +19,6 @@ from vpeft.errors import ConfigError, DataError
 from vpeft.selectors.gps import GPSConfig, gradient_pass, rows_differing, top_k_per_row, weight_sites
 from vpeft.selectors.gps_views import SourceImages, official_views
 from vpeft.selectors.legacy_sort import _legacy_heapsort, legacy_argsort
-
-from conftest import TINY, make_task
 
 #: numpy 1.23.5's ``argsort`` (its default quicksort) of rows with ties, last 3 positions first: what the authors'
 #: ``abs(tensor).argsort(1)[:, -(ind + 1)]`` picks for K = 1, 2, 3. Recorded with numpy 1.23.5 (the authors'
@@ -40,19 +39,171 @@ NUMPY_123_TAILS = {
 #: introsort's fallback).
 _NAN = float("nan")
 NUMPY_123_FULL = {
-    "A": ([float((i * 7) % 3) for i in range(40)],
-          [0, 36, 33, 30, 27, 24, 21, 18, 15, 12, 39, 9, 3, 6, 25, 37, 1, 34, 31, 28, 4, 10, 19, 16, 13, 7, 22, 14, 35,
-           8, 2, 32, 23, 29, 38, 26, 20, 5, 17, 11],
-          [15, 39, 0, 36, 6, 27, 12, 24, 21, 9, 33, 3, 18, 30, 28, 13, 25, 10, 19, 4, 37, 22, 1, 34, 16, 31, 7, 29, 14,
-           26, 23, 11, 5, 2, 20, 38, 35, 17, 8, 32]),
-    "B": ([float(i % 2) for i in range(33)],
-          [0, 30, 28, 26, 24, 22, 20, 18, 14, 12, 16, 32, 8, 2, 4, 6, 10, 1, 29, 27, 3, 25, 23, 11, 19, 7, 17, 31, 15,
-           13, 9, 5, 21],
-          [12, 18, 14, 26, 22, 4, 0, 30, 28, 6, 24, 2, 10, 20, 32, 16, 8, 29, 27, 13, 25, 23, 11, 5, 21, 19, 9, 17, 31,
-           15, 7, 3, 1]),
-    "C": ([1.0 if i % 5 else _NAN for i in range(21)],
-          [8, 14, 13, 12, 11, 19, 9, 17, 16, 6, 18, 4, 3, 2, 1, 7, 0, 10, 5, 15, 20],
-          [18, 17, 1, 19, 2, 6, 3, 8, 4, 9, 11, 12, 13, 14, 7, 16, 5, 10, 20, 15, 0]),
+    "A": (
+        [float((i * 7) % 3) for i in range(40)],
+        [
+            0,
+            36,
+            33,
+            30,
+            27,
+            24,
+            21,
+            18,
+            15,
+            12,
+            39,
+            9,
+            3,
+            6,
+            25,
+            37,
+            1,
+            34,
+            31,
+            28,
+            4,
+            10,
+            19,
+            16,
+            13,
+            7,
+            22,
+            14,
+            35,
+            8,
+            2,
+            32,
+            23,
+            29,
+            38,
+            26,
+            20,
+            5,
+            17,
+            11,
+        ],
+        [
+            15,
+            39,
+            0,
+            36,
+            6,
+            27,
+            12,
+            24,
+            21,
+            9,
+            33,
+            3,
+            18,
+            30,
+            28,
+            13,
+            25,
+            10,
+            19,
+            4,
+            37,
+            22,
+            1,
+            34,
+            16,
+            31,
+            7,
+            29,
+            14,
+            26,
+            23,
+            11,
+            5,
+            2,
+            20,
+            38,
+            35,
+            17,
+            8,
+            32,
+        ],
+    ),
+    "B": (
+        [float(i % 2) for i in range(33)],
+        [
+            0,
+            30,
+            28,
+            26,
+            24,
+            22,
+            20,
+            18,
+            14,
+            12,
+            16,
+            32,
+            8,
+            2,
+            4,
+            6,
+            10,
+            1,
+            29,
+            27,
+            3,
+            25,
+            23,
+            11,
+            19,
+            7,
+            17,
+            31,
+            15,
+            13,
+            9,
+            5,
+            21,
+        ],
+        [
+            12,
+            18,
+            14,
+            26,
+            22,
+            4,
+            0,
+            30,
+            28,
+            6,
+            24,
+            2,
+            10,
+            20,
+            32,
+            16,
+            8,
+            29,
+            27,
+            13,
+            25,
+            23,
+            11,
+            5,
+            21,
+            19,
+            9,
+            17,
+            31,
+            15,
+            7,
+            3,
+            1,
+        ],
+    ),
+    "C": (
+        [1.0 if i % 5 else _NAN for i in range(21)],
+        [8, 14, 13, 12, 11, 19, 9, 17, 16, 6, 18, 4, 3, 2, 1, 7, 0, 10, 5, 15, 20],
+        [18, 17, 1, 19, 2, 6, 3, 8, 4, 9, 11, 12, 13, 14, 7, 16, 5, 10, 20, 15, 0],
+    ),
 }
 
 
@@ -87,8 +238,10 @@ def _digest(selection):
 
 
 # ---- the defaults did not move --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("loss,digest,total", [("supcon", "5b69b088541ad02d", 8578.912453868437),
-                                               ("ce", "7d5f124a157cc5a9", 99.5262320483823)])
+@pytest.mark.parametrize(
+    "loss,digest,total",
+    [("supcon", "5b69b088541ad02d", 8578.912453868437), ("ce", "7d5f124a157cc5a9", 99.5262320483823)],
+)
 def test_default_pass_gives_the_selection_recorded_before_the_fidelity_options(tmp_path, loss, digest, total):
     """Recorded with the code before selection_amp / views / shuffle / drop_last and the tie-break existed: the
     defaults keep vpeft's recorded GPS results."""
@@ -102,11 +255,17 @@ def test_default_pass_gives_the_selection_recorded_before_the_fidelity_options(t
 
 
 def test_new_options_are_config_options_and_the_record_is_not():
-    cfg = GPSConfig.from_dict({"selection_amp": "fp16", "amp_compare": True, "views": "official", "shuffle": True,
-                               "drop_last": True})
+    cfg = GPSConfig.from_dict(
+        {"selection_amp": "fp16", "amp_compare": True, "views": "official", "shuffle": True, "drop_last": True}
+    )
     d = cfg.to_dict()
     assert (d["selection_amp"], d["amp_compare"], d["views"], d["shuffle"], d["drop_last"]) == (
-        "fp16", True, "official", True, True)
+        "fp16",
+        True,
+        "official",
+        True,
+        True,
+    )
     assert "_last" not in d and GPSConfig.from_dict(d) == cfg
     with pytest.raises(ConfigError, match="no option '_last'"):
         GPSConfig.from_dict({"_last": {}})
@@ -136,7 +295,7 @@ def test_legacy_argsort_sorts():
         v = rng.standard_normal(n).astype(np.float32)
         v[rng.random(n) < 0.05] = np.nan  # NaNs tie with each other: they come last, in some order
         got, want, nan = legacy_argsort(v.tolist()), np.argsort(v, kind="stable").tolist(), int(np.isnan(v).sum())
-        assert got[:n - nan] == want[:n - nan] and sorted(got[n - nan:]) == sorted(want[n - nan:]), n
+        assert got[: n - nan] == want[: n - nan] and sorted(got[n - nan :]) == sorted(want[n - nan :]), n
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -181,8 +340,10 @@ def test_top_k_per_row_uses_topk_where_nothing_ties():
 # ---- the fp16 pass --------------------------------------------------------------------------------------------------
 def _rows_by_hand(a, b, sites):
     """Rows whose top-1 column differs (k = 1; no ties in these scores)."""
-    return sum(int((a[n].reshape(m.weight.shape[0], -1).argmax(1) != b[n].reshape(m.weight.shape[0], -1).argmax(1))
-                   .sum()) for n, m in sites.items())
+    return sum(
+        int((a[n].reshape(m.weight.shape[0], -1).argmax(1) != b[n].reshape(m.weight.shape[0], -1).argmax(1)).sum())
+        for n, m in sites.items()
+    )
 
 
 def test_fp16_pass_without_loss_scaling_moves_few_rows(tmp_path):
@@ -295,8 +456,11 @@ def test_official_views_are_torchvisions_resized_crops_of_the_source_image(inter
     for img in images:
         boxes = crop_boxes(2, img.shape[1], img.shape[2], g).tolist()
         flips = (torch.rand(2, generator=g) < 0.5).tolist()
-        cubic = (torch.rand(2, generator=g) < 0.5).tolist() if interpolation == "random" else [
-            interpolation == "bicubic"] * 2
+        cubic = (
+            (torch.rand(2, generator=g) < 0.5).tolist()
+            if interpolation == "random"
+            else [interpolation == "bicubic"] * 2
+        )
         for (top, left, h, w), flip, c in zip(boxes, flips, cubic):
             mode = InterpolationMode.BICUBIC if c else InterpolationMode.BILINEAR
             v = TF.resized_crop(img, top, left, h, w, [24, 24], interpolation=mode, antialias=True)
@@ -319,8 +483,16 @@ def test_official_crop_resize_is_the_authors_pil_bicubic_to_two_grey_levels():
     img = torch.from_numpy(a).permute(2, 0, 1).contiguous()
     for top, left, h, w, size in ((5, 7, 60, 50, 24), (10, 3, 12, 9, 24), (0, 0, 90, 70, 224), (20, 20, 30, 40, 224)):
         pil = np.asarray(Image.fromarray(a).crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC))
-        ours = TF.resize(img[:, top:top + h, left:left + w], [size, size], interpolation=InterpolationMode.BICUBIC,
-                         antialias=True).permute(1, 2, 0).numpy()
+        ours = (
+            TF.resize(
+                img[:, top : top + h, left : left + w],
+                [size, size],
+                interpolation=InterpolationMode.BICUBIC,
+                antialias=True,
+            )
+            .permute(1, 2, 0)
+            .numpy()
+        )
         d = np.abs(ours.astype(int) - pil.astype(int))
         assert d.max() <= 2 and d.mean() < 0.05, (h, w, size, d.max(), d.mean())
 
@@ -337,8 +509,10 @@ def test_crop_boxes_follow_timms_rule():
     for h, w in ((40, 30), (10, 100)):  # 10 x 100: most draws do not fit and fall back to the centre crop
         random.seed(0)
         img = Image.new("RGB", (w, h))
-        timm_boxes = torch.tensor([RandomResizedCropAndInterpolation.get_params(img, (0.08, 1.0), (3 / 4, 4 / 3))
-                                   for _ in range(n)], dtype=torch.float64)
+        timm_boxes = torch.tensor(
+            [RandomResizedCropAndInterpolation.get_params(img, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)],
+            dtype=torch.float64,
+        )
         ours = crop_boxes(n, h, w, torch.Generator().manual_seed(0)).double()
         for b in (timm_boxes, ours):
             assert ((b[:, 0] + b[:, 2] <= h) & (b[:, 1] + b[:, 3] <= w)).all()
@@ -358,8 +532,11 @@ def test_official_views_pass_sees_the_source_images_and_records_them(tmp_path):
     cfg = GPSConfig(k=1, views="official")
     scores = cfg.scores(_model(), ds, batch_size=8, source=source)
     rec = cfg.record()
-    assert (rec["views_used"], rec["view_interpolation"], rec["source_sizes"]) == ("official", "bicubic",
-                                                                                   [24, 30, 40, 50])
+    assert (rec["views_used"], rec["view_interpolation"], rec["source_sizes"]) == (
+        "official",
+        "bicubic",
+        [24, 30, 40, 50],
+    )
     again = GPSConfig(k=1, views="official").scores(_model(), ds, batch_size=8, source=source)
     resized = GPSConfig(k=1).scores(_model(), ds, batch_size=8, source=source)
     assert all(torch.equal(scores[n], again[n]) for n in scores)  # seeded
@@ -416,5 +593,10 @@ def test_paper_recipe_runs_the_authors_selection_pass(tmp_path):
     for run in runs:
         sel = run.config["selector"]
         assert (sel["selection_amp"], sel["views"], sel["shuffle"], sel["drop_last"], sel["amp_compare"]) == (
-            "fp16", "official", True, True, True), run.task
+            "fp16",
+            "official",
+            True,
+            True,
+            True,
+        ), run.task
         assert sel["k"] == (2 if run.task == "patch_camelyon" else 1)

@@ -45,7 +45,13 @@ def test_gpu_benchmark_smoke_runs_every_part(tmp_path):
     assert all(r["trainer_images_per_second"] > 0 and r["lean_images_per_second"] > 0 for r in data_rows)
     assert len(parts["fp16_scaler"]["loss"]) == 1 and parts["gps"]["selection"]["selected"] > 0
     assert [r["variant"] for r in parts["lora_peft"]["rows"]] == ["vpeft q,v", "vpeft qkv", "peft qkv"]
-    assert "## Methods" in md and "## Data path" in md and "## LoRA against HF PEFT" in md and "| dtl_plus |" in md and "nccl: skipped" in md
+    assert (
+        "## Methods" in md
+        and "## Data path" in md
+        and "## LoRA against HF PEFT" in md
+        and "| dtl_plus |" in md
+        and "nccl: skipped" in md
+    )
 
 
 def test_gpu_benchmark_smoke_needs_an_out_folder(capsys):

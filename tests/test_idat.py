@@ -1,14 +1,13 @@
 import math
 
 import pytest
-from hand import cross_entropy, kl, softmax
 import torch
+from conftest import TINY
+from hand import cross_entropy, softmax
 
 from vpeft import OBJECTIVES, ConfigError, apply_method, create_backbone
 from vpeft.methods.base import count_params, head_param_names
 from vpeft.objectives.idat import IDATConfig, idat_loss
-
-from conftest import TINY
 
 TEACHER = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=16,depth=1,num_heads=2"
 Z_S = torch.tensor([[1.0, -0.5, 2.0], [0.3, 0.1, -1.2]], dtype=torch.float64)
@@ -16,13 +15,13 @@ Z_T = torch.tensor([[0.5, 0.5, 1.0], [-0.2, 1.0, 0.0]], dtype=torch.float64)
 Y = torch.tensor([2, 1])
 
 
-
-
 def test_mse_loss_by_hand():
     zs, zt = Z_S.tolist(), Z_T.tolist()
     mse = sum((a - b) ** 2 for r, s in zip(zs, zt) for a, b in zip(r, s)) / 6
     out = idat_loss(Z_S, Z_T, Y, IDATConfig(loss="mse"))
-    assert out["loss"].item() == pytest.approx(cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + mse, rel=1e-12)
+    assert out["loss"].item() == pytest.approx(
+        cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + mse, rel=1e-12
+    )
     assert out["distill"].item() == pytest.approx(mse, rel=1e-12)
 
 
@@ -31,7 +30,9 @@ def test_kl_loss_by_hand():
     pt, ps = [softmax(r, 5) for r in zt], [softmax(r, 5) for r in zs]
     kl = sum(sum(a * math.log(a / b) for a, b in zip(p, q)) for p, q in zip(pt, ps)) / 2  # KL(p_t || p_s)
     out = idat_loss(Z_S, Z_T, Y, IDATConfig(loss="kl", alpha=0.5))
-    assert out["loss"].item() == pytest.approx(cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + 0.5 * kl, rel=1e-12)
+    assert out["loss"].item() == pytest.approx(
+        cross_entropy(zs, Y.tolist()) + cross_entropy(zt, Y.tolist()) + 0.5 * kl, rel=1e-12
+    )
 
 
 def _pair(method="adapter:dim=4", objective=f"idat:teacher='{TEACHER}'"):
@@ -45,7 +46,7 @@ def _pair(method="adapter:dim=4", objective=f"idat:teacher='{TEACHER}'"):
 def test_both_models_get_gradients_from_the_distillation_term(loss):
     bb, obj = _pair()
     obj.cfg.loss = loss
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    x = torch.randn(4, 3, 32, 32)
     z_s, z_t = bb(x), obj.teacher(x)
     from vpeft.objectives.idat import distill_loss
 
@@ -81,7 +82,7 @@ def test_presets_build_the_six_variants():
     from vpeft.presets import PRESETS, get_preset
 
     names = [n for n in PRESETS if n.startswith("idat-")]
-    assert sorted(names) == sorted(f"idat-{v}-{l}" for v in ("s", "p", "ps") for l in ("mse", "kl"))
+    assert sorted(names) == sorted(f"idat-{v}-{d}" for v in ("s", "p", "ps") for d in ("mse", "kl"))
     for n in names:
         p = get_preset(n)
         bb, obj = _pair(p["method"], {**p["objective"], "teacher": TEACHER})
@@ -99,9 +100,29 @@ def test_joint_run_keeps_only_the_student(small_task, tmp_path, capsys):
     from vpeft.cli import main
 
     out = tmp_path / "idat"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--preset", "idat-ps-kl",
-                 f"objective.teacher={TEACHER}", "objective.save_teacher=true", "--epochs", "2", "--batch-size", "8",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--preset",
+                "idat-ps-kl",
+                f"objective.teacher={TEACHER}",
+                "objective.save_teacher=true",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     keys = set(load_file(str(out / "trainable.safetensors")))
     assert keys and not any("teacher" in k for k in keys)
     assert any("adapter_ps" in k for k in load_file(str(out / "teacher.safetensors")))

@@ -1,18 +1,17 @@
 import pytest
 import torch
+from conftest import TINY
 
 from vpeft.measure import AMP_KEYS, MEASURE_KEYS, SavedTensorProbe, measure
-
-from conftest import TINY
 
 
 def test_probe_counts_storages_once_and_skips_parameters():
     lin = torch.nn.Linear(8, 8)
     x = torch.randn(4, 8, requires_grad=True)
     with SavedTensorProbe(lin) as probe:
-        h = lin(x)           # saves x (for the weight grad) and a view of the weight (excluded)
-        y = h.relu()         # saves its output (4 x 8)
-        z = (y[:2] * y[2:])  # saves two views of the same storage: counted once
+        h = lin(x)  # saves x (for the weight grad) and a view of the weight (excluded)
+        y = h.relu()  # saves its output (4 x 8)
+        z = y[:2] * y[2:]  # saves two views of the same storage: counted once
         z.sum().backward()
     assert probe.bytes == 4 * 8 * 4 * 2  # x and relu's output; y's views share that storage
 
@@ -30,21 +29,26 @@ def test_measure_keys_and_sums(method):
     r = measure(TINY, method, batch_size=2, num_classes=5, timing=True)
     assert set(r) == set(MEASURE_KEYS) | {"method", "objective"}
     assert r["train_memory_bytes"] == sum(
-        r[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes"))
+        r[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes")
+    )
     assert r["step_seconds"] > 0 and r["param_bytes"] == 4 * r["total"]
     # AdamW: two moments per trainable value plus one scalar step per tensor
     assert 8 * r["trainable"] <= r["optimizer_state_bytes"] <= 8 * r["trainable"] + 4 * 100
 
 
 def test_activation_order_and_linearity_in_batch():
-    rows = {m: measure(TINY, m, batch_size=4, timing=False)["saved_activation_bytes"] for m in ("linear", "bitfit", "full")}
+    rows = {
+        m: measure(TINY, m, batch_size=4, timing=False)["saved_activation_bytes"] for m in ("linear", "bitfit", "full")
+    }
     assert rows["linear"] < rows["bitfit"] < rows["full"]
     full8 = measure(TINY, "full", batch_size=8, timing=False)["saved_activation_bytes"]
     assert abs(full8 - 2 * rows["full"]) < 0.01 * full8
 
 
-@pytest.mark.parametrize("method,saved,total", [("linear", 4412, 135956), ("bitfit", 122284, 263100),
-                                                ("full", 174508, 692860), ("adapter", 64252, 205172)])
+@pytest.mark.parametrize(
+    "method,saved,total",
+    [("linear", 4412, 135956), ("bitfit", 122284, 263100), ("full", 174508, 692860), ("adapter", 64252, 205172)],
+)
 def test_fp32_figures_are_unchanged(method, saved, total):
     # Golden values of the measure before autocast support: without AMP the result is the same, key for key.
     r = measure(TINY, method, batch_size=2, num_classes=5, timing=False)
@@ -57,7 +61,7 @@ def test_probe_tells_autocast_weight_copies_from_activations():
     x = torch.randn(8, 8, requires_grad=True)
     with SavedTensorProbe(lin) as probe, torch.autocast("cpu", dtype=torch.bfloat16):
         y = lin(x)  # frozen weight: saves only autocast's bf16 copy of it (for x's gradient)
-        z = y * y   # saves y: bf16, the weight's size, other values: an activation
+        z = y * y  # saves y: bf16, the weight's size, other values: an activation
     assert y.dtype == torch.bfloat16
     assert probe.weight_copy_bytes == 8 * 8 * 2 and probe.activation_bytes == 8 * 8 * 2
     assert probe.bytes == probe.weight_copy_bytes + probe.activation_bytes
@@ -76,8 +80,16 @@ def test_bf16_activations_scale_with_batch_and_weight_copies_do_not(method):
         # counted as activations (what the probe did before), the weight copies would break the proportion
         both = [r["saved_activation_bytes"] + r["autocast_weight_bytes"] for r in (r2, r4)]
         assert both[1] / both[0] < 1.9
-    assert r2["train_memory_bytes"] == sum(r2[k] for k in ("saved_activation_bytes", "autocast_weight_bytes",
-                                                           "param_bytes", "grad_bytes", "optimizer_state_bytes"))
+    assert r2["train_memory_bytes"] == sum(
+        r2[k]
+        for k in (
+            "saved_activation_bytes",
+            "autocast_weight_bytes",
+            "param_bytes",
+            "grad_bytes",
+            "optimizer_state_bytes",
+        )
+    )
 
 
 def _count_vit_forwards(monkeypatch):
@@ -105,8 +117,18 @@ def test_timing_runs_warmup_then_timed_steps(monkeypatch):
 
 def test_inference_is_eval_mode_no_grad_under_the_same_autocast(monkeypatch):
     calls = _count_vit_forwards(monkeypatch)
-    r = measure(TINY, "lora", batch_size=2, num_classes=5, timing=False, amp="bf16", warmup=1, repeats=2,
-                inference=True, inference_batch_sizes=(1, 3))
+    r = measure(
+        TINY,
+        "lora",
+        batch_size=2,
+        num_classes=5,
+        timing=False,
+        amp="bf16",
+        warmup=1,
+        repeats=2,
+        inference=True,
+        inference_batch_sizes=(1, 3),
+    )
     assert calls[0] == (True, True, True, 2)
     assert calls[1:] == [(False, False, True, 1)] * 3 + [(False, False, True, 3)] * 3
     assert [i["batch_size"] for i in r["inference"]] == [1, 3]
@@ -125,12 +147,52 @@ def test_cli_measure_amp_and_inference(capsys):
 
     from vpeft.cli import main
 
-    assert main(["measure", "--backbone", TINY, "--method", "lora", "--batch-size", "2", "--num-classes", "3",
-                 "--amp", "bf16", "--inference", "--inference-batch-sizes", "1", "2", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--backbone",
+                TINY,
+                "--method",
+                "lora",
+                "--batch-size",
+                "2",
+                "--num-classes",
+                "3",
+                "--amp",
+                "bf16",
+                "--inference",
+                "--inference-batch-sizes",
+                "1",
+                "2",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     assert row["dtype"] == "bfloat16" and row["autocast_weight_bytes"] > 0
     assert [i["batch_size"] for i in row["inference"]] == [1, 2]
-    assert main(["measure", "--backbone", TINY, "--method", "lora", "--amp", "bf16", "--inference",
-                 "--inference-batch-sizes", "4", "--repeats", "1"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--backbone",
+                TINY,
+                "--method",
+                "lora",
+                "--amp",
+                "bf16",
+                "--inference",
+                "--inference-batch-sizes",
+                "4",
+                "--repeats",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "autocast_weight_bytes=" in out and "dtype=bfloat16" in out and "inference batch 4:" in out

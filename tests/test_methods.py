@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import TINY
 
 from vpeft import METHODS, apply_method, create_backbone, load_trainable, save_trainable, trainable_state_dict
 from vpeft.methods.base import count_params, head_param_names
-
-from conftest import TINY
 
 NAMES = METHODS.names()
 
@@ -121,8 +120,9 @@ def test_merge_gives_a_plain_timm_model_with_the_same_outputs(name):
         expected = bb(x)
     model = merge(bb)
     assert type(model).__module__.startswith("timm.")
-    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                              num_classes=5)
+    plain = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
+    )
     assert set(model.state_dict()) == set(plain.state_dict()), "merged model has extra or missing tensors"
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()), "hooks left behind"
     with torch.no_grad():

@@ -10,12 +10,11 @@ import re
 
 import pytest
 import torch
-
-from vpeft.engine.trainer import train
-from vpeft.config import RunConfig
-from vpeft.registry import OBJECTIVES
-
 from conftest import TINY, install_plugin, make_task
+
+from vpeft.config import RunConfig
+from vpeft.engine.trainer import train
+from vpeft.registry import OBJECTIVES
 
 TOY = '''
 from dataclasses import dataclass
@@ -61,16 +60,27 @@ class TwinObjective(Objective):
 
 @pytest.fixture
 def twin(tmp_path, monkeypatch):
-    install_plugin(monkeypatch, tmp_path / "plugin", {"toy_vpeft_twin": TOY}, OBJECTIVES,
-                   "[vpeft.objectives]\ntwin = toy_vpeft_twin\n")
+    install_plugin(
+        monkeypatch,
+        tmp_path / "plugin",
+        {"toy_vpeft_twin": TOY},
+        OBJECTIVES,
+        "[vpeft.objectives]\ntwin = toy_vpeft_twin\n",
+    )
     assert "twin" in OBJECTIVES.names()
 
 
 def test_an_objective_with_a_companion_trains_records_and_measures_through_the_contract(twin, tmp_path):
     root = make_task(tmp_path / "task", num_classes=3)
-    cfg = RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "bitfit", "objective": "twin",
-                               "data": {"root": str(root), "train_split": "train800"},
-                               "train": {"epochs": 2, "batch_size": 8, "device": "cpu"}})
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": TINY},
+            "method": "bitfit",
+            "objective": "twin",
+            "data": {"root": str(root), "train_split": "train800"},
+            "train": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+        }
+    )
     r = train(cfg, tmp_path / "r", progress=False)
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert r["twin"] == {"params": 3 * 3 + 3, "acc_last_epoch": log[-1]["twin_acc"]}

@@ -56,14 +56,18 @@ def test_ray_address_without_a_cluster_fails_at_once(prefix):
     pytest.importorskip("ray")
     address = f"{prefix}127.0.0.1:{_closed_port()}"
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=rf"no Ray cluster at --ray-address {re.escape(address)}.*takes no connection"):
+    with pytest.raises(
+        ConfigError, match=rf"no Ray cluster at --ray-address {re.escape(address)}.*takes no connection"
+    ):
         list(RayExecutor(address=address).map([{"run_dir": "x"}]))
     assert time.perf_counter() - t0 < 10  # ray.init alone retries such an address for minutes
 
 
 def test_ray_resources_that_no_run_can_get_fail_before_any_run():
     ex = RayExecutor(gpus=1, threads=1)
-    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\) \(--gpus-per-run\) but this machine's Ray instance has 0"):
+    with pytest.raises(
+        ConfigError, match=r"asks for 1 GPU\(s\) \(--gpus-per-run\) but this machine's Ray instance has 0"
+    ):
         ex._check_resources({"CPU": 2.0})
     with pytest.raises(ConfigError, match=r"asks for 4 CPU\(s\) \(--threads\)"):
         RayExecutor(threads=4)._check_resources({"CPU": 2.0})
@@ -109,7 +113,9 @@ def test_a_held_folder_refuses_a_second_writer_naming_the_holder_and_a_killed_ho
 
     p = _holder(tmp_path / "run")
     try:
-        with pytest.raises(RunDirError, match=rf"run folder .*run is in use by another vpeft process \(pid {p.pid} on "):
+        with pytest.raises(
+            RunDirError, match=rf"run folder .*run is in use by another vpeft process \(pid {p.pid} on "
+        ):
             FolderLock(tmp_path / "run", "run folder").acquire()
         assert RunDir(tmp_path / "run").state == "empty"  # the lock file is no run file, nor foreign
     finally:
@@ -128,8 +134,23 @@ def test_two_sweeps_into_one_folder(tmp_path, capsys):
 
     p = _holder(tmp_path / "sweep")
     try:
-        rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--seeds", "0", "--epochs", "1",
-                   "--out", str(tmp_path / "sweep"), "--no-progress"])
+        rc = main(
+            [
+                "bench",
+                "run",
+                "--suite",
+                "synth",
+                "--method",
+                "linear",
+                "--seeds",
+                "0",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "sweep"),
+                "--no-progress",
+            ]
+        )
     finally:
         p.kill()
         p.wait()
@@ -146,23 +167,66 @@ def test_a_sweep_whose_runs_cannot_start_fails_before_any_run(tmp_path, capsys):
 
     # The README's former first bench command: the default iDAT teacher takes 224 px, the synth student 32 px.
     out = tmp_path / "s"
-    rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--method", "lora", "--preset", "idat-ps-kl",
-               "--seeds", "0", "--tasks", "count", "shapes", "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "run",
+            "--suite",
+            "synth",
+            "--method",
+            "linear",
+            "--method",
+            "lora",
+            "--preset",
+            "idat-ps-kl",
+            "--seeds",
+            "0",
+            "--tasks",
+            "count",
+            "shapes",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0
     assert "2 of the 6 planned runs cannot start; nothing was run" in err
-    assert re.search(r"idat-ps-kl: objective 'idat': the teacher 'vit_small_patch16_224' takes \(224, 224\) images "
-                     r"but the student takes \(32, 32\).*2 run\(s\)", err)
+    assert re.search(
+        r"idat-ps-kl: objective 'idat': the teacher 'vit_small_patch16_224' takes \(224, 224\) images "
+        r"but the student takes \(32, 32\).*2 run\(s\)",
+        err,
+    )
     assert "lora:" not in err and not list((out / "runs").glob("*/config.yaml"))
-    rc = main(["bench", "run", "--suite", "synth", "--method", "linear", "--checkpoint", str(tmp_path / "no.npz"),
-               "--seeds", "0", "--tasks", "count", "--out", str(tmp_path / "c"), "--dry-run"])
+    rc = main(
+        [
+            "bench",
+            "run",
+            "--suite",
+            "synth",
+            "--method",
+            "linear",
+            "--checkpoint",
+            str(tmp_path / "no.npz"),
+            "--seeds",
+            "0",
+            "--tasks",
+            "count",
+            "--out",
+            str(tmp_path / "c"),
+            "--dry-run",
+        ]
+    )
     assert rc != 0 and f"backbone.checkpoint: file {tmp_path / 'no.npz'} does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [
-    "vpeft bench run --suite synth --method linear --method lora --method adapter_ps --seeds 0 1 2 --out {out}",
-    "vpeft bench run benchmarks/experiments/mini_vtab_idat.yaml --suite synth --out {out}",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "vpeft bench run --suite synth --method linear --method lora --method adapter_ps --seeds 0 1 2 --out {out}",
+        "vpeft bench run benchmarks/experiments/mini_vtab_idat.yaml --suite synth --out {out}",
+    ],
+)
 def test_the_readme_bench_examples_plan_cleanly(tmp_path, command, monkeypatch):
     from vpeft.cli import main
 
@@ -175,11 +239,17 @@ def test_the_readme_bench_examples_plan_cleanly(tmp_path, command, monkeypatch):
 # ---- the trainer: one writer, honest weights, errors in one line, logs without carriage returns -------------------
 def _cfg(root, **train):
     from conftest import TINY
+
     from vpeft.config import RunConfig
 
-    return RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "bitfit",
-                                "data": {"root": str(root), "train_split": "train800"},
-                                "train": {"epochs": 2, "batch_size": 8, "device": "cpu", **train}})
+    return RunConfig.from_dict(
+        {
+            "backbone": {"spec": TINY},
+            "method": "bitfit",
+            "data": {"root": str(root), "train_split": "train800"},
+            "train": {"epochs": 2, "batch_size": 8, "device": "cpu", **train},
+        }
+    )
 
 
 def test_two_trainings_into_one_folder(tmp_path, small_task):
@@ -250,10 +320,27 @@ def test_a_full_or_read_only_disk_is_one_line_and_keeps_what_was_written(tmp_pat
 @pytest.mark.parametrize("lr", ["nan", "inf", "1e300", "-1", "1e30"])
 def test_an_absurd_learning_rate_is_one_line(lr, small_task, tmp_path, capsys):
     from conftest import TINY
+
     from vpeft.cli import main
 
-    rc = main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "bitfit", "--lr", lr,
-               "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(small_task),
+            "--backbone",
+            TINY,
+            "--method",
+            "bitfit",
+            "--lr",
+            lr,
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     if lr == "1e30":  # it trains, and diverges at once

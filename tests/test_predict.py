@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from PIL import Image
 
 from vpeft import CheckpointError, ConfigError, create_backbone, load_merged
@@ -21,16 +22,16 @@ from vpeft.methods.merge import read_merged_metadata, save_merged
 from vpeft.predict import Predictor, image_files
 from vpeft.run import load_run
 
-from conftest import TINY
-
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
+
+
 #: The README's practitioner's path (Use section), run as written from a folder holding my_images/ and new_photos/.
 def readme_commands() -> list[str]:
     """The commands of the README's practitioner's path: the first bash block after its heading."""
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("### From a folder of images to predictions"):]
-    block = section[section.index("```bash\n") + len("```bash\n"):]
-    return [line for line in block[:block.index("```")].splitlines() if line.strip()]
+    section = text[text.index("### From a folder of images to predictions") :]
+    block = section[section.index("```bash\n") + len("```bash\n") :]
+    return [line for line in block[: block.index("```")].splitlines() if line.strip()]
 
 
 def _square(colour, rng, size: int = 32) -> Image.Image:
@@ -74,8 +75,28 @@ def lora_run(tmp_path_factory):
     data = write_class_folders(tmp / "data", {"train": 8, "test": 4})
     photos = write_new_photos(tmp / "photos")
     run = tmp / "run"
-    assert main(["train", "--data", str(data), "--backbone", TINY, "--method", "lora:rank=2,targets=[q,v,fc1],alpha=4",
-                 "--epochs", "2", "--batch-size", "8", "--out", str(run), "--no-progress", "data.format=folder"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--backbone",
+                TINY,
+                "--method",
+                "lora:rank=2,targets=[q,v,fc1],alpha=4",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                "--no-progress",
+                "data.format=folder",
+            ]
+        )
+        == 0
+    )
     return tmp, run, photos
 
 
@@ -114,10 +135,42 @@ def test_folder_to_prediction_end_to_end(lora_run, tmp_path, capsys):
 
     # predict from the run and from the merged file: the same classes and probabilities, names and top-k
     out_run, out_merged = tmp_path / "run.json", tmp_path / "merged.csv"
-    assert main(["predict", "--run", str(run), "--images", str(tmp / "photos"), "--top-k", "2", "--output",
-                 str(out_run), "--no-progress"]) == 0
-    assert main(["predict", "--merged", str(merged), "--images", str(tmp / "photos"), "--top-k", "2", "--output",
-                 str(out_merged), "--batch-size", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--images",
+                str(tmp / "photos"),
+                "--top-k",
+                "2",
+                "--output",
+                str(out_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--merged",
+                str(merged),
+                "--images",
+                str(tmp / "photos"),
+                "--top-k",
+                "2",
+                "--output",
+                str(out_merged),
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out_run.read_text())
     with out_merged.open() as f:
         table = list(csv.DictReader(f))
@@ -167,13 +220,34 @@ def test_readme_practitioner_path_runs_as_written(tmp_path, monkeypatch, capsys)
     assert Path("mine-peft/adapter_config.json").is_file()
 
 
-@pytest.mark.parametrize("method,extra", [("bitfit", []), ("dtl", []),
-                                          ("vpt_shallow:length=2", ["--objective", "gist"])])
+@pytest.mark.parametrize(
+    "method,extra", [("bitfit", []), ("dtl", []), ("vpt_shallow:length=2", ["--objective", "gist"])]
+)
 def test_predict_with_any_run(small_task, tmp_path, capsys, method, extra):
     """Every method and objective predicts; data without class names prints class numbers, as eval counts them."""
     run = tmp_path / "run"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", method, *extra, "--epochs", "1",
-                 "--batch-size", "8", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                method,
+                *extra,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     images = sorted((small_task / "images" / "test").glob("*.png"))
     assert main(["predict", "--run", str(run), "--images", *map(str, images), "--json", "--no-progress"]) == 0
@@ -190,8 +264,28 @@ def test_predict_with_any_run(small_task, tmp_path, capsys, method, extra):
 
 def test_predict_regression_prints_values(small_task, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "linear", "--epochs", "1",
-                 "--batch-size", "8", "--out", str(run), "--no-progress", "task.name=regress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                "--no-progress",
+                "task.name=regress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     image = sorted((small_task / "images" / "test").glob("*.png"))[0]
     assert main(["predict", "--run", str(run), "--images", str(image), "--json"]) == 0
@@ -224,7 +318,7 @@ def test_merge_writes_what_its_suffix_says(lora_run, tmp_path, capsys):
     _, run, photos = lora_run
     pth = tmp_path / "m.pth"
     assert main(["merge", "--run", str(run), "--out", str(pth)]) == 0
-    with pytest.raises(Exception):  # not a safetensors file under another name
+    with pytest.raises(Exception):  # noqa: B017 - not a safetensors file under another name (any read error)
         from safetensors import safe_open
 
         safe_open(str(pth), "pt")
@@ -268,8 +362,11 @@ def test_merged_shipped_backbone_loads(tmp_path):
         torch.testing.assert_close(load_merged(tmp_path / "m.safetensors")(x), want, rtol=1e-5, atol=1e-5)
     # the old files: merged weights under the shipped name
     merged = load_merged(tmp_path / "m.safetensors").state_dict()
-    save_file({k: v.contiguous() for k, v in merged.items()}, str(tmp_path / "old.safetensors"),
-              metadata={"format": "vpeft-merged", "timm_name": "vit_c10_small", "timm_kwargs": '{"num_classes": 3}'})
+    save_file(
+        {k: v.contiguous() for k, v in merged.items()},
+        str(tmp_path / "old.safetensors"),
+        metadata={"format": "vpeft-merged", "timm_name": "vit_c10_small", "timm_kwargs": '{"num_classes": 3}'},
+    )
     with torch.no_grad():
         torch.testing.assert_close(load_merged(tmp_path / "old.safetensors")(x), want, rtol=1e-5, atol=1e-5)
     assert set(sd) >= set(merged)
@@ -311,20 +408,45 @@ def test_deleted_trainable_gets_advice_that_works(lora_run, tmp_path, capsys):
 
 def test_export_refuses_methods_peft_lacks(small_task, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "ssf", "--epochs", "1",
-                 "--batch-size", "8", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "ssf",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "method 'ssf' has no Hugging Face PEFT counterpart" in err and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", ("timm", "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", {})),
-    ("hf-hub:org/name:img_size=32,patch_size=8", ("timm", "hf-hub:org/name", {"img_size": 32, "patch_size": 8})),
-    ("timm:hf-hub:org/name:img_size=32", ("timm", "hf-hub:org/name", {"img_size": 32})),
-    ("hf_hub:org/name", ("timm", "hf-hub:org/name", {})),
-    ("vit_tiny_patch16_224:img_size=32", ("timm", "vit_tiny_patch16_224", {"img_size": 32})),
-])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        (
+            "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k",
+            ("timm", "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", {}),
+        ),
+        ("hf-hub:org/name:img_size=32,patch_size=8", ("timm", "hf-hub:org/name", {"img_size": 32, "patch_size": 8})),
+        ("timm:hf-hub:org/name:img_size=32", ("timm", "hf-hub:org/name", {"img_size": 32})),
+        ("hf_hub:org/name", ("timm", "hf-hub:org/name", {})),
+        ("vit_tiny_patch16_224:img_size=32", ("timm", "vit_tiny_patch16_224", {"img_size": 32})),
+    ],
+)
 def test_hf_hub_names_are_timm_names(spec, want):
     assert split_backbone_spec(spec) == want
 

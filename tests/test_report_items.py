@@ -12,17 +12,38 @@ from vpeft.cli import main
 from vpeft.errors import ConfigError
 
 
-def _run(root, name, method="linear", objective="ce", selector=None, label=None, val=None, seed=0, params=1000,
-         memory=10 * 2**20, test=50.0):
+def _run(
+    root,
+    name,
+    method="linear",
+    objective="ce",
+    selector=None,
+    label=None,
+    val=None,
+    seed=0,
+    params=1000,
+    memory=10 * 2**20,
+    test=50.0,
+):
     """A finished run folder as `vpeft train` leaves it (the fields a report reads), with ``bench.json`` when it
     has a sweep ``label``."""
     d = root / name
     d.mkdir(parents=True)
-    result = {"method": method, "objective": objective, "task": "t", "seed": seed, "backbone": "b",
-              "test_acc": test, "val_acc": val, "selected_epoch": 1, "protocol": {"select": "val" if val else "last"},
-              "trainable_params_no_head": params, "trainable_params": params + 10,
-              "memory": {"train_memory_bytes": memory, "batch_size": 8, "dtype": "float32", "device": "cpu"},
-              "train_seconds": 1.0}
+    result = {
+        "method": method,
+        "objective": objective,
+        "task": "t",
+        "seed": seed,
+        "backbone": "b",
+        "test_acc": test,
+        "val_acc": val,
+        "selected_epoch": 1,
+        "protocol": {"select": "val" if val else "last"},
+        "trainable_params_no_head": params,
+        "trainable_params": params + 10,
+        "memory": {"train_memory_bytes": memory, "batch_size": 8, "dtype": "float32", "device": "cpu"},
+        "train_seconds": 1.0,
+    }
     if selector:
         result["selection"] = {"selected": 5, "criterion": "grad"}
     (d / "result.json").write_text(json.dumps(result))
@@ -44,8 +65,11 @@ def test_runs_are_labelled_by_method_objective_and_selector(tmp_path):
 def test_tune_val_refuses_runs_without_a_validation_score_naming_them(tmp_path, capsys):
     for i in range(7):
         _run(tmp_path / "sw", f"r{i}", seed=i, val=None if i % 2 == 0 else 40.0)
-    with pytest.raises(ConfigError, match=r"cannot choose on validation \(--tune val\): 4 of the 7 runs have no "
-                                          r"validation score .*: r0, r2, r4, r6; train them with --select val"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot choose on validation \(--tune val\): 4 of the 7 runs have no "
+        r"validation score .*: r0, r2, r4, r6; train them with --select val",
+    ):
         write_report(tmp_path / "sw", tmp_path / "out", tune_on="val")
     assert main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "out"), "--tune", "val"]) == 2
     assert "r0, r2, r4, r6" in capsys.readouterr().err
@@ -60,8 +84,11 @@ def _summary(points):
 def _visible_ticks(ax):
     lo, hi = ax.get_xlim()
     ax.figure.canvas.draw()
-    return [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels(which="both")
-            if t.get_text() and lo <= t.get_position()[0] <= hi]
+    return [
+        (t.get_position()[0], t.get_text())
+        for t in ax.get_xticklabels(which="both")
+        if t.get_text() and lo <= t.get_position()[0] <= hi
+    ]
 
 
 @pytest.mark.parametrize("x", ["params", "memory"])
@@ -69,9 +96,16 @@ def test_plot_axes_show_the_data(x):
     import matplotlib.pyplot as plt
 
     # iDAT's comparison: every method has the same parameter count; memory between 30 and 51 MiB (under a decade)
-    narrow = _summary({"S (adapter)": (10384, 34.0, 37.0), "idat-s-mse": (10384, 48.5, 37.5),
-                       "P (adaptformer)": (10384, 32.0, 36.2), "idat-p-kl": (10384, 45.5, 36.2),
-                       "idat-ps-kl": (10384, 48.7, 36.9), "tiny": (10384, 30.4, 35.0)})
+    narrow = _summary(
+        {
+            "S (adapter)": (10384, 34.0, 37.0),
+            "idat-s-mse": (10384, 48.5, 37.5),
+            "P (adaptformer)": (10384, 32.0, 36.2),
+            "idat-p-kl": (10384, 45.5, 36.2),
+            "idat-ps-kl": (10384, 48.7, 36.9),
+            "tiny": (10384, 30.4, 35.0),
+        }
+    )
     fig = figure(narrow, x, "narrow")
     ax = fig.axes[0]
     xs = [row[x] / (2**20 if x == "memory" else 1) for row in narrow.values()]

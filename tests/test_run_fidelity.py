@@ -19,8 +19,16 @@ TEACHER = "vit_tiny_patch16_224:img_size=16,patch_size=8,embed_dim=8,depth=2,num
 
 def cfg_for(root, method="bitfit", objective="ce", selector=None, **train_opts):
     t = {"epochs": 2, "batch_size": 8, "lr": 1e-2, "device": "cpu", **train_opts}
-    return RunConfig.from_dict({"backbone": {"spec": SMALL}, "method": method, "objective": objective,
-                                "selector": selector, "data": {"root": str(root)}, "train": t})
+    return RunConfig.from_dict(
+        {
+            "backbone": {"spec": SMALL},
+            "method": method,
+            "objective": objective,
+            "selector": selector,
+            "data": {"root": str(root)},
+            "train": t,
+        }
+    )
 
 
 def _drop_rates(backbone) -> list[float]:

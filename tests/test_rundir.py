@@ -114,8 +114,17 @@ def test_the_start_checks(tmp_path):
 
 
 def test_prepare_with_overwrite_removes_the_earlier_run_only(tmp_path):
-    d = _fill(tmp_path / "r", "config.yaml", "log.jsonl", "state.pt", "trainable.safetensors", "result.json",
-              "selection.safetensors", "bench.json", "notes.txt")
+    d = _fill(
+        tmp_path / "r",
+        "config.yaml",
+        "log.jsonl",
+        "state.pt",
+        "trainable.safetensors",
+        "result.json",
+        "selection.safetensors",
+        "bench.json",
+        "notes.txt",
+    )
     d.prepare(overwrite=True)
     assert sorted(p.name for p in d.path.iterdir()) == ["bench.json", "notes.txt", "selection.safetensors"]
     RunDir(tmp_path / "a" / "b").prepare()
@@ -126,7 +135,12 @@ def test_every_file_reads_back_what_was_written(tmp_path):
     d = RunDir(tmp_path / "r")
     d.prepare()
     assert (d.read_result(), d.read_state(), d.read_selection(), d.read_failure(), d.read_bench()) == (
-        None, None, None, None, {})
+        None,
+        None,
+        None,
+        None,
+        {},
+    )
     with pytest.raises(RunDirError, match="config.yaml is missing"):
         d.read_config()
     with pytest.raises(RunDirError, match="does not exist"):
@@ -164,9 +178,16 @@ def test_every_write_goes_through_the_atomic_writer(tmp_path, monkeypatch):
     """A kill at each of RunDir's writes leaves the earlier file untouched and only debris beside it."""
     d = RunDir(tmp_path / "r")
     d.prepare()
-    writes = [lambda: d.write_config({"a": 1}), lambda: d.write_log([{"epoch": 1}]), lambda: d.save_state({"e": 1}),
-              lambda: d.save_selection({"w": torch.zeros(1)}, {}), lambda: d.save_trainable(torch.nn.Linear(1, 1)),
-              lambda: d.write_result({}), lambda: d.write_bench({}), lambda: d.write_failure({})]
+    writes = [
+        lambda: d.write_config({"a": 1}),
+        lambda: d.write_log([{"epoch": 1}]),
+        lambda: d.save_state({"e": 1}),
+        lambda: d.save_selection({"w": torch.zeros(1)}, {}),
+        lambda: d.save_trainable(torch.nn.Linear(1, 1)),
+        lambda: d.write_result({}),
+        lambda: d.write_bench({}),
+        lambda: d.write_failure({}),
+    ]
     for write in writes:
         write()
     before = {p.name: p.read_bytes() for p in d.path.iterdir()}

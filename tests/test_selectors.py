@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file
 from torch import nn
 
@@ -17,8 +18,6 @@ from vpeft.measure import measure
 from vpeft.registry import SELECTORS
 from vpeft.run import build_model, load_run
 from vpeft.selectors import SelectorConfig
-
-from conftest import TINY
 
 PREPARED = []  # one entry per selection pass the toy ran
 
@@ -88,8 +87,15 @@ def toy(monkeypatch):
 
 def _cfg(root, **train):
     t = {"epochs": 2, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 0, **train}
-    return RunConfig.from_dict({"backbone": {"spec": TINY}, "method": "linear", "selector": "first_rows",
-                                "data": {"root": str(root)}, "train": t})
+    return RunConfig.from_dict(
+        {
+            "backbone": {"spec": TINY},
+            "method": "linear",
+            "selector": "first_rows",
+            "data": {"root": str(root)},
+            "train": t,
+        }
+    )
 
 
 def _expected_trainable(cfg) -> int:
@@ -100,8 +106,11 @@ def _expected_trainable(cfg) -> int:
 def test_the_contract_has_no_default_for_what_a_selector_must_say(toy):
     base = SelectorConfig()
     base.name = "bare"
-    for call in (lambda: base.prepare(None, []), lambda: base.apply(None, {}),
-                 lambda: base.state_from_checkpoint(None, {})):
+    for call in (
+        lambda: base.prepare(None, []),
+        lambda: base.apply(None, {}),
+        lambda: base.state_from_checkpoint(None, {}),
+    ):
         with pytest.raises(NotImplementedError):
             call()
     with pytest.raises(ConfigError, match="'bare' needs data"):
@@ -134,8 +143,10 @@ def test_a_selector_of_the_contract_alone_trains_loads_and_measures(toy, small_t
     # measure selects without data, through the contract
     m = measure(TINY, "linear", selector="first_rows", num_classes=3, timing=False)
     assert m["selector"] == "first_rows" and m["trainable_no_head"] == per_head
-    assert measure(TINY, "linear", selector="first_rows:rows=2", num_classes=3, timing=False)[
-        "trainable_no_head"] == 2 * per_head
+    assert (
+        measure(TINY, "linear", selector="first_rows:rows=2", num_classes=3, timing=False)["trainable_no_head"]
+        == 2 * per_head
+    )
 
 
 def test_a_resumed_run_reloads_the_selection_and_gives_the_same_result(toy, small_task, tmp_path):
@@ -158,7 +169,27 @@ def test_a_resumed_run_reloads_the_selection_and_gives_the_same_result(toy, smal
 
 
 def test_the_train_summary_names_the_selection_as_the_selector_describes_it(toy, small_task, tmp_path, capsys):
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "linear", "--selector",
-                 "first_rows:rows=2", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "linear",
+                "--selector",
+                "first_rows:rows=2",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "selector: the first 2 row(s) of every Linear" in capsys.readouterr().out

@@ -6,13 +6,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import install_plugin
 
 from vpeft.cli import main
 from vpeft.config import RunConfig
 from vpeft.errors import ConfigError
 from vpeft.registry import METHODS
-
-from conftest import install_plugin
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_graph.py"
 _spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
@@ -20,11 +19,31 @@ import_graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_graph)
 
 #: The leaves a plug-in author reads: they import only each other.
-LEAVES = {"vpeft.errors", "vpeft.files", "vpeft.version", "vpeft.zoo", "vpeft.presets", "vpeft.config_base",
-          "vpeft.spec", "vpeft.registry", "vpeft.trainable"}
+LEAVES = {
+    "vpeft.errors",
+    "vpeft.files",
+    "vpeft.version",
+    "vpeft.zoo",
+    "vpeft.presets",
+    "vpeft.config_base",
+    "vpeft.spec",
+    "vpeft.registry",
+    "vpeft.trainable",
+}
 #: What stands above the plug-ins: the run schema, the catalog, the engine and the commands.
-ABOVE_PLUGINS = {"vpeft", "vpeft.catalog", "vpeft.config", "vpeft.run", "vpeft.measure", "vpeft.multitask",
-                 "vpeft.cli", "vpeft.docs", "vpeft.demo", "vpeft.engine.trainer", "vpeft.engine.optim"}
+ABOVE_PLUGINS = {
+    "vpeft",
+    "vpeft.catalog",
+    "vpeft.config",
+    "vpeft.run",
+    "vpeft.measure",
+    "vpeft.multitask",
+    "vpeft.cli",
+    "vpeft.docs",
+    "vpeft.demo",
+    "vpeft.engine.trainer",
+    "vpeft.engine.optim",
+}
 #: The only vpeft module imported inside functions: it imports torchvision (over a second of start-up).
 DEFERRED_OK = {"vpeft.data.augment"}
 
@@ -110,8 +129,12 @@ class ToyUnregistered(MethodConfig):
 def plugin_dir(tmp_path, monkeypatch):
     """A directory on ``sys.path`` holding module ``toy_vpeft_plugin`` and a dist-info whose entry points name it;
     ``write(entry_points_text)`` writes the entry points. ``METHODS`` reads its entry points again and is restored."""
-    path = install_plugin(monkeypatch, tmp_path, {"toy_vpeft_plugin": TOY, "toy_vpeft_broken":
-                          "raise RuntimeError('the toy plug-in is broken')\n"}, METHODS)
+    path = install_plugin(
+        monkeypatch,
+        tmp_path,
+        {"toy_vpeft_plugin": TOY, "toy_vpeft_broken": "raise RuntimeError('the toy plug-in is broken')\n"},
+        METHODS,
+    )
     return lambda text: path.write_text(textwrap.dedent(text))
 
 
@@ -135,8 +158,10 @@ def test_a_failing_plugin_is_named(plugin_dir, capsys):
         [vpeft.methods]
         toy_broken = toy_vpeft_broken
     """)
-    message = (r"method plug-in 'toy_broken' \(toy_vpeft_broken, entry point group 'vpeft.methods'\) failed to load: "
-               r"RuntimeError: the toy plug-in is broken")
+    message = (
+        r"method plug-in 'toy_broken' \(toy_vpeft_broken, entry point group 'vpeft.methods'\) failed to load: "
+        r"RuntimeError: the toy plug-in is broken"
+    )
     with pytest.raises(ConfigError, match=message):
         METHODS.get("linear")
     assert main(["list", "methods"]) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import install_plugin, make_task
 
 from vpeft.bench.report import tune
 from vpeft.config import RunConfig, run_identity
@@ -16,8 +17,6 @@ from vpeft.engine.trainer import train
 from vpeft.errors import ConfigError, DataError
 from vpeft.registry import TASKS
 from vpeft.tasks.regress import pearson, ranks, regression_metrics, spearman
-
-from conftest import install_plugin, make_task
 
 SMALL = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2"
 
@@ -33,10 +32,14 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 def run(root: Path, out: Path, task="classify", **train_opts) -> dict:
     t = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "device": "cpu", **train_opts}
-    split = {"train_split": "val200"} if t.get("select", "last") == "last" else {"train_split": "val200",
-                                                                                 "val_split": "val200"}
-    cfg = RunConfig.from_dict({"backbone": {"spec": SMALL}, "method": "full", "task": task,
-                               "data": {"root": str(root), **split}, "train": t})
+    split = (
+        {"train_split": "val200"}
+        if t.get("select", "last") == "last"
+        else {"train_split": "val200", "val_split": "val200"}
+    )
+    cfg = RunConfig.from_dict(
+        {"backbone": {"spec": SMALL}, "method": "full", "task": task, "data": {"root": str(root), **split}, "train": t}
+    )
     return train(cfg, out, progress=False)
 
 
@@ -50,8 +53,9 @@ def test_every_registered_task_trains_and_records_its_metrics(name, data, tmp_pa
     assert r["higher_is_better"] == cfg.higher_is_better and "val_metrics" not in r  # select=last
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(cfg.log_key("train") in e for e in log)
-    assert r[cfg.head_key] == cfg.num_outputs(RunConfig.from_dict({"data": {"root": str(data[cfg.labels])}}).data,
-                                              ["val200", "test"])
+    assert r[cfg.head_key] == cfg.num_outputs(
+        RunConfig.from_dict({"data": {"root": str(data[cfg.labels])}}).data, ["val200", "test"]
+    )
 
 
 def test_classify_keeps_test_acc_as_its_accuracy(data, tmp_path):
@@ -114,7 +118,7 @@ def test_the_regression_metric_state_gathers_the_batches():
     metric = task.metric()
     preds, targets = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([2.0, 4.0, 5.0, 4.0])
     for i in (0, 3):  # batches of 3 and 1
-        metric.update(preds[i:i + 3, None], {"label": targets[i:i + 3]})
+        metric.update(preds[i : i + 3, None], {"label": targets[i : i + 3]})
     assert metric.compute() == pytest.approx(regression_metrics(preds.numpy(), targets.numpy()))
 
 
@@ -175,8 +179,9 @@ class ToyTask(Task):
 
 
 def test_a_task_plugin_joins_through_an_entry_point_and_trains(data, tmp_path, monkeypatch, capsys):
-    install_plugin(monkeypatch, tmp_path / "plugin", {"toy_vpeft_task": TOY_TASK}, TASKS,
-                   "[vpeft.tasks]\ntoy = toy_vpeft_task\n")
+    install_plugin(
+        monkeypatch, tmp_path / "plugin", {"toy_vpeft_task": TOY_TASK}, TASKS, "[vpeft.tasks]\ntoy = toy_vpeft_task\n"
+    )
     assert "toy_error" in TASKS.names()
     from vpeft.cli import main
 
@@ -266,8 +271,19 @@ def test_batches_are_mappings_of_the_tuple_batches():
 # ---- reports --------------------------------------------------------------------------------------------------------
 def test_tune_follows_the_direction_of_the_primary_metric():
     def rec(grid, val, test, **kw):
-        return {"label": f"m ({grid})", "base_label": "m", "grid": grid, "task": "x", "seed": 0, "run_dir": grid,
-                "primary_metric": "mae", "higher_is_better": False, "val_mae": val, "test_mae": test, **kw}
+        return {
+            "label": f"m ({grid})",
+            "base_label": "m",
+            "grid": grid,
+            "task": "x",
+            "seed": 0,
+            "run_dir": grid,
+            "primary_metric": "mae",
+            "higher_is_better": False,
+            "val_mae": val,
+            "test_mae": test,
+            **kw,
+        }
 
     kept, chosen = tune([rec("lr=0.1", 0.3, 0.5), rec("lr=0.01", 0.2, 0.6), rec("lr=1", 0.2, 0.1)])
     assert [(r["grid"], r["test_mae"]) for r in kept] == [("lr=0.01", 0.6)]  # lowest val, the first of equals

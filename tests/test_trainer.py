@@ -3,13 +3,12 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 
 from vpeft.config import RunConfig, TrainConfig
 from vpeft.engine.optim import lr_at, param_groups
 from vpeft.engine.trainer import train
 from vpeft.errors import ConfigError, DataError, RunDirError
-
-from conftest import TINY
 
 SMALL = "vit_tiny_patch16_224:img_size=16,patch_size=8,embed_dim=16,depth=1,num_heads=2"
 
@@ -24,12 +23,20 @@ def small_cfg(root, method="bitfit", **train):
 def test_schedule_matches_timm_cosine(unit):
     from timm.scheduler import CosineLRScheduler
 
-    cfg = TrainConfig(epochs=20, lr=1e-2, warmup_epochs=4, warmup_lr=1e-5, min_lr=1e-6, cosine_epochs=15,
-                      sched_unit=unit)
+    cfg = TrainConfig(
+        epochs=20, lr=1e-2, warmup_epochs=4, warmup_lr=1e-5, min_lr=1e-6, cosine_epochs=15, sched_unit=unit
+    )
     per = 7 if unit == "step" else 1
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = CosineLRScheduler(opt, t_initial=15 * per, lr_min=1e-6, warmup_t=4 * per, warmup_lr_init=1e-5,
-                              t_in_epochs=True, warmup_prefix=False)
+    sched = CosineLRScheduler(
+        opt,
+        t_initial=15 * per,
+        lr_min=1e-6,
+        warmup_t=4 * per,
+        warmup_lr_init=1e-5,
+        t_in_epochs=True,
+        warmup_prefix=False,
+    )
     for t in range(20 * per):
         sched.step(t)
         assert math.isclose(lr_at(t, cfg, per), opt.param_groups[0]["lr"], rel_tol=1e-9), t
@@ -52,12 +59,14 @@ def count_run(synth_root, tmp_path_factory):
     How long it takes is measured by benchmarks/synth_learnability.py (same model and recipe), not asserted here.
     """
     out = tmp_path_factory.mktemp("runs") / "count_full"
-    cfg = RunConfig.from_dict({
-        "backbone": {"spec": "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"},
-        "method": "full",
-        "data": {"root": str(synth_root / "count")},
-        "train": {"epochs": 12, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "seed": 0},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": "vit_tiny_patch16_224:img_size=32,patch_size=4,embed_dim=64,depth=4,num_heads=4"},
+            "method": "full",
+            "data": {"root": str(synth_root / "count")},
+            "train": {"epochs": 12, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "seed": 0},
+        }
+    )
     return out, train(cfg, out, progress=False)
 
 
@@ -73,7 +82,8 @@ def test_training_run_learns(count_run):
     assert log[-1]["loss"] < log[0]["loss"]
     mem = result["memory"]
     assert mem["train_memory_bytes"] == sum(
-        mem[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes"))
+        mem[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes")
+    )
     assert result["protocol"]["select"] == "last" and result["protocol"]["train_split"] == "train800val200"
     assert result["versions"]["torch"] == torch.__version__
 
@@ -108,15 +118,19 @@ def test_resume_after_kill_gives_the_same_result(small_task, tmp_path):
     assert resumed["test_acc"] == straight["test_acc"]
     from safetensors.torch import load_file
 
-    a, b = load_file(str(tmp_path / "a" / "trainable.safetensors")), load_file(str(tmp_path / "b" / "trainable.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "a" / "trainable.safetensors")),
+        load_file(str(tmp_path / "b" / "trainable.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in p.read_text().splitlines()]  # noqa
     assert strip(tmp_path / "a" / "log.jsonl") == strip(tmp_path / "b" / "log.jsonl")
     # resuming a finished run returns its result; a changed config is refused
     assert train(cfg, tmp_path / "b", resume=True, progress=False)["test_acc"] == straight["test_acc"]
     with pytest.raises(RunDirError, match="config differs: method"):  # finished, but with another method
-        train(small_cfg(small_task, method="linear", epochs=4, drop_path=0.1), tmp_path / "b", resume=True,
-              progress=False)
+        train(
+            small_cfg(small_task, method="linear", epochs=4, drop_path=0.1), tmp_path / "b", resume=True, progress=False
+        )
     (tmp_path / "b" / "result.json").unlink()
     with pytest.raises(RunDirError, match="config differs: train.lr"):
         train(small_cfg(small_task, epochs=4, drop_path=0.1, lr=0.5), tmp_path / "b", resume=True, progress=False)
@@ -157,8 +171,27 @@ def test_a_diverging_run_is_a_clear_error(small_task, tmp_path, capsys):
 
     with pytest.raises(DivergedError, match="lower the lr"):
         train(small_cfg(small_task, lr=1e30), tmp_path / "d", progress=False)
-    assert main(["train", "--data", str(small_task), "--backbone", TINY, "--method", "bitfit", "--lr", "1e30",
-                 "--epochs", "1", "--out", str(tmp_path / "e"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_task),
+                "--backbone",
+                TINY,
+                "--method",
+                "bitfit",
+                "--lr",
+                "1e30",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "e"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "vpeft: error: loss is" in capsys.readouterr().err
 
 
@@ -243,8 +276,9 @@ def _corrupt(kind, root):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing-list", "missing-image", "corrupt-image", "truncated-image", "label-range",
-                                  "bad-line"])
+@pytest.mark.parametrize(
+    "kind", ["missing-list", "missing-image", "corrupt-image", "truncated-image", "label-range", "bad-line"]
+)
 def test_bad_data_fails_clearly_and_keeps_earlier_results(small_task, tmp_path, kind):
     out, before = _finished_run(small_task, tmp_path)
     err, pattern = _corrupt(kind, small_task)
@@ -263,6 +297,7 @@ def test_bad_config_and_checkpoint_keep_earlier_results(small_task, tmp_path):
 
     ck = tmp_path / "wrong.safetensors"
     from safetensors.torch import save_file
+
     from vpeft import create_backbone
 
     save_file({k: v.contiguous() for k, v in create_backbone(TINY, 3).model.state_dict().items()}, str(ck))
@@ -273,12 +308,18 @@ def test_bad_config_and_checkpoint_keep_earlier_results(small_task, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-@pytest.mark.skipif(not (SHARED := __import__("conftest").SHARED_DATA / "vtab1k" / "dtd_10cls").is_dir(),
-                    reason="../shared/data is not beside this checkout")
+@pytest.mark.skipif(
+    not (SHARED := __import__("conftest").SHARED_DATA / "vtab1k" / "dtd_10cls").is_dir(),
+    reason="../shared/data is not beside this checkout",
+)
 def test_trains_on_a_real_vtab_task(tmp_path):
-    cfg = RunConfig.from_dict({
-        "backbone": {"spec": TINY}, "method": "bitfit", "data": {"root": str(SHARED)},
-        "train": {"epochs": 1, "batch_size": 64, "lr": 1e-3},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": TINY},
+            "method": "bitfit",
+            "data": {"root": str(SHARED)},
+            "train": {"epochs": 1, "batch_size": 64, "lr": 1e-3},
+        }
+    )
     result = train(cfg, tmp_path / "dtd", progress=False)
     assert result["num_classes"] == 10 and result["test_total"] > 0 and result["task"] == "dtd_10cls"

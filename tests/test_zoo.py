@@ -49,10 +49,19 @@ def test_pretrained_features_beat_random_on_a_generated_task(synth_root):
 
     accs = {}
     for label, ckpt in (("shipped", None), ("random", "random")):
-        spec = "vit_c10_small" if ckpt is None else "vit_tiny_patch16_224:" + ",".join(
-            f"{k}={v}" for k, v in ZOO["vit_c10_small"].kwargs.items())
-        cfg = RunConfig.from_dict({"backbone": {"spec": spec}, "method": "linear", "data": {"root": str(synth_root / "shapes")},
-                                   "train": {"epochs": 3, "batch_size": 64, "lr": 0.01}})
+        spec = (
+            "vit_c10_small"
+            if ckpt is None
+            else "vit_tiny_patch16_224:" + ",".join(f"{k}={v}" for k, v in ZOO["vit_c10_small"].kwargs.items())
+        )
+        cfg = RunConfig.from_dict(
+            {
+                "backbone": {"spec": spec},
+                "method": "linear",
+                "data": {"root": str(synth_root / "shapes")},
+                "train": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+            }
+        )
         accs[label] = train(cfg, synth_root.parent / f"probe-{label}", overwrite=True, progress=False)["test_acc"]
     assert accs["shipped"] > accs["random"] + 5, accs
 
@@ -72,12 +81,14 @@ def test_demo_runs_and_reruns_identically(tmp_path, monkeypatch, capsys):
 
 def test_package_data_ships_weights_and_recipes():
     """The wheel must carry the weights and the recipes (pyproject package-data), not only the source tree."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vpeft"]
     shipped = {p for g in globs for p in (root / "vpeft").glob(g)}
     needed = set((root / "vpeft" / "weights").glob("*.safetensors")) | set(
-        (root / "vpeft" / "bench" / "recipes").glob("*.yaml"))
+        (root / "vpeft" / "bench" / "recipes").glob("*.yaml")
+    )
     assert needed and needed <= shipped

@@ -7,16 +7,16 @@ Public API::
     vpeft.trainable_state_dict(backbone)   # only what trains
 """
 
-from .version import __version__  # noqa: F401  (the package version)
-from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS  # built-in plug-ins, then entry points
 from .backbones import Backbone, create_backbone
+from .catalog import FAMILIES, FORMATS, METHODS, OBJECTIVES, SELECTORS  # built-in plug-ins, then entry points
 from .config import RunConfig
 from .engine.checkpoint import load_trainable, save_trainable, trainable_state_dict
 from .errors import CheckpointError, ConfigError, DataError, RunDirError, VpeftError
 from .measure import measure
-from .multitask import MultiTask
 from .methods import apply_method, merge
 from .methods.merge import load_merged
+from .multitask import MultiTask
+from .version import __version__  # noqa: F401  (the package version)
 
 __all__ = [
     "Backbone",

@@ -12,9 +12,10 @@ SAM image encoder (``samvit_*``). :meth:`Anatomy.describe` lists every site and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 from torch import nn
@@ -262,8 +263,12 @@ class Anatomy:
         for where in ("pre_norm_pre", "post_norm_pre"):
             seq = self.token_sequence(where)
             if seq is not None:
-                add("model", f"token_sequence.{where}", seq.module,
-                    f"{seq.hook}, prefix {seq.prefix}, width {seq.width}")
+                add(
+                    "model",
+                    f"token_sequence.{where}",
+                    seq.module,
+                    f"{seq.hook}, prefix {seq.prefix}, width {seq.width}",
+                )
         for blocks in self.stacks().values():
             for block in blocks:
                 owner = names.get(id(block), "?")
@@ -436,8 +441,9 @@ class TimmAnatomy(Anatomy):
         proj = getattr(pe, "proj", None)
         patch = tuple(proj.kernel_size) if isinstance(proj, nn.Conv2d) else None
         channels = proj.in_channels if isinstance(proj, nn.Conv2d) else 3
-        return InputSpec(tuple(size), tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD)),
-                         patch, channels)
+        return InputSpec(
+            tuple(size), tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD)), patch, channels
+        )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         if self.kind != "vit":

@@ -18,8 +18,9 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -110,8 +111,13 @@ class Backbone(nn.Module):
             self.pool = _set_pool(self.model, pool, self.spec)
 
     # ---- hooks ------------------------------------------------------------------------------------------------------
-    def register_token_hook(self, fn: Callable[[torch.Tensor], torch.Tensor], num_tokens: int, owner: str = "tokens",
-                            where: Where = "post_norm_pre"):
+    def register_token_hook(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        num_tokens: int,
+        owner: str = "tokens",
+        where: Where = "post_norm_pre",
+    ):
         """Insert ``num_tokens`` tokens into the token sequence before the first block, at the anatomy's insertion
         point ``where`` (by default after the position embedding and ``norm_pre``).
 
@@ -157,7 +163,7 @@ class Backbone(nn.Module):
         self._hook_handles.extend(handles)
         return handles
 
-    def override_forward(self, module: nn.Module, forward: Callable) -> "_ForwardOverride":
+    def override_forward(self, module: nn.Module, forward: Callable) -> _ForwardOverride:
         """Run ``forward(*args)`` instead of ``module``'s own forward, keeping its parameters and state-dict keys.
 
         For fusing a method into a layer (SSF's scale and shift into a LayerNorm's affine) where a hook would have to
@@ -242,8 +248,10 @@ def split_backbone_spec(spec: str) -> tuple[str, str, dict]:
         raise ConfigError(f"backbone {spec!r}: no model name after the family; write {head}:name")
     if first.strip() and "=" not in first:
         if head not in FAMILIES:
-            raise ConfigError(f"backbone {spec!r}: {head!r} is not a backbone family (registered: "
-                              f"{', '.join(FAMILIES.names())}) and {first.split(',')[0]!r} is not a key=value item")
+            raise ConfigError(
+                f"backbone {spec!r}: {head!r} is not a backbone family (registered: "
+                f"{', '.join(FAMILIES.names())}) and {first.split(',')[0]!r} is not a key=value item"
+            )
         return (head, *parse_spec(rest))
     return ("timm", *parse_spec(spec))
 
@@ -422,10 +430,14 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     sd = {k: v for k, v in sd.items() if not is_head(k)}
     missing = [k for k in own if k not in sd and not is_head(k)]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
-        raise CheckpointError(f"checkpoint {path} does not match the backbone ({name}): "
-                              + describe_mismatch(missing, unexpected, mismatched))
+        raise CheckpointError(
+            f"checkpoint {path} does not match the backbone ({name}): "
+            + describe_mismatch(missing, unexpected, mismatched)
+        )
     model.load_state_dict(sd, strict=False)
 
 

@@ -22,15 +22,17 @@ from .config_base import field_docs, load_yaml
 from .data.check import check
 from .data.entries import layout
 from .data.sources import load, resolve_splits
-from .data.synth import REGRESSION_TASKS, TASKS as SYNTH_TASKS, generate
+from .data.synth import REGRESSION_TASKS, generate
+from .data.synth import TASKS as SYNTH_TASKS
 from .demo import run_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
 from .measure import AMP_KEYS, MEASURE_KEYS, measure
-from .export import FORMATS as EXPORT_FORMATS, export
 from .methods.merge import merged_format, save_merged
-from .presets import PRESETS, get_preset
 from .predict import Predictor, image_files, predict_multitask, run_info
+from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
@@ -121,8 +123,15 @@ def _train_config(args):
         if value:
             name, kwargs = parse_spec(value)
             data[flag] = {"name": name, **kwargs}
-    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"),
-                      ("select", "select"), ("device", "device"), ("amp", "amp")):
+    for flag, key in (
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("select", "select"),
+        ("device", "device"),
+        ("amp", "amp"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             sec("train")[key] = value
@@ -147,18 +156,25 @@ def _print_result(result: dict, out, selector=None) -> None:
     print(f"run:        {out}")
     sel = f"  selector: {selector.describe()}" if selector is not None else ""
     head = f"{result['num_classes']} classes" if "num_classes" in result else f"{result['num_outputs']} output(s)"
-    print(f"task:       {result['task']} ({head})  method: {result['method']}  "
-          f"objective: {result['objective']}{sel}")
+    print(f"task:       {result['task']} ({head})  method: {result['method']}  objective: {result['objective']}{sel}")
     if "test_acc" in result:
-        print(f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
-              f"select={result['protocol']['select']}, epoch {result['selected_epoch']})")
+        print(
+            f"test acc:   {result['test_acc']:.2f}%  ({result['test_correct']}/{result['test_total']}, "
+            f"select={result['protocol']['select']}, epoch {result['selected_epoch']})"
+        )
     else:
-        print(f"test:       {', '.join(f'{k} {v:.4f}' for k, v in result['metrics'].items())}  (primary "
-              f"{result['primary_metric']}, select={result['protocol']['select']}, epoch {result['selected_epoch']})")
-    print(f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
-          f"of {result['total_params']:,}")
-    print(f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
-          f"batch {m['batch_size']}, {m['dtype']}, {m['device']})")
+        print(
+            f"test:       {', '.join(f'{k} {v:.4f}' for k, v in result['metrics'].items())}  (primary "
+            f"{result['primary_metric']}, select={result['protocol']['select']}, epoch {result['selected_epoch']})"
+        )
+    print(
+        f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
+        f"of {result['total_params']:,}"
+    )
+    print(
+        f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
+        f"batch {m['batch_size']}, {m['dtype']}, {m['device']})"
+    )
     print(f"time:       train {result['train_seconds']:.1f} s, eval {result['eval_seconds']:.1f} s")
     for w in result.get("warnings", []):
         print(f"warning:    {w}")
@@ -178,29 +194,59 @@ def cmd_eval(args) -> int:
     if here is not None:  # a layout that numbers classes by their names (folder): they must be the run's
         if here != trained:
             missing, extra = sorted(set(trained) - set(here)), sorted(set(here) - set(trained))
-            raise DataError(f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
-                            f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})")
+            raise DataError(
+                f"{root}: its class folders are not the run's, so the labels would not line up (missing: "
+                f"{', '.join(missing) or 'none'}; not in the run: {', '.join(extra) or 'none'})"
+            )
     # What the run recorded for this very split and data, to compare with (the primary metric).
     same_data = bool(result) and split == test_split and root == cfg.data.root
     if cfg.task.name != "classify":  # a task scored by its own metrics
         ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels)
-        metrics = evaluate_task(model, objective, ds, cfg.task.build(cfg.data.normalize), cfg.train.eval_batch_size
-                                or cfg.train.batch_size, torch.device(args.device), amp=cfg.train.amp).compute()
+        metrics = evaluate_task(
+            model,
+            objective,
+            ds,
+            cfg.task.build(cfg.data.normalize),
+            cfg.train.eval_batch_size or cfg.train.batch_size,
+            torch.device(args.device),
+            amp=cfg.train.amp,
+        ).compute()
         primary = cfg.task.primary_metric
         recorded = result.get("metrics", {}).get(primary) if same_data else None
         same = recorded is None or math.isclose(metrics[primary], recorded, rel_tol=1e-6, abs_tol=1e-9)
-        print(json.dumps({"run": str(args.run), "split": split, "metrics": metrics, "recorded": recorded,
-                          "same": same}) if args.json else f"{split}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items()) + (
-            f"; recorded {primary} {recorded:.4f} ({'same' if same else 'DIFFERENT'})" if recorded is not None else ""))
+        print(
+            json.dumps({"run": str(args.run), "split": split, "metrics": metrics, "recorded": recorded, "same": same})
+            if args.json
+            else f"{split}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            + (
+                f"; recorded {primary} {recorded:.4f} ({'same' if same else 'DIFFERENT'})"
+                if recorded is not None
+                else ""
+            )
+        )
         return 0 if same else _differs(args.run, f"{primary} {metrics[primary]:.4f}", f"{recorded:.4f}", result)
     ds = load(cfg.data, split, size, num_classes, training=False, root=root)
-    acc, correct, total = evaluate(model, objective, ds, cfg.train.eval_batch_size or cfg.train.batch_size,
-                                   cfg.data.normalize, torch.device(args.device), amp=cfg.train.amp)
+    acc, correct, total = evaluate(
+        model,
+        objective,
+        ds,
+        cfg.train.eval_batch_size or cfg.train.batch_size,
+        cfg.data.normalize,
+        torch.device(args.device),
+        amp=cfg.train.amp,
+    )
     recorded = result["test_acc"] if same_data else None
     same = recorded is None or recorded == acc
-    out = {"run": str(args.run), "split": split, "acc": acc, "correct": correct, "total": total, "recorded": recorded,
-           "same": same}
+    out = {
+        "run": str(args.run),
+        "split": split,
+        "acc": acc,
+        "correct": correct,
+        "total": total,
+        "recorded": recorded,
+        "same": same,
+    }
     if args.json:
         print(json.dumps(out))
     else:
@@ -215,29 +261,55 @@ def _differs(run, got: str, recorded: str, result: dict) -> int:
     """Say on stderr that a re-evaluation disagrees with the recorded result; the exit status 1."""
     dev, amp = result.get("device", {}), result.get("memory", {}).get("dtype", "float32")
     where = dev.get("type", "?") if isinstance(dev, dict) else dev
-    print(f"vpeft: error: {run}: the {got} differs from the recorded {recorded}: the weights look corrupted "
-          f"({TRAINABLE_FILE} changed since training?). The run was trained on {where} in {amp}; evaluating on "
-          "another device or precision can move a few predictions. Retrain it with 'vpeft train --config "
-          f"{shlex.quote(str(Path(run) / CONFIG_FILE))} --out {shlex.quote(str(run))} --overwrite'", file=sys.stderr)
+    print(
+        f"vpeft: error: {run}: the {got} differs from the recorded {recorded}: the weights look corrupted "
+        f"({TRAINABLE_FILE} changed since training?). The run was trained on {where} in {amp}; evaluating on "
+        "another device or precision can move a few predictions. Retrain it with 'vpeft train --config "
+        f"{shlex.quote(str(Path(run) / CONFIG_FILE))} --out {shlex.quote(str(run))} --overwrite'",
+        file=sys.stderr,
+    )
     return 1
 
 
 def cmd_measure(args) -> int:
     rows = []
     for method in args.method or ["linear"]:
-        r = measure(args.backbone, method, args.objective, batch_size=args.batch_size, num_classes=args.num_classes,
-                    timing=not args.no_timing, device=args.device, selector=args.selector, amp=args.amp,
-                    warmup=args.warmup, repeats=args.repeats, inference=args.inference,
-                    inference_batch_sizes=tuple(args.inference_batch_sizes))
+        r = measure(
+            args.backbone,
+            method,
+            args.objective,
+            batch_size=args.batch_size,
+            num_classes=args.num_classes,
+            timing=not args.no_timing,
+            device=args.device,
+            selector=args.selector,
+            amp=args.amp,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            inference=args.inference,
+            inference_batch_sizes=tuple(args.inference_batch_sizes),
+        )
         rows.append(r)
         if not args.json:
             keys = [k for k in MEASURE_KEYS + AMP_KEYS + ("cuda_max_memory_allocated",) if k in r]
-            print(f"{r['method']} x {r['objective']}: " + ", ".join(
-                f"{k}={r[k]:,}" if isinstance(r[k], int) else f"{k}={r[k]:.3f}" if isinstance(r[k], float)
-                else f"{k}={r[k]}" for k in keys), flush=True)
+            print(
+                f"{r['method']} x {r['objective']}: "
+                + ", ".join(
+                    f"{k}={r[k]:,}"
+                    if isinstance(r[k], int)
+                    else f"{k}={r[k]:.3f}"
+                    if isinstance(r[k], float)
+                    else f"{k}={r[k]}"
+                    for k in keys
+                ),
+                flush=True,
+            )
             for i in r.get("inference", []):
-                print(f"  inference batch {i['batch_size']}: {i['latency_seconds'] * 1000:.2f} ms, "
-                      f"{i['images_per_second']:,.1f} images/s", flush=True)
+                print(
+                    f"  inference batch {i['batch_size']}: {i['latency_seconds'] * 1000:.2f} ms, "
+                    f"{i['images_per_second']:,.1f} images/s",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
@@ -251,8 +323,8 @@ def first_sentence(doc: str | None) -> str:
     """The first sentence of a docstring's first paragraph, whole (a summary line may break mid-sentence)."""
     text = " ".join((doc or "").strip().split("\n\n")[0].split())
     for m in re.finditer(r"[.!?](?=\s|$)", text):
-        if not text[:m.end()].endswith(_ABBREVIATIONS):
-            return text[:m.end()]
+        if not text[: m.end()].endswith(_ABBREVIATIONS):
+            return text[: m.end()]
     return text
 
 
@@ -271,8 +343,10 @@ def cmd_list(args) -> int:
             summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
             print(f"{name}: {summary}")
             if args.kind == "formats":
-                print(f"    splits (train for last / train for val / val / test): {', '.join(cls.splits)}; "
-                      f"augment {cls.augment}; marked by {', '.join(cls.markers)}")
+                print(
+                    f"    splits (train for last / train for val / val / test): {', '.join(cls.splits)}; "
+                    f"augment {cls.augment}; marked by {', '.join(cls.markers)}"
+                )
         return 0
     if args.kind == "presets":
         for name, p in sorted(PRESETS.items()):
@@ -316,9 +390,11 @@ def cmd_merge(args) -> int:
     model, _, cfg, num_classes = load_run(args.run)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_merged(model, out, info=run_info(args.run, cfg, model.input_size, num_classes))
-    print(f"wrote {out}: a plain timm model ({split_backbone_spec(cfg.backbone.spec)[1]}) with {cfg.method.name} "
-          f"folded in, as {'safetensors' if kind == 'safetensors' else 'a torch state dict'}; load it with "
-          "vpeft.load_merged(path), predict with 'vpeft predict --merged'")
+    print(
+        f"wrote {out}: a plain timm model ({split_backbone_spec(cfg.backbone.spec)[1]}) with {cfg.method.name} "
+        f"folded in, as {'safetensors' if kind == 'safetensors' else 'a torch state dict'}; load it with "
+        "vpeft.load_merged(path), predict with 'vpeft predict --merged'"
+    )
     return 0
 
 
@@ -341,10 +417,13 @@ def _write_predictions(rows: list[dict], path: Path, top_k: int) -> None:
             w.writerows([r["image"], r["value"]] for r in rows)
             return
         k = max((len(r["top_k"]) for r in rows), default=top_k)
-        w.writerow(["image"] + [f"{c}{'' if i == 1 else f'_{i}'}" for i in range(1, k + 1)
-                                for c in ("class", "label", "probability")])
-        w.writerows([r["image"], *(v for t in r["top_k"] for v in (t["class"], t["label"], t["probability"]))]
-                    for r in rows)
+        w.writerow(
+            ["image"]
+            + [f"{c}{'' if i == 1 else f'_{i}'}" for i in range(1, k + 1) for c in ("class", "label", "probability")]
+        )
+        w.writerows(
+            [r["image"], *(v for t in r["top_k"] for v in (t["class"], t["label"], t["probability"]))] for r in rows
+        )
 
 
 def cmd_predict(args) -> int:
@@ -355,8 +434,9 @@ def cmd_predict(args) -> int:
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
     paths = image_files(args.images)
-    predictor = Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged,
-                                                                                                args.device)
+    predictor = (
+        Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged, args.device)
+    )
     rows = []
     for row in predictor.predict(paths, args.batch_size, args.top_k, progress=not args.no_progress):
         rows.append(row)
@@ -370,9 +450,11 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     out = export(args.run, args.out, args.format)
-    print(f"wrote {out}: a Hugging Face PEFT adapter (adapter_config.json, adapter_model.safetensors), checked to "
-          "reproduce the run's outputs; load it with peft.PeftModel.from_pretrained(vpeft.export.base_model(RUN), "
-          f"{str(out)!r})")
+    print(
+        f"wrote {out}: a Hugging Face PEFT adapter (adapter_config.json, adapter_model.safetensors), checked to "
+        "reproduce the run's outputs; load it with peft.PeftModel.from_pretrained(vpeft.export.base_model(RUN), "
+        f"{str(out)!r})"
+    )
     return 0
 
 
@@ -392,11 +474,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    d = sub.add_parser("demo", help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot")
+    d = sub.add_parser(
+        "demo",
+        help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot",
+    )
     d.add_argument("--out", default="runs/demo", help="where data and runs go (default runs/demo)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8)")
-    d.add_argument("--task", default="shapes", choices=["shapes", "texture", "count", "location", "orientation",
-                                                         "distance"], help="generated task (default shapes)")
+    d.add_argument(
+        "--task",
+        default="shapes",
+        choices=["shapes", "texture", "count", "location", "orientation", "distance"],
+        help="generated task (default shapes)",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
 
@@ -419,34 +508,55 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=2)
     m.add_argument("--num-classes", type=int, default=10)
     m.add_argument("--device", default="cpu")
-    m.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
-                   help="autocast dtype of the forward (bf16 works on the CPU too); weight copies are counted apart")
+    m.add_argument(
+        "--amp",
+        choices=["none", "bf16", "fp16"],
+        default="none",
+        help="autocast dtype of the forward (bf16 works on the CPU too); weight copies are counted apart",
+    )
     m.add_argument("--no-timing", action="store_true", help="skip the timed step")
     m.add_argument("--warmup", type=int, default=1, help="untimed steps (and forwards) before the timed ones")
     m.add_argument("--repeats", type=int, default=3, help="timed steps (and forwards); the median is reported")
-    m.add_argument("--inference", action="store_true",
-                   help="also time eval forwards (inference mode, same autocast): median latency and images/s")
+    m.add_argument(
+        "--inference",
+        action="store_true",
+        help="also time eval forwards (inference mode, same autocast): median latency and images/s",
+    )
     m.add_argument("--inference-batch-sizes", type=int, nargs="+", default=[1, 4, 16], metavar="N")
     m.add_argument("--json", action="store_true", help="print a JSON list, one object per method")
 
     mg = sub.add_parser("merge", help="fold a run's method into the backbone and write a plain timm model")
     mg.add_argument("--run", required=True, help="run directory of a mergeable method (lora, ssf, fact_*, bitfit)")
-    mg.add_argument("--out", required=True, help="output file: .safetensors (with metadata: class names, "
-                    "preprocessing) or .pth / .pt (a torch state dict carrying the same metadata)")
+    mg.add_argument(
+        "--out",
+        required=True,
+        help="output file: .safetensors (with metadata: class names, "
+        "preprocessing) or .pth / .pt (a torch state dict carrying the same metadata)",
+    )
 
     pr = sub.add_parser(
-        "predict", help="predict the classes (or values) of image files with a run or a merged model",
+        "predict",
+        help="predict the classes (or values) of image files with a run or a merged model",
         description="Predict with a trained run (--run: any method, objective and selector), a file written by "
         "'vpeft merge' (--merged), or several DTL runs over one shared backbone trunk (--runs). Images are prepared "
         "as the run's test split is (its input size, resize, crop and normalisation). Classification prints the "
-        "top-k classes with their probabilities (class names where the data has them); other tasks their value.")
+        "top-k classes with their probabilities (class names where the data has them); other tasks their value.",
+    )
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory written by 'vpeft train'")
     src.add_argument("--merged", help="file written by 'vpeft merge'")
-    src.add_argument("--runs", nargs="+", help="run directories of dtl / dtl_plus runs sharing a backbone (prints "
-                     "one JSON line per image: each run's label)")
-    pr.add_argument("--images", nargs="+", required=True,
-                    help="image files and/or folders (searched recursively for image files; hidden ones skipped)")
+    src.add_argument(
+        "--runs",
+        nargs="+",
+        help="run directories of dtl / dtl_plus runs sharing a backbone (prints "
+        "one JSON line per image: each run's label)",
+    )
+    pr.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        help="image files and/or folders (searched recursively for image files; hidden ones skipped)",
+    )
     pr.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first (default 1)")
     pr.add_argument("--output", help="write the predictions to FILE.csv or FILE.json instead of printing them")
     pr.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -456,13 +566,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a run as another library's adapter (Hugging Face PEFT)")
     ex.add_argument("--run", required=True, help="run directory of a method the format has (peft: lora)")
-    ex.add_argument("--format", choices=EXPORT_FORMATS, default="peft", help="peft: adapter_config.json + "
-                    "adapter_model.safetensors for peft.PeftModel.from_pretrained")
+    ex.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="peft",
+        help="peft: adapter_config.json + adapter_model.safetensors for peft.PeftModel.from_pretrained",
+    )
     ex.add_argument("--out", required=True, help="output folder")
 
     ls = sub.add_parser("list", help="registered plug-ins with their options and defaults")
-    ls.add_argument("kind", choices=["methods", "selectors", "objectives", "tasks", "presets", "backbones", "formats",
-                                     "families"])
+    ls.add_argument(
+        "kind", choices=["methods", "selectors", "objectives", "tasks", "presets", "backbones", "formats", "families"]
+    )
 
     data = sub.add_parser("data", help="data tools")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -474,9 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")
-    c.add_argument("--suite", choices=FORMATS.names(), default="vtab1k",
-                   help="the layout (data format): a VTAB-1K task (or folder of tasks), a VPT FGVC dataset, a NOAH "
-                   "few-shot dataset, class folders, CSV lists, or a format plug-in")
+    c.add_argument(
+        "--suite",
+        choices=FORMATS.names(),
+        default="vtab1k",
+        help="the layout (data format): a VTAB-1K task (or folder of tasks), a VPT FGVC dataset, a NOAH "
+        "few-shot dataset, class folders, CSV lists, or a format plug-in",
+    )
     c.add_argument("--shot", type=int, default=16, help="few-shot: shots of the training list to check")
     c.add_argument("--seed", type=int, default=0, help="few-shot: seed of the training list to check")
     return parser
@@ -490,8 +609,18 @@ def cmd_report(args):
     return bench_cli.cmd_report(args)
 
 
-COMMANDS = {"bench": cmd_bench, "report": cmd_report, "predict": cmd_predict, "merge": cmd_merge, "export": cmd_export,
-            "train": cmd_train, "eval": cmd_eval, "measure": cmd_measure, "list": cmd_list, "demo": cmd_demo}
+COMMANDS = {
+    "bench": cmd_bench,
+    "report": cmd_report,
+    "predict": cmd_predict,
+    "merge": cmd_merge,
+    "export": cmd_export,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "measure": cmd_measure,
+    "list": cmd_list,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -514,8 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vpeft: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = {"train": "the same command plus --resume continues the run",
-                 "bench": "the same command continues the sweep (finished runs are kept)"}.get(args.command, "")
+        again = {
+            "train": "the same command plus --resume continues the run",
+            "bench": "the same command continues the sweep (finished runs are kept)",
+        }.get(args.command, "")
         print("vpeft: interrupted" + (f"; {again}" if again else ""), file=sys.stderr)
         return 130
 

@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS, TASKS
-from .data.entries import SPLIT_FRACTIONS, detect_format
 from .config_base import BaseConfig, _coerce, _type_name, field_docs, load_yaml  # noqa: F401  (re-exported)
+from .data.entries import SPLIT_FRACTIONS, detect_format
 from .errors import ConfigError
 from .spec import (  # noqa: F401  (re-exported)
-    _parse_value, _split_top_level, apply_overrides, format_spec, parse_spec, plugin_to_dict, spec_string,
+    _parse_value,
+    _split_top_level,
+    apply_overrides,
+    format_spec,
+    parse_spec,
+    plugin_to_dict,
+    spec_string,
 )
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -106,12 +112,16 @@ class DataConfig(BaseConfig):
         if self.format != "auto" and self.format not in FORMATS:
             close = difflib.get_close_matches(self.format, FORMATS.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"data option 'format': expected one of {', '.join(map(repr, FORMATS.names()))}, got "
-                              f"{self.format!r}{hint}; or 'auto' to pick it by the folder")
+            raise ConfigError(
+                f"data option 'format': expected one of {', '.join(map(repr, FORMATS.names()))}, got "
+                f"{self.format!r}{hint}; or 'auto' to pick it by the folder"
+            )
         fr = tuple(self.split_fractions)
         if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or fr[2] <= 0 or abs(sum(fr) - 1) > 1e-6:
-            raise ConfigError(f"data option 'split_fractions': expected three shares train, val, test that add up to "
-                              f"1, train and test above 0 (e.g. 0.8,0.1,0.1), got {','.join(map(str, fr))}")
+            raise ConfigError(
+                f"data option 'split_fractions': expected three shares train, val, test that add up to "
+                f"1, train and test above 0 (e.g. 0.8,0.1,0.1), got {','.join(map(str, fr))}"
+            )
         if self.format == "auto":  # resolved at once, so every config (and record) names a registered layout
             self.format = detect_format(self.root)
 
@@ -220,16 +230,27 @@ EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "da
 #: ``train.drop_path`` > 0.
 #: A plug-in's option is keyed ``(section, plug-in name, key)``, as another plug-in may have an option of that name
 #: with another default; a section added later is keyed ``(section,)``.
-ADDED_OPTIONS = {("task",): {"name": "classify"},
-                 ("train", "eval_every"): 1, ("train", "tf32"): True, ("train", "drop_last"): False,
-                 ("objective", "idat", "teacher_drop_path"): None, ("backbone", "head_init"): "trunc_normal",
-                 ("method", "lora", "init"): "zero_up", ("method", "lora", "bottleneck_dropout"): 0.0,
-                 ("method", "adapter", "dropout"): 0.0, ("method", "adaptformer", "dropout"): 0.0,
-                 ("method", "adapter_ps", "dropout"): 0.0, ("selector", "gps", "selection_amp"): "none",
-                 ("selector", "gps", "amp_compare"): False, ("selector", "gps", "views"): "resized",
-                 ("selector", "gps", "shuffle"): False, ("selector", "gps", "drop_last"): False,
-                 ("data", "split_fractions"): list(SPLIT_FRACTIONS), ("data", "split_seed"): 0,
-                 ("data", "strict_labels"): True}
+ADDED_OPTIONS = {
+    ("task",): {"name": "classify"},
+    ("train", "eval_every"): 1,
+    ("train", "tf32"): True,
+    ("train", "drop_last"): False,
+    ("objective", "idat", "teacher_drop_path"): None,
+    ("backbone", "head_init"): "trunc_normal",
+    ("method", "lora", "init"): "zero_up",
+    ("method", "lora", "bottleneck_dropout"): 0.0,
+    ("method", "adapter", "dropout"): 0.0,
+    ("method", "adaptformer", "dropout"): 0.0,
+    ("method", "adapter_ps", "dropout"): 0.0,
+    ("selector", "gps", "selection_amp"): "none",
+    ("selector", "gps", "amp_compare"): False,
+    ("selector", "gps", "views"): "resized",
+    ("selector", "gps", "shuffle"): False,
+    ("selector", "gps", "drop_last"): False,
+    ("data", "split_fractions"): list(SPLIT_FRACTIONS),
+    ("data", "split_seed"): 0,
+    ("data", "strict_labels"): True,
+}
 
 
 def run_identity(resolved: dict) -> dict:
@@ -273,7 +294,7 @@ class RunConfig(BaseConfig):
     task: Any = "classify"
 
     @classmethod
-    def from_dict(cls, data: dict | None, where: str | None = None) -> "RunConfig":
+    def from_dict(cls, data: dict | None, where: str | None = None) -> RunConfig:
         data = dict(data or {})
         valid = [f.name for f in cls.fields()]
         for key in data:
@@ -297,8 +318,9 @@ class RunConfig(BaseConfig):
 
         kwargs["task"] = TASKS.build(data.get("task") or "classify")
         kwargs["method"] = METHODS.build(data.get("method", "linear"))
-        kwargs["objective"] = OBJECTIVES.build(data["objective"] if "objective" in data
-                                               else kwargs["task"].default_objective)
+        kwargs["objective"] = OBJECTIVES.build(
+            data["objective"] if "objective" in data else kwargs["task"].default_objective
+        )
         kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
         kwargs["task"].check(kwargs["data"].format, kwargs["objective"])
         return cls(**kwargs)

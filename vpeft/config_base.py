@@ -139,9 +139,7 @@ class BaseConfig:
             key = unknown[0]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{where} has no option {key!r}{hint}; valid options: {', '.join(valid) or '(none)'}"
-            )
+            raise ConfigError(f"{where} has no option {key!r}{hint}; valid options: {', '.join(valid) or '(none)'}")
         kwargs = {k: _coerce(v, hints[k], f"{where}, option {k!r}") for k, v in data.items()}
         try:
             return cls(**kwargs)

@@ -33,19 +33,33 @@ DEMO_RUNS = [
 
 
 def demo_config(task_dir: Path, method, objective, selector, train: dict, epochs: int, seed: int) -> RunConfig:
-    return RunConfig.from_dict({
-        "backbone": {"spec": DEMO_BACKBONE},
-        "method": method,
-        "objective": objective,
-        "selector": selector,
-        "data": {"root": str(task_dir)},
-        "train": {"epochs": epochs, "batch_size": 32, "lr": 5e-3, "warmup_epochs": 1, "weight_decay": 1e-4,
-                  "seed": seed, **train},
-    })
+    return RunConfig.from_dict(
+        {
+            "backbone": {"spec": DEMO_BACKBONE},
+            "method": method,
+            "objective": objective,
+            "selector": selector,
+            "data": {"root": str(task_dir)},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 32,
+                "lr": 5e-3,
+                "warmup_epochs": 1,
+                "weight_decay": 1e-4,
+                "seed": seed,
+                **train,
+            },
+        }
+    )
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int = 0, progress: bool = True,
-             task: str = DEMO_TASK) -> list:
+def run_demo(
+    out: str | Path = "runs/demo",
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    task: str = DEMO_TASK,
+) -> list:
     out = Path(out)
     data = out / ("data" if seed == 0 else f"data-seed{seed}")  # the seed also draws the task's images
     task_dir = data / task
@@ -62,18 +76,28 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, seed: int
         rows.append(result)
     header = f"{'method':<16} {'test acc':>9} {'trainable':>10} {'train mem (MiB)':>16} {'time (s)':>9}"
     print()
-    print(f"task '{task}' ({rows[0]['num_classes']} classes, chance {100 / rows[0]['num_classes']:.0f}%), backbone "
-          f"{DEMO_BACKBONE} (CIFAR-10 pretrained, shipped with vpeft), {epochs or 8} epochs, seed {seed}; "
-          "trainable counts include the head; memory = params + grads + optimizer state + saved activations at "
-          "batch 32")
+    print(
+        f"task '{task}' ({rows[0]['num_classes']} classes, chance {100 / rows[0]['num_classes']:.0f}%), backbone "
+        f"{DEMO_BACKBONE} (CIFAR-10 pretrained, shipped with vpeft), {epochs or 8} epochs, seed {seed}; "
+        "trainable counts include the head; memory = params + grads + optimizer state + saved activations at "
+        "batch 32"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['label']:<16} {r['test_acc']:>8.2f}% {r['trainable_params']:>10,} "
-              f"{r['memory']['train_memory_bytes'] / 2**20:>16.2f} {r['train_seconds']:>9.1f}")
+        print(
+            f"{r['label']:<16} {r['test_acc']:>8.2f}% {r['trainable_params']:>10,} "
+            f"{r['memory']['train_memory_bytes'] / 2**20:>16.2f} {r['train_seconds']:>9.1f}"
+        )
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    summary = {r["label"]: {"mean": (r["test_acc"], 0.0, 1), "params": r["trainable_params_no_head"],
-                            "memory": r["memory"]["train_memory_bytes"]} for r in rows}
+    summary = {
+        r["label"]: {
+            "mean": (r["test_acc"], 0.0, 1),
+            "params": r["trainable_params_no_head"],
+            "memory": r["memory"]["train_memory_bytes"],
+        }
+        for r in rows
+    }
     png = plot(summary, out / "demo.png", "memory", f"vpeft demo: '{task}', {DEMO_BACKBONE}")
     print(f"\nrun directories, summary.json and {png.name} (accuracy vs training memory) in {out}/")
     return rows

@@ -52,8 +52,14 @@ def _num_classes(run_dir, cfg: RunConfig) -> int:
 
 def _base(cfg: RunConfig, num_classes: int) -> nn.Module:
     torch.manual_seed(cfg.train.seed)  # as build_model: a random-weight backbone comes from the run's seed
-    bb = create_backbone(cfg.backbone.spec, num_classes, cfg.backbone.checkpoint, pretrained=cfg.backbone.pretrained,
-                         pool=cfg.backbone.pool, head_init=cfg.backbone.head_init)
+    bb = create_backbone(
+        cfg.backbone.spec,
+        num_classes,
+        cfg.backbone.checkpoint,
+        pretrained=cfg.backbone.pretrained,
+        pool=cfg.backbone.pool,
+        head_init=cfg.backbone.head_init,
+    )
     return bb.model.eval()
 
 
@@ -75,7 +81,7 @@ def _lora_tensors(backbone, cfg) -> tuple[dict[str, tuple[torch.Tensor, torch.Te
         col = 0
         for sl, u in parts:
             r = u.lora_down.out_features
-            b[sl, col:col + r] = u.lora_up.weight.detach()
+            b[sl, col : col + r] = u.lora_up.weight.detach()
             col += r
         out[names[id(layer)]] = (a, b, cfg.method.scale * rank)
     return out, names[id(backbone.head)]
@@ -83,22 +89,28 @@ def _lora_tensors(backbone, cfg) -> tuple[dict[str, tuple[torch.Tensor, torch.Te
 
 def _check_exportable(run_dir, cfg: RunConfig, model) -> None:
     if cfg.method.name not in PEFT_METHODS:
-        raise ConfigError(f"method {cfg.method.name!r} has no Hugging Face PEFT counterpart that vpeft exports "
-                          f"(exported: {', '.join(PEFT_METHODS)}); a mergeable method can be folded into a plain timm "
-                          "model with 'vpeft merge' instead")
+        raise ConfigError(
+            f"method {cfg.method.name!r} has no Hugging Face PEFT counterpart that vpeft exports "
+            f"(exported: {', '.join(PEFT_METHODS)}); a mergeable method can be folded into a plain timm "
+            "model with 'vpeft merge' instead"
+        )
     if cfg.selector is not None:
-        raise ConfigError(f"selector {cfg.selector.name!r} has no Hugging Face PEFT counterpart: a selected run "
-                          "cannot be exported")
+        raise ConfigError(
+            f"selector {cfg.selector.name!r} has no Hugging Face PEFT counterpart: a selected run cannot be exported"
+        )
     foreign = [k for k in model.extras if k != "lora"]
     if foreign:
-        raise ConfigError(f"objective {cfg.objective.name!r} added modules {foreign} that PEFT has no place for; "
-                          "only runs whose model is the method's alone export")
+        raise ConfigError(
+            f"objective {cfg.objective.name!r} added modules {foreign} that PEFT has no place for; "
+            "only runs whose model is the method's alone export"
+        )
     head = _module_names(model)[id(model.head)]
     trained = set(RunDir(run_dir).read_trainable())
     other = sorted(k for k in trained if not k.startswith(("extras.lora.", head + ".")))
     if other:
-        raise ConfigError(f"{run_dir}: tensors {other[:4]} trained beside LoRA and the head; a PEFT LoRA adapter "
-                          "cannot carry them")
+        raise ConfigError(
+            f"{run_dir}: tensors {other[:4]} trained beside LoRA and the head; a PEFT LoRA adapter cannot carry them"
+        )
 
 
 def export_peft(run_dir: str | Path, out: str | Path, check_batch: int = 2) -> Path:
@@ -127,10 +139,17 @@ def export_peft(run_dir: str | Path, out: str | Path, check_batch: int = 2) -> P
     rank, alpha = first[0].shape[0], first[2]
     pattern = {re.escape(n): (a.shape[0], al) for n, (a, _, al) in layers.items() if (a.shape[0], al) != (rank, alpha)}
     arch, kwargs = timm_kwargs(model)
-    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(layers), lora_dropout=cfg.method.dropout,
-                      bias="none", modules_to_save=[head], rank_pattern={k: r for k, (r, _) in pattern.items()},
-                      alpha_pattern={k: al for k, (_, al) in pattern.items()},
-                      init_lora_weights=False)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=sorted(layers),
+        lora_dropout=cfg.method.dropout,
+        bias="none",
+        modules_to_save=[head],
+        rank_pattern={k: r for k, (r, _) in pattern.items()},
+        alpha_pattern={k: al for k, (_, al) in pattern.items()},
+        init_lora_weights=False,
+    )
     base = _base(cfg, num_classes)
     peft_model = get_peft_model(base, lora)
     with torch.no_grad():
@@ -144,9 +163,16 @@ def export_peft(run_dir: str | Path, out: str | Path, check_batch: int = 2) -> P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out))
-    info = {"format": "peft", "run": str(run_dir), "backbone": cfg.backbone.spec, "checkpoint": cfg.backbone.checkpoint,
-            "timm_name": arch, "timm_kwargs": kwargs, "method": cfg.method.to_dict(),
-            "base_model": "vpeft.export.base_model(run) builds the model this adapter loads onto"}
+    info = {
+        "format": "peft",
+        "run": str(run_dir),
+        "backbone": cfg.backbone.spec,
+        "checkpoint": cfg.backbone.checkpoint,
+        "timm_name": arch,
+        "timm_kwargs": kwargs,
+        "method": cfg.method.to_dict(),
+        "base_model": "vpeft.export.base_model(run) builds the model this adapter loads onto",
+    }
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     # The written files, as a user loads them, against the run's own model.
     x = torch.randn(check_batch, 3, *model.input_size, generator=torch.Generator().manual_seed(0))
@@ -154,8 +180,10 @@ def export_peft(run_dir: str | Path, out: str | Path, check_batch: int = 2) -> P
     with torch.no_grad():
         want, got = model(x), loaded(x)
     if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-        raise ConfigError(f"the PEFT adapter in {out} does not reproduce {run_dir}'s outputs (max difference "
-                          f"{(got - want).abs().max().item():.3g}); please report this")
+        raise ConfigError(
+            f"the PEFT adapter in {out} does not reproduce {run_dir}'s outputs (max difference "
+            f"{(got - want).abs().max().item():.3g}); please report this"
+        )
     return out
 
 

@@ -15,7 +15,9 @@ def read_text(path: str | Path, error: type[VpeftError] = DataError) -> str:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the "
-                    "file as UTF-8") from None
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the "
+            "file as UTF-8"
+        ) from None
     except OSError as e:
         raise error(f"cannot read {path}: {e.strerror}") from None

@@ -47,7 +47,7 @@ class FolderLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         if fcntl is None or self._fd is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -67,14 +67,20 @@ class FolderLock:
         h = self._holder()
         who = f"pid {h.get('pid', '?')}" + (f" on {h['host']}" if h.get("host") else "")
         since = f", since {h['started']}" if h.get("started") else ""
-        raise RunDirError(f"{self.what} {self.folder} is in use by another vpeft process ({who}{since}: "
-                          f"{h.get('command', '?')}); wait for it to end, or write elsewhere")
+        raise RunDirError(
+            f"{self.what} {self.folder} is in use by another vpeft process ({who}{since}: "
+            f"{h.get('command', '?')}); wait for it to end, or write elsewhere"
+        )
 
-    def _took(self, fd: int) -> "FolderLock":
+    def _took(self, fd: int) -> FolderLock:
         old = self._holder()
         self.stale = old or None  # the file is there but nobody holds it: a killed run's
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300]}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -90,7 +96,7 @@ class FolderLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

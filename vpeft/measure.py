@@ -71,8 +71,9 @@ def measure(
     """
     if amp not in ("none", *AMP_DTYPES):
         raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
-    cfg = RunConfig.from_dict({"backbone": {"spec": backbone}, "method": method, "objective": objective,
-                               "selector": selector})
+    cfg = RunConfig.from_dict(
+        {"backbone": {"spec": backbone}, "method": method, "objective": objective, "selector": selector}
+    )
     torch.manual_seed(seed)
     model, obj = build_model(cfg, num_classes)
     if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
@@ -148,13 +149,23 @@ def measure(
                     sync()
                     times.append(time.perf_counter() - t0)
                 latency = _median(times)
-                result["inference"].append({"batch_size": b, "latency_seconds": latency,
-                                            "images_per_second": b / latency})
+                result["inference"].append(
+                    {"batch_size": b, "latency_seconds": latency, "images_per_second": b / latency}
+                )
     alone = cfg.objective.companion_runs(method) if companions else {}
     if alone:
         # Each model alone (with plain cross-entropy), beside the joint figures above.
-        kw = dict(batch_size=batch_size, num_classes=num_classes, timing=timing, device=device, seed=seed,
-                  repeats=repeats, selector=selector, amp=amp, warmup=warmup)
+        kw = dict(
+            batch_size=batch_size,
+            num_classes=num_classes,
+            timing=timing,
+            device=device,
+            seed=seed,
+            repeats=repeats,
+            selector=selector,
+            amp=amp,
+            warmup=warmup,
+        )
         kept = measure(backbone, method, "ce", **kw)
         keys = [k for k in MEASURE_KEYS + AMP_KEYS if k in kept]
         result["student"] = {k: kept[k] for k in keys}

@@ -102,8 +102,9 @@ def _nbytes(tensors) -> int:
     return total
 
 
-def memory_stats(model: nn.Module, objective: nn.Module | None, optimizer, saved_bytes: int,
-                 autocast_weight_bytes: int | None = None) -> dict[str, int]:
+def memory_stats(
+    model: nn.Module, objective: nn.Module | None, optimizer, saved_bytes: int, autocast_weight_bytes: int | None = None
+) -> dict[str, int]:
     """Parameter, gradient and optimizer-state bytes (after at least one step) plus ``saved_bytes``; with
     ``autocast_weight_bytes`` (saved low-precision weight copies) that key too, and the total counts it."""
     modules = [model] + ([objective] if objective is not None else [])

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .engine.checkpoint import TRAINABLE_FILE, read_trainable
 from .errors import ConfigError
 from .run import RESULT_FILE, build_model, read_run_config
-from .engine.checkpoint import TRAINABLE_FILE, read_trainable
 
 
 class _Task(nn.Module):
@@ -51,26 +51,36 @@ class MultiTask(nn.Module):
             if c.method.name not in ("dtl", "dtl_plus"):
                 raise ConfigError(f"{r}: method {c.method.name!r}; shared-trunk inference needs dtl or dtl_plus runs")
             if c.objective.for_inference().changes_model:
-                raise ConfigError(f"{r}: objective {c.objective.name!r} changes the backbone; only runs whose model is "
-                                  "their method's alone share it")
+                raise ConfigError(
+                    f"{r}: objective {c.objective.name!r} changes the backbone; only runs whose model is "
+                    "their method's alone share it"
+                )
             if c.backbone.to_dict() != ref.backbone.to_dict() or c.method.pool != ref.method.pool:
-                raise ConfigError(f"{r} uses another backbone than {runs[0]} ({c.backbone.spec} vs {ref.backbone.spec})")
+                raise ConfigError(
+                    f"{r} uses another backbone than {runs[0]} ({c.backbone.spec} vs {ref.backbone.spec})"
+                )
             if ref.backbone.checkpoint is None and not ref.backbone.pretrained and c.train.seed != ref.train.seed:
-                raise ConfigError(f"{r}: its random-weight backbone comes from seed {c.train.seed}, not "
-                                  f"{ref.train.seed} as {runs[0]}'s; the frozen weights differ")
+                raise ConfigError(
+                    f"{r}: its random-weight backbone comes from seed {c.train.seed}, not "
+                    f"{ref.train.seed} as {runs[0]}'s; the frozen weights differ"
+                )
         # The shared backbone: the first run's model without its method (same build path, so same frozen weights).
         plain = ref.from_dict({**ref.to_dict(), "method": "linear", "objective": "ce"})
         self.backbone, _ = build_model(plain, _num_classes(runs[0], ref))
         anatomy = self.backbone.anatomy
         if anatomy.token_sequence() is None:
-            raise ConfigError(f"shared-trunk inference supports ViT-like backbones (one token sequence); "
-                              f"{anatomy.name}: {anatomy.reason('token_sequence')}")
+            raise ConfigError(
+                f"shared-trunk inference supports ViT-like backbones (one token sequence); "
+                f"{anatomy.name}: {anatomy.reason('token_sequence')}"
+            )
         self.backbone.set_pool(ref.method.pool)
         self.tasks = nn.ModuleList()
         for r, c in zip(runs, cfgs):
             sd = read_trainable(r / TRAINABLE_FILE)
             side = c.method.build_side(self.backbone)
-            side.load_state_dict({k.removeprefix("extras.dtl."): v for k, v in sd.items() if k.startswith("extras.dtl.")})
+            side.load_state_dict(
+                {k.removeprefix("extras.dtl."): v for k, v in sd.items() if k.startswith("extras.dtl.")}
+            )
             w = sd["model.head.weight"]
             head = nn.Linear(w.shape[1], w.shape[0])
             head.load_state_dict({"weight": w, "bias": sd["model.head.bias"]})

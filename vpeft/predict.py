@@ -11,9 +11,10 @@ A classification run predicts its top-k classes with their probabilities; anothe
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -45,17 +46,30 @@ class Preprocess:
     interpolation: str = "bicubic"
 
     @classmethod
-    def of_data(cls, dc: DataConfig, input_size: tuple[int, int]) -> "Preprocess":
+    def of_data(cls, dc: DataConfig, input_size: tuple[int, int]) -> Preprocess:
         """A run's preprocessing: its data section ``dc`` and the model's ``input_size`` (``data.img_size`` wins)."""
         size = (dc.img_size, dc.img_size) if dc.img_size else tuple(input_size)
         mean, std = NORMALIZATION[dc.normalize]
-        return cls(input_size=size, resize=decode_size(dc, size), crop="none" if augment_kind(dc) == "none" else
-                   "center", mean=mean, std=std, normalize=dc.normalize)
+        return cls(
+            input_size=size,
+            resize=decode_size(dc, size),
+            crop="none" if augment_kind(dc) == "none" else "center",
+            mean=mean,
+            std=std,
+            normalize=dc.normalize,
+        )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(**{**d, "input_size": tuple(d["input_size"]), "resize": tuple(d["resize"]),
-                      "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(
+            **{
+                **d,
+                "input_size": tuple(d["input_size"]),
+                "resize": tuple(d["resize"]),
+                "mean": tuple(d["mean"]),
+                "std": tuple(d["std"]),
+            }
+        )
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -90,8 +104,13 @@ def image_files(items: list[str | Path]) -> list[Path]:
         if p.is_file():
             out.append(p)
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not found:
                 raise DataError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.extend(found)
@@ -113,8 +132,11 @@ def run_info(run_dir: str | Path, cfg, input_size: tuple[int, int], num_classes:
     """What a merged model of a run records beside its weights (``vpeft merge``): ``task`` (its spec),
     ``class_names`` (None where the data has none) and ``preprocess`` (:meth:`Preprocess.to_dict`)."""
     names = run_class_names(run_dir, cfg, num_classes) if cfg.task.name == "classify" else None
-    return {"task": spec_string(cfg.task), "class_names": names,
-            "preprocess": Preprocess.of_data(cfg.data, input_size).to_dict()}
+    return {
+        "task": spec_string(cfg.task),
+        "class_names": names,
+        "preprocess": Preprocess.of_data(cfg.data, input_size).to_dict(),
+    }
 
 
 class Predictor:
@@ -130,14 +152,21 @@ class Predictor:
         amp: The run's autocast (``none``, ``bf16``, ``fp16``; CUDA only).
     """
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess, task,
-                 class_names: Optional[list[str]] = None, device: str | torch.device = "cpu", amp: str = "none"):
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        preprocess: Preprocess,
+        task,
+        class_names: Optional[list[str]] = None,
+        device: str | torch.device = "cpu",
+        amp: str = "none",
+    ):
         self.forward, self.preprocess, self.task_cfg = forward, preprocess, task
         self.task = task.build(preprocess.normalize)
         self.class_names, self.device, self.amp = class_names, torch.device(device), amp
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
         """The trained model of a run directory, with the run's preprocessing and class names."""
         model, objective, cfg, num_classes = load_run(run_dir, device=device)
         prep = Preprocess.of_data(cfg.data, model.input_size)
@@ -145,15 +174,22 @@ class Predictor:
         return cls(lambda x: objective.predict(model, x), prep, cfg.task, names, device, cfg.train.amp)
 
     @classmethod
-    def from_merged(cls, path: str | Path, device: str = "cpu") -> "Predictor":
+    def from_merged(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """A file written by ``vpeft merge`` with the preprocessing and class names in its metadata."""
         meta = read_merged_metadata(path)
         if "preprocess" not in meta:
-            raise CheckpointError(f"{path} records no preprocessing (written by an older 'vpeft merge'): merge the "
-                                  "run again, or predict with --run")
+            raise CheckpointError(
+                f"{path} records no preprocessing (written by an older 'vpeft merge'): merge the "
+                "run again, or predict with --run"
+            )
         model = load_merged(path).to(device)
-        return cls(model, Preprocess.from_dict(meta["preprocess"]), TASKS.build(meta.get("task") or "classify"),
-                   meta.get("class_names"), device)
+        return cls(
+            model,
+            Preprocess.from_dict(meta["preprocess"]),
+            TASKS.build(meta.get("task") or "classify"),
+            meta.get("class_names"),
+            device,
+        )
 
     def class_name(self, label: int) -> str | int:
         return self.class_names[label] if self.class_names else label
@@ -165,8 +201,9 @@ class Predictor:
         with amp_context(self.device, self.amp):
             return self.forward(x).float()
 
-    def predict(self, paths: list[str | Path], batch_size: int = 32, top_k: int = 1,
-                progress: bool = False) -> Iterator[dict]:
+    def predict(
+        self, paths: list[str | Path], batch_size: int = 32, top_k: int = 1, progress: bool = False
+    ) -> Iterator[dict]:
         """One row per image, in order: ``{"image", "class", "label", "probability", "top_k": [{"class", "label",
         "probability"}, ...]}`` for classification (``class``: the name, or the label where the data has no names),
         ``{"image", "value"}`` for another task.
@@ -184,7 +221,7 @@ class Predictor:
         paths = [Path(p) for p in paths]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
             for start in range(0, len(paths), batch_size):
-                chunk = paths[start:start + batch_size]
+                chunk = paths[start : start + batch_size]
                 out = self.outputs(chunk)
                 if self.task_cfg.name == "classify":
                     probs = out.softmax(-1)
@@ -198,8 +235,9 @@ class Predictor:
                 bar.update(len(chunk))
 
 
-def predict_multitask(runs: list[str | Path], paths: list[Path], batch_size: int = 16,
-                      device: str = "cpu") -> Iterator[dict]:
+def predict_multitask(
+    runs: list[str | Path], paths: list[Path], batch_size: int = 16, device: str = "cpu"
+) -> Iterator[dict]:
     """Predictions of several DTL runs over one shared backbone trunk (:class:`~vpeft.multitask.MultiTask`): one row
     per image, ``{"image", "predictions": {run name: label}}``, plus ``"classes": {run name: class name}`` for runs
     whose data names its classes. The runs must preprocess their images alike."""
@@ -207,12 +245,14 @@ def predict_multitask(runs: list[str | Path], paths: list[Path], batch_size: int
     cfgs = {run: read_run_config(run) for run in runs}
     preps = {run: Preprocess.of_data(c.data, mt.backbone.input_size) for run, c in cfgs.items()}
     if len(set(preps.values())) > 1:
-        raise ConfigError("runs preprocess their images differently (data.normalize / layout / img_size): "
-                          + "; ".join(f"{r}: {p.to_dict()}" for r, p in preps.items()))
+        raise ConfigError(
+            "runs preprocess their images differently (data.normalize / layout / img_size): "
+            + "; ".join(f"{r}: {p.to_dict()}" for r, p in preps.items())
+        )
     prep = preps[runs[0]]
     names = {name: run_class_names(run, cfgs[run]) for name, run in zip(mt.names, runs)}
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+        chunk = paths[start : start + batch_size]
         outs = mt(prep.batch(chunk, device))
         for j, p in enumerate(chunk):
             preds = {name: int(o[j].argmax()) for name, o in zip(mt.names, outs)}

@@ -17,25 +17,42 @@ PRESETS: dict[str, dict] = {
         f"idat-{v}-{loss}": {
             "method": method,
             "objective": {"name": "idat", "loss": loss},
-            "about": f"iDAT-{v.upper()} with the {loss} distillation term: {method} on the student and on a ViT-S teacher",
+            "about": f"iDAT-{v.upper()} with the {loss} distillation term: {method} on the student and on a ViT-S teacher",  # noqa: E501
         }
-        for v, method in (("s", "adapter:dim=4,position=block"), ("p", "adaptformer:dim=4,scale=0.1"),
-                          ("ps", "adapter_ps:dim=4,scale=0.1"))
+        for v, method in (
+            ("s", "adapter:dim=4,position=block"),
+            ("p", "adaptformer:dim=4,scale=0.1"),
+            ("ps", "adapter_ps:dim=4,scale=0.1"),
+        )
         for loss in ("mse", "kl")
     },
-    "gist-adapter": {"method": "adapter_ps:dim=4", "objective": {"name": "gist"},
-                     "about": "GIST with its parallel-shared adapter (83,760 trainable on ViT-B/16 without the head)"},
-    "dtl-plus-star": {"method": "dtl_plus:first_block=1", "objective": {"name": "ce"},
-                      "about": "DTL+* (every block adapted)"},
+    "gist-adapter": {
+        "method": "adapter_ps:dim=4",
+        "objective": {"name": "gist"},
+        "about": "GIST with its parallel-shared adapter (83,760 trainable on ViT-B/16 without the head)",
+    },
+    "dtl-plus-star": {
+        "method": "dtl_plus:first_block=1",
+        "objective": {"name": "ce"},
+        "about": "DTL+* (every block adapted)",
+    },
     # NOAH's baselines as its code runs them (its init_weights re-initialises every Linear; dropout and drop-path
     # placement of its modules), not as its module code reads.
-    "noah-lora": {"method": "lora:targets=[qkv],init=trunc_normal,dropout=0.1", "objective": {"name": "ce"},
-                  "about": "NOAH's LoRA: fused qkv, A and B trunc-normal 0.02, input dropout 0.1"},
-    "noah-adapter": {"method": "adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1",
-                     "objective": {"name": "ce"},
-                     "about": "NOAH's adapter: x + DP(h) + A(DP(h)), hidden 8, quick-GELU, trunc-normal, dropout 0.1"},
-    "noah-vpt": {"method": "vpt_deep:init=noah,dropout=0.1", "objective": {"name": "ce"},
-                 "about": "NOAH's VPT-deep: xavier-uniform prompts per block, prompt dropout 0.1"},
+    "noah-lora": {
+        "method": "lora:targets=[qkv],init=trunc_normal,dropout=0.1",
+        "objective": {"name": "ce"},
+        "about": "NOAH's LoRA: fused qkv, A and B trunc-normal 0.02, input dropout 0.1",
+    },
+    "noah-adapter": {
+        "method": "adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1",
+        "objective": {"name": "ce"},
+        "about": "NOAH's adapter: x + DP(h) + A(DP(h)), hidden 8, quick-GELU, trunc-normal, dropout 0.1",
+    },
+    "noah-vpt": {
+        "method": "vpt_deep:init=noah,dropout=0.1",
+        "objective": {"name": "ce"},
+        "about": "NOAH's VPT-deep: xavier-uniform prompts per block, prompt dropout 0.1",
+    },
 }
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 from .errors import ConfigError
 from .spec import parse_spec
@@ -49,8 +50,10 @@ class Registry:
                     if isinstance(obj, type) and obj not in self._registered.values():
                         self.register(ep.name)(obj)
                 except Exception as e:
-                    self._error = ConfigError(f"{self.kind} plug-in {ep.name!r} ({ep.value}, entry point group "
-                                              f"{self.group!r}) failed to load: {type(e).__name__}: {e}")
+                    self._error = ConfigError(
+                        f"{self.kind} plug-in {ep.name!r} ({ep.value}, entry point group "
+                        f"{self.group!r}) failed to load: {type(e).__name__}: {e}"
+                    )
                     break
         if self._error is not None:
             raise self._error

@@ -14,10 +14,11 @@ from .data.loader import DeviceData, batch_len
 from .engine.checkpoint import load_trainable_state
 from .errors import RunDirError
 from .methods.base import apply_method
-from .tasks.base import Metric, Task
-from .tasks.classify import ClassifyConfig
+
 # The run folder's file names lived here: importable from here still.
 from .rundir import CONFIG_FILE, LOG_FILE, RESULT_FILE, STATE_FILE, TRAINABLE_FILE, RunDir  # noqa: F401
+from .tasks.base import Metric, Task
+from .tasks.classify import ClassifyConfig
 
 
 def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
@@ -55,8 +56,9 @@ def amp_context(device: torch.device, amp: str = "none"):
 
 
 @torch.no_grad()
-def evaluate_task(model, objective, ds, task: Task, batch_size: int, device=None, amp: str = "none",
-                  shard: tuple[int, int] = (0, 1)) -> Metric:
+def evaluate_task(
+    model, objective, ds, task: Task, batch_size: int, device=None, amp: str = "none", shard: tuple[int, int] = (0, 1)
+) -> Metric:
     """The task's metric state over a split: batches prepared by ``task`` (no augmentation), predicted by the
     objective, counted on the device.
 
@@ -78,8 +80,9 @@ def evaluate_task(model, objective, ds, task: Task, batch_size: int, device=None
     return metric
 
 
-def evaluate(model, objective, ds, batch_size: int, norm: str, device=None, amp: str = "none",
-             shard: tuple[int, int] = (0, 1)) -> tuple[float, int, int]:
+def evaluate(
+    model, objective, ds, batch_size: int, norm: str, device=None, amp: str = "none", shard: tuple[int, int] = (0, 1)
+) -> tuple[float, int, int]:
     """Top-1 accuracy in percent, with the number correct and the total: :func:`evaluate_task` with the ``classify``
     task, images normalised by ``norm``.
 
@@ -101,10 +104,12 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     run = RunDir(run_dir)
     cfg = RunConfig.from_dict(run.read_config())
     if run.has(RESULT_FILE) and not run.has(TRAINABLE_FILE):  # finished, so --resume would only say so
-        raise RunDirError(f"{run_dir} has no {TRAINABLE_FILE} although the run finished ({RESULT_FILE} is there): its "
-                          f"trained weights were deleted or moved. Put the file back, or train the run again with "
-                          f"'vpeft train --config {shlex.quote(str(run / CONFIG_FILE))} --out {shlex.quote(str(run_dir))} "
-                          "--overwrite'")
+        raise RunDirError(
+            f"{run_dir} has no {TRAINABLE_FILE} although the run finished ({RESULT_FILE} is there): its "
+            f"trained weights were deleted or moved. Put the file back, or train the run again with "
+            f"'vpeft train --config {shlex.quote(str(run / CONFIG_FILE))} --out {shlex.quote(str(run_dir))} "
+            "--overwrite'"
+        )
     trainable = run.read_trainable()
     num_classes = cfg.task.outputs or cfg.data.num_classes
     if num_classes is None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import yaml
@@ -50,8 +51,16 @@ RUN_LOG = "run.log"
 FAILED_FILE = "failed.json"
 
 #: What the trainer writes (an objective's own files among them), and what ``overwrite`` replaces.
-RUN_FILES = (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE, SELECTION_FILE, SELECTION_INFO_FILE,
-             TEACHER_FILE)
+RUN_FILES = (
+    CONFIG_FILE,
+    LOG_FILE,
+    STATE_FILE,
+    TRAINABLE_FILE,
+    RESULT_FILE,
+    SELECTION_FILE,
+    SELECTION_INFO_FILE,
+    TEACHER_FILE,
+)
 OVERWRITTEN = (CONFIG_FILE, LOG_FILE, STATE_FILE, TRAINABLE_FILE, RESULT_FILE)
 #: What a sweep (vpeft.bench) keeps beside a run; never a reason to refuse the folder.
 SWEEP_FILES = (BENCH_FILE, RUN_LOG, FAILED_FILE)
@@ -136,7 +145,8 @@ class RunDir:
         elif not overwrite:
             raise RunDirError(
                 f"run directory {self.path} is not empty; pass --resume to continue it or --overwrite to replace it"
-                if not resume else f"cannot resume {self.path}: it holds no vpeft run config "
+                if not resume
+                else f"cannot resume {self.path}: it holds no vpeft run config "
                 f"({', '.join(sorted(used)[:5])}); pass --overwrite to replace what it holds"
             )
         return None
@@ -167,8 +177,10 @@ class RunDir:
         try:
             yield
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
-            raise RunDirError(f"{self.path / name} cannot be read: it is truncated or not written by vpeft "
-                              f"({type(e).__name__}); {remedy}, or pass --overwrite") from None
+            raise RunDirError(
+                f"{self.path / name} cannot be read: it is truncated or not written by vpeft "
+                f"({type(e).__name__}); {remedy}, or pass --overwrite"
+            ) from None
 
     def read_config(self) -> dict:
         """The saved ``config.yaml`` as a mapping, with a clear error when the folder is not a run folder."""
@@ -215,8 +227,9 @@ class RunDir:
     def read_trainable(self) -> dict:
         """The kept trainable tensors; a :class:`RunDirError` when the run did not finish."""
         if not self.has(TRAINABLE_FILE):
-            raise RunDirError(f"{self.path} has no {TRAINABLE_FILE}: the run did not finish (continue it with "
-                              "--resume)")
+            raise RunDirError(
+                f"{self.path} has no {TRAINABLE_FILE}: the run did not finish (continue it with --resume)"
+            )
         return read_trainable(self.path / TRAINABLE_FILE)
 
     def write_result(self, result: dict) -> None:

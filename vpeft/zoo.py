@@ -39,13 +39,21 @@ ZOO: dict[str, ZooEntry] = {
             "vit_c10_small",
             "vit_tiny_patch16_224",
             "ViT, 32 px, patch 8, width 96, depth 6, 3 heads; CIFAR-10 pretrained (iDAT's small teacher)",
-            img_size=32, patch_size=8, embed_dim=96, depth=6, num_heads=3,
+            img_size=32,
+            patch_size=8,
+            embed_dim=96,
+            depth=6,
+            num_heads=3,
         ),
         _entry(
             "vit_c10_base",
             "vit_tiny_patch16_224",
             "ViT, 32 px, patch 8, width 192, depth 6, 6 heads; CIFAR-10 pretrained (the demo's backbone)",
-            img_size=32, patch_size=8, embed_dim=192, depth=6, num_heads=6,
+            img_size=32,
+            patch_size=8,
+            embed_dim=192,
+            depth=6,
+            num_heads=6,
         ),
     ]
 }

@@ -36,14 +36,19 @@ def _positive(text: str) -> int:
 
 
 def add_parsers(sub) -> None:
-    b = sub.add_parser("bench", help="run a sweep of tasks x methods x seeds (local or Ray), resumable",
-                       description="Benchmark sweeps. An experiment (YAML file and/or options) expands into runs, "
-                       "identified by the hash of their resolved config: finished runs are never redone, killed ones "
-                       "resume, failed ones are recorded and skipped (--retry-failed reruns them).",
-                       epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = sub.add_parser(
+        "bench",
+        help="run a sweep of tasks x methods x seeds (local or Ray), resumable",
+        description="Benchmark sweeps. An experiment (YAML file and/or options) expands into runs, "
+        "identified by the hash of their resolved config: finished runs are never redone, killed ones "
+        "resume, failed ones are recorded and skipped (--retry-failed reruns them).",
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bs = b.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
-    r = bs.add_parser("run", help="run (or resume) a sweep", epilog=BENCH_EPILOG,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = bs.add_parser(
+        "run", help="run (or resume) a sweep", epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     r.add_argument("experiment", nargs="?", help="experiment YAML (see docs/benchmarks.md); options below override it")
     r.add_argument("--out", required=True, help="sweep folder (runs/, experiment.yaml, runs.jsonl, sweep.json)")
     r.add_argument("--suite", choices=["vtab1k", "fgvc", "fewshot", "synth", "tasks"])
@@ -51,27 +56,47 @@ def add_parsers(sub) -> None:
     r.add_argument("--tasks", nargs="+", help="task folder names (a subset, or paths with --suite tasks)")
     r.add_argument("--recipe", help="per-task settings: a shipped recipe (vpeft bench recipes) or a YAML file")
     r.add_argument("--method", action="append", help="method spec; repeat for several (replaces the file's list)")
-    r.add_argument("--preset", action="append", help="a named preset as a method entry (e.g. idat-ps-kl); with --method, these replace the file's list")
+    r.add_argument(
+        "--preset",
+        action="append",
+        help="a named preset as a method entry (e.g. idat-ps-kl); with --method, these replace the file's list",
+    )
     r.add_argument("--seeds", nargs="+", type=int)
     r.add_argument("--backbone", help="backbone spec for every run")
     r.add_argument("--checkpoint", help="backbone weights for every run")
     r.add_argument("--select", choices=["last", "val", "best-test"], help="model-selection rule for every run")
     r.add_argument("--epochs", type=int)
-    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override for every run, e.g. --set train.batch_size=64")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override for every run, e.g. --set train.batch_size=64",
+    )
     r.add_argument("--executor", choices=["local", "ray"], default="local")
-    r.add_argument("--jobs", type=_positive, default=1,
-                   help="local: runs at a time (default 1), each in its own worker with its own GPU(s)")
+    r.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        help="local: runs at a time (default 1), each in its own worker with its own GPU(s)",
+    )
     r.add_argument("--threads", type=_positive, help="torch threads per run (default: all cores / jobs)")
     r.add_argument("--fresh-process", action="store_true", help="local: a new process for every run")
     r.add_argument("--ray-address", help="ray: address of a running cluster (default: start a local instance)")
     r.add_argument("--ray-cpus", type=int, help="ray: CPUs of the local instance (default: all)")
-    r.add_argument("--gpus-per-run", type=float,
-                   help="local: GPUs each worker sees, round robin over the visible GPUs through CUDA_VISIBLE_DEVICES "
-                   "(a whole number, default 1; 0 hides them; more jobs than GPUs share, with a warning); ray: GPUs "
-                   "each run asks for (default 0)")
+    r.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="local: GPUs each worker sees, round robin over the visible GPUs through CUDA_VISIBLE_DEVICES "
+        "(a whole number, default 1; 0 hides them; more jobs than GPUs share, with a warning); ray: GPUs "
+        "each run asks for (default 0)",
+    )
     r.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    r.add_argument("--dry-run", action="store_true", help="print the plan and stop (a new folder gets runs.jsonl to read; an existing plan is never replaced)")
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and stop (a new folder gets runs.jsonl to read; an existing plan is never replaced)",
+    )
     r.add_argument("--report", action="store_true", help="write the report (vpeft report) when the sweep ends")
     r.add_argument("--no-progress", action="store_true")
 
@@ -81,21 +106,35 @@ def add_parsers(sub) -> None:
 
     bs.add_parser("recipes", help="list the shipped recipes (papers' per-task VTAB-1K settings)")
 
-    rp = sub.add_parser("report", help="tables (markdown, CSV) and plots from a folder of finished runs",
-                        description="Collect every result.json under RESULTS (a sweep folder or any tree of runs) "
-                        "into per-task tables with group means, the mean over tasks, trainable parameters and "
-                        "training memory; plot accuracy against parameters and against memory; compare pairs of "
-                        "methods per task, paired by seed.")
-    rp.add_argument("results", nargs="+",
-                    help="sweep folder or any folder of run directories (or a report's results.jsonl); several "
-                    "are reported together (e.g. a sweep and a grid around it, with --tune val)")
+    rp = sub.add_parser(
+        "report",
+        help="tables (markdown, CSV) and plots from a folder of finished runs",
+        description="Collect every result.json under RESULTS (a sweep folder or any tree of runs) "
+        "into per-task tables with group means, the mean over tasks, trainable parameters and "
+        "training memory; plot accuracy against parameters and against memory; compare pairs of "
+        "methods per task, paired by seed.",
+    )
+    rp.add_argument(
+        "results",
+        nargs="+",
+        help="sweep folder or any folder of run directories (or a report's results.jsonl); several "
+        "are reported together (e.g. a sweep and a grid around it, with --tune val)",
+    )
     rp.add_argument("--out", help="report folder (default: the first RESULTS/report)")
-    rp.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
-                    help="report B - A per task (method labels); repeatable")
+    rp.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="report B - A per task (method labels); repeatable",
+    )
     rp.add_argument("--title", help="heading of the tables and plots (default: the folder's name)")
-    rp.add_argument("--tune", choices=["val"],
-                    help="report each method run at several grid points once, at the point with the best "
-                    "validation accuracy per task and seed (the runs must be trained with select=val)")
+    rp.add_argument(
+        "--tune",
+        choices=["val"],
+        help="report each method run at several grid points once, at the point with the best "
+        "validation accuracy per task and seed (the runs must be trained with select=val)",
+    )
 
 
 def _experiment(args):
@@ -113,9 +152,15 @@ def _experiment(args):
     methods = None
     if args.method or args.preset:
         methods = list(args.method or []) + [{"preset": p} for p in args.preset or []]
-    cli = {"suite": args.suite, "data_root": args.data_root, "tasks": args.tasks, "recipe": args.recipe,
-           "seeds": args.seeds, "methods": methods,
-           **{k: v for k, v in base.items() if v}}
+    cli = {
+        "suite": args.suite,
+        "data_root": args.data_root,
+        "tasks": args.tasks,
+        "recipe": args.recipe,
+        "seeds": args.seeds,
+        "methods": methods,
+        **{k: v for k, v in base.items() if v},
+    }
     if args.suite == "synth" and not args.data_root and not args.experiment:
         cli["data_root"] = str(Path(args.out) / "data")
     exp = load_experiment(args.experiment or {"name": Path(args.out).name}, **cli)
@@ -149,17 +194,22 @@ def cmd_bench(args) -> int:
     import os
 
     if args.executor == "ray":
-        executor = RayExecutor(address=args.ray_address, threads=args.threads or 1, gpus=args.gpus_per_run or 0,
-                               num_cpus=args.ray_cpus)
+        executor = RayExecutor(
+            address=args.ray_address, threads=args.threads or 1, gpus=args.gpus_per_run or 0, num_cpus=args.ray_cpus
+        )
     else:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        executor = LocalExecutor(jobs=args.jobs, threads=threads, fresh=args.fresh_process,
-                                 gpus_per_run=args.gpus_per_run)
-    summary = run_sweep(exp, args.out, executor, retry_failed=args.retry_failed, progress=not args.no_progress,
-                        dry_run=args.dry_run)
+        executor = LocalExecutor(
+            jobs=args.jobs, threads=threads, fresh=args.fresh_process, gpus_per_run=args.gpus_per_run
+        )
+    summary = run_sweep(
+        exp, args.out, executor, retry_failed=args.retry_failed, progress=not args.no_progress, dry_run=args.dry_run
+    )
     if not args.dry_run:
-        print(f"{summary['done']}/{summary['total']} runs finished, {len(summary['failed'])} failed"
-              + (f" (vpeft bench status {args.out} --failed)" if summary["failed"] else ""))
+        print(
+            f"{summary['done']}/{summary['total']} runs finished, {len(summary['failed'])} failed"
+            + (f" (vpeft bench status {args.out} --failed)" if summary["failed"] else "")
+        )
     if args.report and summary["done"]:
         rep = write_report(args.out)
         print(f"report: {rep['out']}")
@@ -167,9 +217,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    rep = write_report(args.results, args.out, pairs=[tuple(p) for p in args.compare or []], title=args.title,
-                       tune_on=args.tune)
+    rep = write_report(
+        args.results, args.out, pairs=[tuple(p) for p in args.compare or []], title=args.title, tune_on=args.tune
+    )
     print("\n".join(rep["markdown"]))
-    print(f"\nwritten: {rep['out']}/summary.md, summary.csv, results.csv"
-          + (", compare.md" if rep["comparisons"] else "") + "".join(f", {Path(p).name}" for p in rep["plots"]))
+    print(
+        f"\nwritten: {rep['out']}/summary.md, summary.csv, results.csv"
+        + (", compare.md" if rep["comparisons"] else "")
+        + "".join(f", {Path(p).name}" for p in rep["plots"])
+    )
     return 0

@@ -39,8 +39,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import (RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity,
-                      spec_string)
+from ..config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity, spec_string
 from ..data.entries import layout
 from ..data.synth import TASKS, generate
 from ..errors import ConfigError
@@ -48,8 +47,21 @@ from ..presets import get_preset
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 SUITE_FORMATS = {"vtab1k": "vtab1k", "fgvc": "fgvc", "fewshot": "fewshot", "synth": "vtab1k", "tasks": None}
-TOP_KEYS = ("name", "suite", "data_root", "tasks", "recipe", "backbone", "data", "train", "methods", "seeds", "grid",
-            "compare", "about")
+TOP_KEYS = (
+    "name",
+    "suite",
+    "data_root",
+    "tasks",
+    "recipe",
+    "backbone",
+    "data",
+    "train",
+    "methods",
+    "seeds",
+    "grid",
+    "compare",
+    "about",
+)
 ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train", "grid")
 
 
@@ -189,8 +201,11 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
         raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
     seeds = data.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    ):
         raise ConfigError(f"{where}: seeds must be a whole number or a non-empty list of them, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}: seeds repeat: {seeds}")
@@ -209,9 +224,20 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     tasks = [tasks] if isinstance(tasks, str) else tasks
     if tasks and len(set(tasks)) != len(tasks):
         raise ConfigError(f"{where}: tasks repeat: {tasks}")
-    return Experiment(name=data.get("name") or (Path(where).stem if not isinstance(source, dict) and source else "sweep"), suite=suite, data_root=data.get("data_root"),
-                      tasks=list(tasks) if tasks else [], recipe=recipe, base=base, methods=methods, seeds=seeds,
-                      grid=grid, compare=compare, source=where, overrides=overrides)
+    return Experiment(
+        name=data.get("name") or (Path(where).stem if not isinstance(source, dict) and source else "sweep"),
+        suite=suite,
+        data_root=data.get("data_root"),
+        tasks=list(tasks) if tasks else [],
+        recipe=recipe,
+        base=base,
+        methods=methods,
+        seeds=seeds,
+        grid=grid,
+        compare=compare,
+        source=where,
+        overrides=overrides,
+    )
 
 
 def _check_grid(grid: Any, where: str) -> dict:
@@ -266,7 +292,9 @@ def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
     names = exp.tasks or found
     missing = [t for t in names if t not in found]
     if missing:
-        raise ConfigError(f"{root}: no {fmt} task folder for {', '.join(missing)} (found: {', '.join(found) or 'none'})")
+        raise ConfigError(
+            f"{root}: no {fmt} task folder for {', '.join(missing)} (found: {', '.join(found) or 'none'})"
+        )
     if not names:
         raise ConfigError(f"{root}: no {fmt} task folders found")
     return [(t, root / t) for t in names]
@@ -286,8 +314,11 @@ def _apply_plugin_options(data: dict, options: dict) -> None:
         spec = data.get(k)
         if spec is None:
             continue
-        name, kwargs = parse_spec(spec) if isinstance(spec, str) else (spec.get("name"), {
-            a: b for a, b in spec.items() if a != "name"})
+        name, kwargs = (
+            parse_spec(spec)
+            if isinstance(spec, str)
+            else (spec.get("name"), {a: b for a, b in spec.items() if a != "name"})
+        )
         if name in options:
             data[k] = {"name": name, **options[name], **kwargs}
 
@@ -334,13 +365,24 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                     rid = run_hash(resolved)
                     gtxt = "".join(f"_{k.split('.')[-1]}={v}" for k, v in point.items())
                     name = f"{_slug(task)}__{_slug(entry['label'])}{_slug(gtxt)}__s{seed}__{rid[:8]}"
-                    runs.append(RunSpec(run_id=rid, label=entry["label"], task=task, seed=seed, grid=point,
-                                        config=resolved, run_dir=str(out_dir / "runs" / name)))
+                    runs.append(
+                        RunSpec(
+                            run_id=rid,
+                            label=entry["label"],
+                            task=task,
+                            seed=seed,
+                            grid=point,
+                            config=resolved,
+                            run_dir=str(out_dir / "runs" / name),
+                        )
+                    )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(r for r in runs if ids.count(r.run_id) > 1)
-        raise ConfigError(f"two entries resolve to the same run ({dup.task}, {dup.label}, seed {dup.seed}): "
-                          "give the method entries different settings")
+        raise ConfigError(
+            f"two entries resolve to the same run ({dup.task}, {dup.label}, seed {dup.seed}): "
+            "give the method entries different settings"
+        )
     return runs
 
 

@@ -232,8 +232,10 @@ def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
             if gt and complete:
                 row["groups"][g] = _ms([mean(a[t] for t in gt) for a in complete.values()])
         if len(row["groups"]) == len(GROUPS):  # the other average papers report: the mean of the group means
-            per = [mean(mean(a[t] for t in tasks if VTAB_TASKS.get(t, (0, ""))[1] == g) for g in GROUPS)
-                   for a in complete.values()]
+            per = [
+                mean(mean(a[t] for t in tasks if VTAB_TASKS.get(t, (0, ""))[1] == g) for g in GROUPS)
+                for a in complete.values()
+            ]
             row["mean_of_groups"] = _ms(per)
         rs = [r for r in records if r["label"] == label]
         row["params"] = mean(r["trainable_params_no_head"] for r in rs) if rs else None
@@ -271,8 +273,15 @@ def summary_table(summary: dict, tasks: list[str], spread: bool = True, metric: 
     groups = [g for g in GROUPS if any(VTAB_TASKS.get(t, (0, ""))[1] == g for t in tasks)]
     show_groups = len(groups) > 1
     all_groups = len(groups) == len(GROUPS)
-    head = ["method", *tasks, *(g for g in groups if show_groups), "mean", *(["mean of groups"] if all_groups else []),
-            "params (no head)", "train memory"]
+    head = [
+        "method",
+        *tasks,
+        *(g for g in groups if show_groups),
+        "mean",
+        *(["mean of groups"] if all_groups else []),
+        "params (no head)",
+        "train memory",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for label, row in summary.items():
         d = _digits(metric)
@@ -328,8 +337,10 @@ def compare_lines(comparisons: list[dict], tasks: list[str], metric: str = "accu
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     unit = "accuracy points" if metric == "accuracy" else metric
-    lines.append(f"Differences in {unit}, B minus A, paired by seed: mean over seeds ± their standard "
-                 "deviation (no spread with one seed); the mean column is the difference of the suite means.")
+    lines.append(
+        f"Differences in {unit}, B minus A, paired by seed: mean over seeds ± their standard "
+        "deviation (no spread with one seed); the mean column is the difference of the suite means."
+    )
     return lines
 
 
@@ -362,8 +373,11 @@ def figure(summary: dict, x: str, title: str, metric: str = "accuracy"):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    pts = [(label, row[x] / (2**20 if x == "memory" else 1), row["mean"][0]) for label, row in summary.items()
-           if row["mean"] and row[x] is not None]
+    pts = [
+        (label, row[x] / (2**20 if x == "memory" else 1), row["mean"][0])
+        for label, row in summary.items()
+        if row["mean"] and row[x] is not None
+    ]
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=130)
@@ -373,15 +387,31 @@ def figure(summary: dict, x: str, title: str, metric: str = "accuracy"):
     where = {label: (xv, yv) for label, xv, yv in pts}
     for label, xv, yv in pts:
         marker = "*" if "gist" in label else ("D" if "idat" in label else "o")
-        ax.scatter([xv], [yv], s=70 if marker != "*" else 150, color=colour[_family(label)], marker=marker,
-                   edgecolor="black", linewidth=0.5, zorder=3)
+        ax.scatter(
+            [xv],
+            [yv],
+            s=70 if marker != "*" else 150,
+            color=colour[_family(label)],
+            marker=marker,
+            edgecolor="black",
+            linewidth=0.5,
+            zorder=3,
+        )
         base = label[: -len("+gist")] if label.endswith("+gist") else None
         if base in where:  # an arrow from a method to the same method with GIST
-            ax.annotate("", xy=(xv, yv), xytext=where[base], zorder=2,
-                        arrowprops=dict(arrowstyle="->", color=colour[_family(label)], lw=0.8, alpha=0.6))
+            ax.annotate(
+                "",
+                xy=(xv, yv),
+                xytext=where[base],
+                zorder=2,
+                arrowprops=dict(arrowstyle="->", color=colour[_family(label)], lw=0.8, alpha=0.6),
+            )
     xs = [p[1] for p in pts]
-    what = ("trainable parameters without the head" if x == "params" else
-            "training memory, MiB (params + grads + optimizer state + saved activations)")
+    what = (
+        "trainable parameters without the head"
+        if x == "params"
+        else "training memory, MiB (params + grads + optimizer state + saved activations)"
+    )
     if _narrow(xs):
         lo, hi = min(xs), max(xs)
         pad = (hi - lo) * 0.12 if hi > lo else max(abs(lo) * 0.1, 1.0)
@@ -400,15 +430,29 @@ def figure(summary: dict, x: str, title: str, metric: str = "accuracy"):
             ax.set_xlabel(what)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}"))
         # Minor ticks labelled at 2x and 5x on the memory axis; none on the symlog parameter axis.
-        ax.xaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: "" if x == "params" or f"{v:.0e}"[0] not in "25" else (f"{v:,.0f}" if v >= 1 else f"{v:g}")))
+        ax.xaxis.set_minor_formatter(
+            FuncFormatter(
+                lambda v, _: "" if x == "params" or f"{v:.0e}"[0] not in "25" else (f"{v:,.0f}" if v >= 1 else f"{v:g}")
+            )
+        )
         ax.tick_params(axis="x", which="minor", labelsize=7)
     from matplotlib.lines import Line2D
 
     kinds = [("o", "method"), ("*", "with GIST (arrow: from the method alone)"), ("D", "iDAT")]
-    handles = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", markersize=8 if m != "*" else 11,
-                      label=t) for m, t in kinds if any((m == "*") == ("gist" in p[0]) and (m == "D") == ("idat" in p[0])
-                                                         for p in pts)]
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker=m,
+            linestyle="",
+            color="grey",
+            markeredgecolor="black",
+            markersize=8 if m != "*" else 11,
+            label=t,
+        )
+        for m, t in kinds
+        if any((m == "*") == ("gist" in p[0]) and (m == "D") == ("idat" in p[0]) for p in pts)
+    ]
     ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.8)
     ax.set_ylabel("mean test accuracy over tasks (%)" if metric == "accuracy" else f"mean test {metric} over tasks")
     ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)  # a long title wraps instead of running off
@@ -438,19 +482,36 @@ def _place_labels(ax, pts) -> None:
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
                 break
         placed.append(box)
-        ax.annotate(label, (xv, yv), textcoords="offset pixels", xytext=(dx, dy), fontsize=7,
-                    ha="left" if dx > 0 else "right", va="bottom")
+        ax.annotate(
+            label,
+            (xv, yv),
+            textcoords="offset pixels",
+            xytext=(dx, dy),
+            fontsize=7,
+            ha="left" if dx > 0 else "right",
+            va="bottom",
+        )
 
 
 def _family(label: str) -> str:
     base = label.split("+")[0].split(":")[0].split(" ")[0]
-    return {"idat-s-mse": "idat", "idat-s-kl": "idat", "idat-p-mse": "idat", "idat-p-kl": "idat",
-            "idat-ps-mse": "idat", "idat-ps-kl": "idat"}.get(base, base)
+    return {
+        "idat-s-mse": "idat",
+        "idat-s-kl": "idat",
+        "idat-p-mse": "idat",
+        "idat-p-kl": "idat",
+        "idat-ps-mse": "idat",
+        "idat-ps-kl": "idat",
+    }.get(base, base)
 
 
-def write_report(root: str | Path | list, out: str | Path | None = None,
-                 pairs: Optional[list[tuple[str, str]]] = None, title: Optional[str] = None,
-                 tune_on: Optional[str] = None) -> dict:
+def write_report(
+    root: str | Path | list,
+    out: str | Path | None = None,
+    pairs: Optional[list[tuple[str, str]]] = None,
+    title: Optional[str] = None,
+    tune_on: Optional[str] = None,
+) -> dict:
     """Write the tables and plots for the runs under ``root`` into ``out`` (default ``root/report``).
 
     ``root`` may be a list: the runs of several sweeps (or run folders) in one report, e.g. a sweep and a grid
@@ -469,9 +530,11 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         untuned = [r["run_dir"] for r in all_records if r.get(metric_key(r, tune_on)) is None]
         if untuned:
             shown = ", ".join(untuned[:5]) + (f" and {len(untuned) - 5} more" if len(untuned) > 5 else "")
-            raise ConfigError(f"cannot choose on validation (--tune val): {len(untuned)} of the {len(all_records)} "
-                              f"runs have no validation score (trained without select=val): {shown}; train them with --select val "
-                              "(train.select=val), or report without --tune")
+            raise ConfigError(
+                f"cannot choose on validation (--tune val): {len(untuned)} of the {len(all_records)} "
+                f"runs have no validation score (trained without select=val): {shown}; train them with --select val "
+                "(train.select=val), or report without --tune"
+            )
     records, chosen = tune(all_records) if tune_on else (all_records, {})
     labels, tasks, exp_pairs = _order(roots, records)
     for a, b in pairs or []:
@@ -507,24 +570,51 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
         w.writerows(all_records)
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["label", *[f"{t}_mean" for t in tasks], *[f"{t}_std" for t in tasks], "mean", "mean_std",
-                    "seeds_complete", "trainable_params_no_head", "train_memory_bytes", "train_seconds"])
+        w.writerow(
+            [
+                "label",
+                *[f"{t}_mean" for t in tasks],
+                *[f"{t}_std" for t in tasks],
+                "mean",
+                "mean_std",
+                "seeds_complete",
+                "trainable_params_no_head",
+                "train_memory_bytes",
+                "train_seconds",
+            ]
+        )
         for label, row in summary.items():
-            w.writerow([label, *[row["tasks"].get(t, (None,))[0] for t in tasks],
-                        *[row["tasks"].get(t, (None, None))[1] for t in tasks],
-                        row["mean"][0] if row["mean"] else None, row["mean"][1] if row["mean"] else None,
-                        row["mean"][2] if row["mean"] else 0, row["params"], row["memory"], row["seconds"]])
+            w.writerow(
+                [
+                    label,
+                    *[row["tasks"].get(t, (None,))[0] for t in tasks],
+                    *[row["tasks"].get(t, (None, None))[1] for t in tasks],
+                    row["mean"][0] if row["mean"] else None,
+                    row["mean"][1] if row["mean"] else None,
+                    row["mean"][2] if row["mean"] else 0,
+                    row["params"],
+                    row["memory"],
+                    row["seconds"],
+                ]
+            )
     comparisons = [compare(records, a, b, tasks) for a, b in pairs]
-    lines = [f"# {title}", "",
-             f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
-             f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
-             f"memory measured at batch {', '.join(map(str, batch))}, {how}.", "",
-             f"{'Test accuracy (%)' if metric == 'accuracy' else f'Test {metric}'}, mean over seeds ± spread "
-             "(population standard deviation over seeds). The mean column averages the tasks per seed, then over "
-             "seeds.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
+        f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
+        f"memory measured at batch {', '.join(map(str, batch))}, {how}.",
+        "",
+        f"{'Test accuracy (%)' if metric == 'accuracy' else f'Test {metric}'}, mean over seeds ± spread "
+        "(population standard deviation over seeds). The mean column averages the tasks per seed, then over "
+        "seeds.",
+        "",
+    ]
     if tune_on:
-        lines[2] += (f" Grid points chosen per task and seed on validation {metric} ({len(all_records)} runs in "
-                     "all); parameters and memory are the means over the chosen runs.")
+        lines[2] += (
+            f" Grid points chosen per task and seed on validation {metric} ({len(all_records)} runs in "
+            "all); parameters and memory are the means over the chosen runs."
+        )
     lines += summary_table(summary, tasks, metric=metric)
     seen: dict[tuple, int] = defaultdict(int)
     for r in records:
@@ -532,14 +622,24 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     repeated = sorted(k for k, n in seen.items() if n > 1)
     if repeated:  # e.g. plain `vpeft train` runs of one method at two settings: they would pass for extra seeds
         label, task, seed = repeated[0]
-        lines += ["", f"**Note:** {len(repeated)} method/task/seed combinations have more than one run (first: "
-                  f"`{label}`, {task}, seed {seed}); the table averages them. Give the settings their own labels, or "
-                  "pick one with `--tune val`."]
+        lines += [
+            "",
+            f"**Note:** {len(repeated)} method/task/seed combinations have more than one run (first: "
+            f"`{label}`, {task}, seed {seed}); the table averages them. Give the settings their own labels, or "
+            "pick one with `--tune val`.",
+        ]
     if chosen:
-        lines += ["", "## Chosen on validation", "", "| method | grid point: times chosen (of tasks x seeds) |",
-                  "|---|---|"]
-        lines += [f"| `{label}` | " + ", ".join(f"{g}: {n}" for g, n in sorted(c.items(), key=lambda x: -x[1])) + " |"
-                  for label, c in sorted(chosen.items(), key=lambda kv: labels.index(kv[0]))]
+        lines += [
+            "",
+            "## Chosen on validation",
+            "",
+            "| method | grid point: times chosen (of tasks x seeds) |",
+            "|---|---|",
+        ]
+        lines += [
+            f"| `{label}` | " + ", ".join(f"{g}: {n}" for g, n in sorted(c.items(), key=lambda x: -x[1])) + " |"
+            for label, c in sorted(chosen.items(), key=lambda kv: labels.index(kv[0]))
+        ]
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
@@ -548,9 +648,19 @@ def write_report(root: str | Path | list, out: str | Path | None = None,
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     if comparisons:
         (out / "compare.md").write_text("\n".join(compare_lines(comparisons, tasks, metric)) + "\n")
-    plots = [plot(summary, out / "acc_vs_params.png", "params", f"{title}: {metric} vs trainable parameters", metric),
-             plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: {metric} vs training memory", metric)]
-    return {"out": str(out), "records": len(records), "labels": labels, "tasks": tasks, "summary": summary,
-            "comparisons": comparisons, "failures": failures, "chosen": chosen, "plots": [str(p) for p in plots if p],
-            "markdown": lines}
-
+    plots = [
+        plot(summary, out / "acc_vs_params.png", "params", f"{title}: {metric} vs trainable parameters", metric),
+        plot(summary, out / "acc_vs_memory.png", "memory", f"{title}: {metric} vs training memory", metric),
+    ]
+    return {
+        "out": str(out),
+        "records": len(records),
+        "labels": labels,
+        "tasks": tasks,
+        "summary": summary,
+        "comparisons": comparisons,
+        "failures": failures,
+        "chosen": chosen,
+        "plots": [str(p) for p in plots if p],
+        "markdown": lines,
+    }

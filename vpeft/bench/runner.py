@@ -20,9 +20,10 @@ import socket
 import time
 import traceback
 import warnings
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Optional
 
 import torch
 import yaml
@@ -31,6 +32,7 @@ from ..config import RunConfig
 from ..engine.checkpoint import atomic_write_json, atomic_write_text
 from ..engine.trainer import train
 from ..errors import ConfigError
+
 # BENCH_FILE and FAILED_FILE lived here: importable from here still.
 from ..lock import FolderLock
 from ..run import build_model
@@ -151,16 +153,24 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, threads: Optional[int] = None, fresh: bool = False,
-                 gpus_per_run: Optional[float] = None, devices: Optional[list[str]] = None):
+    def __init__(
+        self,
+        jobs: int = 1,
+        threads: Optional[int] = None,
+        fresh: bool = False,
+        gpus_per_run: Optional[float] = None,
+        devices: Optional[list[str]] = None,
+    ):
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs, self.threads, self.fresh = jobs, threads, fresh
         self.devices = visible_gpus() if devices is None else list(devices)
         k = 1 if gpus_per_run is None else gpus_per_run
         if k != int(k) or k < 0:
-            raise ConfigError(f"--gpus-per-run {gpus_per_run}: the local executor takes a whole number of GPUs per run"
-                              " (fractions are for --executor ray)")
+            raise ConfigError(
+                f"--gpus-per-run {gpus_per_run}: the local executor takes a whole number of GPUs per run"
+                " (fractions are for --executor ray)"
+            )
         if self.devices and k > len(self.devices):
             raise ConfigError(f"--gpus-per-run {int(k)} but only {len(self.devices)} GPU(s) are visible")
         self.gpus_per_run = int(k)
@@ -178,8 +188,10 @@ class LocalExecutor:
         queue = list(specs)
         n, k, g = min(self.jobs, len(queue)), self.gpus_per_run, len(self.devices)
         if g and n * k > g:
-            warnings.warn(f"{n} runs at a time with {k} GPU(s) each on {g} GPU(s): up to {-(-n * k // g)} runs share "
-                          "a GPU (their memory and time add up); lower --jobs or --gpus-per-run to avoid it")
+            warnings.warn(
+                f"{n} runs at a time with {k} GPU(s) each on {g} GPU(s): up to {-(-n * k // g)} runs share "
+                "a GPU (their memory and time add up); lower --jobs or --gpus-per-run to avoid it"
+            )
         workers = [self._start(ctx, i) for i in range(n)]
         try:
             while True:
@@ -205,10 +217,13 @@ class LocalExecutor:
                     died = status is None
                     if died:
                         w["proc"].join(5)
-                        status = _record_failure(Path(spec["run_dir"]),
-                                                 f"worker process died (exit code {w['proc'].exitcode})",
-                                                 cuda_visible_devices=w["gpus"] if w["gpus"] is not None
-                                                 else os.environ.get("CUDA_VISIBLE_DEVICES"))
+                        status = _record_failure(
+                            Path(spec["run_dir"]),
+                            f"worker process died (exit code {w['proc'].exitcode})",
+                            cuda_visible_devices=w["gpus"]
+                            if w["gpus"] is not None
+                            else os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        )
                     if died or self.fresh:
                         self._stop(w)
                         workers.remove(w)
@@ -232,7 +247,7 @@ class LocalExecutor:
             w["proc"].join(2)
 
 
-# --- Ray executor -------------------------------------------------------------------------------------------------------
+# --- Ray executor -----------------------------------------------------------------------------------------------------
 
 
 def _ray_run(spec: dict, threads: Optional[int]) -> dict:
@@ -246,7 +261,9 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: Optional[str] = None, threads: int = 1, gpus: float = 0, num_cpus: Optional[int] = None):
+    def __init__(
+        self, address: Optional[str] = None, threads: int = 1, gpus: float = 0, num_cpus: Optional[int] = None
+    ):
         self.address, self.threads, self.gpus, self.num_cpus = address, threads, gpus, num_cpus
 
     def _check_resources(self, have: dict) -> None:
@@ -254,8 +271,10 @@ class RayExecutor:
         for kind, need, option in (("GPU", self.gpus, "--gpus-per-run"), ("CPU", self.threads, "--threads")):
             if need and have.get(kind, 0) < need:
                 where = f"the Ray cluster at {self.address}" if self.address else "this machine's Ray instance"
-                raise ConfigError(f"each run asks for {need:g} {kind}(s) ({option}) but {where} has "
-                                  f"{have.get(kind, 0):g}; no run could ever start")
+                raise ConfigError(
+                    f"each run asks for {need:g} {kind}(s) ({option}) but {where} has "
+                    f"{have.get(kind, 0):g}; no run could ever start"
+                )
 
     def map(self, specs: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
         try:
@@ -271,8 +290,10 @@ class RayExecutor:
                 try:
                     ray.init(address=self.address, **kw)
                 except ConnectionError as e:
-                    raise ConfigError(f"no Ray cluster at --ray-address {self.address}: {e} Start one with "
-                                      "'ray start --head', or leave out --ray-address to run Ray on this machine") from None
+                    raise ConfigError(
+                        f"no Ray cluster at --ray-address {self.address}: {e} Start one with "
+                        "'ray start --head', or leave out --ray-address to run Ray on this machine"
+                    ) from None
             else:
                 # Ray starts workers at nice 15: beside any other busy process they then crawl (15x slower here).
                 os.environ.setdefault("RAY_worker_niceness", "0")
@@ -305,11 +326,13 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise ConfigError(f"no Ray cluster at --ray-address {address}: {host}:{port} takes no connection ({e}). Start "
-                          "one with 'ray start --head', or leave out --ray-address to run Ray on this machine") from None
+        raise ConfigError(
+            f"no Ray cluster at --ray-address {address}: {host}:{port} takes no connection ({e}). Start "
+            "one with 'ray start --head', or leave out --ray-address to run Ray on this machine"
+        ) from None
 
 
-# --- the sweep ----------------------------------------------------------------------------------------------------------
+# --- the sweep --------------------------------------------------------------------------------------------------------
 
 
 def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
@@ -321,17 +344,31 @@ def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
     old = out / "runs.jsonl"
     if old.is_file():
         now = {s.run_dir for s in specs}
-        dropped = [d for d in (json.loads(line)["run_dir"] for line in old.read_text().splitlines() if line.strip())
-                   if d not in now and run_state(d) == "done"]
+        dropped = [
+            d
+            for d in (json.loads(line)["run_dir"] for line in old.read_text().splitlines() if line.strip())
+            if d not in now and run_state(d) == "done"
+        ]
         if dropped:
-            print(f"note: {len(dropped)} finished runs of this folder's previous plan are not in this one; they stay "
-                  "on disk, but reports of the folder now leave them out (rerun the previous experiment to bring them "
-                  "back)")
+            print(
+                f"note: {len(dropped)} finished runs of this folder's previous plan are not in this one; they stay "
+                "on disk, but reports of the folder now leave them out (rerun the previous experiment to bring them "
+                "back)"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"name": exp.name, "suite": exp.suite, "source": exp.source, "about": describe(exp),
-            "labels": [m["label"] for m in exp.methods], "tasks": list(dict.fromkeys(s.task for s in specs)),
-            "seeds": exp.seeds, "grid": exp.grid, "overrides": exp.overrides, "compare": [list(p) for p in exp.compare],
-            "recipe": exp.recipe.get("_path") if exp.recipe else None}
+    meta = {
+        "name": exp.name,
+        "suite": exp.suite,
+        "source": exp.source,
+        "about": describe(exp),
+        "labels": [m["label"] for m in exp.methods],
+        "tasks": list(dict.fromkeys(s.task for s in specs)),
+        "seeds": exp.seeds,
+        "grid": exp.grid,
+        "overrides": exp.overrides,
+        "compare": [list(p) for p in exp.compare],
+        "recipe": exp.recipe.get("_path") if exp.recipe else None,
+    }
     atomic_write_text(out / "experiment.yaml", yaml.safe_dump(meta, sort_keys=False))
     atomic_write_text(out / "runs.jsonl", "".join(json.dumps(s.to_dict()) + "\n" for s in specs))
     return specs
@@ -353,8 +390,10 @@ def check_plan(specs: list[RunSpec]) -> None:
         if seen[key]:
             bad.setdefault((spec.label, seen[key]), []).append(spec)
     if bad:
-        lines = [f"  {label}: {err} (e.g. task {runs[0].task}, seed {runs[0].seed}; {len(runs)} run(s))"
-                 for (label, err), runs in bad.items()]
+        lines = [
+            f"  {label}: {err} (e.g. task {runs[0].task}, seed {runs[0].seed}; {len(runs)} run(s))"
+            for (label, err), runs in bad.items()
+        ]
         n = sum(len(r) for r in bad.values())
         raise ConfigError(f"{n} of the {len(specs)} planned runs cannot start; nothing was run:\n" + "\n".join(lines))
 
@@ -363,7 +402,7 @@ def _structure_error(cfg: dict) -> Optional[str]:
     """Why the run config ``cfg`` cannot build its model, or None. Checkpoint files are checked to exist, not read."""
     for section in ("backbone", "objective", "selector"):
         sec = cfg.get(section)
-        for key, value in (sec.items() if isinstance(sec, dict) else ()):
+        for key, value in sec.items() if isinstance(sec, dict) else ():
             if key.endswith("checkpoint") and value:
                 if not Path(value).is_file():
                     return f"{section}.{key}: file {value} does not exist"
@@ -379,34 +418,49 @@ def _structure_error(cfg: dict) -> Optional[str]:
     return None
 
 
-def run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool = False, progress: bool = True,
-              dry_run: bool = False) -> dict:
+def run_sweep(
+    exp: Experiment,
+    out: str | Path,
+    executor,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> dict:
     """Run every unfinished run of ``exp`` into ``out``; returns counts and the failures. The folder is locked for the
     sweep's life (:mod:`vpeft.lock`): a second sweep into it fails at once, naming the first."""
     with FolderLock(out, "sweep folder") as lock:
         if lock.stale:
-            print(f"note: {out} was left locked by a sweep that was killed (pid {lock.stale.get('pid', '?')}); "
-                  "taking it over")
+            print(
+                f"note: {out} was left locked by a sweep that was killed (pid {lock.stale.get('pid', '?')}); "
+                "taking it over"
+            )
         return _run_sweep(exp, out, executor, retry_failed=retry_failed, progress=progress, dry_run=dry_run)
 
 
-def _run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool, progress: bool,
-               dry_run: bool) -> dict:
+def _run_sweep(
+    exp: Experiment, out: str | Path, executor, *, retry_failed: bool, progress: bool, dry_run: bool
+) -> dict:
     from tqdm import tqdm
 
     # A dry run writes the plan into a new folder (to read it) but never replaces one (reports follow the plan).
     specs = plan(exp, out, write=not (dry_run and (Path(out) / "runs.jsonl").is_file()))
     states = {s.run_id: run_state(s.run_dir) for s in specs}
-    todo = [s for s in specs if states[s.run_id] in ("pending", "partial")
-            or (retry_failed and states[s.run_id] == "failed")]
+    todo = [
+        s
+        for s in specs
+        if states[s.run_id] in ("pending", "partial") or (retry_failed and states[s.run_id] == "failed")
+    ]
     # Seed-major order: a sweep stopped early holds whole seeds of every method rather than all seeds of a few.
     todo.sort(key=lambda s: exp.seeds.index(s.seed) if s.seed in exp.seeds else 0)
     check_plan(todo)
     counts = {k: sum(v == k for v in states.values()) for k in ("done", "failed", "partial", "pending")}
-    print(f"{describe(exp)}\n{len(specs)} runs: {counts['done']} finished, {counts['partial']} to resume, "
-          f"{counts['pending']} new, {counts['failed']} failed"
-          + ("" if retry_failed or not counts["failed"] else " (left; --retry-failed reruns them)")
-          + f"; running {len(todo)} with the {executor.name} executor")
+    print(
+        f"{describe(exp)}\n{len(specs)} runs: {counts['done']} finished, {counts['partial']} to resume, "
+        f"{counts['pending']} new, {counts['failed']} failed"
+        + ("" if retry_failed or not counts["failed"] else " (left; --retry-failed reruns them)")
+        + f"; running {len(todo)} with the {executor.name} executor"
+    )
     summary = {"total": len(specs), "ran": 0, "done": counts["done"], "failed": []}
     if dry_run or not todo:
         summary["failed"] = [_failure(s) for s in specs if states[s.run_id] == "failed"]
@@ -420,8 +474,10 @@ def _run_sweep(exp: Experiment, out: str | Path, executor, *, retry_failed: bool
             if status["state"] == "done":
                 summary["done"] += 1
                 gpus = status.get("cuda_visible_devices")
-                bar.write(f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s"
-                          + (f", GPU {gpus})" if gpus else ")"))
+                bar.write(
+                    f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s"
+                    + (f", GPU {gpus})" if gpus else ")")
+                )
             else:
                 failed_now.add(spec["run_id"])
                 bar.write(f"FAILED  {name}: {status['error'].splitlines()[0][:200]}")

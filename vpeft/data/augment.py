@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -149,8 +150,13 @@ def _resized_crop_per_image(images_u8, boxes, size, flips=None) -> torch.Tensor:
     out = torch.empty((len(images_u8), images_u8.shape[1], oh, ow), dtype=torch.uint8)
     flips = [False] * len(images_u8) if flips is None else flips.tolist()
     for i, ((t, left, h, w), f) in enumerate(zip(boxes.tolist(), flips)):
-        r = torch.nn.functional.interpolate(images_u8[i:i + 1, :, t:t + h, left:left + w], size=(oh, ow),
-                                            mode="bilinear", antialias=True, align_corners=False)[0]
+        r = torch.nn.functional.interpolate(
+            images_u8[i : i + 1, :, t : t + h, left : left + w],
+            size=(oh, ow),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
         out[i] = r.flip(-1) if f else r
     return out
 
@@ -225,8 +231,9 @@ def _affine_theta(name: str, magnitude: float, height: int, width: int) -> torch
         m = _inverse_affine([0.0, 0.0], -(magnitude % 360), [0.0, 0.0], [0.0, 0.0])
     elif name in ("ShearX", "ShearY"):
         shear = math.degrees(math.atan(magnitude))
-        m = _inverse_affine([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0],
-                            [shear, 0.0] if name == "ShearX" else [0.0, shear])
+        m = _inverse_affine(
+            [-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], [shear, 0.0] if name == "ShearX" else [0.0, shear]
+        )
     else:
         shift = [float(int(magnitude)), 0.0] if name == "TranslateX" else [0.0, float(int(magnitude))]
         m = _inverse_affine([0.0, 0.0], 0.0, shift, [0.0, 0.0])
@@ -243,8 +250,9 @@ def _warp(images_u8: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     gy = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)[None, :, None, None]
     t = theta[:, None, None]  # n x 1 x 1 x 3 x 2
     grid = gx * t[..., 0, :] + gy * t[..., 1, :] + t[..., 2, :]  # n x h x w x 2
-    out = torch.nn.functional.grid_sample(images_u8.float(), grid, mode="nearest", padding_mode="zeros",
-                                          align_corners=False)
+    out = torch.nn.functional.grid_sample(
+        images_u8.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
     return out.round_().to(torch.uint8)
 
 
@@ -296,9 +304,7 @@ def apply_randaug_op(images_u8: torch.Tensor, name: str, magnitude: float) -> to
     raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(RANDAUG_OPS)}")
 
 
-def draw_randaug(
-    n: int, generator: torch.Generator, num_ops: int = 2
-) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_randaug(n: int, generator: torch.Generator, num_ops: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and step: the op (index into ``RANDAUG_OPS``, uniform) and whether its magnitude is negated (p 0.5,
     used by the signed ops only); int64 ``[n, num_ops]`` and bool ``[n, num_ops]``."""
     ops = torch.randint(len(RANDAUG_OPS), (n, num_ops), device=generator.device, generator=generator)
@@ -328,8 +334,12 @@ def rand_augment(
     for fn, _ in RANDAUG_OPS.values():
         m = 0.0 if fn is None else float(fn(num_magnitude_bins, height, width)[magnitude])
         mags += [m, -m]
-    thetas = torch.stack([_affine_theta(names[k // 2], mags[k], height, width) if names[k // 2] in GEOMETRIC
-                          else torch.zeros(3, 2) for k in range(len(mags))])
+    thetas = torch.stack(
+        [
+            _affine_theta(names[k // 2], mags[k], height, width) if names[k // 2] in GEOMETRIC else torch.zeros(3, 2)
+            for k in range(len(mags))
+        ]
+    )
     geometric = torch.tensor([names[k // 2] in GEOMETRIC for k in range(len(mags))])
     sharp, geo = len(mags), len(mags) + 1  # group keys shared by all Sharpness / all geometric images
     groups = torch.where(geometric[keys], geo, torch.where(ops == names.index("Sharpness"), sharp, keys))

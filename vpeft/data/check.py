@@ -68,11 +68,13 @@ def task_folders(root: str | Path, suite: str = "vtab1k") -> list[tuple[Path, st
             raise DataError(f"{root} holds no {suite} task folder (none has {' or '.join(fmt.markers)})")
     if _fits(root):
         return [(root, detect_format(root))]
-    tasks = [(p, detect_format(p)) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
-             and _fits(p)]
+    tasks = [
+        (p, detect_format(p)) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and _fits(p)
+    ]
     if not tasks:
-        raise DataError(f"{root} holds no task folder of a known layout ({', '.join(FORMATS.names())}), nor do its "
-                        "sub-folders")
+        raise DataError(
+            f"{root} holds no task folder of a known layout ({', '.join(FORMATS.names())}), nor do its sub-folders"
+        )
     return tasks
 
 
@@ -112,9 +114,11 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
         seen = {e.label for e in entries[train]}
         unseen = [y for y in range(rep.num_classes) if y not in seen]
         if unseen:  # as training judges them (data.strict_labels)
-            rep.errors.append(f"{entries[train][0].source}: label(s) {label_ranges(unseen)} of "
-                              f"0..{rep.num_classes - 1} have no training example (add classes.txt or fix the "
-                              "labels; training fails unless data.strict_labels=false)")
+            rep.errors.append(
+                f"{entries[train][0].source}: label(s) {label_ranges(unseen)} of "
+                f"0..{rep.num_classes - 1} have no training example (add classes.txt or fix the "
+                "labels; training fails unless data.strict_labels=false)"
+            )
     if suite == "folder":
         rep.warnings += [f"left out {e}" for e in ignored_entries(root)]
     paths = sorted({(image_roots[s] / e.path) for s, es in entries.items() for e in es})
@@ -130,7 +134,9 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
             elif mode != "RGB":
                 rep.conversions[mode] += 1
             if not 0 <= e.label < rep.num_classes:
-                rep.errors.append(f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{rep.num_classes - 1}")
+                rep.errors.append(
+                    f"{lpath}:{e.line}: label {e.label} is outside the class range 0..{rep.num_classes - 1}"
+                )
             if digest:
                 digests.setdefault(split, {})[digest] = e.path
     train = set().union(*(set(d) for s, d in digests.items() if s != "test"))
@@ -148,16 +154,22 @@ def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0
     reports = [check_task(t, fmt, shot, seed) for t, fmt in task_folders(root, suite)]
     for fmt in dict.fromkeys(r.suite for r in reports):
         splits = layout(fmt).check_splits
-        head = f"{'task':<24} " + " ".join(f"{s:>14}" for s in splits) + \
-            f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
+        head = (
+            f"{'task':<24} "
+            + " ".join(f"{s:>14}" for s in splits)
+            + f" {'classes':>7} {'errors':>6} {'dup':>4}  converted to RGB"
+        )
         if fmt != suite:
             out(f"layout: {fmt}")
         out(head)
         out("-" * len(head))
         for r in (r for r in reports if r.suite == fmt):
             conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
-            out(f"{r.root.name:<24} " + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
-                + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}")
+            out(
+                f"{r.root.name:<24} "
+                + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
+                + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}"
+            )
     ok = True
     for r in reports:
         for w in r.warnings:

@@ -81,8 +81,9 @@ def data_folder(root: str | Path) -> Path:
     """``root`` as a :class:`Path` when it is a folder; a file or a missing path fails saying which."""
     root = Path(root)
     if root.is_file():
-        raise DataError(f"data folder {root} is a file, not a folder: give the folder that holds the data (e.g. "
-                        f"{root.parent})")
+        raise DataError(
+            f"data folder {root} is a file, not a folder: give the folder that holds the data (e.g. {root.parent})"
+        )
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     return root
@@ -175,16 +176,26 @@ def detect_format(root: str | Path | None, default: str = "vtab1k") -> str:
     if default in found:
         return default
     if len(found) > 1:
-        raise ConfigError(f"data folder {root} holds the markers of several layouts ({', '.join(found)}): set "
-                          "data.format to the one to read")
+        raise ConfigError(
+            f"data folder {root} holds the markers of several layouts ({', '.join(found)}): set "
+            "data.format to the one to read"
+        )
     if found:
         return found[0]
     partial = [n for n in FORMATS.names() if layout(n).looks_like(Path(root))]
     return partial[0] if len(partial) == 1 else default
 
 
-def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 16, seed: int = 0,
-                 labels: str = "int", fractions: tuple[float, ...] = SPLIT_FRACTIONS, split_seed: int = 0):
+def read_entries(
+    root: str | Path,
+    split: str,
+    fmt: str = "vtab1k",
+    shot: int = 16,
+    seed: int = 0,
+    labels: str = "int",
+    fractions: tuple[float, ...] = SPLIT_FRACTIONS,
+    split_seed: int = 0,
+):
     """``(entries, image root)`` of one split of a dataset in layout ``fmt``, with ``int`` labels or ``float``
     targets; ``fractions`` and ``split_seed`` split a folder that has no splits (the layouts that can)."""
     root = data_folder(root)
@@ -201,8 +212,9 @@ def read_entries(root: str | Path, split: str, fmt: str = "vtab1k", shot: int = 
 def entries_for(dc, split: str, root: str | Path | None = None, labels: str = "int"):
     """:func:`read_entries` of one split as a run's data section ``dc`` names it (layout, few-shot list, split
     fractions and seed), from ``root`` (default: ``dc.root``)."""
-    return read_entries(root or dc.root, split, dc.format, dc.shot, dc.fewshot_seed, labels,
-                        tuple(dc.split_fractions), dc.split_seed)
+    return read_entries(
+        root or dc.root, split, dc.format, dc.shot, dc.fewshot_seed, labels, tuple(dc.split_fractions), dc.split_seed
+    )
 
 
 def label_ranges(labels: list[int]) -> str:

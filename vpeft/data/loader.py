@@ -13,7 +13,8 @@ GPS selection pass reads them so).
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional
+from collections.abc import Iterator, Mapping
+from typing import Optional
 
 import torch
 

@@ -16,7 +16,13 @@ from pathlib import Path
 from ..errors import DataError
 from ..files import read_text
 from .entries import (  # noqa: F401  (re-exported)
-    IMAGE_SUFFIXES, Entry, entries_for, label_ranges, layout, listed_classes, read_entries,
+    IMAGE_SUFFIXES,
+    Entry,
+    entries_for,
+    label_ranges,
+    layout,
+    listed_classes,
+    read_entries,
 )
 from .formats.folder import folder_classes, has_split_folders, ignored_entries  # noqa: F401  (re-exported)
 from .suites import canonical_classes
@@ -36,8 +42,9 @@ def augment_kind(dc) -> str:
     return dc.augment or layout(dc.format).augment
 
 
-def load(dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None,
-         labels: str = "int"):
+def load(
+    dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None, labels: str = "int"
+):
     """One split as the trainer uses it: direct resize (``none``), or decoded larger and, unless training, centre
     cropped (the augmented layouts); ``labels`` as the run's task reads them (``int`` or ``float`` targets)."""
     root = root or dc.root
@@ -45,12 +52,21 @@ def load(dc, split: str, size: tuple[int, int], num_classes: int | None, trainin
         names = layout(dc.format).class_names(Path(root))
         if names and len(names) != num_classes and root == dc.root:
             shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-            raise DataError(f"{root} has {len(names)} classes ({shown}) but the run has {num_classes} "
-                            "(data.num_classes or classes.txt): leave data.num_classes unset or make them agree")
+            raise DataError(
+                f"{root} has {len(names)} classes ({shown}) but the run has {num_classes} "
+                "(data.num_classes or classes.txt): leave data.num_classes unset or make them agree"
+            )
         if training:
             check_labels(dc, split, num_classes, root)
-    kw = dict(skip_bad=dc.skip_bad, fmt=dc.format, shot=dc.shot, seed=dc.fewshot_seed, labels=labels,
-              fractions=tuple(dc.split_fractions), split_seed=dc.split_seed)
+    kw = dict(
+        skip_bad=dc.skip_bad,
+        fmt=dc.format,
+        shot=dc.shot,
+        seed=dc.fewshot_seed,
+        labels=labels,
+        fractions=tuple(dc.split_fractions),
+        split_seed=dc.split_seed,
+    )
     ds = load_split(root, split, decode_size(dc, size), num_classes, **kw)
     return ds if training or augment_kind(dc) == "none" else center_crop(ds, size)
 
@@ -60,8 +76,12 @@ def classes_declared(dc, num_classes: int, root=None) -> bool:
     the layout's class names (``folder``, named ``csv`` labels), or a VTAB-1K task's folder name with its canonical
     count (whose training lists of 800 or 1,000 images leave some of, e.g., SUN397's classes out by design)."""
     root = Path(root or dc.root)
-    return bool(dc.num_classes or listed_classes(root) or layout(dc.format).class_names(root)
-                or canonical_classes(root.resolve().name) == num_classes)
+    return bool(
+        dc.num_classes
+        or listed_classes(root)
+        or layout(dc.format).class_names(root)
+        or canonical_classes(root.resolve().name) == num_classes
+    )
 
 
 def unseen_labels(dc, split: str, num_classes: int, root=None) -> tuple[list[int], Path]:
@@ -80,12 +100,16 @@ def check_labels(dc, split: str, num_classes: int, root=None) -> None:
     missing, source = unseen_labels(dc, split, num_classes, root)
     if not missing:
         return
-    message = (f"{source}: label(s) {label_ranges(missing)} of 0..{num_classes - 1} have no training example (the head "
-               f"takes 1 + the largest label, {num_classes} classes, as no classes.txt or data.num_classes says "
-               "otherwise)")
+    message = (
+        f"{source}: label(s) {label_ranges(missing)} of 0..{num_classes - 1} have no training example (the head "
+        f"takes 1 + the largest label, {num_classes} classes, as no classes.txt or data.num_classes says "
+        "otherwise)"
+    )
     if getattr(dc, "strict_labels", True):
-        raise DataError(message + "; fix the labels, add classes.txt or data.num_classes, or set "
-                        "data.strict_labels=false to train anyway")
+        raise DataError(
+            message + "; fix the labels, add classes.txt or data.num_classes, or set "
+            "data.strict_labels=false to train anyway"
+        )
     warnings.warn(message, stacklevel=3)
 
 
@@ -95,8 +119,7 @@ def describe_split(dc) -> dict | None:
     data brings its own splits."""
     if dc.format != "folder" or dc.root is None or has_split_folders(Path(dc.root)):
         return None
-    return {"made_by": "vpeft", "fractions": list(dc.split_fractions), "seed": dc.split_seed,
-            "stratified": True}
+    return {"made_by": "vpeft", "fractions": list(dc.split_fractions), "seed": dc.split_seed, "stratified": True}
 
 
 def decode_size(dc, size: tuple[int, int]) -> tuple[int, int]:
@@ -119,7 +142,8 @@ def data_class_names(dc, num_classes: int | None = None) -> list[str] | None:
         rows = [line.strip() for line in read_text(root / "classes.txt").splitlines() if line.strip()]
         pairs = [r.split(maxsplit=1) for r in rows]
         if all(len(p) == 2 and p[0].isdigit() for p in pairs) and sorted(int(p[0]) for p in pairs) == list(
-                range(len(pairs))):
+            range(len(pairs))
+        ):
             names = [name for _, name in sorted((int(i), n) for i, n in pairs)]
         else:
             names = rows

@@ -20,8 +20,8 @@ One regression task (the ``regress`` task's test data; its lists hold a number p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -137,8 +137,11 @@ TASKS: dict[str, tuple[Callable, list[str], str]] = {
     "shapes": (_draw_shapes, ["disc", "square", "triangle", "cross"], "which shape is drawn"),
     "texture": (_draw_texture, ["h-stripes", "v-stripes", "checker", "dots"], "which texture fills the image"),
     "count": (_draw_count, ["one", "two", "three", "four"], "how many discs there are"),
-    "location": (_draw_location, ["top-left", "top-right", "bottom-left", "bottom-right"],
-                 "which quadrant holds the square"),
+    "location": (
+        _draw_location,
+        ["top-left", "top-right", "bottom-left", "bottom-right"],
+        "which quadrant holds the square",
+    ),
     "orientation": (_draw_orientation, [f"{30 * i}-{30 * i + 30}deg" for i in range(6)], "the bar's angle bin"),
     "distance": (_draw_distance, ["near", "mid", "far", "farthest"], "distance of the nearest disc to the centre"),
 }

@@ -79,14 +79,23 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 #: Decoded splits of this process, most recently used last; bounded so a long sweep does not keep every task.
-_CACHE: "OrderedDict[tuple, ImageDataset]" = OrderedDict()
+_CACHE: OrderedDict[tuple, ImageDataset] = OrderedDict()
 CACHE_SPLITS = 8
 
 
 def load_split(
-    root: str | Path, split: str, size: tuple[int, int], num_classes: Optional[int] = None, cache: bool = True,
-    skip_bad: bool = False, fmt: str = "vtab1k", shot: int = 16, seed: int = 0, labels: str = "int",
-    fractions: tuple[float, ...] = SPLIT_FRACTIONS, split_seed: int = 0,
+    root: str | Path,
+    split: str,
+    size: tuple[int, int],
+    num_classes: Optional[int] = None,
+    cache: bool = True,
+    skip_bad: bool = False,
+    fmt: str = "vtab1k",
+    shot: int = 16,
+    seed: int = 0,
+    labels: str = "int",
+    fractions: tuple[float, ...] = SPLIT_FRACTIONS,
+    split_seed: int = 0,
 ) -> ImageDataset:
     """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
 
@@ -121,8 +130,19 @@ def load_split(
             bad(f"{e.source}:{e.line}: image {image_root / e.path} does not exist", e)
             continue
         stats.append((st.st_mtime_ns, st.st_size))
-    key = (str(root.resolve()), fmt, shot, seed, split, tuple(size), skip_bad, labels, tuple(fractions), split_seed,
-           hash((tuple((e.path, e.label) for e in entries), tuple(stats))))
+    key = (
+        str(root.resolve()),
+        fmt,
+        shot,
+        seed,
+        split,
+        tuple(size),
+        skip_bad,
+        labels,
+        tuple(fractions),
+        split_seed,
+        hash((tuple((e.path, e.label) for e in entries), tuple(stats))),
+    )
     if cache and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -141,8 +161,10 @@ def load_split(
     arrays = [a for a in arrays if not isinstance(a, str)]
     if skipped:
         files = ", ".join(f"{n} in {f}" for f, n in skipped_from.items())
-        warnings.warn(f"skip_bad: left out {len(skipped)} bad line(s) of split {split!r} ({files}); first: "
-                      f"{skipped[0]}", stacklevel=2)
+        warnings.warn(
+            f"skip_bad: left out {len(skipped)} bad line(s) of split {split!r} ({files}); first: {skipped[0]}",
+            stacklevel=2,
+        )
     if not arrays:
         raise DataError(f"{lpath}: no readable entries" + (f" ({len(skipped)} skipped)" if skipped else ""))
     ds = ImageDataset(
@@ -162,7 +184,7 @@ def crop_center(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The central ``size`` crop of images ``... x H x W`` (a view)."""
     h, w = images.shape[-2:]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    return images[..., top:top + size[0], left:left + size[1]]
+    return images[..., top : top + size[0], left : left + size[1]]
 
 
 def center_crop(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:

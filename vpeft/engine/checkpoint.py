@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -74,8 +74,11 @@ def _extra_buffers(model) -> dict[str, torch.Tensor]:
     extras = getattr(model, "extras", None)
     if extras is None:
         return {}
-    return {f"extras.{n}": b for n, b in extras.state_dict().items() if not isinstance(b, nn.Parameter)
-            and not any(n == pn for pn, _ in extras.named_parameters())}
+    return {
+        f"extras.{n}": b
+        for n, b in extras.state_dict().items()
+        if not isinstance(b, nn.Parameter) and not any(n == pn for pn, _ in extras.named_parameters())
+    }
 
 
 def trainable_state_dict(model, objective=None) -> dict[str, torch.Tensor]:
@@ -97,9 +100,15 @@ def load_trainable_state(model, objective, sd: dict[str, torch.Tensor], source: 
     named.update(_extra_buffers(model))
     missing = [k for k in named if k not in sd]
     unexpected = [k for k in sd if k not in named]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(named[k].shape)}" for k in sd if k in named and sd[k].shape != named[k].shape]
+    mismatched = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(named[k].shape)}"
+        for k in sd
+        if k in named and sd[k].shape != named[k].shape
+    ]
     if missing or unexpected or mismatched:
-        raise CheckpointError(f"{source} does not match the model: " + describe_mismatch(missing, unexpected, mismatched))
+        raise CheckpointError(
+            f"{source} does not match the model: " + describe_mismatch(missing, unexpected, mismatched)
+        )
     with torch.no_grad():
         for k, p in named.items():
             p.copy_(sd[k])

@@ -14,24 +14,25 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from ..backbones import split_backbone_spec
 from ..config import RunConfig, run_identity, spec_string
+from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
 from ..data.sources import augment_kind, data_class_names, describe_split, resolve_splits
 from ..data.sources import load as load_data
-from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
 from ..errors import ConfigError, DivergedError, RunDirError
-from ..registry import FAMILIES
 from ..memory import SavedTensorProbe, memory_stats, param_counts
+from ..registry import FAMILIES
 from ..run import amp_context, build_model, evaluate_task, resolve_device
-from ..tasks.base import Metric
 from ..rundir import SELECTION_FILE, STATE_FILE, RunDir  # noqa: F401 - SELECTION_FILE: its earlier home
+from ..tasks.base import Metric
 from ..trainable import trainable_named_parameters
 from ..version import __version__
 from .checkpoint import load_trainable_state, trainable_state_dict
@@ -91,8 +92,16 @@ def _diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: bool, main: bool = True,
-            train_split: Optional[str] = None) -> dict:
+def _select(
+    cfg: RunConfig,
+    model,
+    train_ds,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    main: bool = True,
+    train_split: Optional[str] = None,
+) -> dict:
     """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
     selector, run_dir = cfg.selector, RunDir(out)
     # Both files, or the pass is redone (a kill between the two writes leaves only the first).
@@ -101,10 +110,20 @@ def _select(cfg: RunConfig, model, train_ds, out: Path, resume: bool, progress: 
         state, info = saved
     else:
         t0 = time.perf_counter()
-        state = selector.prepare(model, train_ds, normalize=cfg.data.normalize, batch_size=cfg.train.batch_size,
-                                 progress=progress, source=(cfg.data, train_split))
-        info = {"seconds": time.perf_counter() - t0, "selected": selector.count(state), "images": len(train_ds),
-                **selector.record()}
+        state = selector.prepare(
+            model,
+            train_ds,
+            normalize=cfg.data.normalize,
+            batch_size=cfg.train.batch_size,
+            progress=progress,
+            source=(cfg.data, train_split),
+        )
+        info = {
+            "seconds": time.perf_counter() - t0,
+            "selected": selector.count(state),
+            "images": len(train_ds),
+            **selector.record(),
+        }
         if main:
             run_dir.save_selection(state, info)
     selector.apply(model, state)
@@ -143,8 +162,10 @@ def train(
     except OSError as e:
         if e.errno in _WRITE_ERRORS:  # a read-only or full disk: one line; the atomic writes left every file whole
             where = e.filename or out_dir
-            raise RunDirError(f"cannot write {where}: {e.strerror}. Files already in {out_dir} are whole; "
-                              "free space or fix permissions, then rerun with --resume") from None
+            raise RunDirError(
+                f"cannot write {where}: {e.strerror}. Files already in {out_dir} are whole; "
+                "free space or fix permissions, then rerun with --resume"
+            ) from None
         raise
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
@@ -161,8 +182,11 @@ def _hold(run_dir: RunDir, held: ExitStack) -> None:
         held.callback(lambda: run_dir.path.is_dir() and not any(run_dir.path.iterdir()) and run_dir.path.rmdir())
     lock = held.enter_context(run_dir.lock())
     if lock.stale:
-        log.warning("%s was left locked by a run that was killed (pid %s); taking it over", run_dir.path,
-                    lock.stale.get("pid", "?"))
+        log.warning(
+            "%s was left locked by a run that was killed (pid %s); taking it over",
+            run_dir.path,
+            lock.stale.get("pid", "?"),
+        )
 
 
 def weights_source(bc) -> str:
@@ -177,8 +201,10 @@ def weights_source(bc) -> str:
 
 
 def random_backbone_warning(spec: str) -> str:
-    return (f"backbone {spec!r} has random weights (no checkpoint, not pretrained, none shipped): the frozen trunk "
-            "is random, so the results say little about the method; pass --checkpoint FILE or --pretrained")
+    return (
+        f"backbone {spec!r} has random weights (no checkpoint, not pretrained, none shipped): the frozen trunk "
+        "is random, so the results say little about the method; pass --checkpoint FILE or --pretrained"
+    )
 
 
 class PeakMemory:
@@ -195,8 +221,10 @@ class PeakMemory:
     def read(self) -> dict:
         if not self.on:
             return {}
-        return {"cuda_peak_allocated": torch.cuda.max_memory_allocated(self.device),
-                "cuda_peak_reserved": torch.cuda.max_memory_reserved(self.device)}
+        return {
+            "cuda_peak_allocated": torch.cuda.max_memory_allocated(self.device),
+            "cuda_peak_reserved": torch.cuda.max_memory_reserved(self.device),
+        }
 
 
 def _device_record(device: torch.device) -> dict:
@@ -206,13 +234,13 @@ def _device_record(device: torch.device) -> dict:
     rec = {"type": device.type}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        rec.update(index=index, name=torch.cuda.get_device_name(index),
-                   visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        rec.update(index=index, name=torch.cuda.get_device_name(index), visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
     return rec
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp,
-           held: ExitStack) -> dict:
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: bool, on_epoch_end, ddp, held: ExitStack
+) -> dict:
     # Bars only on a terminal; elsewhere (a log file, --no-progress) one line per epoch instead.
     lines = not (progress and sys.stderr.isatty())
     progress = progress and not lines
@@ -253,8 +281,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels)
     val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels) if val_split else None
     test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels)
-    skipped = {s: len(d.skipped or []) for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
-               if d is not None}
+    skipped = {
+        s: len(d.skipped or [])
+        for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
+        if d is not None
+    }
 
     if ddp.main:
         run_dir.prepare(overwrite=overwrite and not resume)
@@ -303,8 +334,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
 
     steps_per_epoch = train_data.num_batches(tc.batch_size, tc.drop_last)
     if steps_per_epoch == 0:
-        raise ConfigError(f"train.drop_last with batch_size {tc.batch_size} leaves no batch of the {len(train_data)} "
-                          "training images")
+        raise ConfigError(
+            f"train.drop_last with batch_size {tc.batch_size} leaves no batch of the {len(train_data)} training images"
+        )
     unit = steps_per_epoch if tc.sched_unit == "step" else 1
     eval_bs = tc.eval_batch_size or (max(tc.batch_size, 256) if cuda else tc.batch_size)
     shard = (ddp.rank, ddp.world)
@@ -327,8 +359,12 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             scaler.load_state_dict(state["scaler"])
         start_epoch, history, best = state["epoch"], state["log"], state["best"]
         if best is not None and "acc" in best:  # written before tasks: the selection split's accuracy
-            best = {"score": best["acc"], "metrics": {"accuracy": best["acc"]}, "epoch": best["epoch"],
-                    "trainable": best["trainable"]}
+            best = {
+                "score": best["acc"],
+                "metrics": {"accuracy": best["acc"]},
+                "epoch": best["epoch"],
+                "trainable": best["trainable"],
+            }
         memory, train_seconds = state["memory"], state["train_seconds"]
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif resume:
@@ -340,8 +376,14 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
     # the host never waits for the GPU inside an epoch otherwise.
     sync_every = max(1, tc.log_every)
     saved_at, last_save_cost, since_save = start_epoch, 0.0, 0.0
-    epochs_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", disable=not progress, initial=start_epoch,
-                      total=tc.epochs, leave=False)
+    epochs_bar = tqdm(
+        range(start_epoch, tc.epochs),
+        desc="epochs",
+        disable=not progress,
+        initial=start_epoch,
+        total=tc.epochs,
+        leave=False,
+    )
     for epoch in epochs_bar:
         t0 = time.perf_counter()
         model.train(), objective.train()
@@ -355,8 +397,13 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         train_metric = task.metric()
         seen = 0
         order = torch.randperm(len(train_data), generator=gen)
-        bar = tqdm(train_data.mappings(tc.batch_size, order, shard=shard, drop_last=tc.drop_last),
-                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            train_data.mappings(tc.batch_size, order, shard=shard, drop_last=tc.drop_last),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            disable=not progress,
+            leave=False,
+        )
         for step, (batch, n) in enumerate(bar):
             # n is the global batch: under torchrun each process holds its share and scales its loss by it
             if tc.sched_unit == "step":
@@ -377,8 +424,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
                         sums[k] = sums[k] + part if k in sums else part
                 train_metric.update(result["logits"], micro_batch)
                 if memory is None:  # autocast's low-precision weight copies apart: they do not grow with the batch
-                    memory = {"saved_bytes": probe.activation_bytes, "micro_batch": count,
-                              "weight_copy_bytes": probe.weight_copy_bytes if use_amp else None}
+                    memory = {
+                        "saved_bytes": probe.activation_bytes,
+                        "micro_batch": count,
+                        "weight_copy_bytes": probe.weight_copy_bytes if use_amp else None,
+                    }
             ddp.sum_grads_(trainable)
             if scaler:
                 scaler.step(optimizer)
@@ -386,8 +436,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             else:
                 optimizer.step()
             if "param_bytes" not in memory:
-                memory.update(memory_stats(model, objective, optimizer, memory.pop("saved_bytes"),
-                                           memory.pop("weight_copy_bytes")))
+                memory.update(
+                    memory_stats(
+                        model, objective, optimizer, memory.pop("saved_bytes"), memory.pop("weight_copy_bytes")
+                    )
+                )
             optimizer.zero_grad(set_to_none=True)
             seen += batch_len(batch)
             if (step + 1) % sync_every == 0 and "loss" in sums:
@@ -411,15 +464,23 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             metrics = evaluate_split(data).compute()
             entry[task_cfg.log_key(split)] = metrics[primary]
             if task_cfg.better(metrics[primary], best["score"] if best else None):
-                best = {"score": metrics[primary], "metrics": metrics, "epoch": epoch + 1,
-                        "trainable": trainable_state_dict(model, objective)}
+                best = {
+                    "score": metrics[primary],
+                    "metrics": metrics,
+                    "epoch": epoch + 1,
+                    "trainable": trainable_state_dict(model, objective),
+                }
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
         shown = {k: f"{entry[k]:{'.1f' if primary == 'accuracy' else '.4f'}}" for k in selection_keys if k in entry}
         epochs_bar.set_postfix(loss=f"{entry['loss']:.4f}", **shown)
         if lines and ddp.main:  # no bar to update: one line per epoch (a log file gets no carriage returns)
-            print(f"epoch {epoch + 1}/{tc.epochs}: loss {entry['loss']:.4f}"
-                  + "".join(f", {k} {v}" for k, v in shown.items()) + f" ({entry['seconds']:.1f} s)", flush=True)
+            print(
+                f"epoch {epoch + 1}/{tc.epochs}: loss {entry['loss']:.4f}"
+                + "".join(f", {k} {v}" for k, v in shown.items())
+                + f" ({entry['seconds']:.1f} s)",
+                flush=True,
+            )
         since_save += entry["seconds"]
         # The resume state is written every save_every epochs; with 0 (auto), whenever the epochs since the last
         # write took at least as long as that write did (full fine-tuning of a large model writes ~1 GB).
@@ -505,8 +566,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
             "format": dc.format,
             "split": describe_split(dc),
             "augment": augment,
-            "resize": "direct bicubic, no crop" if augment == "none" else
-            f"bicubic to size/{0.875}, random-resized crop for training, centre crop for testing",
+            "resize": "direct bicubic, no crop"
+            if augment == "none"
+            else f"bicubic to size/{0.875}, random-resized crop for training, centre crop for testing",
             "img_size": list(size),
             "normalize": dc.normalize,
             "head_init": cfg.backbone.head_init,
@@ -531,8 +593,11 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, progress: b
         result["selection"] = selection_info
     result.update(objective.extra_result(history))
     if ddp.enabled:
-        result["distributed"] = {"world_size": ddp.world, "backend": torch.distributed.get_backend(),
-                                 "batch_per_process": tc.batch_size // ddp.world}
+        result["distributed"] = {
+            "world_size": ddp.world,
+            "backend": torch.distributed.get_backend(),
+            "batch_per_process": tc.batch_size // ddp.world,
+        }
     if ddp.main:
         run_dir.write_result(result)
         run_dir.drop_state()

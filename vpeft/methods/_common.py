@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 
-
 class QuickGELU(nn.Module):
     def forward(self, x):
         return x * torch.sigmoid(1.702 * x)
@@ -42,8 +41,17 @@ def init_linear(layer: nn.Linear, kind: str) -> None:
 class Bottleneck(nn.Module):
     """``scale * up(dropout(act(down(x))))``: the adapter module of every adapter variant."""
 
-    def __init__(self, dim: int, hidden: int, act: str, bias: bool, init: str, scale: float, dropout: float = 0.0,
-                 channels_first: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act: str,
+        bias: bool,
+        init: str,
+        scale: float,
+        dropout: float = 0.0,
+        channels_first: bool = False,
+    ):
         super().__init__()
         self.channels_first = channels_first
         self.down = nn.Linear(dim, hidden, bias=bias)

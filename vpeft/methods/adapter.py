@@ -46,8 +46,9 @@ class _AdapterBase(MethodConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def _make(self, width: int, channels_first: bool = False) -> Bottleneck:
-        return Bottleneck(width, self.dim, self.act, self.bias, self.init, self.scale, self.dropout,
-                          channels_first=channels_first)
+        return Bottleneck(
+            width, self.dim, self.act, self.bias, self.init, self.scale, self.dropout, channels_first=channels_first
+        )
 
     def extra_trainable_count(self, backbone) -> int:
         anatomy = backbone.anatomy
@@ -115,15 +116,20 @@ def _inject_parallel(cfg: _AdapterBase, backbone, branches: tuple[str, ...]) -> 
         found = anatomy.residual_branches(block)
         for name in branches:
             if name not in found:
-                raise anatomy.refuse(f"method {cfg.name!r}", f"branch:{name}", block,
-                                     f"; it adds to the {' and '.join(branches)} branches of transformer blocks")
+                raise anatomy.refuse(
+                    f"method {cfg.name!r}",
+                    f"branch:{name}",
+                    block,
+                    f"; it adds to the {' and '.join(branches)} branches of transformer blocks",
+                )
         adapter = cfg._make(anatomy.width(block))
         adapters.append(adapter)
         for name in branches:
             branch, state = found[name], {}
             backbone.register_module_hook(branch.input, pre=lambda x, s=state: s.__setitem__("x", x))
-            backbone.register_module_hook(branch.output, post=lambda _, y, s=state, a=adapter, f=branch.to_output:
-                                          y + _laid_out(a(s.pop("x")), f))
+            backbone.register_module_hook(
+                branch.output, post=lambda _, y, s=state, a=adapter, f=branch.to_output: y + _laid_out(a(s.pop("x")), f)
+            )
     backbone.extras[cfg.name] = adapters
 
 

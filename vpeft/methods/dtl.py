@@ -1,8 +1,9 @@
 """DTL / DTL+: disentangled transfer learning (Fu, Zhu, Wu, AAAI 2024, arXiv:2312.07856), as heekhero/DTL does it.
 
 A compact side network (CSN) of low-rank maps ``B_i A_i`` (A kaiming-uniform, B zero, no bias) reads the input of
-every block (on Swin, of every block in the stages that reach an injection, since ``h`` restarts per stage); its cumulative sum ``h`` (all tokens) is added back, through ``swish(h) = h * sigmoid(beta * h)``, to the
-output of every block from block M on (1-indexed). DTL+ passes the patch tokens of ``swish(h)`` through one depthwise
+every block (on Swin, of every block in the stages that reach an injection, since ``h`` restarts per stage); its
+cumulative sum ``h`` (all tokens) is added back, through ``swish(h) = h * sigmoid(beta * h)``, to the output of every
+block from block M on (1-indexed). DTL+ passes the patch tokens of ``swish(h)`` through one depthwise
 convolution shared by all injection points. The classifier reads the mean of the patch tokens after the frozen final
 norm.
 
@@ -156,12 +157,23 @@ class _DTLBase(MethodConfig):
         blocks = anatomy.blocks
         for b in blocks:
             if anatomy.channels_first(b):
-                raise anatomy.refuse(f"method {self.name!r}", "tokens_last", b,
-                                     "; its side network adds token-last features to transformer blocks")
+                raise anatomy.refuse(
+                    f"method {self.name!r}",
+                    "tokens_last",
+                    b,
+                    "; its side network adds token-last features to transformer blocks",
+                )
         backbone.set_pool(self.pool)
         rank, first = self.resolve(backbone)
-        return SideNetwork([anatomy.width(b) for b in blocks], rank, first, self.beta, self._kernel(),
-                           _stage_starts(backbone), grid=anatomy.patch_grid())
+        return SideNetwork(
+            [anatomy.width(b) for b in blocks],
+            rank,
+            first,
+            self.beta,
+            self._kernel(),
+            _stage_starts(backbone),
+            grid=anatomy.patch_grid(),
+        )
 
     def inject(self, backbone) -> None:
         blocks = backbone.anatomy.blocks
@@ -182,7 +194,8 @@ class _DTLBase(MethodConfig):
                 if self.checkpoint:
                     forward = type(blk).forward.__get__(blk)
                     backbone.override_forward(
-                        blk, lambda *a, f=forward, **kw: checkpoint(f, *a, use_reentrant=False, **kw))
+                        blk, lambda *a, f=forward, **kw: checkpoint(f, *a, use_reentrant=False, **kw)
+                    )
 
     def extra_trainable_count(self, backbone) -> int:
         rank, first = self.resolve(backbone)

@@ -42,18 +42,26 @@ def _block_sites(backbone, name: str) -> tuple[list[_BlockSites], int]:
     anatomy = backbone.anatomy
     blocks = anatomy.blocks
     d = anatomy.width(blocks[0])
-    need = ("; FacT stacks every block's weights into one tensor, so it needs transformer blocks of one width d "
-            "with d x d attention projections and a 4d Linear MLP")
+    need = (
+        "; FacT stacks every block's weights into one tensor, so it needs transformer blocks of one width d "
+        "with d x d attention projections and a 4d Linear MLP"
+    )
     out = []
     for b in blocks:
         attn, mlp = anatomy.attention(b), anatomy.mlp(b)
         if attn is None:
             raise anatomy.refuse(f"method {name!r}", "attention", b, need)
         ok = (
-            mlp is not None and not mlp.channels_first and anatomy.width(b) == d
+            mlp is not None
+            and not mlp.channels_first
+            and anatomy.width(b) == d
             and all(s.layer.in_features == d and s.out.stop - s.out.start == d for s in attn.values())
-            and isinstance(mlp.fc1, nn.Linear) and mlp.fc1.in_features == d and mlp.fc1.out_features == 4 * d
-            and isinstance(mlp.fc2, nn.Linear) and mlp.fc2.in_features == 4 * d and mlp.fc2.out_features == d
+            and isinstance(mlp.fc1, nn.Linear)
+            and mlp.fc1.in_features == d
+            and mlp.fc1.out_features == 4 * d
+            and isinstance(mlp.fc2, nn.Linear)
+            and mlp.fc2.in_features == 4 * d
+            and mlp.fc2.out_features == d
         )
         groups: list[tuple[nn.Linear, list[str]]] = []
         for t in "qkv":
@@ -68,8 +76,9 @@ def _block_sites(backbone, name: str) -> tuple[list[_BlockSites], int]:
             for layer, kinds in groups
         )
         if not ok:
-            raise ConfigError(f"method {name!r} does not apply to {anatomy.name}: its {type(b).__name__} does not "
-                              f"fit{need}")
+            raise ConfigError(
+                f"method {name!r} does not apply to {anatomy.name}: its {type(b).__name__} does not fit{need}"
+            )
         out.append(_BlockSites(groups, attn["o"].layer, mlp.fc1, mlp.fc2))
     return out, d
 
@@ -89,11 +98,16 @@ class FacTShared(nn.Module):
             nn.init.xavier_uniform_(self.fact_p)
         else:
             self.cores = nn.ModuleList(
-                nn.ModuleDict({
-                    "q": nn.Linear(r, r, bias=False), "k": nn.Linear(r, r, bias=False),
-                    "v": nn.Linear(r, r, bias=False), "o": nn.Linear(r, r, bias=False),
-                    "fc1": nn.Linear(r, 4 * r, bias=False), "fc2": nn.Linear(4 * r, r, bias=False),
-                })
+                nn.ModuleDict(
+                    {
+                        "q": nn.Linear(r, r, bias=False),
+                        "k": nn.Linear(r, r, bias=False),
+                        "v": nn.Linear(r, r, bias=False),
+                        "o": nn.Linear(r, r, bias=False),
+                        "fc1": nn.Linear(r, 4 * r, bias=False),
+                        "fc2": nn.Linear(4 * r, r, bias=False),
+                    }
+                )
                 for _ in range(blocks)
             )
         self.r = r
@@ -131,9 +145,9 @@ class FacTShared(nn.Module):
             "proj": v @ cores["o"].t() @ u,
         }
         c1 = cores["fc1"]  # r x 4r: slice j uses columns j*r:(j+1)*r
-        out["fc1"] = torch.cat([v @ c1[:, j * r:(j + 1) * r].t() @ u for j in range(4)], 0)
+        out["fc1"] = torch.cat([v @ c1[:, j * r : (j + 1) * r].t() @ u for j in range(4)], 0)
         c2 = cores["fc2"]  # 4r x r: slice j uses rows j*r:(j+1)*r
-        out["fc2"] = torch.cat([v @ c2[j * r:(j + 1) * r].t() @ u for j in range(4)], 1)
+        out["fc2"] = torch.cat([v @ c2[j * r : (j + 1) * r].t() @ u for j in range(4)], 1)
         return {k: w * scale for k, w in out.items()}
 
 
@@ -206,7 +220,7 @@ class _FacTBase(MethodConfig):
             for i, site in enumerate(sites):
                 deltas = shared.delta_weights(i, self.scale)
                 for layer, kinds in site.qkv:  # each layer's rows of the q, k, v update
-                    rows = [deltas["qkv"]["qkv".index(t) * d:("qkv".index(t) + 1) * d] for t in kinds]
+                    rows = [deltas["qkv"]["qkv".index(t) * d : ("qkv".index(t) + 1) * d] for t in kinds]
                     layer.weight += torch.cat(rows, 0).to(layer.weight.dtype)
                 for layer, key in ((site.o, "proj"), (site.fc1, "fc1"), (site.fc2, "fc2")):
                     layer.weight += deltas[key].to(layer.weight.dtype)

@@ -27,8 +27,16 @@ class LoRAUpdate(nn.Module):
     """``scale * B(drop_mid(A(drop(x))))``: A (rank x in) kaiming-uniform and B (out x rank) zero (``zero_up``), or
     both trunc-normal 0.02 (``trunc_normal``)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, dropout: float = 0.0,
-                 init: str = "zero_up", mid_dropout: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        scale: float,
+        dropout: float = 0.0,
+        init: str = "zero_up",
+        mid_dropout: float = 0.0,
+    ):
         super().__init__()
         self.lora_down = nn.Linear(in_features, rank, bias=False)
         self.lora_up = nn.Linear(rank, out_features, bias=False)
@@ -63,9 +71,11 @@ def _sites(backbone, targets) -> list[tuple[nn.Linear, str, slice]]:
                 if t == "qkv":
                     q, k, v = attn["q"], attn["k"], attn["v"]
                     if not (q.layer is k.layer is v.layer and q.out.stop == k.out.start and k.out.stop == v.out.start):
-                        raise ConfigError(f"method 'lora': target 'qkv' needs q, k and v fused in one Linear, and "
-                                          f"{type(block).__name__} of {anatomy.name} projects them separately; "
-                                          "use targets q, k, v")
+                        raise ConfigError(
+                            f"method 'lora': target 'qkv' needs q, k and v fused in one Linear, and "
+                            f"{type(block).__name__} of {anatomy.name} projects them separately; "
+                            "use targets q, k, v"
+                        )
                     out.append((q.layer, t, slice(q.out.start, v.out.stop)))
                 else:
                     site = attn["o" if t == "proj" else t]
@@ -130,9 +140,16 @@ class LoRAConfig(MethodConfig):
     def inject(self, backbone) -> None:
         updates = nn.ModuleList()
         by_layer: dict[int, list] = {}
-        for layer, target, sl in _sites(backbone, self.targets):
-            upd = LoRAUpdate(layer.in_features, sl.stop - sl.start, self.rank, self.scale, self.dropout, self.init,
-                             self.bottleneck_dropout)
+        for layer, _target, sl in _sites(backbone, self.targets):
+            upd = LoRAUpdate(
+                layer.in_features,
+                sl.stop - sl.start,
+                self.rank,
+                self.scale,
+                self.dropout,
+                self.init,
+                self.bottleneck_dropout,
+            )
             updates.append(upd)
             by_layer.setdefault(id(layer), [layer, []])[1].append((sl, upd))
         for layer, parts in by_layer.values():
@@ -140,7 +157,9 @@ class LoRAConfig(MethodConfig):
         backbone.extras["lora"] = updates
 
     def extra_trainable_count(self, backbone) -> int:
-        return sum(self.rank * (layer.in_features + sl.stop - sl.start) for layer, _, sl in _sites(backbone, self.targets))
+        return sum(
+            self.rank * (layer.in_features + sl.stop - sl.start) for layer, _, sl in _sites(backbone, self.targets)
+        )
 
     def merge(self, backbone) -> None:
         updates = backbone.extras["lora"]

@@ -76,8 +76,10 @@ def merged_format(path: str | Path) -> str:
     """``safetensors`` or ``torch``, by the file's suffix; any other suffix is a :class:`ConfigError`."""
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
-        raise ConfigError(f"merged model {path}: unknown suffix {suffix or '(none)'!r}; write .safetensors "
-                          "(safetensors with metadata) or .pth / .pt (a torch state dict)")
+        raise ConfigError(
+            f"merged model {path}: unknown suffix {suffix or '(none)'!r}; write .safetensors "
+            "(safetensors with metadata) or .pth / .pt (a torch state dict)"
+        )
     return SUFFIXES[suffix]
 
 
@@ -175,9 +177,14 @@ def load_merged(path) -> nn.Module:
     if prep:
         h, w = prep["input_size"]
         model.pretrained_cfg = {
-            **getattr(model, "pretrained_cfg", {}), "input_size": (3, h, w), "interpolation": prep["interpolation"],
-            "crop_pct": h / prep["resize"][0], "crop_mode": "squash", "mean": tuple(prep["mean"]),
-            "std": tuple(prep["std"]), "num_classes": kwargs.get("num_classes"),
+            **getattr(model, "pretrained_cfg", {}),
+            "input_size": (3, h, w),
+            "interpolation": prep["interpolation"],
+            "crop_pct": h / prep["resize"][0],
+            "crop_mode": "squash",
+            "mean": tuple(prep["mean"]),
+            "std": tuple(prep["std"]),
+            "num_classes": kwargs.get("num_classes"),
         }
     if meta.get("class_names"):
         model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "label_names": list(meta["class_names"])}

@@ -55,7 +55,7 @@ class ScaleShift(torch.autograd.Function):
         return gx, g_scale, g_shift
 
 
-def _ssf_layernorm(norm: nn.LayerNorm, ssf: "SSF", channels_first: bool):
+def _ssf_layernorm(norm: nn.LayerNorm, ssf: SSF, channels_first: bool):
     """``norm(x) * gamma + beta`` as one layer norm with the affine folded in (nothing extra saved for backward)."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:

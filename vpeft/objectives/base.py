@@ -33,7 +33,7 @@ class ObjectiveConfig(BaseConfig):
     name: ClassVar[str]
     changes_model: ClassVar[bool] = False
 
-    def attach(self, backbone) -> "Objective":
+    def attach(self, backbone) -> Objective:
         """Build the objective for ``backbone`` (with its method applied): the one step where it may change it."""
         raise NotImplementedError
 
@@ -42,7 +42,7 @@ class ObjectiveConfig(BaseConfig):
         ``vpeft measure`` can also measure each alone (iDAT: ``{"teacher": (teacher, its method)}``)."""
         return {}
 
-    def for_inference(self) -> "ObjectiveConfig":
+    def for_inference(self) -> ObjectiveConfig:
         """The objective to rebuild for evaluation (iDAT drops its teacher; GIST keeps its token)."""
         return self
 

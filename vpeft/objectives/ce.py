@@ -25,7 +25,7 @@ class CEConfig(ObjectiveConfig):
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
-    def attach(self, backbone) -> "CEObjective":
+    def attach(self, backbone) -> CEObjective:
         return CEObjective(self)
 
 

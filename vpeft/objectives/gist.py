@@ -72,7 +72,7 @@ class GISTConfig(ObjectiveConfig):
         if not (self.ce_cls or self.mu > 0 or self.lam > 0):
             raise ValueError("every loss term is off: keep ce_cls, or set mu or lam above 0")
 
-    def attach(self, backbone) -> "GISTObjective":
+    def attach(self, backbone) -> GISTObjective:
         name = type(backbone.model).__name__
         if not backbone.is_vit or not backbone.has_class_token:
             raise ConfigError(

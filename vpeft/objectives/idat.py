@@ -32,7 +32,6 @@ from .base import Objective, ObjectiveConfig
 from .ce import CEConfig
 
 
-
 @OBJECTIVES.register("idat")
 @dataclass(kw_only=True)
 class IDATConfig(ObjectiveConfig):
@@ -82,11 +81,16 @@ class IDATConfig(ObjectiveConfig):
     def for_inference(self) -> ObjectiveConfig:
         return CEConfig()  # only the student predicts; no teacher is built
 
-    def attach(self, backbone) -> "IDATObjective":
+    def attach(self, backbone) -> IDATObjective:
         method = self.teacher_method if self.teacher_method is not None else backbone.method
-        drop_path = self.teacher_drop_path if self.teacher_drop_path is not None else getattr(backbone, "drop_path", 0.0)
+        drop_path = (
+            self.teacher_drop_path if self.teacher_drop_path is not None else getattr(backbone, "drop_path", 0.0)
+        )
         teacher = create_backbone(
-            self.teacher, backbone.num_classes, self.teacher_checkpoint, pretrained=self.teacher_pretrained,
+            self.teacher,
+            backbone.num_classes,
+            self.teacher_checkpoint,
+            pretrained=self.teacher_pretrained,
             pool=backbone.pool if backbone.pool == "avg" and hasattr(backbone.model, "fc_norm") else None,
             drop_path=drop_path,
         )
@@ -96,8 +100,9 @@ class IDATConfig(ObjectiveConfig):
                 f"takes {backbone.input_size}; give the teacher the student's img_size"
             )
         if teacher.num_classes != backbone.num_classes:
-            raise ConfigError(f"objective 'idat': teacher has {teacher.num_classes} classes, student "
-                              f"{backbone.num_classes}")
+            raise ConfigError(
+                f"objective 'idat': teacher has {teacher.num_classes} classes, student {backbone.num_classes}"
+            )
         apply_method(teacher, method)
         return IDATObjective(self, teacher)
 
@@ -140,9 +145,15 @@ class IDATObjective(Objective):
 
     def extra_result(self, history: list[dict]) -> dict:
         t = param_counts(self.teacher)
-        return {"teacher": {"backbone": self.cfg.teacher, "trainable_params": t["trainable"],
-                            "trainable_params_no_head": t["trainable_no_head"], "total_params": t["total"],
-                            "train_acc_last_epoch": history[-1].get("teacher_acc") if history else None}}
+        return {
+            "teacher": {
+                "backbone": self.cfg.teacher,
+                "trainable_params": t["trainable"],
+                "trainable_params_no_head": t["trainable_no_head"],
+                "total_params": t["total"],
+                "train_acc_last_epoch": history[-1].get("teacher_acc") if history else None,
+            }
+        }
 
     def save_extra(self, run_dir: Path) -> None:
         if self.cfg.save_teacher:

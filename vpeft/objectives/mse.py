@@ -24,7 +24,7 @@ class MSEConfig(ObjectiveConfig):
 
     tasks: ClassVar[tuple[str, ...]] = ("regress",)
 
-    def attach(self, backbone) -> "MSEObjective":
+    def attach(self, backbone) -> MSEObjective:
         return MSEObjective()
 
 

@@ -39,8 +39,16 @@ class SelectorConfig(BaseConfig):
     #: Overrides the registry-parametrised tests use (e.g. a selection that needs no data).
     test_overrides: ClassVar[dict] = {}
 
-    def prepare(self, model, data, *, normalize: str = "inception", batch_size: int = 32, progress: bool = False,
-                source: Optional[tuple[Any, Optional[str]]] = None) -> State:
+    def prepare(
+        self,
+        model,
+        data,
+        *,
+        normalize: str = "inception",
+        batch_size: int = 32,
+        progress: bool = False,
+        source: Optional[tuple[Any, Optional[str]]] = None,
+    ) -> State:
         """Run the selection pass on the training data and return the state :meth:`apply` takes.
 
         Args:

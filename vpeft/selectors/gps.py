@@ -114,8 +114,11 @@ class SelectedValues(nn.Module):
 
     def dense(self, weight: torch.Tensor) -> torch.Tensor:
         """The update as a dense tensor of the weight's shape."""
-        return torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device).index_add(
-            0, self.gps_index, self.gps_values).view_as(weight)
+        return (
+            torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+            .index_add(0, self.gps_index, self.gps_values)
+            .view_as(weight)
+        )
 
 
 @SELECTORS.register("gps")
@@ -179,8 +182,9 @@ class GPSConfig(SelectorConfig):
     # ---- the selector contract ----------------------------------------------------------------------------------
     def prepare(self, model, data, *, normalize="inception", batch_size=32, progress=False, source=None):
         """The selection (:meth:`select` of :meth:`scores`); the pass's batch size is ``batch_size`` unless set."""
-        return self.select(model, self.scores(model, data, normalize, self.batch_size or batch_size, progress,
-                                              source=source))
+        return self.select(
+            model, self.scores(model, data, normalize, self.batch_size or batch_size, progress, source=source)
+        )
 
     def structure_only(self, model):
         """The selection by magnitude: what trains (and its memory) does not depend on the criterion."""
@@ -194,15 +198,20 @@ class GPSConfig(SelectorConfig):
     def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None):
         """Per weight name, the selection score of every entry (same shape as the weight). ``source`` is the
         ``(data config, split)`` the dataset was loaded from: ``views=official`` decodes that split again."""
-        self._last = {"selection_amp": self.selection_amp, "views": self.views, "shuffle": self.shuffle,
-                      "drop_last": self.drop_last}
+        self._last = {
+            "selection_amp": self.selection_amp,
+            "views": self.views,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
         sites = weight_sites(backbone)
         if self.criterion == "magnitude":
             return {n: m.weight.detach().abs() for n, m in sites.items()}
         if self.criterion == "random":  # drawn on the CPU, so the selection is the same on every device
             g = torch.Generator().manual_seed(self.seed)
-            return {n: torch.rand(m.weight.shape, generator=g, device="cpu").to(m.weight.device)
-                    for n, m in sites.items()}
+            return {
+                n: torch.rand(m.weight.shape, generator=g, device="cpu").to(m.weight.device) for n, m in sites.items()
+            }
         if dataset is None:
             raise ConfigError("gps with criterion=gradient needs the training data for its gradient pass")
         device = next(backbone.parameters()).device
@@ -213,20 +222,29 @@ class GPSConfig(SelectorConfig):
         src = None
         if self.loss == "supcon" and self.views == "official":
             if source is None or source[0] is None or source[1] is None:
-                warnings.warn("gps views=official needs the data config and split the training data came from; "
-                              "using the resized views")
+                warnings.warn(
+                    "gps views=official needs the data config and split the training data came from; "
+                    "using the resized views"
+                )
             else:
                 ds = dataset.ds if hasattr(dataset, "ds") else dataset
                 src = SourceImages(source[0], source[1], backbone.num_classes, ds.labels)
-        self._last.update({"selection_amp_used": amp, "views_used": None if self.loss == "ce" else (
-            "official" if src is not None else "resized"), "view_interpolation": src.interpolation if src else None})
-        grads = gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress,
-                              AMP_DTYPES.get(amp), src)
+        self._last.update(
+            {
+                "selection_amp_used": amp,
+                "views_used": None if self.loss == "ce" else ("official" if src is not None else "resized"),
+                "view_interpolation": src.interpolation if src else None,
+            }
+        )
+        grads = gradient_pass(
+            backbone, sites, dataset, self, normalize_kind, batch_size, progress, AMP_DTYPES.get(amp), src
+        )
         if src is not None:
             self._last["source_sizes"] = src.size_range()
         if self.amp_compare and amp != "none":
-            reference = self.select(backbone, gradient_pass(backbone, sites, dataset, self, normalize_kind,
-                                                            batch_size, progress, None, src))
+            reference = self.select(
+                backbone, gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress, None, src)
+            )
             self._last["amp_rows_differing"] = rows_differing(backbone, reference, self.select(backbone, grads))
         return grads
 
@@ -255,7 +273,7 @@ class GPSConfig(SelectorConfig):
             start = 0
             for n, m in sites.items():
                 size = m.weight.numel()
-                out[n] = torch.nonzero(keep[start:start + size]).flatten().to(m.weight.device)
+                out[n] = torch.nonzero(keep[start : start + size]).flatten().to(m.weight.device)
                 start += size
             return out
         tied = 0
@@ -290,12 +308,18 @@ class GPSConfig(SelectorConfig):
             m.weight.requires_grad_(False)
             if isinstance(m, nn.Linear):  # x in the output's dtype: under autocast the layer computes in bf16/fp16
                 backbone.register_module_hook(
-                    m, post=lambda x, y, sv=sv, o=m.out_features: y + SparseDelta.apply(
-                        x.to(y.dtype), sv.gps_values, sv.rows, sv.cols, o))
+                    m,
+                    post=lambda x, y, sv=sv, o=m.out_features: (
+                        y + SparseDelta.apply(x.to(y.dtype), sv.gps_values, sv.rows, sv.cols, o)
+                    ),
+                )
             else:
                 backbone.register_module_hook(
-                    m, post=lambda x, y, sv=sv, m=m: y + F.conv2d(x, sv.dense(m.weight), None, m.stride, m.padding,
-                                                                  m.dilation, m.groups))
+                    m,
+                    post=lambda x, y, sv=sv, m=m: (
+                        y + F.conv2d(x, sv.dense(m.weight), None, m.stride, m.padding, m.dilation, m.groups)
+                    ),
+                )
         backbone.extras["gps"] = modules
         backbone.selector = self
         for p in fully_trained(backbone, self.train_fully):
@@ -322,7 +346,7 @@ def selection_from_state(backbone, state: dict[str, torch.Tensor]) -> dict[str, 
     out = {}
     for k, v in state.items():
         if k.startswith("extras.gps.") and k.endswith(".gps_index"):
-            key = k[len("extras.gps."):-len(".gps_index")]
+            key = k[len("extras.gps.") : -len(".gps_index")]
             m = _find(sites, key)
             out[next(n for n, s in sites.items() if s is m)] = v
     return out
@@ -387,8 +411,17 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -mean_log_prob_pos.mean()  # temperature / base_temperature = 1
 
 
-def gradient_pass(backbone, sites, dataset, cfg: GPSConfig, normalize_kind, batch_size, progress, amp=None,
-                  source: SourceImages | None = None):
+def gradient_pass(
+    backbone,
+    sites,
+    dataset,
+    cfg: GPSConfig,
+    normalize_kind,
+    batch_size,
+    progress,
+    amp=None,
+    source: SourceImages | None = None,
+):
     """|gradient| of every site's weight, summed over one pass over the training data (``cfg.loss``; drop-path
     active, as the authors). ``amp``: the autocast dtype of the forward pass and the loss, without loss scaling
     (None: fp32); ``source``: the split at source size, for the authors' views (None: ``cfg.views=resized``)."""

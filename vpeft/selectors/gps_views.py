@@ -20,12 +20,14 @@ def two_views(images_u8: torch.Tensor, size) -> torch.Tensor:
     selections (and results) recorded before the batched version existed."""
     from torchvision.transforms import v2
 
-    aug = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-    ])
+    aug = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+        ]
+    )
     return torch.stack([torch.stack([aug(img) for img in images_u8]) for _ in range(2)], 1)
 
 
@@ -80,7 +82,7 @@ class SourceImages:
         """``(images, labels)``: lists of decoded images (on the CPU) and their labels, ``batch_size`` entries
         at a time in ``order`` (entries that fail to decode under ``skip_bad`` are left out)."""
         stop = len(self) - len(self) % batch_size if drop_last else len(self)
-        index = [order[i:i + batch_size].tolist() for i in range(0, stop, batch_size)]
+        index = [order[i : i + batch_size].tolist() for i in range(0, stop, batch_size)]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             pending = [pool.submit(self._decode, self.entries[j]) for j in index[0]] if index else []
             for b, idx in enumerate(index):
@@ -102,8 +104,9 @@ class SourceImages:
         return None if self.smallest is None else self.smallest.tolist() + self.largest.tolist()
 
 
-def official_views(images: list[torch.Tensor], size, generator: torch.Generator, interpolation: str = "bicubic",
-                   device=None, pool=None) -> torch.Tensor:
+def official_views(
+    images: list[torch.Tensor], size, generator: torch.Generator, interpolation: str = "bicubic", device=None, pool=None
+) -> torch.Tensor:
     """The authors' two views (``TwoCropTransform(transforms_contrastaug_train)``) of every image, each at its own
     size, uint8 ``B x 2 x 3 x h x w`` on ``device``: timm's ``RandomResizedCropAndInterpolation`` (scale 0.08-1,
     ratio 3/4-4/3; its rule is torchvision's, drawn by :func:`vpeft.data.augment.crop_boxes`), the crop resized by
@@ -125,9 +128,12 @@ def official_views(images: list[torch.Tensor], size, generator: torch.Generator,
     for img in images:
         boxes = crop_boxes(2, img.shape[-2], img.shape[-1], generator).tolist()
         flips = (torch.rand(2, generator=generator) < 0.5).tolist()
-        cubic = [interpolation == "bicubic"] * 2 if interpolation != "random" else (
-            torch.rand(2, generator=generator) < 0.5).tolist()
-        jobs += [(img[:, top:top + h, left:left + w], c, f) for (top, left, h, w), c, f in zip(boxes, cubic, flips)]
+        cubic = (
+            [interpolation == "bicubic"] * 2
+            if interpolation != "random"
+            else (torch.rand(2, generator=generator) < 0.5).tolist()
+        )
+        jobs += [(img[:, top : top + h, left : left + w], c, f) for (top, left, h, w), c, f in zip(boxes, cubic, flips)]
 
     def resize(job):
         crop, bicubic, flip = job

@@ -11,6 +11,7 @@ def _less(a: float, b: float) -> bool:
 
 def _legacy_heapsort(v: list, t: list, lo: int, n: int) -> None:
     """numpy's ``aheapsort_`` of ``t[lo:lo + n]`` (indices into ``v``), in place."""
+
     def get(i):
         return t[lo + i - 1]  # numpy's heap is indexed from 1
 

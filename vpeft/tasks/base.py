@@ -12,8 +12,9 @@ normalised float32 after :meth:`Task.prepare`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -82,13 +83,19 @@ class TaskConfig(BaseConfig):
     def check(self, data_format: str, objective: Any) -> None:
         """Fail with a :class:`ConfigError` unless this task reads ``data_format`` and ``objective`` trains it."""
         if data_format in FORMATS and self.labels not in layout(data_format).label_kinds:
-            raise ConfigError(f"task {self.name!r} reads {self.labels} labels, which data format {data_format!r} "
-                              f"does not hold; formats it reads: {', '.join(self.formats())}")
+            raise ConfigError(
+                f"task {self.name!r} reads {self.labels} labels, which data format {data_format!r} "
+                f"does not hold; formats it reads: {', '.join(self.formats())}"
+            )
         serves = getattr(type(objective), "tasks", None)
         if (self.objectives is not None and objective.name not in self.objectives) or (
-                serves is not None and self.name not in serves):
-            takes = (f"it trains with {', '.join(map(repr, self.objectives))}" if self.objectives is not None
-                     else f"objective {objective.name!r} serves {', '.join(map(repr, serves))}")
+            serves is not None and self.name not in serves
+        ):
+            takes = (
+                f"it trains with {', '.join(map(repr, self.objectives))}"
+                if self.objectives is not None
+                else f"objective {objective.name!r} serves {', '.join(map(repr, serves))}"
+            )
             raise ConfigError(f"objective {objective.name!r} does not train task {self.name!r}: {takes}")
 
     def num_outputs(self, data, splits: list[str]) -> int:
@@ -96,8 +103,10 @@ class TaskConfig(BaseConfig):
         if self.outputs is None:
             raise NotImplementedError(f"task {self.name!r} sets no 'outputs' and does not read them from the data")
         if data.num_classes is not None:
-            raise ConfigError(f"data option 'num_classes' is for classification; task {self.name!r} has a head of "
-                              f"{self.outputs} output(s): leave it unset")
+            raise ConfigError(
+                f"data option 'num_classes' is for classification; task {self.name!r} has a head of "
+                f"{self.outputs} output(s): leave it unset"
+            )
         return self.outputs
 
     def log_key(self, split: str) -> str:
@@ -108,8 +117,9 @@ class TaskConfig(BaseConfig):
         """Whether ``value`` of the primary metric beats ``best`` (null: nothing yet); equal is not better."""
         return best is None or (value > best if self.higher_is_better else value < best)
 
-    def build(self, normalize: str = "inception", augment: str = "none",
-              size: Optional[tuple[int, int]] = None) -> "Task":
+    def build(
+        self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None
+    ) -> Task:
         """The task a run uses: images normalised by ``normalize`` (``inception`` or ``imagenet``) and, in training,
         augmented by ``augment`` to ``size``."""
         raise NotImplementedError
@@ -125,8 +135,13 @@ class Task:
         size: The model's input size, which augmentation crops to.
     """
 
-    def __init__(self, cfg: TaskConfig, normalize: str = "inception", augment: str = "none",
-                 size: Optional[tuple[int, int]] = None):
+    def __init__(
+        self,
+        cfg: TaskConfig,
+        normalize: str = "inception",
+        augment: str = "none",
+        size: Optional[tuple[int, int]] = None,
+    ):
         self.cfg, self.normalize, self.augment, self.size = cfg, normalize, augment, size
         self._augment_images = None
         if augment != "none":

@@ -66,8 +66,9 @@ class ClassifyConfig(TaskConfig):
             warnings.warn(f"{data.root}: the data has {n} classes where VTAB-1K's {name} has {canonical}; using {n}")
         return n
 
-    def build(self, normalize: str = "inception", augment: str = "none",
-              size: Optional[tuple[int, int]] = None) -> "ClassifyTask":
+    def build(
+        self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None
+    ) -> ClassifyTask:
         return ClassifyTask(self, normalize, augment, size)
 
 
@@ -82,5 +83,9 @@ class ClassifyTask(Task):
         return Accuracy()
 
     def result_keys(self, test: Metric, val: Optional[dict]) -> dict:
-        return {"test_acc": test.compute()["accuracy"], "test_correct": test.correct, "test_total": test.total,
-                "val_acc": val["accuracy"] if val is not None else None}
+        return {
+            "test_acc": test.compute()["accuracy"],
+            "test_correct": test.correct,
+            "test_total": test.total,
+            "val_acc": val["accuracy"] if val is not None else None,
+        }

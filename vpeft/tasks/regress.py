@@ -52,8 +52,12 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
     """``pearson``, ``spearman``, ``mae`` and ``mse`` of predictions against targets."""
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     err = pred - target
-    return {"pearson": pearson(pred, target), "spearman": spearman(pred, target),
-            "mae": float(np.abs(err).mean()), "mse": float((err * err).mean())}
+    return {
+        "pearson": pearson(pred, target),
+        "spearman": spearman(pred, target),
+        "mae": float(np.abs(err).mean()),
+        "mse": float((err * err).mean()),
+    }
 
 
 class RegressionMetric(Metric):
@@ -120,8 +124,9 @@ class RegressConfig(TaskConfig):
     def higher_is_better(self) -> bool:
         return self.primary not in LOWER_IS_BETTER
 
-    def build(self, normalize: str = "inception", augment: str = "none",
-              size: Optional[tuple[int, int]] = None) -> "RegressTask":
+    def build(
+        self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None
+    ) -> RegressTask:
         return RegressTask(self, normalize, augment, size)
 
 

@@ -47,8 +47,10 @@ def csv_classes(root: str | Path) -> list[str] | None:
             raise DataError(f"{f}:{line}: the label is empty")
     if numbers:
         name, num = next(r for r in rows if not _is_number(r[3])), numbers[0]
-        raise DataError(f"{name[0]}:{name[1]}: label {name[3]!r} is a class name, but {num[0]}:{num[1]} has the "
-                        f"number {num[3]!r}: give every label as a class name or every one as an integer")
+        raise DataError(
+            f"{name[0]}:{name[1]}: label {name[3]!r} is a class name, but {num[0]}:{num[1]} has the "
+            f"number {num[3]!r}: give every label as a class name or every one as an integer"
+        )
     return sorted({r[3] for r in rows})
 
 
@@ -59,8 +61,9 @@ class Csv(Layout):
     markers = ("train.csv", "test.csv")
     label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
-                labels: str = "int") -> tuple[list[Entry], Path]:
+    def entries(
+        self, root: Path, split: str, shot: int = 16, seed: int = 0, labels: str = "int"
+    ) -> tuple[list[Entry], Path]:
         f = root / f"{split}.csv"
         if not f.is_file():
             raise DataError(f"missing split file {f}")
@@ -74,8 +77,10 @@ class Csv(Layout):
             elif text in index:
                 out.append(Entry(path, index[text], i, f))
             else:
-                raise DataError(f"{f}:{i}: label {text!r} is not a class of {', '.join(n + '.csv' for n in NAMED_FROM)}"
-                                f" (classes: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})")
+                raise DataError(
+                    f"{f}:{i}: label {text!r} is not a class of {', '.join(n + '.csv' for n in NAMED_FROM)}"
+                    f" (classes: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+                )
         if not out:
             raise DataError(f"{f} has no entries")
         return out, root

@@ -19,10 +19,14 @@ class Fewshot(Layout):
     markers = ("annotations",)
     label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
-                labels: str = "int") -> tuple[list[Entry], Path]:
-        name = {"train": f"train_meta.list.num_shot_{shot}.seed_{seed}", "val": "val_meta.list",
-                "test": "test_meta.list"}.get(split)
+    def entries(
+        self, root: Path, split: str, shot: int = 16, seed: int = 0, labels: str = "int"
+    ) -> tuple[list[Entry], Path]:
+        name = {
+            "train": f"train_meta.list.num_shot_{shot}.seed_{seed}",
+            "val": "val_meta.list",
+            "test": "test_meta.list",
+        }.get(split)
         if name is None:
             raise DataError(f"few-shot splits are train, val and test, not {split!r}")
         f = root / "annotations" / name

@@ -135,18 +135,26 @@ class Folder(Layout):
     markers = ("train", "test")
     splits_itself = True
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
-                fractions: tuple[float, ...] = SPLIT_FRACTIONS, split_seed: int = 0) -> tuple[list[Entry], Path]:
+    def entries(
+        self,
+        root: Path,
+        split: str,
+        shot: int = 16,
+        seed: int = 0,
+        fractions: tuple[float, ...] = SPLIT_FRACTIONS,
+        split_seed: int = 0,
+    ) -> tuple[list[Entry], Path]:
         classes = folder_classes(root)
         if not has_split_folders(root):
             if split not in SPLITS:
-                raise DataError(f"{root} has no split folders: vpeft splits it into {', '.join(SPLITS)}, not "
-                                f"{split!r}")
+                raise DataError(f"{root} has no split folders: vpeft splits it into {', '.join(SPLITS)}, not {split!r}")
             out = auto_split(root, fractions, split_seed)[split]
             if not out:
                 shares = ", ".join(f"{s} {f:g}" for s, f in zip(SPLITS, fractions))
-                raise DataError(f"{root}: the split vpeft made of its class folders has no {split} images "
-                                f"(data.split_fractions: {shares}; {len(classes)} class folder(s))")
+                raise DataError(
+                    f"{root}: the split vpeft made of its class folders has no {split} images "
+                    f"(data.split_fractions: {shares}; {len(classes)} class folder(s))"
+                )
             return out, root
         d = root / split
         if not d.is_dir():

@@ -22,8 +22,9 @@ class Vtab1k(Layout):
     required = ("train800val200", "test")
     label_kinds = ("int", "float")
 
-    def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0,
-                labels: str = "int") -> tuple[list[Entry], Path]:
+    def entries(
+        self, root: Path, split: str, shot: int = 16, seed: int = 0, labels: str = "int"
+    ) -> tuple[list[Entry], Path]:
         return read_list(root, split, labels), root
 
     def looks_like(self, root: Path) -> bool:
