@@ -1,0 +1,102 @@
+"""Every command the README shows: each one parses with vpeft's own argument parser, and each runs here, on tiny data,
+in this file or in the test named for it, or is listed with the reason it cannot run on this machine."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from vpeft.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """Every ``vpeft`` command line in the README's bash blocks (continuations joined, comments cut)."""
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            line = re.sub(r"\s+", " ", line)
+            if line.startswith("vpeft ") or " -m vpeft " in line:
+                out.append(line)
+    return out
+
+
+#: Commands that run in another test, by test.
+ELSEWHERE = {
+    "tests/test_predict.py::test_readme_practitioner_path_runs_as_written": [
+        "vpeft train --data my_images",
+        "vpeft eval --run runs/mine",
+        "vpeft merge --run runs/mine",
+        "vpeft predict --run runs/mine",
+        "vpeft predict --merged mine.safetensors",
+        "vpeft export --run runs/mine",
+    ],
+    "tests/test_practitioner.py::test_the_readme_bench_examples_plan_cleanly (planned and checked, --dry-run)": [
+        "vpeft bench run --suite synth --method linear",
+        "vpeft bench run benchmarks/experiments/mini_vtab_idat.yaml",
+    ],
+    "tests/test_bench.py::test_ddp_two_processes_match_one (two gloo processes)": ["torchrun --nproc_per_node 2"],
+    "tests/test_measure.py (the same measurement on tiny backbones)": [
+        "vpeft measure --backbone vit_base_patch16_224 --method linear --method bitfit"
+    ],
+    "tests/test_bench.py::test_bench_cli_status_report_and_recipes (status and report on a finished sweep)": [
+        "vpeft bench status results/x",
+        "vpeft report results/s --compare",
+        "vpeft report results/s results/s-lr",
+    ],
+}
+#: Commands that cannot run on this machine, with the reason.
+CANNOT = {
+    "vpeft measure --backbone vit_base_patch16_224 --method lora --device cuda": "needs a CUDA device",
+    "vpeft bench run --suite vtab1k --recipe gist": "needs the VTAB-1K data and the ViT-B/16 checkpoint",
+    "vpeft bench run exp.yaml": "needs a running Ray cluster (--ray-address auto) and a GPU per run",
+    "vpeft train ... --out runs/count-bitfit --resume": "'...' stands for the options of the train command above it",
+}
+#: Run here, on a fresh folder, in this order; ``--epochs 10`` runs as 1 epoch to keep the suite fast.
+HERE = [
+    "vpeft data synth --out data/ --tasks count",
+    "vpeft train --data data/count",
+    "vpeft eval --run runs/count-bitfit",
+    "vpeft list methods",
+    "vpeft list formats",
+]
+
+
+def _where(cmd: str) -> str | None:
+    for test, prefixes in ELSEWHERE.items():
+        if any(cmd.startswith(p) for p in prefixes):
+            return test
+    if any(cmd.startswith(p) for p in list(CANNOT) + HERE):
+        return "here"
+    return None
+
+
+def test_every_readme_command_is_run_somewhere_or_said_why_not():
+    cmds = readme_commands()
+    assert len(cmds) >= 20
+    unplaced = [c for c in cmds if _where(c) is None]
+    assert not unplaced, f"README commands no test runs and no reason excuses: {unplaced}"
+
+
+@pytest.mark.parametrize("cmd", [c for c in readme_commands() if c.startswith("vpeft ") and "..." not in c])
+def test_every_readme_command_parses(cmd):
+    argv = shlex.split(cmd)[1:]
+    args = build_parser().parse_args(argv)  # an unknown flag or a renamed command exits here
+    assert args is not None
+
+
+def test_the_first_use_block_runs_here(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for prefix in HERE:
+        cmd = next(c for c in readme_commands() if c.startswith(prefix))
+        argv = shlex.split(cmd.replace("--epochs 10", "--epochs 1"))[1:]
+        assert main(argv + (["--no-progress"] if argv[0] == "train" else [])) == 0, cmd
+    out = capsys.readouterr().out
+    assert "bitfit" in out and "vtab1k" in out
+    assert (tmp_path / "runs" / "count-bitfit" / "result.json").is_file()
