@@ -289,3 +289,52 @@ def test_tune_follows_the_direction_of_the_primary_metric():
     assert [(r["grid"], r["test_mae"]) for r in kept] == [("lr=0.01", 0.6)]  # lowest val, the first of equals
     with pytest.raises(ConfigError, match="cannot select on val_mae"):
         tune([rec("a", None, 0.5), rec("b", 0.1, 0.5)])
+
+
+# ---- the task reaches every door: the CLI, sweeps, and selectors that cannot serve it -------------------------------
+def test_vpeft_train_takes_a_task(data, tmp_path, capsys):
+    from conftest import TINY
+
+    from vpeft.cli import main
+
+    argv = [
+        "train",
+        "--data",
+        str(data["float"]),
+        "--backbone",
+        TINY,
+        "--method",
+        "bitfit",
+        "--task",
+        "regress:primary=mae",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-progress",
+        "data.train_split=val200",
+    ]
+    assert main(argv) == 0
+    r = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert r["primary_metric"] == "mae" and r["higher_is_better"] is False and r["objective"] == "mse"
+
+
+def test_a_sweep_names_its_task_and_an_entry_its_own(data, tmp_path):
+    from vpeft.bench.experiment import expand, load_experiment
+
+    exp = load_experiment(
+        {
+            "suite": "tasks",
+            "tasks": [str(data["float"])],
+            "task": "regress",
+            "methods": ["linear", {"label": "mae", "method": "bitfit", "task": "regress:primary=mae"}],
+        }
+    )
+    runs = {r.label: r.config["task"] for r in expand(exp, tmp_path)}
+    assert runs == {"linear": {"name": "regress", "primary": "pearson"}, "mae": {"name": "regress", "primary": "mae"}}
+
+
+def test_gps_by_gradient_refuses_real_valued_targets():
+    with pytest.raises(ConfigError, match="selector 'gps' with criterion 'gradient' .* task 'regress' has real-valued"):
+        RunConfig.from_dict({"task": "regress", "selector": "gps"})
+    RunConfig.from_dict({"task": "regress", "selector": "gps:criterion=magnitude"})  # needs no loss: fine

@@ -69,7 +69,7 @@ def _add_train(sub):
     )
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="dotted config overrides")
     p.add_argument("--config", help="run config YAML (sections backbone, method, objective, data, train)")
-    p.add_argument("--data", help="task folder (train800.txt, val200.txt, train800val200.txt, test.txt)")
+    p.add_argument("--data", help="data folder: a task in any layout (vpeft list formats) or a folder of class folders")
     p.add_argument("--backbone", help="timm model name[:key=value,...]")
     p.add_argument("--checkpoint", help="backbone weights: .npz, .safetensors or .pth")
     p.add_argument("--pretrained", action="store_true", help="download timm hub weights (needs network)")
@@ -78,6 +78,7 @@ def _add_train(sub):
     p.add_argument("--method", help="method spec, name[:key=value,...] (see 'vpeft list methods')")
     p.add_argument("--objective", help="objective spec (see 'vpeft list objectives')")
     p.add_argument("--selector", help="selector spec, e.g. gps:k=1 (see 'vpeft list selectors')")
+    p.add_argument("--task", help="task spec: classify (default), regress, ... (see 'vpeft list tasks')")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -118,7 +119,7 @@ def _train_config(args):
         sec("backbone")["pool"] = args.pool
     if args.skip_bad:
         sec("data")["skip_bad"] = True
-    for flag in ("method", "objective", "selector"):
+    for flag in ("method", "objective", "selector", "task"):
         value = getattr(args, flag)
         if value:
             name, kwargs = parse_spec(value)

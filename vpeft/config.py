@@ -323,6 +323,8 @@ class RunConfig(BaseConfig):
         )
         kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
         kwargs["task"].check(kwargs["data"].format, kwargs["objective"])
+        if kwargs["selector"] is not None:
+            kwargs["selector"].check_task(kwargs["task"])
         return cls(**kwargs)
 
     def to_dict(self) -> dict:

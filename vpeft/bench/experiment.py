@@ -53,6 +53,7 @@ TOP_KEYS = (
     "data_root",
     "tasks",
     "recipe",
+    "task",
     "backbone",
     "data",
     "train",
@@ -62,7 +63,7 @@ TOP_KEYS = (
     "compare",
     "about",
 )
-ENTRY_KEYS = ("label", "method", "objective", "selector", "preset", "backbone", "data", "train", "grid")
+ENTRY_KEYS = ("label", "method", "objective", "selector", "task", "preset", "backbone", "data", "train", "grid")
 
 
 @dataclass
@@ -96,6 +97,8 @@ class Experiment:
     source: str = "<dict>"
     #: ``backbone`` / ``data`` / ``train`` values from the command line: the last layer, over entries and grid.
     overrides: dict = field(default_factory=dict)
+    #: The task of every run (a spec, ``regress`` or ``{name: regress, primary: mae}``); an entry may name its own.
+    task: Any = None
 
 
 def list_recipes() -> dict[str, str]:
@@ -237,6 +240,7 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
         compare=compare,
         source=where,
         overrides=overrides,
+        task=data.get("task"),
     )
 
 
@@ -346,7 +350,9 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                     data = _deep_merge(data, {k: v for k, v in recipe.items() if k in ("backbone", "data", "train")})
                     data = _deep_merge(data, exp.base)
                     data = _deep_merge(data, {k: entry[k] for k in ("backbone", "data", "train") if k in entry})
-                    for k in ("method", "objective", "selector"):
+                    if exp.task is not None:
+                        data["task"] = copy.deepcopy(exp.task)
+                    for k in ("method", "objective", "selector", "task"):
                         if entry.get(k) is not None:
                             data[k] = copy.deepcopy(entry[k])
                     _apply_plugin_options(data, recipe.get("options") or {})

@@ -39,6 +39,10 @@ class SelectorConfig(BaseConfig):
     #: Overrides the registry-parametrised tests use (e.g. a selection that needs no data).
     test_overrides: ClassVar[dict] = {}
 
+    def check_task(self, task) -> None:
+        """Fail with a :class:`~vpeft.errors.ConfigError` if the selection cannot serve ``task`` (a
+        :class:`~vpeft.tasks.base.TaskConfig`), e.g. when its pass computes a loss that needs class labels."""
+
     def prepare(
         self,
         model,

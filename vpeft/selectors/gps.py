@@ -173,6 +173,13 @@ class GPSConfig(SelectorConfig):
     #: What the registry-parametrised tests use: a selection that needs no data.
     test_overrides: ClassVar[dict] = {"criterion": "magnitude"}
 
+    def check_task(self, task) -> None:
+        if self.criterion == "gradient" and task.labels == "float":
+            raise ConfigError(
+                f"selector 'gps' with criterion 'gradient' scores weights by a classification loss over class labels; "
+                f"task {task.name!r} has real-valued targets (use criterion=magnitude or random)"
+            )
+
     def __post_init__(self):
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
