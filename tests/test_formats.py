@@ -76,6 +76,9 @@ def _sample(root, name):
         for s, n in SPLITS.items():
             for c in ("cat", "dog", "eel"):
                 _images(root / s / c, [f"{i}.png" for i in range(n // 3)])
+    elif name == "lists":
+        for s, r in rows.items():
+            (root / f"{s}.txt").write_text("".join(f"{p} {y}\n" for p, y in r))
     elif name == "csv":
         for s, r in rows.items():
             (root / f"{s}.csv").write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in r))
@@ -98,7 +101,7 @@ def tsv_plugin(tmp_path, monkeypatch):
 
 
 def test_the_builtin_formats_are_registered():
-    assert FORMATS.names() == ["csv", "fewshot", "fgvc", "folder", "vtab1k"]
+    assert FORMATS.names() == ["csv", "fewshot", "fgvc", "folder", "lists", "vtab1k"]
     assert layout("vtab1k").splits == ("train800val200", "train800", "val200", "test")
     assert [layout(n).augment for n in ("vtab1k", "fgvc", "fewshot")] == ["none", "crop_flip", "crop_flip_randaug"]
 
@@ -139,7 +142,7 @@ def test_an_unknown_format_names_the_registered_ones(tmp_path, capsys):
     ):
         DataConfig(format="fvgc")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "data.format=tvs"]) == 2
-    assert "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'vtab1k', got 'tvs'" in capsys.readouterr().err
+    assert "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'vtab1k', got 'tvs'" in capsys.readouterr().err
 
 
 def test_a_format_plugin_trains_end_to_end(tmp_path, tsv_plugin, capsys):

@@ -24,6 +24,7 @@ from .data.entries import layout
 from .data.sources import load, resolve_splits
 from .data.synth import REGRESSION_TASKS, generate
 from .data.synth import TASKS as SYNTH_TASKS
+from .data.synth_dg import generate_dg
 from .demo import run_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
@@ -36,6 +37,7 @@ from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
+from .targets import Target, evaluate_target, target_data
 from .version import __version__
 from .zoo import ZOO
 
@@ -181,10 +183,37 @@ def _print_result(result: dict, out, selector=None) -> None:
         print(f"warning:    {w}")
 
 
+def _eval_targets(args, model, objective, cfg, num_classes) -> int:
+    """``vpeft eval --target NAME=ROOT[,classes=all]``: a finished run on other test sets (domain generalisation)."""
+    size = (cfg.data.img_size,) * 2 if cfg.data.img_size else model.input_size
+    task = cfg.task.build(cfg.data.normalize, "none", size)
+    for text in args.target:
+        name, eq, rest = text.partition("=")
+        if not eq or not name or not rest:
+            raise ConfigError(f"--target {text!r}: write NAME=FOLDER or NAME=FOLDER,classes=all")
+        root, *opts = rest.split(",")
+        spec = {"root": root, **dict(o.split("=", 1) for o in opts if "=" in o)}
+        t = Target.parse(name, spec)
+        target_data(cfg.data, t)
+        r = evaluate_target(
+            model, objective, task, cfg.data, t, size, num_classes, cfg.train.eval_batch_size or 64, args.device
+        )
+        if args.json:
+            print(json.dumps({"target": name, **r}))
+        else:
+            print(
+                f"{name}: {r['accuracy']:.2f}% ({r['classes']}; all classes {r['accuracy_all']:.2f}%, present "
+                f"{r['accuracy_present']:.2f}%, {r['images']} images, {r['classes_present']} classes present)"
+            )
+    return 0
+
+
 def cmd_eval(args) -> int:
     import torch
 
     model, objective, cfg, num_classes = load_run(args.run, device=args.device)
+    if args.target:
+        return _eval_targets(args, model, objective, cfg, num_classes)
     root = args.data or cfg.data.root
     test_split = resolve_splits(cfg.data, cfg.train.select)[2]
     split = args.split or test_split
@@ -372,10 +401,22 @@ def cmd_data(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    return 0 if check(args.root, args.suite, args.shot, args.seed) else 1
+    options = apply_overrides({"data": {}}, args.overrides)["data"] if args.overrides else None
+    bad = [o for o in args.overrides if not o.startswith("data.")]
+    if bad:
+        raise ConfigError(f"vpeft data check takes data.KEY=VALUE options only, got {', '.join(bad)}")
+    return 0 if check(args.root, args.suite, args.shot, args.seed, options=options) else 1
 
 
 def cmd_data_synth(args) -> int:
+    if args.suite == "dg":
+        if args.tasks:
+            raise ConfigError("--tasks names tasks of the default suite; --suite dg writes its own source and targets")
+        suite = generate_dg(Path(args.out) / "dg", seed=args.seed, size=args.size, n_test=args.n_test)
+        print(Path(args.out) / "dg" / "source")
+        for t in suite["targets"].values():
+            print(Path(args.out) / "dg" / t["folder"])
+        return 0
     known = [*SYNTH_TASKS, *REGRESSION_TASKS]
     unknown = [t for t in args.tasks or [] if t not in known]
     if unknown:
@@ -500,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="list file stem (default: the run's test split)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME=FOLDER[,classes=all]",
+        help="evaluate on another test set instead (a target domain; repeat for several)",
+    )
 
     m = sub.add_parser("measure", help="parameters, training memory, step and inference time, random weights")
     m.add_argument("--backbone", required=True, help="timm model name[:key=value,...]")
@@ -588,6 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, default=32, help="image side in pixels")
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
+    s.add_argument(
+        "--suite",
+        choices=["tasks", "dg"],
+        default="tasks",
+        help="tasks: the six VTAB-1K-layout tasks (and disc_size); dg: a source task and four shifted "
+        "target domains over 128 classes, one of them covering a subset (under OUT/dg)",
+    )
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")
     c.add_argument(
@@ -599,6 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--shot", type=int, default=16, help="few-shot: shots of the training list to check")
     c.add_argument("--seed", type=int, default=0, help="few-shot: seed of the training list to check")
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="a layout's data option, as a run names it; repeat for several (lists: --set data.lists_root=lists)",
+    )
     return parser
 
 

@@ -63,13 +63,22 @@ class DataConfig(BaseConfig):
         root: The task folder (for ``vtab1k``: ``train800.txt``, ``val200.txt``, ``train800val200.txt``, ``test.txt``
             with lines ``<relative path> <label>``).
         format: Layout, a name registered in ``FORMATS``: ``vtab1k``, ``fgvc`` (VPT's JSON splits), ``fewshot``
-            (NOAH's lists), ``folder`` (``<split>/<class>/<image>``, or a plain folder of class folders,
-            ``<class>/<image>``, split by vpeft) or ``csv`` (``<split>.csv`` with columns path, label: integers or
-            class names), or one from a plug-in; ``auto`` (default) picks it by what ``root`` holds (``vtab1k`` when
-            it is a VTAB-1K task folder, when nothing else fits and when no root is given) and records the one it
-            picked.
-        shot: Shots per class of a ``fewshot`` training list.
-        fewshot_seed: Seed of a ``fewshot`` training list.
+            (NOAH's lists), ``lists`` (``<path> <label>`` list files with their own list and image roots),
+            ``folder`` (``<split>/<class>/<image>``, or a plain folder of class folders, ``<class>/<image>``, split by
+            vpeft) or ``csv`` (``<split>.csv`` with columns path, label: integers or class names), or one from a
+            plug-in; ``auto`` (default) picks it by what ``root`` holds (``vtab1k`` when it is a VTAB-1K task
+            folder, when nothing else fits and when no root is given; ``lists`` where one of its options below is
+            set) and records the one it picked.
+        shot: Shots per class of a ``fewshot`` training list (``lists``: ``{shot}`` in a list file name).
+        fewshot_seed: Seed of a ``fewshot`` training list (``lists``: ``{seed}`` in a list file name).
+        lists_root: ``lists``: the folder of the list files, relative to ``root`` (or absolute); null: ``root``.
+        image_root: ``lists``: the folder the listed image paths are relative to, relative to ``root`` (or
+            absolute); null: ``root``.
+        image_roots: ``lists``: split -> image folder where a split's images live apart (ImageNet's ``train`` and
+            ``val``), relative to ``root`` (or absolute); a split not named here uses ``image_root``.
+        lists: ``lists``: split -> list file name under ``lists_root``, where ``{shot}`` and ``{seed}`` stand for
+            ``shot`` and ``fewshot_seed`` (NOAH's ``train_meta.list.num_shot_{shot}.seed_{seed}``); a split not
+            named here is ``<split>.txt``.
         augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
             FGVC), ``crop_flip_randaug`` (plus RandAugment, few-shot); null picks by format (none for vtab1k, folder,
             csv). With augmentation, images are decoded at size / 0.875 and tested on the centre crop.
@@ -90,12 +99,21 @@ class DataConfig(BaseConfig):
         strict_labels: Where nothing declares the classes (no ``classes.txt``, ``num_classes``, class names or
             canonical VTAB-1K count), labels with no training example (a gap, or a label far out of range that
             makes the head larger) are an error naming them; false: a warning.
+        extra_tests: Target domains evaluated after training (domain generalisation), by name: a task folder, or a
+            mapping with ``root``, ``split`` (default ``test``), ``format`` (default ``auto``) and ``classes``:
+            ``present`` (default: the argmax over the classes the target's list holds, the official protocol of
+            ImageNet-A and -R) or ``all`` (over every class, as NOAH's and DTL's code; warned). Both accuracies are
+            recorded in ``result.json``'s ``tests``.
     """
 
     root: Optional[str] = None
     format: str = "auto"
     shot: int = 16
     fewshot_seed: int = 0
+    lists_root: Optional[str] = None
+    image_root: Optional[str] = None
+    image_roots: dict = field(default_factory=dict)
+    lists: dict = field(default_factory=dict)
     augment: Optional[Literal["none", "crop_flip", "crop_flip_randaug"]] = None
     train_split: Optional[str] = None
     val_split: Optional[str] = None
@@ -107,6 +125,7 @@ class DataConfig(BaseConfig):
     split_fractions: tuple[float, ...] = SPLIT_FRACTIONS
     split_seed: int = 0
     strict_labels: bool = True
+    extra_tests: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.format != "auto" and self.format not in FORMATS:
@@ -122,8 +141,26 @@ class DataConfig(BaseConfig):
                 f"data option 'split_fractions': expected three shares train, val, test that add up to "
                 f"1, train and test above 0 (e.g. 0.8,0.1,0.1), got {','.join(map(str, fr))}"
             )
-        if self.format == "auto":  # resolved at once, so every config (and record) names a registered layout
+        for name in ("image_roots", "lists"):
+            bad = {k: v for k, v in getattr(self, name).items() if not isinstance(v, str) or not v}
+            if bad:
+                raise ConfigError(
+                    f"data option {name!r}: expected split -> {'folder' if name == 'image_roots' else 'file name'} "
+                    f"(strings), got {bad}"
+                )
+            setattr(self, name, {str(k): v for k, v in getattr(self, name).items()})
+        layout_set = [n for n in LISTS_OPTIONS if getattr(self, n)]
+        if self.format == "auto" and layout_set:
+            self.format = "lists"
+        elif self.format == "auto":  # resolved at once, so every config (and record) names a registered layout
             self.format = detect_format(self.root)
+        foreign = [n for n in layout_set if n not in FORMATS.get(self.format).options]
+        if foreign:
+            readers = [f for f in FORMATS.names() if foreign[0] in FORMATS.get(f).options]
+            raise ConfigError(
+                f"data option {foreign[0]!r} is not read by format {self.format!r} (formats that read it: "
+                f"{', '.join(readers)}): set data.format to one of them, or leave {', '.join(foreign)} unset"
+            )
 
 
 @dataclass(kw_only=True)
@@ -218,6 +255,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
 
 
+#: The data options of the ``lists`` format (where its list files and images are); another layout takes none of them.
+LISTS_OPTIONS = ("lists_root", "image_root", "image_roots", "lists")
 #: The largest float32: an optimizer's step size beyond it cannot be computed.
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -231,6 +270,7 @@ EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "da
 #: A plug-in's option is keyed ``(section, plug-in name, key)``, as another plug-in may have an option of that name
 #: with another default; a section added later is keyed ``(section,)``.
 ADDED_OPTIONS = {
+    ("data", "extra_tests"): {},
     ("task",): {"name": "classify"},
     ("train", "eval_every"): 1,
     ("train", "tf32"): True,
@@ -250,6 +290,10 @@ ADDED_OPTIONS = {
     ("data", "split_fractions"): list(SPLIT_FRACTIONS),
     ("data", "split_seed"): 0,
     ("data", "strict_labels"): True,
+    ("data", "lists_root"): None,
+    ("data", "image_root"): None,
+    ("data", "image_roots"): {},
+    ("data", "lists"): {},
 }
 
 

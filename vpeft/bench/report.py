@@ -96,6 +96,11 @@ def collect(root: str | Path) -> list[dict]:
             "train_seconds": r.get("train_seconds"),
             "run_dir": str(path.parent.relative_to(root)),
         }
+        if r.get("tests"):  # target domains (data.extra_tests): their accuracies, both class handlings
+            record["tests"] = {
+                k: {m: v[m] for m in ("accuracy", "accuracy_all", "accuracy_present", "classes")}
+                for k, v in r["tests"].items()
+            }
         if r.get("primary_metric", "accuracy") != "accuracy":  # a task scored by another metric than accuracy
             record.update({"primary_metric": r["primary_metric"], "higher_is_better": r.get("higher_is_better", True)})
             record.update({f"test_{k}": v for k, v in r.get("metrics", {}).items()})
@@ -294,6 +299,47 @@ def summary_table(summary: dict, tasks: list[str], spread: bool = True, metric: 
         cells.append(_fmt_params(row["params"]))
         cells.append(f"{row['memory'] / 2**20:.1f} MiB" if row["memory"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def dg_lines(records: list[dict], labels: list[str]) -> list[str]:
+    """The domain-generalisation table of runs with target domains (``data.extra_tests``): per method the source's
+    test accuracy, each target's headline accuracy and their mean over targets, each a mean over runs (seeds, list
+    seeds) ± spread; then, for targets whose two class handlings differ, the same with every class scored."""
+    recs = [r for r in records if r.get("tests")]
+    if not recs:
+        return []
+    targets = list(dict.fromkeys(t for r in recs for t in r["tests"]))
+
+    def table(key: str) -> list[str]:
+        out = [
+            "| method | source | " + " | ".join(targets) + " | targets mean |",
+            "|---|" + "---:|" * (len(targets) + 2),
+        ]
+        for label in labels:
+            runs = [r for r in recs if r["label"] == label]
+            if not runs:
+                continue
+            cells = [_cell(_ms([r["test_acc"] for r in runs]))]
+            for t in targets:
+                vals = [r["tests"][t][key] for r in runs if t in r["tests"]]
+                cells.append(_cell(_ms(vals)) if vals else "-")
+            per_run = [sum(r["tests"][t][key] for t in targets if t in r["tests"]) / len(r["tests"]) for r in runs]
+            cells.append(f"**{_cell(_ms(per_run))}**")
+            out.append(f"| `{label}` | " + " | ".join(cells) + " |")
+        return out
+
+    lines = [
+        "",
+        "## Domain generalisation",
+        "",
+        "Test accuracy (%) on the source and on each target domain (its headline: classes present in the target, "
+        "unless the run asked for all), mean over runs ± spread; the last column averages the targets per run.",
+        "",
+    ] + table("accuracy")
+    if any(v["accuracy_all"] != v["accuracy_present"] for r in recs for v in r["tests"].values()):
+        lines += ["", "Every class of the model scored (the argmax over all classes, as NOAH's and DTL's code):", ""]
+        lines += table("accuracy_all")
     return lines
 
 
@@ -643,6 +689,7 @@ def write_report(
     if failures:
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
+    lines += dg_lines(records, labels)
     if comparisons:
         lines += ["", "## Comparisons", ""] + compare_lines(comparisons, tasks, metric)
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -2,7 +2,8 @@
 report counts, classes and every problem, naming the list file and line. The layout is given (``suite``) or, with
 ``auto``, detected per folder, as training detects it (:func:`vpeft.data.entries.detect_format`): VTAB-1K lists,
 FGVC JSON, few-shot lists, CSV files and class folders (split folders, or a plain folder split as training splits
-it with the default shares and seed)."""
+it with the default shares and seed), and ``lists`` files wherever its options put them. Images with the same bytes
+in the training split and another split are counted per split (leakage: a warning)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class TaskReport:
     warnings: list[str] = field(default_factory=list)
     conversions: Counter = field(default_factory=Counter)
     train_test_duplicates: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)
+    split_classes: dict[str, int] = field(default_factory=dict)
 
 
 def _inspect(path: Path):
@@ -51,15 +54,16 @@ def _inspect(path: Path):
     return hashlib.md5(data).hexdigest(), mode, None
 
 
-def task_folders(root: str | Path, suite: str = "vtab1k") -> list[tuple[Path, str]]:
+def task_folders(root: str | Path, suite: str = "vtab1k", options: dict | None = None) -> list[tuple[Path, str]]:
     """``(folder, layout)`` of each task: ``root`` itself when it looks like a task folder of layout ``suite`` (holds
-    one of its markers), else its sub-folders that do. With ``suite="auto"``, ``root`` when some layout fits it, else
-    its sub-folders that some layout fits, each with its own; ``vtab1k`` (the command's default) falls back to that
-    where neither ``root`` nor a sub-folder holds a VTAB-1K list."""
+    one of its markers, or the layout reads ``options``, which say where its files are), else its sub-folders that
+    do. With ``suite="auto"``, ``root`` when some layout fits it, else its sub-folders that some layout fits, each
+    with its own; ``vtab1k`` (the command's default) falls back to that where neither ``root`` nor a sub-folder holds
+    a VTAB-1K list."""
     root = data_folder(root)
     if suite != "auto":
         fmt = layout(suite)
-        if fmt.looks_like(root):
+        if fmt.looks_like(root) or any((options or {}).get(k) for k in fmt.options):
             return [(root, suite)]
         tasks = sorted(p for p in root.iterdir() if p.is_dir() and fmt.looks_like(p))
         if tasks:
@@ -83,19 +87,24 @@ def _fits(root: Path) -> bool:
     return bool(detect(root)) or any(layout(n).looks_like(root) for n in FORMATS.names())
 
 
-def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0) -> TaskReport:
-    """Read every split and image of the task folder ``root`` in layout ``suite`` (``auto``: detected)."""
+def check_task(
+    root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, options: dict | None = None
+) -> TaskReport:
+    """Read every split and image of the task folder ``root`` in layout ``suite`` (``auto``: detected), with the
+    layout's data ``options`` (``lists``: where its list files and images are)."""
     suite = detect_format(root) if suite == "auto" else suite
     rep, fmt = TaskReport(root=root, suite=suite), layout(suite)
+    own = {k: v for k, v in (options or {}).items() if k in fmt.options}
     entries, image_roots = {}, {}
-    for split in fmt.check_splits:
+    for split in fmt.split_names(**own):
         try:
-            entries[split], image_roots[split] = read_entries(root, split, suite, shot, seed)
+            entries[split], image_roots[split] = read_entries(root, split, suite, shot, seed, options=own)
         except DataError as e:
             if split in fmt.required or "missing" not in str(e):
                 rep.errors.append(str(e))
             continue
         rep.counts[split] = len(entries[split])
+        rep.split_classes[split] = len({e.label for e in entries[split]})
     labels = {e.label for es in entries.values() for e in es}
     rep.classes = len(labels)
     listed = listed_classes(root)
@@ -145,15 +154,28 @@ def check_task(root: Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0)
     if shared:  # leakage: the data still trains, so a warning (with examples), not an error
         examples = ", ".join(digests["test"][d] for d in sorted(shared)[:3])
         rep.warnings.append(f"{len(shared)} test image(s) have the same bytes as a training image (e.g. {examples})")
+    # Each split against the training split (that of train.select=val; the union split, if any, holds the others).
+    train = fmt.splits[1]
+    for split in (s for s in digests if s not in (train, fmt.splits[0]) and train in digests):
+        common = set(digests[split]) & set(digests[train])
+        rep.duplicates[split] = len(common)
+        if common and split != "test":
+            examples = ", ".join(digests[split][d] for d in sorted(common)[:3])
+            rep.warnings.append(
+                f"{len(common)} image(s) of split {split!r} have the same bytes as one of {train!r} (e.g. {examples})"
+            )
     return rep
 
 
-def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, out=print) -> bool:
-    """Check every task (``suite``: its layout, or ``auto``); print a table per layout and the problems; True when
-    there is no error."""
-    reports = [check_task(t, fmt, shot, seed) for t, fmt in task_folders(root, suite)]
+def check(
+    root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0, out=print, options: dict | None = None
+) -> bool:
+    """Check every task (``suite``: its layout, or ``auto``; ``options``: the layout's data options, as a run's data
+    section names them); print a table per layout and the problems; True when there is no error."""
+    reports = [check_task(t, fmt, shot, seed, options) for t, fmt in task_folders(root, suite, options)]
     for fmt in dict.fromkeys(r.suite for r in reports):
-        splits = layout(fmt).check_splits
+        ours = [r for r in reports if r.suite == fmt]
+        splits = list(dict.fromkeys([*layout(fmt).check_splits, *(s for r in ours for s in r.counts)]))
         head = (
             f"{'task':<24} "
             + " ".join(f"{s:>14}" for s in splits)
@@ -163,13 +185,15 @@ def check(root: str | Path, suite: str = "vtab1k", shot: int = 16, seed: int = 0
             out(f"layout: {fmt}")
         out(head)
         out("-" * len(head))
-        for r in (r for r in reports if r.suite == fmt):
+        for r in ours:
             conv = ", ".join(f"{n} {m}" for m, n in sorted(r.conversions.items())) or "-"
             out(
                 f"{r.root.name:<24} "
                 + " ".join(f"{r.counts.get(s, 0):>14}" for s in splits)
                 + f" {r.num_classes:>7} {len(r.errors):>6} {r.train_test_duplicates:>4}  {conv}"
             )
+            if any(n != r.num_classes for n in r.split_classes.values()):  # a target covering some classes
+                out("  classes present: " + ", ".join(f"{s} {n}" for s, n in r.split_classes.items()))
     ok = True
     for r in reports:
         for w in r.warnings:

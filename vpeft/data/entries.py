@@ -1,9 +1,9 @@
 """The bottom of the data package: the entry type, the ``<path> <label>`` list parser, and :class:`Layout`, the
 contract of a data layout, looked up by name in :data:`vpeft.registry.FORMATS`.
 
-The built-in layouts are one module each in :mod:`vpeft.data.formats` (``vtab1k``, ``fgvc``, ``fewshot``,
-``folder``, ``csv``); a new one is one module there plus one line in its ``__init__``, or a third-party module
-declared in the entry-point group ``vpeft.formats``. :func:`detect_format` picks a folder's layout by its markers
+The built-in layouts are one module each in :mod:`vpeft.data.formats` (``vtab1k``, ``fgvc``, ``fewshot``, ``lists``,
+``folder``, ``csv``); a new one is one module there plus one line in its ``__init__``, or a third-party module declared
+in the entry-point group ``vpeft.formats``. :func:`detect_format` picks a folder's layout by its markers
 (``data.format=auto``, the default) and reads a plain folder of class folders as ``folder``. List files share one
 parser (:func:`read_pairs`: lines ``<path> <label>``, split on the last run of white space, so a path may hold
 spaces). Every entry keeps the file and line (or JSON position) it came from, for error messages. The label column
@@ -116,6 +116,8 @@ class Layout:
             reads them (its :meth:`entries` then takes ``labels="float"``).
         splits_itself: Whether it can split a folder that has no splits (its :meth:`entries` then takes
             ``fractions`` and ``split_seed``, ``data.split_fractions`` and ``data.split_seed``).
+        options: The run's data options (``DataConfig`` fields) it reads, passed to its :meth:`entries` as keywords
+            of those names (``lists``: where its list files and images are).
     """
 
     name: str  # set by ``FORMATS.register``
@@ -126,12 +128,18 @@ class Layout:
     required: tuple[str, ...] = ("train", "test")
     label_kinds: tuple[str, ...] = ("int",)
     splits_itself: bool = False
+    options: tuple[str, ...] = ()
 
     def entries(self, root: Path, split: str, shot: int = 16, seed: int = 0) -> tuple[list[Entry], Path]:
         """``(entries, image root)`` of one split (``shot`` and ``seed`` choose a few-shot list where a layout has
         several); a bad entry fails with its file and line (or position). A layout whose ``label_kinds`` hold
         ``float`` also takes ``labels="float"``."""
         raise NotImplementedError
+
+    def split_names(self, **options) -> tuple[str, ...]:
+        """The splits ``vpeft data check`` reads with these :attr:`options`: :attr:`check_splits` (``lists``: and
+        each split its ``lists`` option names)."""
+        return self.check_splits
 
     def class_names(self, root: Path) -> list[str] | None:
         """The class names in label order where the layout defines them (null: labels are plain numbers)."""
@@ -195,9 +203,11 @@ def read_entries(
     labels: str = "int",
     fractions: tuple[float, ...] = SPLIT_FRACTIONS,
     split_seed: int = 0,
+    options: dict | None = None,
 ):
     """``(entries, image root)`` of one split of a dataset in layout ``fmt``, with ``int`` labels or ``float``
-    targets; ``fractions`` and ``split_seed`` split a folder that has no splits (the layouts that can)."""
+    targets; ``fractions`` and ``split_seed`` split a folder that has no splits (the layouts that can); ``options``
+    (data option -> value) gives the layout the ones of its :attr:`Layout.options` (others are not its own)."""
     root = data_folder(root)
     lay = layout(fmt)
     if labels != "int" and labels not in lay.label_kinds:
@@ -206,14 +216,28 @@ def read_entries(
     kw: dict = {"fractions": tuple(fractions), "split_seed": split_seed} if lay.splits_itself else {}
     if labels != "int":
         kw["labels"] = labels
+    kw.update({k: v for k, v in (options or {}).items() if k in lay.options})
     return lay.entries(root, split, shot, seed, **kw)
+
+
+def layout_options(dc) -> dict:
+    """The options of a run's data section ``dc`` that its layout reads (:attr:`Layout.options`), by name."""
+    return {k: getattr(dc, k) for k in layout(dc.format).options}
 
 
 def entries_for(dc, split: str, root: str | Path | None = None, labels: str = "int"):
     """:func:`read_entries` of one split as a run's data section ``dc`` names it (layout, few-shot list, split
-    fractions and seed), from ``root`` (default: ``dc.root``)."""
+    fractions and seed, the layout's own options), from ``root`` (default: ``dc.root``)."""
     return read_entries(
-        root or dc.root, split, dc.format, dc.shot, dc.fewshot_seed, labels, tuple(dc.split_fractions), dc.split_seed
+        root or dc.root,
+        split,
+        dc.format,
+        dc.shot,
+        dc.fewshot_seed,
+        labels,
+        tuple(dc.split_fractions),
+        dc.split_seed,
+        layout_options(dc),
     )
 
 
@@ -234,13 +258,20 @@ def listed_classes(root: str | Path) -> int:
     return sum(1 for line in read_text(classes).splitlines() if line.strip()) if classes.is_file() else 0
 
 
-def infer_num_classes(root: str | Path, splits: list[str], fmt: str = "vtab1k", shot: int = 16, seed: int = 0) -> int:
+def infer_num_classes(
+    root: str | Path,
+    splits: list[str],
+    fmt: str = "vtab1k",
+    shot: int = 16,
+    seed: int = 0,
+    options: dict | None = None,
+) -> int:
     """``classes.txt``'s line count if it exists, else the layout's class names (``folder``, ``csv`` with named
-    labels), else 1 + the largest label in ``splits``."""
+    labels), else 1 + the largest label in ``splits`` (read with the layout's ``options``)."""
     n = listed_classes(data_folder(root))
     if n > 0:
         return n
     names = layout(fmt).class_names(Path(root))
     if names:
         return len(names)
-    return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed)[0])
+    return 1 + max(e.label for s in splits for e in read_entries(root, s, fmt, shot, seed, options=options)[0])

@@ -21,6 +21,7 @@ from .entries import (  # noqa: F401  (re-exported)
     entries_for,
     label_ranges,
     layout,
+    layout_options,
     listed_classes,
     read_entries,
 )
@@ -66,6 +67,7 @@ def load(
         labels=labels,
         fractions=tuple(dc.split_fractions),
         split_seed=dc.split_seed,
+        options=layout_options(dc),
     )
     ds = load_split(root, split, decode_size(dc, size), num_classes, **kw)
     return ds if training or augment_kind(dc) == "none" else center_crop(ds, size)

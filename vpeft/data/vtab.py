@@ -96,15 +96,17 @@ def load_split(
     labels: str = "int",
     fractions: tuple[float, ...] = SPLIT_FRACTIONS,
     split_seed: int = 0,
+    options: dict | None = None,
 ) -> ImageDataset:
     """Read and decode one split; checks labels against ``num_classes`` before decoding anything.
 
     A bad line (missing or unreadable image, label out of range) fails with its file and line number, or, with
     ``skip_bad``, is left out, described in the dataset's ``skipped`` list and counted in a warning naming the
     files. ``labels="float"`` reads real-valued targets (regression) instead of class labels. ``fractions`` and
-    ``split_seed`` split a folder that has no splits (``folder``: a plain folder of class folders).
+    ``split_seed`` split a folder that has no splits (``folder``: a plain folder of class folders); ``options`` are
+    the layout's own data options (``lists``: where its list files and images are).
     """
-    entries, image_root = read_entries(root, split, fmt, shot, seed, labels, fractions, split_seed)
+    entries, image_root = read_entries(root, split, fmt, shot, seed, labels, fractions, split_seed, options)
     root = Path(root)
     lpath = entries[0].source if entries else list_path(root, split)
     skipped: list[str] = []
@@ -141,6 +143,7 @@ def load_split(
         labels,
         tuple(fractions),
         split_seed,
+        str(image_root),
         hash((tuple((e.path, e.label) for e in entries), tuple(stats))),
     )
     if cache and key in _CACHE:

@@ -32,6 +32,7 @@ from ..memory import SavedTensorProbe, memory_stats, param_counts
 from ..registry import FAMILIES
 from ..run import amp_context, build_model, evaluate_task, resolve_device
 from ..rundir import SELECTION_FILE, STATE_FILE, RunDir  # noqa: F401 - SELECTION_FILE: its earlier home
+from ..targets import check_target, evaluate_target, parse_targets
 from ..tasks.base import Metric
 from ..trainable import trainable_named_parameters
 from ..version import __version__
@@ -258,6 +259,11 @@ def _train(
     task_cfg = cfg.task
     num_classes = task_cfg.num_outputs(dc, all_splits)  # the head's size: classes, or the task's fixed outputs
     task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
+    targets = parse_targets(dc.extra_tests)
+    if targets and task_cfg.labels == "float":
+        raise ConfigError(f"data.extra_tests scores class accuracy; task {task_cfg.name!r} has real-valued targets")
+    for target in targets:  # a missing folder or list, or a label the run has no class for, fails now
+        check_target(dc, target, num_classes)
     run_dir = RunDir(out)
     if ddp.main:  # one writer per run folder: a second training into it fails at once, naming this one
         _hold(run_dir, held)
@@ -519,6 +525,10 @@ def _train(
     t0 = time.perf_counter()
     test_metric = evaluate_split(test_data)
     test_metrics = test_metric.compute()
+    tests = {
+        t.name: evaluate_target(model, objective, task, dc, t, size, num_classes, eval_bs, device, amp)
+        for t in (targets if ddp.main else [])
+    }
     eval_seconds = time.perf_counter() - t0
     val_metrics = best["metrics"] if tc.select == "val" and best else None
     # Only the kept model's tensors (GIST's token lives in it); an objective's own extras (iDAT's teacher) go to
@@ -592,6 +602,8 @@ def _train(
     if selection_info is not None:
         result["selection"] = selection_info
     result.update(objective.extra_result(history))
+    if tests:
+        result["tests"] = tests
     if ddp.enabled:
         result["distributed"] = {
             "world_size": ddp.world,

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..data.entries import infer_num_classes
+from ..data.entries import infer_num_classes, layout_options
 from ..data.suites import canonical_classes
 from ..registry import TASKS
 from .base import Batch, Metric, Task, TaskConfig
@@ -59,7 +59,7 @@ class ClassifyConfig(TaskConfig):
     def num_outputs(self, data, splits: list[str]) -> int:
         if data.num_classes:
             return data.num_classes
-        n = infer_num_classes(data.root, splits, data.format, data.shot, data.fewshot_seed)
+        n = infer_num_classes(data.root, splits, data.format, data.shot, data.fewshot_seed, layout_options(data))
         name = Path(data.root).resolve().name  # `--data .` names the folder, not ""
         canonical = canonical_classes(name)
         if canonical is not None and canonical != n:
