@@ -188,3 +188,16 @@ def test_the_generated_dg_suite_end_to_end_from_the_command_line(tmp_path, capsy
     for t in r["tests"].values():  # restricting the argmax to the classes present can only help
         assert t["accuracy_present"] >= t["accuracy_all"]
     assert all(r["tests"][k]["classes_present"] == 128 for k in ("sketch", "colour", "texture"))
+
+
+def test_the_dg_demo_prints_source_and_target_accuracies(tmp_path, monkeypatch, capsys):
+    import vpeft.demo as demo
+
+    monkeypatch.setattr(demo, "DG_RUNS", demo.DG_RUNS[:1])
+    rows = demo.run_dg_demo(tmp_path, epochs=1, progress=False)
+    out = capsys.readouterr().out
+    t = rows[0]["tests"]
+    assert set(t) == {"sketch", "colour", "texture", "subset"} and t["subset"]["classes_present"] == 32
+    line = next(x for x in out.splitlines() if x.startswith("linear "))
+    assert f"{rows[0]['test_acc']:.1f}" in line and f"{t['sketch']['accuracy']:.1f}" in line
+    assert "over the classes present / over every class" in out

@@ -25,7 +25,7 @@ from .data.sources import load, resolve_splits
 from .data.synth import REGRESSION_TASKS, generate
 from .data.synth import TASKS as SYNTH_TASKS
 from .data.synth_dg import generate_dg
-from .demo import run_demo
+from .demo import run_demo, run_dg_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
 from .export import FORMATS as EXPORT_FORMATS
@@ -501,7 +501,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    run_demo(out=args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task)
+    if args.suite == "dg":
+        run_dg_demo(out=args.out or "runs/demo-dg", epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+        return 0
+    run_demo(
+        out=args.out or "runs/demo", epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task
+    )
     return 0
 
 
@@ -520,8 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot",
     )
-    d.add_argument("--out", default="runs/demo", help="where data and runs go (default runs/demo)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8)")
+    d.add_argument("--out", default=None, help="where data and runs go (default runs/demo, or runs/demo-dg)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6)")
+    d.add_argument(
+        "--suite",
+        choices=["task", "dg"],
+        default="task",
+        help="task: one generated task, seven methods (default); dg: domain generalisation, a generated source and "
+        "four shifted targets, five methods",
+    )
     d.add_argument(
         "--task",
         default="shapes",
