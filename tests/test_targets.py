@@ -201,3 +201,24 @@ def test_the_dg_demo_prints_source_and_target_accuracies(tmp_path, monkeypatch, 
     line = next(x for x in out.splitlines() if x.startswith("linear "))
     assert f"{rows[0]['test_acc']:.1f}" in line and f"{t['sketch']['accuracy']:.1f}" in line
     assert "over the classes present / over every class" in out
+
+
+def test_a_target_is_decoded_in_chunks_bounded_by_the_setting_with_the_same_accuracies(source, tmp_path, monkeypatch):
+    import vpeft.targets as targets
+
+    sub = _target(tmp_path / "sub", [1, 3], n=10)
+    whole = train(_cfg(source, {"sub": str(sub)}), tmp_path / "a", progress=False)["tests"]["sub"]
+    sizes = []
+    real = targets.decode_chunks
+
+    def spy(entries, image_root, size, chunk):
+        for images, part in real(entries, image_root, size, chunk):
+            sizes.append(len(images))
+            yield images, part
+
+    monkeypatch.setattr(targets, "decode_chunks", spy)
+    cfg = _cfg(source, {"sub": str(sub)}).to_dict()
+    cfg["data"]["eval_memory_mb"] = 3 * 3 * 32 * 32 / 2**20  # three 32 px images
+    chunked = train(RunConfig.from_dict(cfg), tmp_path / "b", progress=False)["tests"]["sub"]
+    assert sizes == [3, 3, 3, 1]
+    assert chunked == whole

@@ -104,6 +104,8 @@ class DataConfig(BaseConfig):
             ``present`` (default: the argmax over the classes the target's list holds, the official protocol of
             ImageNet-A and -R) or ``all`` (over every class, as NOAH's and DTL's code; warned). Both accuracies are
             recorded in ``result.json``'s ``tests``.
+        eval_memory_mb: The most decoded images an extra test set holds in memory at once (MiB of uint8 pixels):
+            a larger target is decoded and evaluated in chunks of that size. Changes no result.
     """
 
     root: Optional[str] = None
@@ -126,6 +128,7 @@ class DataConfig(BaseConfig):
     split_seed: int = 0
     strict_labels: bool = True
     extra_tests: dict = field(default_factory=dict)
+    eval_memory_mb: float = 1024.0
 
     def __post_init__(self):
         if self.format != "auto" and self.format not in FORMATS:
@@ -135,6 +138,8 @@ class DataConfig(BaseConfig):
                 f"data option 'format': expected one of {', '.join(map(repr, FORMATS.names()))}, got "
                 f"{self.format!r}{hint}; or 'auto' to pick it by the folder"
             )
+        if not self.eval_memory_mb > 0:
+            raise ConfigError(f"data option 'eval_memory_mb' must be > 0, got {self.eval_memory_mb}")
         fr = tuple(self.split_fractions)
         if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or fr[2] <= 0 or abs(sum(fr) - 1) > 1e-6:
             raise ConfigError(
@@ -262,7 +267,12 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 #: Options that change how a run executes, never what it computes: left out of a run's identity (a sweep's run hash,
 #: the check that a resumed run is the same run), so they may change between a run and its resume.
-EXECUTION_ONLY = {("train", "save_every"), ("train", "log_every"), ("train", "data_on_device")}
+EXECUTION_ONLY = {
+    ("train", "save_every"),
+    ("train", "log_every"),
+    ("train", "data_on_device"),
+    ("data", "eval_memory_mb"),
+}
 #: Options added after runs were first recorded, with their default: left out of a run's identity while they hold
 #: it, so runs recorded before the option existed are found again. Each default reproduces the earlier behaviour,
 #: except ``teacher_drop_path`` (null: the run's drop-path; before, iDAT's teacher had none) for an iDAT run with

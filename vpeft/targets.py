@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 
 from .data.entries import detect_format, entries_for
-from .data.loader import DeviceData, batch_len
-from .data.sources import load as load_data
+from .data.sources import augment_kind, decode_size
+from .data.vtab import crop_center, decode_chunks
 from .errors import ConfigError, DataError
 from .metrics_dg import accuracy_all_and_present
 from .run import amp_context
@@ -115,25 +115,36 @@ def evaluate_target(
     """Both accuracies of the model on ``target`` and its headline one; labels outside the model's classes, an empty
     list or a missing image fail naming the file and line."""
     tdc = target_data(dc, target)
-    entries, _ = entries_for(tdc, target.split)
+    entries, image_root = entries_for(tdc, target.split)
     if not entries:
         raise DataError(f"target {target.name!r}: split {target.split!r} of {tdc.root} lists no images")
-    ds = load_data(tdc, target.split, size, num_classes, training=False)  # checks every label against the classes
-    present = sorted({int(y) for y in ds.labels.tolist()})
+    for e in entries:
+        if not 0 <= e.label < num_classes:
+            raise DataError(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
+    present = sorted({int(e.label) for e in entries})
     if target.classes == "all" and len(present) < num_classes:
         warnings.warn(ALL_CLASSES_WARNING.format(name=target.name, n=num_classes, k=len(present)), stacklevel=2)
-    data = DeviceData(ds, device, resident=False)
+    # Decoded a chunk at a time (data.eval_memory_mb), so a target of any size fits; each chunk as the test split is
+    # prepared: decoded at the run's size (or larger and centre-cropped, for the augmented layouts).
+    dsize = decode_size(tdc, size)
+    chunk = max(1, int(dc.eval_memory_mb * 2**20 // (3 * dsize[0] * dsize[1])))
+    crop = augment_kind(tdc) != "none"
     was_training = model.training
     model.eval(), objective.eval()
-    logits = []  # [N, classes] in float32 on the host: 200 MB for ImageNet val's 50,000 images
+    logits, labels = [], []  # [N, classes] in float32 on the host: 200 MB for ImageNet val's 50,000 images
     with amp_context(device, amp):
-        for batch, _ in data.mappings(batch_size):
-            if batch_len(batch):
+        for images, part in decode_chunks(entries, image_root, dsize, chunk):
+            images = crop_center(images, size) if crop else images
+            y = torch.tensor([e.label for e in part], dtype=torch.int64)
+            for i in range(0, len(part), batch_size):
+                batch = {"image": images[i : i + batch_size].to(device), "label": y[i : i + batch_size].to(device)}
                 batch = task.prepare(batch, train=False)
                 logits.append(objective.predict(model, batch["image"]).float().cpu())
+            labels.append(y)
     model.train(was_training), objective.train(was_training)
-    n = len(ds.labels)
-    acc = accuracy_all_and_present(torch.cat(logits), ds.labels, present)
+    labels = torch.cat(labels)
+    n = len(labels)
+    acc = accuracy_all_and_present(torch.cat(logits), labels, present)
     acc_all, acc_present = acc["all"], acc["present"]
     return {
         "accuracy": acc_present if target.classes == "present" else acc_all,
