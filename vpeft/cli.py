@@ -37,7 +37,7 @@ from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
-from .targets import Target, evaluate_target, target_data
+from .targets import Target, evaluate_target
 from .version import __version__
 from .zoo import ZOO
 
@@ -194,7 +194,6 @@ def _eval_targets(args, model, objective, cfg, num_classes) -> int:
         root, *opts = rest.split(",")
         spec = {"root": root, **dict(o.split("=", 1) for o in opts if "=" in o)}
         t = Target.parse(name, spec)
-        target_data(cfg.data, t)
         r = evaluate_target(
             model, objective, task, cfg.data, t, size, num_classes, cfg.train.eval_batch_size or 64, args.device
         )

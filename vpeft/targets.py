@@ -93,11 +93,12 @@ def target_data(dc, target: Target):
     return type(dc).from_dict({**base, "format": fmt})
 
 
-def check_target(dc, target: Target, num_classes: int) -> None:
-    """Before training: the target's folder and list are there, list images, and every label is one of the run's
-    ``num_classes`` classes (a failure names the file and line); nothing is decoded."""
+def check_target(dc, target: Target, num_classes: int):
+    """The target's data config, entries and image root, checked without decoding: its folder and list are there,
+    list images, and every label is one of the run's ``num_classes`` classes (a failure names the file and line).
+    The trainer calls it before training; :func:`evaluate_target` reads the target through it."""
     tdc = target_data(dc, target)
-    entries, _ = entries_for(tdc, target.split)
+    entries, image_root = entries_for(tdc, target.split)
     if not entries:
         raise DataError(f"target {target.name!r}: split {target.split!r} of {tdc.root} lists no images")
     for e in entries:
@@ -106,6 +107,7 @@ def check_target(dc, target: Target, num_classes: int) -> None:
                 f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1} "
                 f"of the run (target {target.name!r})"
             )
+    return tdc, entries, image_root
 
 
 @torch.no_grad()
@@ -114,13 +116,7 @@ def evaluate_target(
 ) -> dict:
     """Both accuracies of the model on ``target`` and its headline one; labels outside the model's classes, an empty
     list or a missing image fail naming the file and line."""
-    tdc = target_data(dc, target)
-    entries, image_root = entries_for(tdc, target.split)
-    if not entries:
-        raise DataError(f"target {target.name!r}: split {target.split!r} of {tdc.root} lists no images")
-    for e in entries:
-        if not 0 <= e.label < num_classes:
-            raise DataError(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
+    tdc, entries, image_root = check_target(dc, target, num_classes)
     present = sorted({int(e.label) for e in entries})
     if target.classes == "all" and len(present) < num_classes:
         warnings.warn(ALL_CLASSES_WARNING.format(name=target.name, n=num_classes, k=len(present)), stacklevel=2)
