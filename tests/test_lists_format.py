@@ -196,7 +196,9 @@ def test_bad_input_names_file_and_line(tmp_path):
 def test_config_options(tmp_path):
     with pytest.raises(ConfigError, match=r"'image_root' is not read by format 'vtab1k' \(formats that read it: lists"):
         DataConfig(format="vtab1k", image_root="images")
-    with pytest.raises(ConfigError, match=r"data option 'lists': expected split -> file name \(strings\), got"):
+    with pytest.raises(
+        ConfigError, match=r"data option 'lists': expected split -> file name, or a list of file names, got"
+    ):
         DataConfig.from_dict({"lists": {"train": 3}})
     with pytest.raises(ConfigError, match="option 'image_roots': expected a mapping"):
         DataConfig.from_dict({"image_roots": "train"})
@@ -281,3 +283,28 @@ def test_data_check_on_the_command_line_takes_the_layouts_options(tmp_path, caps
     assert main(["data", "check", str(root), "--suite", "lists"]) != 0  # the lists are not under the root
     assert main(["data", "check", str(root), "--suite", "lists", "--set", "train.lr=1"]) == 2
     assert "data.KEY=VALUE options only" in capsys.readouterr().err
+
+
+def test_a_split_may_read_several_list_files_in_turn(tmp_path):
+    """PACS's leave-one-domain-out source: one list per domain, read in turn; a missing one is named."""
+    doms = {"photo": _rows("p", 3), "sketch": _rows("s", 2)}
+    for d, rows in doms.items():
+        _write(tmp_path / f"{d}_train.txt", [(f"{d}/{p}", y) for p, y in rows])
+        _images(tmp_path / d, rows)
+    _write(tmp_path / "cartoon_test.txt", [("cartoon/x.png", 1)])
+    _png(tmp_path / "cartoon" / "x.png", 9)
+    dc = DataConfig(
+        root=str(tmp_path), lists={"train": ["photo_train.txt", "sketch_train.txt"], "test": "cartoon_test.txt"}
+    )
+    entries, images = entries_for(dc, "train")
+    assert [e.path for e in entries] == [f"photo/{p}" for p, _ in doms["photo"]] + [
+        f"sketch/{p}" for p, _ in doms["sketch"]
+    ]
+    assert [e.line for e in entries] == [1, 2, 3, 1, 2] and entries[3].source.name == "sketch_train.txt"
+    assert images == tmp_path
+    assert len(load(dc, "train", (8, 8), 3, training=True)) == 5
+    dc = DataConfig(root=str(tmp_path), lists={"train": ["photo_train.txt", "art_train.txt"]})
+    with pytest.raises(DataError, match=r"missing list file .*art_train.txt of split 'train'"):
+        entries_for(dc, "train")
+    with pytest.raises(ConfigError, match="file name, or a list of file names"):
+        DataConfig(root=str(tmp_path), lists={"train": []})

@@ -30,6 +30,13 @@ from .spec import (  # noqa: F401  (re-exported)
 # Run config: the composition backbone x method x objective x data x train.
 
 
+def _names(value, many: bool) -> bool:
+    """Whether ``value`` is a non-empty string, or (``many``) a non-empty list of them."""
+    if isinstance(value, str):
+        return bool(value)
+    return many and isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
 @dataclass(kw_only=True)
 class BackboneConfig(BaseConfig):
     """Which pretrained model to adapt.
@@ -77,8 +84,9 @@ class DataConfig(BaseConfig):
         image_roots: ``lists``: split -> image folder where a split's images live apart (ImageNet's ``train`` and
             ``val``), relative to ``root`` (or absolute); a split not named here uses ``image_root``.
         lists: ``lists``: split -> list file name under ``lists_root``, where ``{shot}`` and ``{seed}`` stand for
-            ``shot`` and ``fewshot_seed`` (NOAH's ``train_meta.list.num_shot_{shot}.seed_{seed}``); a split not
-            named here is ``<split>.txt``.
+            ``shot`` and ``fewshot_seed`` (NOAH's ``train_meta.list.num_shot_{shot}.seed_{seed}``), or a list of
+            file names whose lines are read in turn (PACS's source domains: one list per domain); a split not named
+            here is ``<split>.txt``.
         augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
             FGVC), ``crop_flip_randaug`` (plus RandAugment, few-shot); null picks by format (none for vtab1k, folder,
             csv). With augmentation, images are decoded at size / 0.875 and tested on the centre crop.
@@ -147,11 +155,12 @@ class DataConfig(BaseConfig):
                 f"1, train and test above 0 (e.g. 0.8,0.1,0.1), got {','.join(map(str, fr))}"
             )
         for name in ("image_roots", "lists"):
-            bad = {k: v for k, v in getattr(self, name).items() if not isinstance(v, str) or not v}
+            bad = {k: v for k, v in getattr(self, name).items() if not _names(v, many=name == "lists")}
             if bad:
                 raise ConfigError(
-                    f"data option {name!r}: expected split -> {'folder' if name == 'image_roots' else 'file name'} "
-                    f"(strings), got {bad}"
+                    f"data option {name!r}: expected split -> "
+                    + ("folder (strings)" if name == "image_roots" else "file name, or a list of file names")
+                    + f", got {bad}"
                 )
             setattr(self, name, {str(k): v for k, v in getattr(self, name).items()})
         layout_set = [n for n in LISTS_OPTIONS if getattr(self, n)]

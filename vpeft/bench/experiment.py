@@ -5,7 +5,9 @@ An experiment YAML (every key but ``methods`` optional)::
     name: mini-vtab
     suite: vtab1k              # vtab1k | fgvc | fewshot | synth | tasks
     data_root: ../data/vtab-1k # folder of task folders (suite synth: generated there when missing)
-    tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root
+    tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root. Suite tasks also
+                               # takes a mapping, name -> {root, backbone, data, train}: several tasks may read one
+                               # folder with their own settings (leave-one-domain-out: the lists of each fold)
     recipe: gist               # per-task settings: a shipped recipe name (vpeft bench recipes) or a YAML path
     backbone: {spec: vit_c10_base}
     data: {normalize: inception}
@@ -16,13 +18,16 @@ An experiment YAML (every key but ``methods`` optional)::
       - {preset: idat-ps-kl}                     # a named method + objective pair
       - {label: gps, method: linear, selector: "gps:k=1", train: {optimizer: adam, weight_decay: 0}}
     seeds: [0, 1, 2]
+    list_seeds: [0, 1, 2]      # few-shot list seeds (data.fewshot_seed): every run repeated over them too; reports
+                               # average over seeds and list seeds alike
     grid: {train.lr: [0.001, 0.003]}           # cartesian product, dotted keys; an entry may have its own
                                                  # grid, which replaces these values key by key for that entry
     compare: [[adapter, adapter+gist]]           # pairs the report compares
 
 Precedence, lowest first: vpeft's defaults, the recipe's ``defaults``, the recipe's entry for the task, the
-experiment's ``backbone`` / ``data`` / ``train`` sections, the method entry's own sections, the grid point, the
-command line's ``backbone`` / ``data`` / ``train`` values (``load_experiment(..., train={...})``), the seed.
+experiment's ``backbone`` / ``data`` / ``train`` sections, the task's own (a ``tasks`` mapping), the method entry's
+own sections, the grid point, the command line's ``backbone`` / ``data`` / ``train`` values
+(``load_experiment(..., train={...})``), the seed and list seed.
 A run is identified by the hash of its resolved config, so a finished run is found again whatever the order.
 """
 
@@ -59,6 +64,7 @@ TOP_KEYS = (
     "train",
     "methods",
     "seeds",
+    "list_seeds",
     "grid",
     "compare",
     "about",
@@ -77,9 +83,11 @@ class RunSpec:
     grid: dict
     config: dict  # resolved RunConfig dict, data.root absolute
     run_dir: str = ""
+    #: The few-shot list seed (``data.fewshot_seed``) where the experiment sweeps ``list_seeds``; None otherwise.
+    list_seed: Optional[int] = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "list_seed" or v is not None}
 
 
 @dataclass
@@ -99,6 +107,10 @@ class Experiment:
     overrides: dict = field(default_factory=dict)
     #: The task of every run (a spec, ``regress`` or ``{name: regress, primary: mae}``); an entry may name its own.
     task: Any = None
+    #: List seeds (``data.fewshot_seed``) every run is repeated over, besides ``seeds``; reports average over both.
+    list_seeds: Optional[list[int]] = None
+    #: Per-task settings from a ``tasks`` mapping: ``{task: {root, backbone, data, train}}``.
+    task_entries: dict = field(default_factory=dict)
 
 
 def list_recipes() -> dict[str, str]:
@@ -185,6 +197,13 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
             continue
         if k in ("backbone", "data", "train") and isinstance(v, dict):
             overrides[k] = _deep_merge(overrides.get(k) or {}, v)
+        elif k == "tasks" and isinstance(data.get("tasks"), dict) and not isinstance(v, dict):
+            # --tasks picks from a tasks mapping: those tasks, with their settings
+            names = [v] if isinstance(v, str) else list(v)
+            unknown = [t for t in names if t not in data["tasks"]]
+            if unknown:
+                raise ConfigError(f"{where}: no task {unknown[0]!r} (its tasks: {', '.join(data['tasks'])})")
+            data["tasks"] = {t: data["tasks"][t] for t in names}
         else:
             data[k] = v
     for key in data:
@@ -202,16 +221,8 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
-    seeds = data.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
-    ):
-        raise ConfigError(f"{where}: seeds must be a whole number or a non-empty list of them, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{where}: seeds repeat: {seeds}")
+    seeds = _seed_list(data.get("seeds", [0]), "seeds", where)
+    list_seeds = _seed_list(data["list_seeds"], "list_seeds", where) if data.get("list_seeds") is not None else None
     grid = _check_grid(data.get("grid"), where)
     for i, m in enumerate(methods):
         if "grid" in m:
@@ -225,6 +236,7 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     base = {k: data.get(k) or {} for k in ("backbone", "data", "train")}
     tasks = data.get("tasks")
     tasks = [tasks] if isinstance(tasks, str) else tasks
+    task_entries = _task_entries(tasks, where) if isinstance(tasks, dict) else {}
     if tasks and len(set(tasks)) != len(tasks):
         raise ConfigError(f"{where}: tasks repeat: {tasks}")
     return Experiment(
@@ -241,7 +253,42 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
         source=where,
         overrides=overrides,
         task=data.get("task"),
+        list_seeds=list_seeds,
+        task_entries=task_entries,
     )
+
+
+def _seed_list(seeds: Any, key: str, where: str) -> list[int]:
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    ):
+        raise ConfigError(f"{where}: {key} must be a whole number or a non-empty list of them, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: {key} repeat: {seeds}")
+    return seeds
+
+
+#: What a task of a ``tasks`` mapping may set: its folder (relative to ``data_root``) and its own sections.
+TASK_ENTRY_KEYS = ("root", "backbone", "data", "train")
+
+
+def _task_entries(tasks: dict, where: str) -> dict:
+    """A ``tasks`` mapping, ``{name: {root, backbone, data, train}}`` (a null entry: the folder of that name)."""
+    out = {}
+    for name, entry in tasks.items():
+        entry = entry or {}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: tasks.{name} must be a mapping of {', '.join(TASK_ENTRY_KEYS)}, got {entry!r}")
+        unknown = sorted(set(entry) - set(TASK_ENTRY_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: tasks.{name}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(TASK_ENTRY_KEYS)})"
+            )
+        out[str(name)] = entry
+    return out
 
 
 def _check_grid(grid: Any, where: str) -> dict:
@@ -281,10 +328,12 @@ def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
             raise ConfigError("suite 'tasks' needs a list of task folders ('tasks' or --tasks)")
         out = []
         for t in exp.tasks:
-            p = Path(exp.data_root, t) if exp.data_root else Path(t)
+            folder = exp.task_entries.get(t, {}).get("root", t)
+            p = Path(exp.data_root, folder) if exp.data_root else Path(folder)
             if not p.is_dir():
-                raise ConfigError(f"task folder {p} does not exist")
-            out.append((p.name, p))
+                raise ConfigError(f"task folder {p} does not exist" + (f" (tasks.{t}.root)" if t != folder else ""))
+            # A task of a mapping keeps its name (several may read one folder: leave-one-domain-out).
+            out.append((t if exp.task_entries else p.name, p))
         return out
     if not exp.data_root:
         raise ConfigError(f"suite {exp.suite!r} needs data_root (--data-root): the folder holding its task folders")
@@ -345,10 +394,12 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
         for entry in exp.methods:
             # An entry's own grid replaces the experiment's values key by key (e.g. an lr range per method).
             for point in _points({**exp.grid, **entry.get("grid", {})}):
-                for seed in exp.seeds:
+                for seed, list_seed in itertools.product(exp.seeds, exp.list_seeds or [None]):
                     data: dict = {"data": {"format": fmt_default} if fmt_default else {}}
                     data = _deep_merge(data, {k: v for k, v in recipe.items() if k in ("backbone", "data", "train")})
                     data = _deep_merge(data, exp.base)
+                    own = exp.task_entries.get(task, {})
+                    data = _deep_merge(data, {k: own[k] for k in ("backbone", "data", "train") if k in own})
                     data = _deep_merge(data, {k: entry[k] for k in ("backbone", "data", "train") if k in entry})
                     if exp.task is not None:
                         data["task"] = copy.deepcopy(exp.task)
@@ -359,6 +410,8 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                     data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in point.items()])
                     data = _deep_merge(data, exp.overrides)
                     data.setdefault("train", {})["seed"] = seed
+                    if list_seed is not None:
+                        data.setdefault("data", {})["fewshot_seed"] = list_seed
                     data.setdefault("data", {})["root"] = str(folder.resolve())
                     where = f"{exp.source}: task {task}, method {entry['label']}"
                     try:
@@ -370,7 +423,8 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                         resolved["backbone"]["checkpoint"] = str(Path(resolved["backbone"]["checkpoint"]).resolve())
                     rid = run_hash(resolved)
                     gtxt = "".join(f"_{k.split('.')[-1]}={v}" for k, v in point.items())
-                    name = f"{_slug(task)}__{_slug(entry['label'])}{_slug(gtxt)}__s{seed}__{rid[:8]}"
+                    lseed = f"_l{list_seed}" if list_seed is not None else ""
+                    name = f"{_slug(task)}__{_slug(entry['label'])}{_slug(gtxt)}__s{seed}{lseed}__{rid[:8]}"
                     runs.append(
                         RunSpec(
                             run_id=rid,
@@ -380,13 +434,16 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                             grid=point,
                             config=resolved,
                             run_dir=str(out_dir / "runs" / name),
+                            list_seed=list_seed,
                         )
                     )
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(r for r in runs if ids.count(r.run_id) > 1)
         raise ConfigError(
-            f"two entries resolve to the same run ({dup.task}, {dup.label}, seed {dup.seed}): "
+            f"two entries resolve to the same run ({dup.task}, {dup.label}, seed {dup.seed}"
+            + (f", list seed {dup.list_seed}" if dup.list_seed is not None else "")
+            + "): "
             "give the method entries different settings"
         )
     return runs
@@ -396,7 +453,8 @@ def describe(exp: Experiment) -> str:
     m = ", ".join(e["label"] for e in exp.methods)
     g = " x ".join(f"{k}{v}" for k, v in exp.grid.items())
     rec = f", recipe {Path(exp.recipe['_path']).stem}" if exp.recipe else ""
-    return f"{exp.name}: suite {exp.suite}{rec}; methods {m}; seeds {exp.seeds}" + (f"; grid {g}" if g else "")
+    ls = f"; list seeds {exp.list_seeds}" if exp.list_seeds else ""
+    return f"{exp.name}: suite {exp.suite}{rec}; methods {m}; seeds {exp.seeds}{ls}" + (f"; grid {g}" if g else "")
 
 
 def spec_label(cfg: RunConfig) -> str:

@@ -79,6 +79,7 @@ def collect(root: str | Path) -> list[dict]:
             "grid": grid,
             "task": meta.get("task") or r["task"],
             "seed": r["seed"],
+            **({"list_seed": meta["list_seed"]} if meta.get("list_seed") is not None else {}),
             "test_acc": r.get("test_acc"),
             "val_acc": r.get("val_acc"),
             "selected_epoch": r.get("selected_epoch"),
@@ -140,7 +141,7 @@ def tune(records: list[dict], split: str = "val") -> tuple[list[dict], dict]:
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r.get("base_label", r["label"]), r["task"], r["seed"])].append(r)
+        groups[(r.get("base_label", r["label"]), r["task"], replicate(r))].append(r)
     kept, chosen = [], defaultdict(lambda: defaultdict(int))
     for (label, _, _), rs in groups.items():
         key = metric_key(rs[0], split)
@@ -222,14 +223,14 @@ def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
     out = {}
     for label in labels:
         row: dict = {"tasks": {}, "groups": {}}
-        per_seed: dict[int, dict[str, float]] = defaultdict(dict)
+        per_seed: dict[tuple, dict[str, float]] = defaultdict(dict)
         for t in tasks:
             rs = by.get((label, t), [])
             if rs:
                 m, s = _ms([r[metric_key(r, "test")] for r in rs])
                 row["tasks"][t] = (m, s, len(rs))
                 for r in rs:
-                    per_seed[r["seed"]][t] = r[metric_key(r, "test")]
+                    per_seed[replicate(r)][t] = r[metric_key(r, "test")]
         complete = {s: accs for s, accs in per_seed.items() if len(accs) == len(tasks)}
         row["mean"] = _ms([mean(a.values()) for a in complete.values()]) + (len(complete),) if complete else None
         for g in GROUPS:
@@ -343,10 +344,16 @@ def dg_lines(records: list[dict], labels: list[str]) -> list[str]:
     return lines
 
 
+def replicate(record: dict) -> tuple:
+    """What makes a run a repetition of another of its method and task: its training seed and, where the sweep
+    repeats over few-shot list seeds (``list_seeds``), its list seed. Means and spreads are over these."""
+    return record["seed"], record.get("list_seed")
+
+
 def compare(records: list[dict], a: str, b: str, tasks: list[str]) -> dict:
     """B - A per task and on the suite mean, paired by seed."""
-    acc = {(r["label"], r["task"], r["seed"]): r[metric_key(r, "test")] for r in records}
-    seeds = sorted({r["seed"] for r in records})
+    acc = {(r["label"], r["task"], replicate(r)): r[metric_key(r, "test")] for r in records}
+    seeds = sorted({replicate(r) for r in records}, key=str)
     out = {"a": a, "b": b, "tasks": {}, "mean": None}
     per_seed_mean = []
     for s in seeds:
@@ -596,6 +603,7 @@ def write_report(
     selects = sorted({str(r["select"]) for r in records})
     backbones = sorted({r["backbone"] for r in records})
     seeds = sorted({r["seed"] for r in records})
+    list_seeds = sorted({r["list_seed"] for r in records if r.get("list_seed") is not None})
     batch = sorted({r["memory_batch"] for r in records if r["memory_batch"]})
     dtypes = sorted({r["memory_dtype"] for r in records if r.get("memory_dtype")}) or ["dtype not recorded"]
     devices = sorted({r["memory_device"] for r in records if r.get("memory_device")}) or ["device not recorded"]
@@ -647,7 +655,9 @@ def write_report(
     lines = [
         f"# {title}",
         "",
-        f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}; "
+        f"{len(records)} finished runs; {len(labels)} methods x {len(tasks)} tasks; seeds {seeds}"
+        + (f", list seeds {list_seeds}" if list_seeds else "")
+        + "; "
         f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
         f"memory measured at batch {', '.join(map(str, batch))}, {how}.",
         "",
@@ -656,6 +666,8 @@ def write_report(
         "seeds.",
         "",
     ]
+    if list_seeds:  # few-shot lists drawn with several seeds: each (seed, list seed) is a repetition
+        lines[4] = lines[4].replace("seeds", "seeds and list seeds").replace("per seed", "per (seed, list seed)")
     if tune_on:
         lines[2] += (
             f" Grid points chosen per task and seed on validation {metric} ({len(all_records)} runs in "
@@ -664,10 +676,11 @@ def write_report(
     lines += summary_table(summary, tasks, metric=metric)
     seen: dict[tuple, int] = defaultdict(int)
     for r in records:
-        seen[(r["label"], r["task"], r["seed"])] += 1
-    repeated = sorted(k for k, n in seen.items() if n > 1)
+        seen[(r["label"], r["task"], replicate(r))] += 1
+    repeated = sorted((k for k, n in seen.items() if n > 1), key=str)
     if repeated:  # e.g. plain `vpeft train` runs of one method at two settings: they would pass for extra seeds
-        label, task, seed = repeated[0]
+        label, task, (seed, list_seed) = repeated[0]
+        seed = f"{seed}, list seed {list_seed}" if list_seed is not None else seed
         lines += [
             "",
             f"**Note:** {len(repeated)} method/task/seed combinations have more than one run (first: "

@@ -364,6 +364,7 @@ def plan(exp: Experiment, out: str | Path, write: bool = True) -> list[RunSpec]:
         "labels": [m["label"] for m in exp.methods],
         "tasks": list(dict.fromkeys(s.task for s in specs)),
         "seeds": exp.seeds,
+        **({"list_seeds": exp.list_seeds} if exp.list_seeds else {}),
         "grid": exp.grid,
         "overrides": exp.overrides,
         "compare": [list(p) for p in exp.compare],

@@ -25,18 +25,22 @@ from ..entries import Entry, Layout, read_pairs
 PLACEHOLDERS = ("shot", "seed")
 
 
-def list_name(lists: dict[str, str] | None, split: str, shot: int, seed: int) -> str:
-    """The list file of ``split``: its entry in ``lists`` with ``{shot}`` and ``{seed}`` filled in, else
-    ``<split>.txt``; a name with another placeholder fails naming it."""
+def list_names(lists: dict | None, split: str, shot: int, seed: int) -> list[str]:
+    """The list files of ``split``: its entry in ``lists`` (a name or a list of names) with ``{shot}`` and ``{seed}``
+    filled in, else ``<split>.txt``; a name with another placeholder fails naming it."""
     if not lists or split not in lists:
-        return f"{split}.txt"
-    try:
-        return str(lists[split]).format(shot=shot, seed=seed)
-    except (KeyError, IndexError, ValueError) as e:
-        raise DataError(
-            f"data option 'lists', split {split!r}: cannot fill in list file name {lists[split]!r} ({e}); the names "
-            f"in braces it may hold are {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
-        ) from None
+        return [f"{split}.txt"]
+    names = lists[split] if isinstance(lists[split], list) else [lists[split]]
+    out = []
+    for name in names:
+        try:
+            out.append(str(name).format(shot=shot, seed=seed))
+        except (KeyError, IndexError, ValueError) as e:
+            raise DataError(
+                f"data option 'lists', split {split!r}: cannot fill in list file name {name!r} ({e}); the names "
+                f"in braces it may hold are {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+            ) from None
+    return out
 
 
 def under(root: Path, path: str | None) -> Path:
@@ -66,18 +70,20 @@ class Lists(Layout):
         lists_root: str | None = None,
         image_root: str | None = None,
         image_roots: dict[str, str] | None = None,
-        lists: dict[str, str] | None = None,
+        lists: dict | None = None,
     ) -> tuple[list[Entry], Path]:
         folder = under(root, lists_root)
         if not folder.is_dir():
             raise DataError(f"list folder {folder} (data.lists_root) does not exist")
-        f = folder / list_name(lists, split, shot, seed)
-        if not f.is_file():
-            named = f"data.lists.{split}" if lists and split in lists else f"no data.lists.{split}: {split}.txt"
-            present = sorted(p.name for p in folder.iterdir() if p.is_file())
-            shown = ", ".join(present[:12]) + (" ..." if len(present) > 12 else "")
-            raise DataError(f"missing list file {f} of split {split!r} ({named}; files there: {shown or 'none'})")
-        entries = read_pairs(f, labels)
+        entries = []
+        for name in list_names(lists, split, shot, seed):
+            f = folder / name
+            if not f.is_file():
+                named = f"data.lists.{split}" if lists and split in lists else f"no data.lists.{split}: {split}.txt"
+                present = sorted(p.name for p in folder.iterdir() if p.is_file())
+                shown = ", ".join(present[:12]) + (" ..." if len(present) > 12 else "")
+                raise DataError(f"missing list file {f} of split {split!r} ({named}; files there: {shown or 'none'})")
+            entries += read_pairs(f, labels)
         per_split = bool(image_roots) and split in image_roots
         images = under(root, image_roots[split] if per_split else image_root)
         if not images.is_dir():
