@@ -10,7 +10,7 @@ import torch
 
 from .backbones import create_backbone
 from .config import RunConfig
-from .data.loader import DeviceData, batch_len
+from .data.loader import DeviceData, StreamedData, batch_len
 from .engine.checkpoint import load_trainable_state
 from .errors import RunDirError
 from .methods.base import apply_method
@@ -62,12 +62,13 @@ def evaluate_task(
     """The task's metric state over a split: batches prepared by ``task`` (no augmentation), predicted by the
     objective, counted on the device.
 
-    ``ds`` is a decoded split or a :class:`~vpeft.data.loader.DeviceData` already on the device; the forward runs under
+    ``ds`` is a decoded split, a :class:`~vpeft.data.loader.DeviceData` already on the device or a
+    :class:`~vpeft.data.loader.StreamedData` (decoded a chunk at a time); the forward runs under
     the run's autocast (``amp``). With ``shard=(rank, world)`` only this process's share of every batch is evaluated
     and the state is its own: :meth:`~vpeft.tasks.base.Metric.sync` combines the processes' states.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    data = ds if isinstance(ds, DeviceData) else DeviceData(ds, device, resident=False)
+    data = ds if isinstance(ds, (DeviceData, StreamedData)) else DeviceData(ds, device, resident=False)
     was_training = model.training
     model.eval(), objective.eval()
     metric = task.metric()

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .vtab import ImageDataset
+from .vtab import ImageDataset, StreamedSplit
 
 #: A split lives on a CUDA device when all the splits given together take at most this share of its free memory.
 RESIDENT_SHARE = 0.25
@@ -106,6 +106,63 @@ class DeviceData:
         drop_last: bool = False,
     ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
         """``(batch, global batch size)``: the batches of :meth:`batches` as mappings ``{"image", "label"}``."""
+        for images, labels, size in self.batches(batch_size, order, shard, drop_last):
+            yield {"image": images, "label": labels}, size
+
+
+class StreamedData:
+    """An evaluation split too large to hold decoded (:class:`~vpeft.data.vtab.StreamedSplit`), read a chunk at a time
+    each time it is evaluated: the batches of :class:`DeviceData` (the same images in the same order and sharding), with
+    at most one chunk of ``data.eval_memory_mb`` decoded in host memory. Evaluation only: no shuffled order."""
+
+    resident = False
+
+    def __init__(self, split: StreamedSplit, device: torch.device):
+        self.split, self.device = split, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
+
+    def batches(
+        self,
+        batch_size: int,
+        order: Optional[torch.Tensor] = None,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """``(images, labels, global batch size)`` in list order, batches of ``batch_size`` across chunk borders."""
+        if order is not None or drop_last:
+            raise ValueError("a streamed split is read in list order, whole: evaluation only")
+        rank, world = shard
+        held_x, held_y = [], []
+
+        def emit(x, y):
+            size = len(x)
+            if world > 1:
+                x, y = x[rank::world], y[rank::world]
+            return x.to(self.device), y.to(self.device), size
+
+        for images, labels in self.split.chunks():
+            held_x.append(images), held_y.append(labels)
+            x, y = torch.cat(held_x), torch.cat(held_y)
+            full = len(x) - len(x) % batch_size
+            for i in range(0, full, batch_size):
+                yield emit(x[i : i + batch_size], y[i : i + batch_size])
+            held_x, held_y = [x[full:]], [y[full:]]
+        if held_x and len(held_x[0]):
+            yield emit(held_x[0], held_y[0])
+
+    def mappings(
+        self,
+        batch_size: int,
+        order: Optional[torch.Tensor] = None,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
         for images, labels, size in self.batches(batch_size, order, shard, drop_last):
             yield {"image": images, "label": labels}, size
 

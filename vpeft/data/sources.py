@@ -10,8 +10,11 @@ re-exported here) and decoded by :mod:`vpeft.data.vtab`. A training split's labe
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
+
+import torch
 
 from ..errors import DataError
 from ..files import read_text
@@ -27,7 +30,7 @@ from .entries import (  # noqa: F401  (re-exported)
 )
 from .formats.folder import folder_classes, has_split_folders, ignored_entries  # noqa: F401  (re-exported)
 from .suites import canonical_classes
-from .vtab import center_crop, load_split
+from .vtab import StreamedSplit, center_crop, load_split
 
 CROP_PCT = 0.875  # augmented layouts decode at size / 0.875 and test on the centre crop
 
@@ -152,3 +155,42 @@ def data_class_names(dc, num_classes: int | None = None) -> list[str] | None:
     if names is not None and num_classes is not None and len(names) != num_classes:
         return None
     return names
+
+
+def streamed(dc, split: str, size: tuple[int, int], num_classes: int | None, labels: str = "int"):
+    """An evaluation split as a :class:`~vpeft.data.vtab.StreamedSplit` where, decoded, it would take more than
+    ``data.eval_memory_mb`` (ImageNet val: 50,000 images, 7.5 GB at 224 px), so it is read a chunk at a time each
+    time it is evaluated; None where it fits (:func:`load` it). Labels out of range and missing images fail naming
+    the file and line before anything is decoded (with ``data.skip_bad``: are left out, with a warning)."""
+    entries, image_root = entries_for(dc, split)
+    dsize = decode_size(dc, size)
+    per_image, budget = 3 * dsize[0] * dsize[1], dc.eval_memory_mb * 2**20
+    if len(entries) * per_image <= budget:
+        return None
+    skipped = []
+    kept = []
+    for e in entries:
+        if labels == "int" and num_classes is not None and not 0 <= e.label < num_classes:
+            skipped.append(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}")
+        elif not os.path.isfile(image_root / e.path):
+            skipped.append(f"{e.source}:{e.line}: image {image_root / e.path} does not exist")
+        else:
+            kept.append(e)
+            continue
+        if not dc.skip_bad:
+            raise DataError(skipped[-1])
+    if skipped:
+        warnings.warn(f"skip_bad: left out {len(skipped)} bad line(s) of split {split!r}; first: {skipped[0]}")
+    if not kept:
+        raise DataError(f"{entries[0].source}: no readable entries ({len(skipped)} skipped)")
+    return StreamedSplit(
+        entries=kept,
+        image_root=image_root,
+        decode_size=dsize,
+        crop=None if augment_kind(dc) == "none" else tuple(size),
+        chunk=max(1, int(budget // per_image)),
+        label_dtype=torch.int64 if labels == "int" else torch.float32,
+        skip_bad=dc.skip_bad,
+        source=str(entries[0].source),
+        skipped=skipped,
+    )

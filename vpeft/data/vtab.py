@@ -12,7 +12,7 @@ import os
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -183,25 +183,76 @@ def load_split(
     return ds
 
 
-def decode_chunks(entries: list[Entry], image_root: Path, size: tuple[int, int], chunk: int):
+def decode_chunks(
+    entries: list[Entry], image_root: Path, size: tuple[int, int], chunk: int, skipped: Optional[list[str]] = None
+):
     """Decode ``entries`` ``chunk`` images at a time, yielding ``(uint8 images [n, 3, H, W], the n entries)``: a split
     too large to hold decoded (ImageNet val, 50,000 images: 7.5 GB at 224 px) is read with at most ``chunk`` images
-    in memory. An unreadable image fails naming its file and line. Nothing is cached."""
+    in memory. An unreadable image fails naming its file and line, or, given a ``skipped`` list, is left out and its
+    message appended there. Nothing is cached."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+
+    def work(e):
+        try:
+            return _decode(image_root / e.path, size)
+        except Exception as ex:
+            message = f"{e.source}:{e.line}: cannot read image {image_root / e.path}: {type(ex).__name__}: {ex}"
+            if skipped is None:
+                raise DataError(message) from None
+            return message
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, len(entries), chunk):
             part = entries[start : start + chunk]
+            arrays = list(pool.map(work, part))
+            if skipped is not None:
+                skipped += [a for a in arrays if isinstance(a, str)]
+                part = [e for e, a in zip(part, arrays) if not isinstance(a, str)]
+                arrays = [a for a in arrays if not isinstance(a, str)]
+            if arrays:
+                yield torch.from_numpy(np.stack(arrays)), part
 
-            def work(e):
-                try:
-                    return _decode(image_root / e.path, size)
-                except Exception as ex:
-                    raise DataError(
-                        f"{e.source}:{e.line}: cannot read image {image_root / e.path}: {type(ex).__name__}: {ex}"
-                    ) from None
 
-            yield torch.from_numpy(np.stack(list(pool.map(work, part)))), part
+@dataclass
+class StreamedSplit:
+    """A split read a chunk at a time whenever it is evaluated, never held decoded whole (see :func:`decode_chunks`):
+    its checked entries, where their images are, the size they are decoded at, the centre crop evaluation takes
+    (null: none) and how many images a chunk holds. With ``skip_bad``, ``skipped`` lists the lines left out before
+    decoding (labels out of range, missing images) and those the last pass could not decode."""
+
+    entries: list[Entry]
+    image_root: Path
+    decode_size: tuple[int, int]
+    crop: Optional[tuple[int, int]]
+    chunk: int
+    label_dtype: torch.dtype = torch.int64
+    skip_bad: bool = False
+    source: str = ""
+    skipped: list[str] = field(default_factory=list)
+    undecoded: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def chunks(self):
+        """``(uint8 images [n, 3, H, W] as evaluation takes them, labels [n])``, a chunk at a time."""
+        undecoded: list[str] = []
+        for images, part in decode_chunks(
+            self.entries, self.image_root, self.decode_size, self.chunk, undecoded if self.skip_bad else None
+        ):
+            images = crop_center(images, self.crop).contiguous() if self.crop else images
+            yield images, torch.tensor([e.label for e in part], dtype=self.label_dtype)
+        if undecoded:
+            warnings.warn(
+                f"skip_bad: left out {len(undecoded)} unreadable image(s) of {self.source}; first: {undecoded[0]}"
+            )
+        self.undecoded = undecoded
+
+    @property
+    def bad_lines(self) -> int:
+        """The lines left out, before decoding and by the last pass."""
+        return len(self.skipped) + len(self.undecoded)
 
 
 def crop_center(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from ..backbones import split_backbone_spec
 from ..config import RunConfig, run_identity, spec_string
-from ..data.loader import DeviceData, batch_len, fits_on_device, split_batch
-from ..data.sources import augment_kind, data_class_names, describe_split, resolve_splits
+from ..data.loader import DeviceData, StreamedData, batch_len, fits_on_device, split_batch
+from ..data.sources import augment_kind, data_class_names, describe_split, resolve_splits, streamed
 from ..data.sources import load as load_data
 from ..errors import ConfigError, DivergedError, RunDirError
 from ..memory import SavedTensorProbe, memory_stats, param_counts
@@ -286,7 +286,11 @@ def _train(
     labels = task_cfg.labels
     train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels)
     val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels) if val_split else None
-    test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels)
+    # A test split too large to hold decoded (ImageNet val) is read a chunk of data.eval_memory_mb at a time.
+    test_stream = streamed(dc, test_split, size, num_classes, labels)
+    test_ds = None
+    if test_stream is None:
+        test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels)
     skipped = {
         s: len(d.skipped or [])
         for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))
@@ -315,7 +319,7 @@ def _train(
     resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
     train_data = DeviceData(train_ds, device, resident)
     val_data = DeviceData(val_ds, device, resident) if val_ds is not None else None
-    test_data = DeviceData(test_ds, device, resident)
+    test_data = DeviceData(test_ds, device, resident) if test_stream is None else StreamedData(test_stream, device)
     selection_info, peak = None, PeakMemory(device)
     if cfg.selector is not None:
         peak.reset()
@@ -592,7 +596,7 @@ def _train(
             "weight_decay": tc.weight_decay,
             "schedule": f"cosine, warmup {tc.warmup_epochs} epochs, stepped per {tc.sched_unit}",
         },
-        "skipped_lines": skipped,
+        "skipped_lines": skipped if test_stream is None else {**skipped, test_split: test_stream.bad_lines},
         "warnings": ([BEST_TEST_WARNING] if tc.select == "best-test" else [])
         + ([random_backbone_warning(cfg.backbone.spec)] if weights == "random" else []),
         "backbone_weights": weights,
@@ -604,6 +608,8 @@ def _train(
     result.update(objective.extra_result(history))
     if tests:
         result["tests"] = tests
+    if test_stream is not None:  # read a chunk at a time (data.eval_memory_mb), never held decoded whole
+        result["test_streamed"] = {"images": len(test_stream), "chunk_images": test_stream.chunk}
     if ddp.enabled:
         result["distributed"] = {
             "world_size": ddp.world,
