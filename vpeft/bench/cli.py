@@ -20,6 +20,7 @@ BENCH_EPILOG = """examples:
   vpeft bench run exp.yaml --out results/x --jobs 4 --gpus-per-run 2     # 8 GPUs: GPUs 0,1 / 2,3 / 4,5 / 6,7
   vpeft bench run exp.yaml --out results/x --executor ray --ray-address auto --gpus-per-run 1
   vpeft bench status results/x
+  vpeft bench run --suite fewshot --data-root data/dg --method linear --list-seeds 0 1 2 --set data.shot=4 --out res/fs
   vpeft bench recipes
   vpeft report results/x --compare adapter adapter+gist
 """
@@ -62,6 +63,12 @@ def add_parsers(sub) -> None:
         help="a named preset as a method entry (e.g. idat-ps-kl); with --method, these replace the file's list",
     )
     r.add_argument("--seeds", nargs="+", type=int)
+    r.add_argument(
+        "--list-seeds",
+        nargs="+",
+        type=int,
+        help="few-shot list seeds (data.fewshot_seed): every run repeated over them; reports average over them",
+    )
     r.add_argument("--backbone", help="backbone spec for every run")
     r.add_argument("--checkpoint", help="backbone weights for every run")
     r.add_argument("--select", choices=["last", "val", "best-test"], help="model-selection rule for every run")
@@ -104,7 +111,9 @@ def add_parsers(sub) -> None:
     s.add_argument("out", help="sweep folder")
     s.add_argument("--failed", action="store_true", help="print each failure's error")
 
-    bs.add_parser("recipes", help="list the shipped recipes (papers' per-task VTAB-1K settings)")
+    bs.add_parser(
+        "recipes", help="list the shipped recipes (papers' per-task settings: VTAB-1K, domain generalisation, few-shot)"
+    )
 
     rp = sub.add_parser(
         "report",
@@ -158,6 +167,7 @@ def _experiment(args):
         "tasks": args.tasks,
         "recipe": args.recipe,
         "seeds": args.seeds,
+        "list_seeds": args.list_seeds,
         "methods": methods,
         **{k: v for k, v in base.items() if v},
     }
@@ -171,8 +181,10 @@ def _experiment(args):
 
 def cmd_bench(args) -> int:
     if args.bench_command == "recipes":
-        for name, about in list_recipes().items():
-            print(f"{name:10s} {about}")
+        recipes = list_recipes()
+        width = max(map(len, recipes), default=0)
+        for name, about in recipes.items():
+            print(f"{name:{width}s}  {about}")
         return 0
     if args.bench_command == "status":
         runs = Path(args.out) / "runs.jsonl"

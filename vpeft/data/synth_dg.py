@@ -14,7 +14,9 @@ keeps it. The styles:
 * ``mixed``: each image in one of the three shifted styles at random (as ImageNet-R's renditions).
 
 Folders written under the root: ``source`` (the VTAB-1K layout: ``train800``, ``val200``, ``train800val200`` and
-``test`` lists of 32 px PNGs) and one ``target_<name>`` per entry of :data:`TARGETS` with a ``test.txt``. The
+``test`` lists of 32 px PNGs), one ``target_<name>`` per entry of :data:`TARGETS` with a ``test.txt``, and ``fewshot``
+(the source's style in NOAH's few-shot layout: training lists per shot and list seed, for few-shot sweeps over list
+seeds). The
 ``subset`` target covers only a quarter of the classes (as ImageNet-A and -R cover 200 of ImageNet's 1000), so a
 model's accuracy there differs between an argmax over every class and one over the classes present
 (:func:`vpeft.metrics_dg.accuracy_all_and_present`). Every folder has a ``classes.txt`` naming the whole label space
@@ -54,7 +56,12 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "subset": ("mixed", 0.25, "a quarter of the classes, each image in one of the shifted styles"),
 }
 #: A fixed number per folder for its random stream: adding a target never changes another folder's images.
-FOLDER_IDS = {"source": 0, "sketch": 1, "colour": 2, "texture": 3, "subset": 4}
+FOLDER_IDS = {"source": 0, "sketch": 1, "colour": 2, "texture": 3, "subset": 4, "fewshot": 5}
+#: The generated few-shot task (NOAH's layout, read by ``data.format=fewshot``): training lists of these shots, drawn
+#: with these list seeds from a pool of ``FEWSHOT_POOL`` source-style images per class.
+FEWSHOT_SHOTS = (1, 2, 4)
+FEWSHOT_SEEDS = (0, 1, 2)
+FEWSHOT_POOL = 8
 
 
 def class_factors(label: int) -> tuple[str, int, str]:
@@ -246,8 +253,42 @@ def generate_dg(root: str | Path, seed: int = 0, size: int = 32, n_test: int = 5
             "num_present": len(present),
             "present": present,
         }
+    suite["fewshot"] = _write_fewshot(folder_of("fewshot"), seed, size)
     (root / "suite.json").write_text(_compact_json(suite))
     return suite
+
+
+def _write_fewshot(folder: Path, seed: int, size: int) -> dict:
+    """A few-shot task in NOAH's layout under ``folder``: ``annotations/train_meta.list.num_shot_<k>.seed_<s>`` for
+    every shot of :data:`FEWSHOT_SHOTS` and list seed of :data:`FEWSHOT_SEEDS` (``k`` images of every class drawn from
+    a pool of :data:`FEWSHOT_POOL` per class; a seed's smaller lists are not nested in its larger ones, as NOAH's are
+    drawn), ``val_meta.list`` and ``test_meta.list`` (one and two images per class), images in the source's style."""
+    everything, rng = np.arange(NUM_CLASSES), np.random.default_rng([seed, FOLDER_IDS["fewshot"]])
+    pool = _write_split(folder, "pool", np.repeat(everything, FEWSHOT_POOL), rng, size, "photo")
+    val = _write_split(folder, "val", everything, rng, size, "photo")
+    test = _write_split(folder, "test", np.repeat(everything, 2), rng, size, "photo")
+    for split in ("pool", "val", "test"):
+        (folder / f"{split}.txt").unlink()  # the lists are NOAH's, under annotations/
+    notes = folder / "annotations"
+    notes.mkdir(exist_ok=True)
+    by_class: dict[int, list[str]] = {}
+    for line in pool:
+        by_class.setdefault(int(line.rsplit(maxsplit=1)[1]), []).append(line)
+    for list_seed in FEWSHOT_SEEDS:
+        draw = np.random.default_rng([seed, FOLDER_IDS["fewshot"], list_seed])
+        for shot in FEWSHOT_SHOTS:
+            lines = [by_class[c][i] for c in everything for i in sorted(draw.choice(FEWSHOT_POOL, shot, replace=False))]
+            (notes / f"train_meta.list.num_shot_{shot}.seed_{list_seed}").write_text("\n".join(lines) + "\n")
+    (notes / "val_meta.list").write_text("\n".join(val) + "\n")
+    (notes / "test_meta.list").write_text("\n".join(test) + "\n")
+    return {
+        "folder": folder.name,
+        "format": "fewshot",
+        "shots": list(FEWSHOT_SHOTS),
+        "list_seeds": list(FEWSHOT_SEEDS),
+        "val": len(val),
+        "test": len(test),
+    }
 
 
 def _compact_json(obj) -> str:
