@@ -107,3 +107,18 @@ def test_bad_lines_of_a_streamed_split_are_named_or_skipped(task, tmp_path):
     with pytest.warns(UserWarning, match="skip_bad"):
         r = train(cfg, tmp_path / "r", progress=False)
     assert r["test_total"] == 12 and r["skipped_lines"]["test"] == 2  # the label out of range and the broken image
+
+
+def test_real_valued_targets_stream_as_they_load(tmp_path):
+    """Task ``regress``: float targets, read by the streamed split as by the in-memory one."""
+    root = make_task(tmp_path / "reg", n_train=8, n_test=7)
+    lines = (root / "test.txt").read_text().splitlines()
+    (root / "test.txt").write_text(
+        "".join(f"{line.rsplit(maxsplit=1)[0]} {0.25 * i - 0.5}\n" for i, line in enumerate(lines))
+    )
+    dc = DataConfig(root=str(root), eval_memory_mb=SMALL_MB)
+    whole = DeviceData(load(dc, "test", (32, 32), None, training=False, labels="float"), "cpu")
+    stream = StreamedData(streamed(dc, "test", (32, 32), None, labels="float"), "cpu")
+    (xa, ya, _), (xb, yb, _) = next(whole.batches(7)), next(stream.batches(7))
+    assert yb.dtype == torch.float32 and torch.equal(ya, yb) and torch.equal(xa, xb)
+    assert yb.tolist() == [0.25 * i - 0.5 for i in range(7)]

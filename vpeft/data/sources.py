@@ -162,7 +162,7 @@ def streamed(dc, split: str, size: tuple[int, int], num_classes: int | None, lab
     ``data.eval_memory_mb`` (ImageNet val: 50,000 images, 7.5 GB at 224 px), so it is read a chunk at a time each
     time it is evaluated; None where it fits (:func:`load` it). Labels out of range and missing images fail naming
     the file and line before anything is decoded (with ``data.skip_bad``: are left out, with a warning)."""
-    entries, image_root = entries_for(dc, split)
+    entries, image_root = entries_for(dc, split, labels=labels)
     dsize = decode_size(dc, size)
     per_image, budget = 3 * dsize[0] * dsize[1], dc.eval_memory_mb * 2**20
     if len(entries) * per_image <= budget:
