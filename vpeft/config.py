@@ -90,6 +90,13 @@ class DataConfig(BaseConfig):
         augment: Training augmentation: ``none`` (direct resize, VTAB), ``crop_flip`` (random-resized crop + flip,
             FGVC), ``crop_flip_randaug`` (plus RandAugment, few-shot); null picks by format (none for vtab1k, folder,
             csv). With augmentation, images are decoded at size / 0.875 and tested on the centre crop.
+        randaug: With ``crop_flip_randaug``: null runs vpeft's batched RandAugment (torchvision's ops, 2 of magnitude
+            9); a timm RandAugment string (``rand-m9-mstd0.5-inc1``, NOAH's and DTL's) runs timm's
+            ``rand_augment_transform`` on each image after the crop and flip instead, with the hparams timm's
+            ``create_transform`` gives it (translate 45% of the input size, fill the normalisation's mean,
+            bicubic), seeded from the run's augmentation generator.
+        erasing: Probability of timm's random erasing (mode ``pixel``: one box of normal noise per erased image)
+            on the normalised training images, as timm's ``--reprob`` (NOAH: 0.25); 0 turns it off.
         train_split: Split to train on; null picks by format and selection rule (``train800val200`` or ``train800``
             for vtab1k; ``train+val`` or ``train`` for fgvc; ``train`` otherwise).
         val_split: Split for model selection with ``train.select=val``; null picks by format.
@@ -126,6 +133,8 @@ class DataConfig(BaseConfig):
     image_roots: dict = field(default_factory=dict)
     lists: dict = field(default_factory=dict)
     augment: Optional[Literal["none", "crop_flip", "crop_flip_randaug"]] = None
+    randaug: Optional[str] = None
+    erasing: float = 0.0
     train_split: Optional[str] = None
     val_split: Optional[str] = None
     test_split: Optional[str] = None
@@ -176,6 +185,21 @@ class DataConfig(BaseConfig):
                 f"data option {foreign[0]!r} is not read by format {self.format!r} (formats that read it: "
                 f"{', '.join(readers)}): set data.format to one of them, or leave {', '.join(foreign)} unset"
             )
+        if not 0 <= self.erasing <= 1:  # nan fails too
+            raise ConfigError(f"data option 'erasing' must be a probability in [0, 1], got {self.erasing}")
+        if self.randaug is not None:
+            from .data.augment import timm_rand_augment  # torchvision and timm.data: imported only when asked for
+
+            try:
+                timm_rand_augment(self.randaug)
+            except ValueError as e:
+                raise ConfigError(f"data option 'randaug': {e}") from None
+            kind = self.augment or FORMATS.get(self.format).augment
+            if kind != "crop_flip_randaug":
+                raise ConfigError(
+                    f"data option 'randaug' replaces RandAugment, which augmentation {kind!r} does not run: set "
+                    "data.augment=crop_flip_randaug, or leave data.randaug unset"
+                )
 
 
 @dataclass(kw_only=True)
@@ -202,6 +226,16 @@ class TrainConfig(BaseConfig):
             The papers' loaders drop it (GIST, iDAT, GPS and DTL: 15 steps an epoch instead of 16 at batch 64), so
             their recipes set it.
         drop_path: Stochastic depth rate on the frozen backbone's blocks.
+        mixup: Mixup alpha (timm's ``--mixup``; NOAH: 0.8): with it or ``cutmix`` above 0, timm's ``Mixup`` in mode
+            ``batch`` mixes each training batch with its mirror (one lambda per batch) and the objective trains on
+            soft targets (classification; the training accuracy counts the unmixed labels). 0 turns it off.
+        cutmix: CutMix alpha (timm's ``--cutmix``; NOAH: 1.0); 0 turns it off.
+        mixup_prob: Probability that a batch is mixed at all (timm's ``--mixup-prob``).
+        mixup_switch_prob: With both ``mixup`` and ``cutmix`` on, the probability that a mixed batch uses CutMix
+            (timm's ``--mixup-switch-prob``).
+        smoothing: Label smoothing of the training targets (timm's ``--smoothing``; NOAH: 0.1): ``smoothing / C``
+            on every class, ``1 - smoothing`` more on the true one, applied before mixing; classification only.
+            ``objective.label_smoothing`` of ``ce`` smooths again on top.
         amp: Mixed precision on CUDA: ``none``, ``fp16`` or ``bf16`` (ignored on CPU, with a warning).
         seed: Seed for initialisation, shuffling, dropout and drop-path; same seed, same result on CPU.
         select: Model selection: ``last`` epoch, best ``val`` score of the task's primary metric (accuracy for
@@ -238,6 +272,11 @@ class TrainConfig(BaseConfig):
     grad_accum: int = 1
     drop_last: bool = False
     drop_path: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.0
     amp: Literal["none", "fp16", "bf16"] = "none"
     seed: int = 0
     select: Literal["last", "val", "best-test"] = "last"
@@ -266,6 +305,14 @@ class TrainConfig(BaseConfig):
                 raise ConfigError(f"train option {name!r} must be a finite number, got {getattr(self, name)}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"train option 'drop_path' must be in [0, 1), got {self.drop_path}")
+        for name in ("mixup", "cutmix"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"train option {name!r} must be an alpha >= 0 (0: off), got {getattr(self, name)}")
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"train option {name!r} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.smoothing < 1:
+            raise ConfigError(f"train option 'smoothing' must be in [0, 1), got {self.smoothing}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
 
@@ -314,6 +361,13 @@ ADDED_OPTIONS = {
     ("data", "image_root"): None,
     ("data", "image_roots"): {},
     ("data", "lists"): {},
+    ("data", "randaug"): None,
+    ("data", "erasing"): 0.0,
+    ("train", "mixup"): 0.0,
+    ("train", "cutmix"): 0.0,
+    ("train", "mixup_prob"): 1.0,
+    ("train", "mixup_switch_prob"): 0.5,
+    ("train", "smoothing"): 0.0,
 }
 
 
@@ -387,6 +441,7 @@ class RunConfig(BaseConfig):
         )
         kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
         kwargs["task"].check(kwargs["data"].format, kwargs["objective"])
+        kwargs["task"].check_training(kwargs["train"], kwargs["objective"])
         if kwargs["selector"] is not None:
             kwargs["selector"].check_task(kwargs["task"])
         return cls(**kwargs)

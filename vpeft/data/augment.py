@@ -17,17 +17,41 @@ torchvision's own uint8 kernel per image, see :func:`resized_crop`).
 - ``gps_views``: GPS's two contrastive views (crop + flip, colour jitter with p 0.8 in a random order per image,
   grayscale with p 0.2).
 - ``augment``: the dispatcher for the data layouts' ``augment`` kinds.
+
+timm's own augmentations, as NOAH's and DTL's recipes run them (``data.randaug``, ``data.erasing``, ``train.mixup``,
+``train.cutmix``, ``train.smoothing``):
+
+- ``timm_rand_augment`` / ``timm_randaug_batch``: timm's ``rand_augment_transform`` from a config string
+  (``rand-m9-mstd0.5-inc1``), applied per image through PIL after the crop and flip, in place of ``rand_augment``.
+- ``Erasing``: timm's ``RandomErasing`` (mode ``pixel``, one box) on the normalised float batch.
+- ``Mixing``: timm's ``Mixup`` (mode ``batch``: one lambda and one box for the whole batch, each image mixed with its
+  mirror in the batch) and label smoothing; soft targets ``[B, C]``.
+
+timm draws from Python's ``random``, numpy's global generator and torch's CPU generator: ``host_rngs`` seeds all three
+from one draw of the run's augmentation generator per call and restores them afterwards, so the same generator state
+gives the same batch (and a resumed run augments as the uninterrupted one) without touching the rest of the run's
+random streams. These host loops read the batch back from the device (RandAugment) or run per image (erasing).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
-from typing import Union
+import random
+import re
+from collections.abc import Callable, Iterator
+from typing import Optional, Union
 
+import numpy as np
 import torch
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.mixup import Mixup, mixup_target
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import str_to_pil_interp
 from torchvision.transforms.v2 import functional as F
+
+from .vtab import NORMALIZATION
 
 Size = Union[int, tuple[int, int]]
 
@@ -428,11 +452,148 @@ def gps_views(images_u8: torch.Tensor, size: Size, generator: torch.Generator) -
     return random_grayscale(x, generator, p=0.2).unflatten(0, (b, 2))
 
 
-def augment(images_u8: torch.Tensor, size: Size, kind: str, generator: torch.Generator) -> torch.Tensor:
+def augment(
+    images_u8: torch.Tensor, size: Size, kind: str, generator: torch.Generator, randaug: Optional[Callable] = None
+) -> torch.Tensor:
     """Training augmentation of a batch by the data layouts' ``augment`` kind: ``crop_flip`` (random-resized crop
     0.08-1 + flip, FGVC as VPT/GPS) or ``crop_flip_randaug`` (plus RandAugment with 2 ops of magnitude 9, few-shot as
-    NOAH/DTL)."""
+    NOAH/DTL). ``randaug``: a timm RandAugment (:func:`timm_rand_augment`) that ``crop_flip_randaug`` runs per image
+    (:func:`timm_randaug_batch`) in place of the batched torchvision one."""
     if kind not in KINDS:
         raise ValueError(f"unknown augment kind {kind!r}; known: {', '.join(KINDS)}")
     x = random_resized_crop_flip(images_u8, size, generator)
-    return rand_augment(x, generator, num_ops=2, magnitude=9) if kind == "crop_flip_randaug" else x
+    if kind != "crop_flip_randaug":
+        return x
+    if randaug is not None:
+        return timm_randaug_batch(x, randaug, generator)
+    return rand_augment(x, generator, num_ops=2, magnitude=9)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# timm's augmentations (NOAH's and DTL's recipes)
+
+
+@contextlib.contextmanager
+def host_rngs(generator: Optional[torch.Generator]) -> Iterator[None]:
+    """Seed Python's ``random``, numpy's global generator and torch's CPU generator (which timm's augmentations draw
+    from) from one draw of ``generator``, and restore their states on leaving; ``None``: leave them as they are."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's (dropout there) stays untouched
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+#: timm RandAugment config sections (``rand_augment_transform``): a key and its number; ``t<name>`` names a set of ops.
+_RANDAUG_SECTION = re.compile(r"(m|n|p|mstd|mmax|inc)\d.*")
+_RANDAUG_SETS = ("weights", "3aw", "3a")
+
+
+def timm_rand_augment(spec: str, size: Size = 224, normalize: str = "inception") -> Callable:
+    """timm's RandAugment for the config string ``spec`` (``rand-m9-mstd0.5-inc1``: magnitude 9, its std 0.5, the
+    ops whose strength grows with it), with the hparams timm's ``create_transform`` gives it for images of ``size``:
+    ``translate_const`` 45% of the smaller side, fill ``img_mean`` the normalisation's mean in grey levels, and
+    bicubic interpolation (NOAH's and DTL's ``--train-interpolation``). A string timm cannot read, or whose sections
+    timm would silently skip, fails with a one-line ``ValueError``."""
+    sections = spec.split("-") if isinstance(spec, str) else []
+    if not sections or sections[0] != "rand":
+        raise ValueError(
+            f"expected a timm RandAugment string 'rand-<sections>' (e.g. rand-m9-mstd0.5-inc1), got {spec!r}"
+        )
+    for c in sections[1:]:
+        if c.startswith("t") and c[1:] not in _RANDAUG_SETS:
+            raise ValueError(f"{spec!r}: unknown op set {c!r}; timm knows {', '.join('t' + n for n in _RANDAUG_SETS)}")
+        if not c.startswith("t") and not _RANDAUG_SECTION.fullmatch(c):
+            raise ValueError(
+                f"{spec!r}: unknown section {c!r}; timm reads m<magnitude>, n<ops>, p<prob>, mstd<std>, mmax<max>, "
+                "inc<0|1>, t<op set>"
+            )
+    mean = NORMALIZATION[normalize][0]
+    hparams = {
+        "translate_const": int(min(_pair(size)) * 0.45),
+        "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+        "interpolation": str_to_pil_interp("bicubic"),
+    }
+    try:
+        return rand_augment_transform(spec, hparams)
+    except (AssertionError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"timm cannot read RandAugment string {spec!r}: {e or type(e).__name__}") from None
+
+
+def timm_randaug_batch(images_u8: torch.Tensor, transform: Callable, generator: Optional[torch.Generator]):
+    """``transform`` (a timm RandAugment, PIL in and out) on every image of a uint8 batch ``[B, 3, H, W]``, in order,
+    under Python's and numpy's generators seeded from ``generator`` (:func:`host_rngs`); uint8 out, on the batch's
+    device. The batch goes to the host and back."""
+    host = images_u8.cpu().permute(0, 2, 3, 1).numpy()
+    with host_rngs(generator):
+        out = [np.asarray(transform(Image.fromarray(np.ascontiguousarray(img), "RGB"))) for img in host]
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+    return _to_device(x, images_u8.device)
+
+
+class Erasing:
+    """timm's ``RandomErasing(probability, mode="pixel", max_count=1)`` on a normalised float batch, in place: each
+    image, with probability ``probability``, gets one box (2-33% of its area, aspect ratio 0.3-3.3) filled with
+    standard-normal noise. The noise is drawn on the host (timm's ``device="cpu"``) and copied into the batch, so the
+    same generator erases the same pixels on every device."""
+
+    def __init__(self, probability: float):
+        self.probability = probability
+        self.erase = RandomErasing(probability, mode="pixel", max_count=1, device="cpu")
+
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        with host_rngs(generator):
+            return self.erase(images)
+
+
+class Mixing:
+    """Soft training targets ``[B, C]`` as timm's training script makes them: with ``mixup`` or ``cutmix`` alpha > 0,
+    timm's ``Mixup`` in mode ``batch`` (with probability ``prob`` one lambda for the batch, drawn from
+    Beta(alpha, alpha) of cutmix with probability ``switch_prob`` when both are on, else of mixup; each image is mixed
+    with its mirror in the batch, ``flip(0)``; the target is ``lam * y + (1 - lam) * y.flip(0)`` of the smoothed
+    one-hot labels); otherwise the smoothed one-hot labels alone (``off = smoothing / C``, ``on = 1 - smoothing +
+    off``: timm's ``--smoothing``). timm's ``Mixup`` refuses an odd batch (an assertion); here an odd batch (the last
+    one without ``drop_last``) is mixed the same way, its middle image with itself (so unmixed)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        smoothing: float = 0.0,
+    ):
+        self.num_classes, self.smoothing = num_classes, smoothing
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                prob=prob,
+                switch_prob=switch_prob,
+                mode="batch",
+                label_smoothing=smoothing,
+                num_classes=num_classes,
+            )
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: Optional[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch mixed in place and its soft targets (float32, on the labels' device)."""
+        if self.mixup is None:
+            return images, mixup_target(labels, self.num_classes, 1.0, self.smoothing)
+        with host_rngs(generator):
+            if len(images) % 2 == 0:
+                return self.mixup(images, labels)
+            lam = self.mixup._mix_batch(images)  # what Mixup.__call__ runs in mode 'batch', past its even-size check
+        return images, mixup_target(labels, self.num_classes, lam, self.smoothing)

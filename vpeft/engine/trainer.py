@@ -314,6 +314,7 @@ def _train(
     if cuda:  # process-wide switches: set for this run, restored by train() after it
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     task = task_cfg.build(dc.normalize, augment, size)
+    task.configure_training(dc, tc, num_classes, cfg.objective)  # timm's randaug, erasing, mixup: when asked for
     # Decoded splits that fit live on the device; the rest stream from pinned host memory.
     choice = tc.data_on_device
     resident = choice == "yes" or (choice == "auto" and fits_on_device([train_ds, val_ds, test_ds], device))
@@ -425,7 +426,8 @@ def _train(
                     continue
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
                 with probe, amp_context(device, amp):
-                    result = objective(model, micro_batch["image"], micro_batch["label"])
+                    # soft targets where the task mixes or smooths labels; the metric counts the hard labels
+                    result = objective(model, micro_batch["image"], micro_batch.get("target", micro_batch["label"]))
                 loss = result["loss"] * (count / n)
                 (scaler.scale(loss) if scaler else loss).backward()
                 for k, v in result.items():

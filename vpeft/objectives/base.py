@@ -4,8 +4,11 @@ An :class:`ObjectiveConfig` makes its :class:`Objective` in one declared step, :
 after the method: the only place an objective may change the model (GIST inserts its token there), and
 :attr:`ObjectiveConfig.changes_model` says whether it does. ``Objective.forward(model, images, labels)`` returns a
 dict holding ``loss`` (a scalar to minimise), ``logits`` (the prediction outputs) and any named loss parts, which the
-trainer logs. An objective may own parameters and whole models (iDAT's teacher, :meth:`Objective.companions`); the
-trainer steps the trainable ones, counts the companions apart from the kept model, and records what
+trainer logs. ``labels`` are the batch's labels (class indices ``[B]``, or real values), or, in training with
+``train.mixup``, ``train.cutmix`` or ``train.smoothing``, soft targets: class probabilities, float ``[B, C]``, which
+only objectives whose config sets :attr:`ObjectiveConfig.soft_labels` receive (``F.cross_entropy`` takes either).
+An objective may own parameters and whole models (iDAT's teacher, :meth:`Objective.companions`); the trainer steps
+the trainable ones, counts the companions apart from the kept model, and records what
 :meth:`Objective.extra_result` returns. Neither the trainer nor ``vpeft measure`` knows any objective by name.
 """
 
@@ -28,10 +31,14 @@ class ObjectiveConfig(BaseConfig):
         changes_model: :meth:`attach` adds modules or hooks to the backbone (GIST's token), so the trained model is
             not the method's alone: it cannot share a trunk with other runs (:class:`~vpeft.MultiTask`).
         tasks: The tasks it trains (``("regress",)``); unset: any task that does not name its objectives.
+        soft_labels: ``forward`` also trains on soft targets (float ``[B, C]`` class probabilities) in place of class
+            indices, as label mixing and smoothing give (``train.mixup``, ``cutmix``, ``smoothing``); a run with
+            those options refuses an objective that does not set it.
     """
 
     name: ClassVar[str]
     changes_model: ClassVar[bool] = False
+    soft_labels: ClassVar[bool] = False
 
     def attach(self, backbone) -> Objective:
         """Build the objective for ``backbone`` (with its method applied): the one step where it may change it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 
@@ -20,6 +21,8 @@ class CEConfig(ObjectiveConfig):
     """
 
     label_smoothing: float = 0.0
+
+    soft_labels: ClassVar[bool] = True  # F.cross_entropy takes class probabilities (label_smoothing smooths them too)
 
     def __post_init__(self):
         if not 0 <= self.label_smoothing < 1:

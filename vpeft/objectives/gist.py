@@ -61,6 +61,7 @@ class GISTConfig(ObjectiveConfig):
     source: Literal["gist", "vpt"] = "gist"
 
     changes_model: ClassVar[bool] = True  # the gist token joins the backbone's token sequence
+    soft_labels: ClassVar[bool] = True  # both cross-entropies take class probabilities as well as indices
 
     def __post_init__(self):
         if self.length < 1:
@@ -116,7 +117,8 @@ def kl(p_log_target: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
 
 
 def gist_loss(z_cls, z_gist, labels, cfg: GISTConfig) -> dict[str, torch.Tensor]:
-    """The GIST loss and its parts from class and gist logits."""
+    """The GIST loss and its parts from class and gist logits; ``labels``: class indices ``[B]`` or soft targets
+    ``[B, C]``."""
     zero = z_cls.new_zeros(())
     parts = {
         "ce_cls": F.cross_entropy(z_cls, labels) if cfg.ce_cls else zero,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,8 @@ class IDATConfig(ObjectiveConfig):
     temperature: float = 5.0
     detach_teacher: bool = False
     save_teacher: bool = False
+
+    soft_labels: ClassVar[bool] = True  # both cross-entropies take class probabilities; teacher_acc their argmax
 
     def __post_init__(self):
         if self.alpha < 0:
@@ -136,7 +138,8 @@ class IDATObjective(Objective):
         z_s = model(images)
         z_t = self.teacher(images)
         out = idat_loss(z_s, z_t, labels, self.cfg)
-        correct_t = (z_t.detach().argmax(-1) == labels).float().mean() * 100
+        hard = labels.argmax(-1) if labels.ndim == 2 else labels  # soft targets (mixup): the dominant class
+        correct_t = (z_t.detach().argmax(-1) == hard).float().mean() * 100
         parts = {k: v.detach() for k, v in out.items() if k != "loss"}
         return {"loss": out["loss"], "logits": z_s, **parts, "teacher_acc": correct_t}
 

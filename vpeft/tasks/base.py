@@ -7,7 +7,10 @@ makes the :class:`Task` a run uses: it prepares each batch on the device (:meth:
 normalisation of the images), holds the default loss and the prediction, and gives a fresh :class:`Metric` per split.
 
 Batches are mappings: ``{"image": uint8 [B, 3, H, W], "label": labels}`` as they come from the data, ``"image"``
-normalised float32 after :meth:`Task.prepare`.
+normalised float32 after :meth:`Task.prepare`. In training with label mixing or smoothing (``train.mixup``,
+``train.cutmix``, ``train.smoothing``: classification only) the prepared batch also holds ``"target"``, the soft
+targets (float ``[B, C]``, rows summing to 1) that the objective trains on, while ``"label"`` stays the hard labels
+the training metric counts.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from ..errors import ConfigError
 from ..registry import FORMATS
 
 Batch = Mapping[str, torch.Tensor]
+
+#: The train options that turn class labels into soft targets (:meth:`TaskConfig.check_training`).
+MIXING_OPTIONS = ("mixup", "cutmix", "smoothing")
 
 
 class Metric:
@@ -57,6 +63,8 @@ class TaskConfig(BaseConfig):
         default_objective: The objective a run trains with when its config names none.
         objectives: The objectives that train this task; null: any objective that does not name its own tasks (an
             objective class may declare ``tasks``, the task names it serves).
+        mixes_labels: Its task mixes and smooths class labels into soft targets (``train.mixup``, ``train.cutmix``,
+            ``train.smoothing``); the other tasks refuse those options.
     """
 
     name: ClassVar[str]
@@ -65,6 +73,7 @@ class TaskConfig(BaseConfig):
     head_key: ClassVar[str] = "num_outputs"
     default_objective: ClassVar[str] = "ce"
     objectives: ClassVar[Optional[tuple[str, ...]]] = None
+    mixes_labels: ClassVar[bool] = False
 
     @property
     def primary_metric(self) -> str:
@@ -97,6 +106,25 @@ class TaskConfig(BaseConfig):
                 else f"objective {objective.name!r} serves {', '.join(map(repr, serves))}"
             )
             raise ConfigError(f"objective {objective.name!r} does not train task {self.name!r}: {takes}")
+
+    def check_training(self, train, objective: Any = None) -> None:
+        """Fail with a :class:`ConfigError` where the run's train section ``train`` mixes or smooths labels
+        (``mixup``, ``cutmix``, ``smoothing`` above 0) and this task does not (real-valued targets), or ``objective``
+        cannot train on soft targets (its config class sets ``soft_labels``)."""
+        mixing = [n for n in MIXING_OPTIONS if getattr(train, n, 0)]
+        if not mixing:
+            return
+        if not self.mixes_labels:
+            kind = "has real-valued targets" if self.labels == "float" else "does not mix class labels"
+            raise ConfigError(
+                f"train option {mixing[0]!r} mixes or smooths class labels; task {self.name!r} {kind}: leave "
+                f"{', '.join('train.' + n for n in MIXING_OPTIONS)} at 0"
+            )
+        if objective is not None and not getattr(type(objective), "soft_labels", False):
+            raise ConfigError(
+                f"train option {mixing[0]!r} gives the objective soft targets (class probabilities), which objective "
+                f"{objective.name!r} does not train on; leave {', '.join('train.' + n for n in MIXING_OPTIONS)} at 0"
+            )
 
     def num_outputs(self, data, splits: list[str]) -> int:
         """The head's size for the run's data section ``data`` and its ``splits``."""
@@ -144,6 +172,7 @@ class Task:
     ):
         self.cfg, self.normalize, self.augment, self.size = cfg, normalize, augment, size
         self._augment_images = None
+        self._randaug = self._erasing = self._mixing = None  # timm's, set by configure_training
         if augment != "none":
             if size is None:
                 raise ValueError(f"augmentation {augment!r} needs the input size")
@@ -151,13 +180,41 @@ class Task:
 
             self._augment_images = augment_images
 
+    def configure_training(self, data, train, num_classes: int, objective: Any = None) -> None:
+        """Set the training augmentations of timm's that the run's ``data`` and ``train`` sections ask for:
+        ``data.randaug`` (timm's RandAugment in place of vpeft's, with augmentation ``crop_flip_randaug``) and
+        ``data.erasing`` (random erasing) for every task; label mixing and smoothing (``train.mixup``, ``cutmix``,
+        ``smoothing``) where the task :attr:`~TaskConfig.mixes_labels`, refused elsewhere
+        (:meth:`TaskConfig.check_training`). ``num_classes``: the head's size."""
+        self.cfg.check_training(train, objective)
+        randaug, erasing = getattr(data, "randaug", None), getattr(data, "erasing", 0.0)
+        if randaug is None and not erasing:
+            return
+        from ..data import augment as A  # torchvision and timm.data: imported only when augmenting
+
+        if randaug is not None:
+            if self.augment != "crop_flip_randaug":
+                raise ConfigError(
+                    f"data option 'randaug' replaces RandAugment, which augmentation {self.augment!r} does not run: "
+                    "set data.augment=crop_flip_randaug, or leave data.randaug unset"
+                )
+            try:
+                self._randaug = A.timm_rand_augment(randaug, self.size, self.normalize)
+            except ValueError as e:
+                raise ConfigError(f"data option 'randaug': {e}") from None
+        if erasing:
+            self._erasing = A.Erasing(erasing)
+
     def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
         """The batch as the model takes it, on its device: in training augmented (parameters drawn from
-        ``generator``), then normalised to float32."""
+        ``generator``), then normalised to float32 and, with ``data.erasing``, randomly erased."""
         images = batch["image"]
         if train and self._augment_images is not None and len(images):
-            images = self._augment_images(images, self.size, self.augment, generator)
-        return {**batch, "image": normalize(images, self.normalize)}
+            images = self._augment_images(images, self.size, self.augment, generator, randaug=self._randaug)
+        images = normalize(images, self.normalize)
+        if train and self._erasing is not None and len(images):
+            images = self._erasing(images, generator)
+        return {**batch, "image": images}
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The task's default loss of the model's ``outputs`` on a prepared batch."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..data.entries import infer_num_classes, layout_options
 from ..data.suites import canonical_classes
 from ..registry import TASKS
-from .base import Batch, Metric, Task, TaskConfig
+from .base import MIXING_OPTIONS, Batch, Metric, Task, TaskConfig
 
 
 class Accuracy(Metric):
@@ -44,10 +44,13 @@ class ClassifyConfig(TaskConfig):
     """Image classification: a linear head over the classes, cross-entropy, top-1 accuracy (in percent).
 
     The number of classes is ``data.num_classes``, else ``classes.txt``'s line count, else 1 + the largest label (a
-    VTAB-1K task whose data disagrees with the canonical count gets the data's, with a warning).
+    VTAB-1K task whose data disagrees with the canonical count gets the data's, with a warning). In training,
+    ``train.mixup``, ``train.cutmix`` and ``train.smoothing`` turn the labels into soft targets (timm's ``Mixup``);
+    the training accuracy still counts the hard labels.
     """
 
     head_key = "num_classes"
+    mixes_labels = True
 
     @property
     def primary_metric(self) -> str:
@@ -73,8 +76,30 @@ class ClassifyConfig(TaskConfig):
 
 
 class ClassifyTask(Task):
+    def configure_training(self, data, train, num_classes: int, objective=None) -> None:
+        super().configure_training(data, train, num_classes, objective)
+        if any(getattr(train, n, 0) for n in MIXING_OPTIONS):
+            from ..data.augment import Mixing  # timm.data: imported only when mixing
+
+            self._mixing = Mixing(
+                num_classes,
+                mixup=train.mixup,
+                cutmix=train.cutmix,
+                prob=train.mixup_prob,
+                switch_prob=train.mixup_switch_prob,
+                smoothing=train.smoothing,
+            )
+
+    def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
+        """As :meth:`Task.prepare`; in training with mixing or smoothing, the images mixed (timm's ``Mixup``, its
+        parameters drawn from ``generator``) and ``"target"`` the soft targets; ``"label"`` stays as it was."""
+        out = super().prepare(batch, train, generator)
+        if train and self._mixing is not None and len(out["image"]):
+            out["image"], out["target"] = self._mixing(out["image"], out["label"], generator)
+        return out
+
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(outputs, batch["label"])
+        return F.cross_entropy(outputs, batch.get("target", batch["label"]))  # soft targets where mixed
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(-1)
