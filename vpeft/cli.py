@@ -415,6 +415,7 @@ def cmd_data_synth(args) -> int:
         print(Path(args.out) / "dg" / "source")
         for t in suite["targets"].values():
             print(Path(args.out) / "dg" / t["folder"])
+        print(Path(args.out) / "dg" / suite["fewshot"]["folder"])
         return 0
     known = [*SYNTH_TASKS, *REGRESSION_TASKS]
     unknown = [t for t in args.tasks or [] if t not in known]

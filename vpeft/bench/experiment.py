@@ -44,7 +44,16 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import RunConfig, apply_overrides, expand_backbone_spec, load_yaml, parse_spec, run_identity, spec_string
+from ..config import (
+    DataConfig,
+    RunConfig,
+    apply_overrides,
+    expand_backbone_spec,
+    load_yaml,
+    parse_spec,
+    run_identity,
+    spec_string,
+)
 from ..data.entries import layout
 from ..data.synth import TASKS, generate
 from ..errors import ConfigError
@@ -69,6 +78,7 @@ TOP_KEYS = (
     "compare",
     "about",
 )
+RECIPE_KEYS = ("about", "source", "protocol", "defaults", "tasks", "methods", "list_seeds")
 ENTRY_KEYS = ("label", "method", "objective", "selector", "task", "preset", "backbone", "data", "train", "grid")
 
 
@@ -129,10 +139,34 @@ def load_recipe(name_or_path: str) -> dict:
             raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())}")
     data = load_yaml(path)
     for key in data:
-        if key not in ("about", "source", "defaults", "tasks", "methods", "protocol"):
-            raise ConfigError(f"{path}: unknown recipe key {key!r} (valid: about, source, defaults, tasks, methods)")
+        if key not in RECIPE_KEYS:
+            raise ConfigError(f"{path}: unknown recipe key {key!r} (valid: {', '.join(RECIPE_KEYS)})")
+    for task, entry in (data.get("tasks") or {}).items():
+        _check_shots(entry, f"{path}: tasks.{task}")
     data["_path"] = str(path)
     return data
+
+
+#: What a recipe's per-shot entry (``tasks.<task>.shots.<k>``) may set.
+SHOT_ENTRY_KEYS = ("backbone", "data", "train", "options")
+
+
+def _check_shots(entry: Any, where: str) -> None:
+    """A recipe task entry's ``shots``: ``{k: {backbone, data, train, options}}`` with whole-number keys ``k``."""
+    shots = entry.get("shots") if isinstance(entry, dict) else None
+    if shots is None:
+        return
+    if not isinstance(shots, dict) or not shots:
+        raise ConfigError(f"{where}.shots must map a shot count (data.shot) to settings, got {shots!r}")
+    for k, v in shots.items():
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"{where}.shots: key {k!r} is not a shot count (a whole number >= 1, as data.shot)")
+        bad = sorted(set(v) - set(SHOT_ENTRY_KEYS)) if isinstance(v, dict) else None
+        if bad is None or bad:
+            raise ConfigError(
+                f"{where}.shots.{k}: expected a mapping of {', '.join(SHOT_ENTRY_KEYS)}, got "
+                + (f"key {bad[0]!r}" if bad else repr(v))
+            )
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -222,7 +256,9 @@ def load_experiment(source: str | Path | dict, **cli) -> Experiment:
     if dup:
         raise ConfigError(f"{where}: method labels must differ; repeated: {', '.join(dup)} (give each a 'label')")
     seeds = _seed_list(data.get("seeds", [0]), "seeds", where)
-    list_seeds = _seed_list(data["list_seeds"], "list_seeds", where) if data.get("list_seeds") is not None else None
+    # A recipe may carry the list seeds its authors average over; the experiment's (or --list-seeds) win.
+    raw_list_seeds = data.get("list_seeds", (recipe or {}).get("list_seeds"))
+    list_seeds = _seed_list(raw_list_seeds, "list_seeds", where) if raw_list_seeds is not None else None
     grid = _check_grid(data.get("grid"), where)
     for i, m in enumerate(methods):
         if "grid" in m:
@@ -353,11 +389,53 @@ def task_dirs(exp: Experiment) -> list[tuple[str, Path]]:
     return [(t, root / t) for t in names]
 
 
-def _recipe_for(recipe: Optional[dict], task: str) -> dict:
+def _recipe_for(recipe: Optional[dict], task: str, shot: Optional[int] = None, data_root: Optional[str] = None) -> dict:
+    """The recipe's settings for a run of ``task``: its ``defaults``, then the task's entry, then (where the entry has
+    ``shots``, per-shot settings as DTL's few-shot scripts have) the entry's settings for the run's ``data.shot``.
+
+    A recipe cannot know where the data is: the relative ``root`` of a target it names (``data.extra_tests``) is
+    under the experiment's ``data_root``, as the task folders are (made absolute here)."""
     if not recipe:
         return {}
-    out = copy.deepcopy(recipe.get("defaults") or {})
-    return _deep_merge(out, (recipe.get("tasks") or {}).get(task) or {})
+    entry = copy.deepcopy((recipe.get("tasks") or {}).get(task) or {})
+    shots = entry.pop("shots", None)
+    out = _deep_merge(copy.deepcopy(recipe.get("defaults") or {}), entry)
+    if shots is not None and shot is not None:
+        if shot not in shots:
+            raise ConfigError(
+                f"recipe {Path(recipe.get('_path', '?')).stem}: task {task!r} has settings for data.shot "
+                f"{', '.join(map(str, sorted(shots)))}, not {shot}: set data.shot to one of them"
+            )
+        out = _deep_merge(out, shots[shot])
+    targets = (out.get("data") or {}).get("extra_tests")
+    if data_root and isinstance(targets, dict):
+        for name, spec in targets.items():
+            root = spec.get("root") if isinstance(spec, dict) else spec
+            if isinstance(root, str) and root and not Path(root).is_absolute():
+                root = str((Path(data_root) / root).resolve())
+                targets[name] = {**spec, "root": root} if isinstance(spec, dict) else root
+    return out
+
+
+def _run_shot(exp: Experiment, task: str, entry: dict, point: dict) -> Optional[int]:
+    """The ``data.shot`` of a run, from the layers above the recipe's shot settings (highest first: the command line,
+    the grid point, the method entry, the experiment's task entry and sections, the recipe's task entry and
+    defaults; else DataConfig's default); null where the value is not a whole number (the config check names it)."""
+    recipe = exp.recipe or {}
+    layers = (
+        exp.overrides.get("data"),
+        {"shot": point["data.shot"]} if "data.shot" in point else None,
+        entry.get("data"),
+        exp.task_entries.get(task, {}).get("data"),
+        exp.base.get("data"),
+        ((recipe.get("tasks") or {}).get(task) or {}).get("data"),
+        (recipe.get("defaults") or {}).get("data"),
+    )
+    shot = next((d["shot"] for d in layers if isinstance(d, dict) and "shot" in d), DataConfig.shot)
+    try:
+        return int(shot) if not isinstance(shot, bool) and int(shot) == float(shot) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _apply_plugin_options(data: dict, options: dict) -> None:
@@ -390,10 +468,10 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
     fmt_default = SUITE_FORMATS[exp.suite]
     runs: list[RunSpec] = []
     for task, folder in task_dirs(exp):
-        recipe = _recipe_for(exp.recipe, task)
         for entry in exp.methods:
             # An entry's own grid replaces the experiment's values key by key (e.g. an lr range per method).
             for point in _points({**exp.grid, **entry.get("grid", {})}):
+                recipe = _recipe_for(exp.recipe, task, _run_shot(exp, task, entry, point), exp.data_root)
                 for seed, list_seed in itertools.product(exp.seeds, exp.list_seeds or [None]):
                     data: dict = {"data": {"format": fmt_default} if fmt_default else {}}
                     data = _deep_merge(data, {k: v for k, v in recipe.items() if k in ("backbone", "data", "train")})
