@@ -4,6 +4,7 @@ handlings (argmax over every class, and over the classes present in the target) 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,23 @@ def test_a_target_is_decoded_in_chunks_bounded_by_the_setting_with_the_same_accu
     chunked = train(RunConfig.from_dict(cfg), tmp_path / "b", progress=False)["tests"]["sub"]
     assert sizes == [3, 3, 3, 1]
     assert chunked == whole
+
+
+def test_data_check_reads_the_targets_of_a_run(source, tmp_path, capsys):
+    """``vpeft data check SOURCE --set data.extra_tests=...``: each target's images, the classes it covers and the
+    images it shares with the source's training split; a missing target is an error naming it."""
+    from vpeft.cli import main
+
+    sub = _target(tmp_path / "sub", [1, 3])
+    shutil.copy(source / "images" / "train800" / "0002.png", sub / "images" / "4.png")  # leaked from training
+    tests = f"{{sub: {{root: {sub}, classes: all}}, gone: {tmp_path / 'nowhere'}}}"
+    assert main(["data", "check", str(source), "--set", f"data.extra_tests={tests}"]) == 1
+    out = capsys.readouterr().out
+    n = len((sub / "test.txt").read_text().splitlines())
+    assert f"target sub: {n} images, 2 of 5 classes present, 1 the same bytes as a training image (vtab1k" in out
+    assert "target 'sub': 1 image(s) have the same bytes as a training image of the source (e.g. images/4.png)" in out
+    assert f"error: target 'gone': data folder {tmp_path / 'nowhere'} does not exist" in out
+    tests = f"{{sub: {sub}}}"
+    (sub / "test.txt").write_text((sub / "test.txt").read_text() + "images/0.png 9\n")
+    assert main(["data", "check", str(source), "--set", f"data.extra_tests={tests}"]) == 1
+    assert "test.txt:" in capsys.readouterr().out  # the label outside the source's 5 classes, by file and line

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import DataError
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
 from ..registry import FORMATS
+from ..targets import check_target, parse_targets
 from .entries import data_folder, detect, detect_format, label_ranges, layout, listed_classes, read_entries
 from .formats.folder import ignored_entries
 from .suites import canonical_classes
@@ -36,6 +38,10 @@ class TaskReport:
     train_test_duplicates: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)
     split_classes: dict[str, int] = field(default_factory=dict)
+    #: The digests of the training images (every split but ``test``), for the targets' duplicates.
+    train_digests: dict[str, str] = field(default_factory=dict)
+    #: ``data.extra_tests``' targets: name -> images, classes present, duplicates of a training image.
+    targets: dict[str, dict] = field(default_factory=dict)
 
 
 def _inspect(path: Path):
@@ -148,7 +154,8 @@ def check_task(
                 )
             if digest:
                 digests.setdefault(split, {})[digest] = e.path
-    train = set().union(*(set(d) for s, d in digests.items() if s != "test"))
+    rep.train_digests = {k: v for s, d in digests.items() if s != "test" for k, v in d.items()}
+    train = set(rep.train_digests)
     shared = train & set(digests.get("test", {}))
     rep.train_test_duplicates = len(shared)
     if shared:  # leakage: the data still trains, so a warning (with examples), not an error
@@ -173,6 +180,8 @@ def check(
     """Check every task (``suite``: its layout, or ``auto``; ``options``: the layout's data options, as a run's data
     section names them); print a table per layout and the problems; True when there is no error."""
     reports = [check_task(t, fmt, shot, seed, options) for t, fmt in task_folders(root, suite, options)]
+    for r in reports:  # a run's target domains (data.extra_tests), against each task's training images
+        check_targets(r, (options or {}).get("extra_tests"), shot, seed, options)
     for fmt in dict.fromkeys(r.suite for r in reports):
         ours = [r for r in reports if r.suite == fmt]
         splits = list(dict.fromkeys([*layout(fmt).check_splits, *(s for r in ours for s in r.counts)]))
@@ -194,6 +203,11 @@ def check(
             )
             if any(n != r.num_classes for n in r.split_classes.values()):  # a target covering some classes
                 out("  classes present: " + ", ".join(f"{s} {n}" for s, n in r.split_classes.items()))
+            for name, t in r.targets.items():
+                out(
+                    f"  target {name}: {t['images']} images, {t['classes_present']} of {r.num_classes} classes "
+                    f"present, {t['duplicates']} the same bytes as a training image ({t['format']}, {t['root']})"
+                )
     ok = True
     for r in reports:
         for w in r.warnings:
@@ -203,3 +217,49 @@ def check(
             ok = False
     out(f"{len(reports)} task(s): " + ("no errors" if ok else f"{sum(len(r.errors) for r in reports)} error(s)"))
     return ok
+
+
+def check_targets(rep: TaskReport, extra_tests: dict | None, shot: int, seed: int, options: dict | None) -> None:
+    """Read each target domain of ``extra_tests`` (as ``data.extra_tests`` gives them) as a run of the task would:
+    its images, the classes its list covers and the images that have the same bytes as one of the task's training
+    images (leakage between source and target: a warning); a missing folder or list, an unreadable image or a label
+    outside the task's classes is an error naming the file and line."""
+    if not extra_tests:
+        return
+    layout_keys = set(FORMATS.get(rep.suite).options)
+    own = {k: v for k, v in (options or {}).items() if k in layout_keys}
+    try:
+        dc = DataConfig.from_dict(
+            {"root": str(rep.root), "format": rep.suite, "shot": shot, "fewshot_seed": seed, **own}
+        )
+        targets = parse_targets(extra_tests)
+    except (ConfigError, DataError) as e:
+        rep.errors.append(str(e))
+        return
+    for target in targets:
+        try:
+            tdc, entries, image_root = check_target(dc, target, rep.num_classes)
+        except DataError as e:
+            rep.errors.append(str(e))
+            continue
+        paths = [image_root / e.path for e in entries]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            info = list(pool.map(_inspect, paths))
+        shared = []
+        for e, path, (digest, _, err) in zip(entries, paths, info):
+            if err:
+                rep.errors.append(f"{e.source}:{e.line}: {path}: {err}")
+            elif digest in rep.train_digests:
+                shared.append(e.path)
+        if shared:
+            rep.warnings.append(
+                f"target {target.name!r}: {len(shared)} image(s) have the same bytes as a training image of the "
+                f"source (e.g. {', '.join(shared[:3])})"
+            )
+        rep.targets[target.name] = {
+            "images": len(entries),
+            "classes_present": len({e.label for e in entries}),
+            "duplicates": len(shared),
+            "format": tdc.format,
+            "root": target.root,
+        }
