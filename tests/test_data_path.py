@@ -197,3 +197,36 @@ def test_options_added_later_keep_a_recorded_run_identity(small_task, tmp_path):
     )
     r = train(cfg_for(small_task, epochs=2, log_every=3), tmp_path / "r", resume=True, progress=False)
     assert r["selected_epoch"] == 2
+
+
+def test_the_best_epochs_weights_are_restored_and_tested(small_task, tmp_path, monkeypatch):
+    """select=val with eval_every: the weights tested and saved are the ones of the epoch with the best validation
+    accuracy among those evaluated (every 2nd and the last), not the last epoch's (DTL's few-shot protocol)."""
+    from safetensors.torch import load_file
+
+    copies, epoch = [], [1]
+    real = trainer_mod.trainable_state_dict
+
+    def recording(*a, **kw):
+        sd = real(*a, **kw)
+        copies.append((epoch[0], {k: v.clone() for k, v in sd.items()}))
+        return sd
+
+    def advance(e, entry):
+        epoch[0] = e + 1
+
+    monkeypatch.setattr(trainer_mod, "trainable_state_dict", recording)
+    cfg = cfg_for(small_task, epochs=6, select="val", eval_every=2, lr=0.05, save_every=100)
+    r = train(cfg, tmp_path / "r", progress=False, on_epoch_end=advance)
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    vals = {i + 1: e["val_acc"] for i, e in enumerate(log) if "val_acc" in e}
+    assert sorted(vals) == [2, 4, 6]
+    best = next(e for e in sorted(vals) if vals[e] == max(vals.values()))  # the first of the best
+    assert r["selected_epoch"] == best and r["val_acc"] == vals[best]
+    assert best < 6  # an earlier epoch than the last: the restore is what the saved weights show
+    saved = load_file(tmp_path / "r" / "trainable.safetensors")
+    at_best = [sd for e, sd in copies if e == best]
+    assert at_best, "no copy of the trainable tensors was taken at the best epoch"
+    assert all(torch.equal(saved[k], at_best[0][k]) for k in at_best[0])
+    last = copies[-1][1]  # the last copy: the weights written after the final test, the best epoch's
+    assert all(torch.equal(saved[k], last[k]) for k in last)
