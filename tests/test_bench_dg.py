@@ -120,3 +120,26 @@ def test_list_seeds_repeat_runs_and_the_report_averages_over_them(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| `linear`"))
     assert f"{mean:.1f}" in row  # the two list seeds are two repetitions of one method and task, not one run twice
     assert "more than one run" not in text
+
+
+def test_the_committed_pacs_runs_are_found_again():
+    """benchmarks/pacs_dg.py's sweep: the experiment expands to the 84 committed runs, ids and all (a code change that
+    moved a run's identity would orphan them); needs ../shared/data/dg/pacs."""
+    import copy
+
+    from vpeft.bench.experiment import run_hash
+
+    root = Path(__file__).resolve().parents[1]
+    data = root.parent / "shared" / "data" / "dg" / "pacs"
+    if not data.is_dir():
+        pytest.skip("no ../shared/data/dg/pacs (real data beside the checkout)")
+    out = root / "benchmarks" / "results" / "pacs_dg"
+    runs = expand(load_experiment(root / "benchmarks" / "experiments" / "pacs_dg.yaml", data_root=str(data)), "x")
+    recorded = json.loads((out / "meta.json").read_text())["data_root"]  # a run id hashes the absolute data root
+    found = set()
+    for r in runs:
+        cfg = copy.deepcopy(r.config)
+        cfg["data"]["root"] = recorded
+        found.add(Path(r.run_dir).name.rsplit("__", 1)[0] + "__" + run_hash(cfg)[:8])
+    names = {Path(json.loads(x)["run_dir"]).name for x in (out / "results.jsonl").read_text().splitlines() if x}
+    assert len(runs) == 84 and found == names
