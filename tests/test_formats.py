@@ -19,6 +19,8 @@ from vpeft.errors import ConfigError, DataError
 from vpeft.registry import FORMATS
 
 SPLITS = {"train": 9, "val": 6, "test": 6}
+#: The layouts of class labels (``segfolder``'s labels are masks: tests/test_segfolder.py).
+CLASS_FORMATS = [n for n in FORMATS.names() if "int" in FORMATS.get(n).label_kinds]
 
 TSV = '''
 """A toy layout: ``<split>.tsv``, lines ``<label>\\t<path>``."""
@@ -101,12 +103,12 @@ def tsv_plugin(tmp_path, monkeypatch):
 
 
 def test_the_builtin_formats_are_registered():
-    assert FORMATS.names() == ["csv", "fewshot", "fgvc", "folder", "lists", "vtab1k"]
+    assert FORMATS.names() == ["csv", "fewshot", "fgvc", "folder", "lists", "segfolder", "vtab1k"]
     assert layout("vtab1k").splits == ("train800val200", "train800", "val200", "test")
     assert [layout(n).augment for n in ("vtab1k", "fgvc", "fewshot")] == ["none", "crop_flip", "crop_flip_randaug"]
 
 
-@pytest.mark.parametrize("name", FORMATS.names())
+@pytest.mark.parametrize("name", CLASS_FORMATS)
 def test_default_splits_resolve_and_read(tmp_path, name):
     root = _sample(tmp_path / name, name)
     dc = DataConfig(root=str(root), format=name)
@@ -120,7 +122,7 @@ def test_default_splits_resolve_and_read(tmp_path, name):
     assert check(root, name, out=lambda line: None)
 
 
-@pytest.mark.parametrize("name", FORMATS.names())
+@pytest.mark.parametrize("name", CLASS_FORMATS)
 def test_the_reader_names_file_and_line(tmp_path, name):
     root = _sample(tmp_path / name, name)
     entries, image_root = read_entries(root, "test", name)
@@ -142,7 +144,8 @@ def test_an_unknown_format_names_the_registered_ones(tmp_path, capsys):
     ):
         DataConfig(format="fvgc")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "data.format=tvs"]) == 2
-    assert "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'vtab1k', got 'tvs'" in capsys.readouterr().err
+    expected = "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'segfolder', 'vtab1k', got 'tvs'"
+    assert expected in capsys.readouterr().err
 
 
 def test_a_format_plugin_trains_end_to_end(tmp_path, tsv_plugin, capsys):

@@ -7,8 +7,9 @@ batch ahead, so the copy is queued while the GPU still works on the previous ste
 gather of the same indices (``index_select`` gives the same values as advanced indexing, 8x faster).
 
 The training loop and evaluation take batches as mappings (:meth:`DeviceData.mappings`: ``{"image": uint8 images,
-"label": labels}``), which the run's task prepares; :meth:`DeviceData.batches` gives the same tensors as a tuple (the
-GPS selection pass reads them so).
+"label": labels}``, or ``{"image", "mask"}`` for a split with masks: segmentation), which the run's task prepares;
+:meth:`DeviceData.batches` gives the same tensors as a tuple (the GPS selection pass reads them so; a segmentation
+split's masks stand where the labels do).
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ def fits_on_device(datasets, device: torch.device, share: float = RESIDENT_SHARE
     """Whether ``datasets`` (decoded splits) together fit in ``share`` of the device's free memory."""
     if device.type != "cuda":
         return device.type == "cpu"
-    need = sum(d.images.numel() * d.images.element_size() + d.labels.numel() * 8 for d in datasets if d is not None)
+    need = sum(
+        d.images.numel() * d.images.element_size() + d.labels.numel() * 8 + _mask_bytes(d)
+        for d in datasets
+        if d is not None
+    )
     free, _ = torch.cuda.mem_get_info(device)
     return need <= share * free
+
+
+def _mask_bytes(ds) -> int:
+    masks = getattr(ds, "masks", None)
+    return 0 if masks is None else masks.numel() * masks.element_size()
 
 
 class DeviceData:
@@ -41,12 +51,19 @@ class DeviceData:
         device: Where batches are used.
         resident: Keep the split on the device and gather there (True), or gather each batch in host memory
             (pinned, on CUDA) and copy it over (False). On the CPU both give the same batches.
+
+    Attributes:
+        key: The batches' target key: ``"label"``, or ``"mask"`` for a split with masks (then :attr:`labels` holds
+            the masks, uint8 ``[N, H, W]``).
     """
 
     def __init__(self, ds: ImageDataset, device: torch.device, resident: bool = True):
         self.ds, self.device, self.resident = ds, torch.device(device), resident
+        masks = getattr(ds, "masks", None)
+        self.key = "label" if masks is None else "mask"
+        targets = ds.labels if masks is None else masks
         self.images = ds.images.to(self.device) if resident else ds.images
-        self.labels = ds.labels.to(self.device) if resident else ds.labels
+        self.labels = targets.to(self.device) if resident else targets
         self.stream_pinned = not resident and self.device.type == "cuda"
 
     def __len__(self) -> int:
@@ -62,7 +79,7 @@ class DeviceData:
         idx = idx.cpu()
         pin = self.stream_pinned
         x = torch.empty((len(idx),) + tuple(self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pin)
-        y = torch.empty(len(idx), dtype=self.labels.dtype, pin_memory=pin)
+        y = torch.empty((len(idx),) + tuple(self.labels.shape[1:]), dtype=self.labels.dtype, pin_memory=pin)
         torch.index_select(self.images, 0, idx, out=x)
         torch.index_select(self.labels, 0, idx, out=y)
         return x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
@@ -105,9 +122,10 @@ class DeviceData:
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
     ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
-        """``(batch, global batch size)``: the batches of :meth:`batches` as mappings ``{"image", "label"}``."""
+        """``(batch, global batch size)``: the batches of :meth:`batches` as mappings ``{"image", "label"}`` (a split
+        with masks: ``{"image", "mask"}``)."""
         for images, labels, size in self.batches(batch_size, order, shard, drop_last):
-            yield {"image": images, "label": labels}, size
+            yield {"image": images, self.key: labels}, size
 
 
 class StreamedData:
@@ -170,6 +188,15 @@ class StreamedData:
 def batch_len(batch: Mapping[str, torch.Tensor]) -> int:
     """The number of items in a batch mapping (the length of its tensors)."""
     return len(next(iter(batch.values())))
+
+
+def batch_targets(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """What an objective trains on: the soft targets where the task mixed or smoothed labels (``"target"``), else
+    the labels, else a segmentation batch's masks."""
+    for key in ("target", "label", "mask"):
+        if key in batch:
+            return batch[key]
+    raise KeyError(f"a batch holds no 'target', 'label' or 'mask' (keys: {', '.join(batch)})")
 
 
 def split_batch(batch: Mapping[str, torch.Tensor], size: int) -> Iterator[dict[str, torch.Tensor]]:

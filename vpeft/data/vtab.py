@@ -41,12 +41,14 @@ NORMALIZATION = {
 @dataclass
 class ImageDataset:
     """Decoded images of one split: ``images`` uint8 ``[N, 3, H, W]``, ``labels`` int64 ``[N]`` (float32 targets
-    for regression); ``skipped`` lists the problems of lines left out under ``skip_bad``."""
+    for regression; zeros for segmentation); ``skipped`` lists the problems of lines left out under ``skip_bad``;
+    ``masks``: a segmentation split's binary masks, uint8 ``[N, H, W]`` of 0 and 1 at the images' size (else None)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     source: str
     skipped: list = None
+    masks: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -76,6 +78,46 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
         if img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BICUBIC)
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def mask_values(img: Image.Image) -> np.ndarray:
+    """A mask image's grey values, uint8 ``[H, W]``: 16-bit and float masks rescaled as :func:`to_rgb` does, colour
+    and palette masks converted to grey (``L``)."""
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.uint8) * 255
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        img = to_rgb(img)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def binarize(grey: np.ndarray) -> np.ndarray:
+    """A mask's grey values as 0/1 uint8: values already all 0 or 1 as they are, else grey >= 128 is foreground."""
+    if grey.size and int(grey.max()) <= 1:
+        return grey.astype(np.uint8)
+    return (grey >= 128).astype(np.uint8)
+
+
+def decode_mask(path: Path, size: tuple[int, int], image_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """A binary mask, uint8 ``[H, W]`` of 0 and 1 (:func:`binarize` of its grey values), resized to ``size`` with
+    nearest neighbour (after binarising, so no new value appears). ``image_size`` (width, height): its image's size
+    before resizing, which the mask must have."""
+    with Image.open(path) as img:
+        img.load()
+        if image_size is not None and img.size != tuple(image_size):
+            raise DataError(
+                f"mask {path} is {img.size[0]}x{img.size[1]} but its image is {image_size[0]}x{image_size[1]} "
+                "(width x height): a mask must have its image's size"
+            )
+        m = binarize(mask_values(img))
+    if m.shape != tuple(size):
+        m = np.asarray(Image.fromarray(m).resize((size[1], size[0]), Image.NEAREST), dtype=np.uint8)
+    return m.copy()
+
+
+def _decode_pair(image: Path, mask: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    with Image.open(image) as img:
+        image_size = img.size
+    return _decode(image, size), decode_mask(mask, size, image_size)
 
 
 #: Decoded splits of this process, most recently used last; bounded so a long sweep does not keep every task.
@@ -125,13 +167,22 @@ def load_split(
                 bad(f"{e.source}:{e.line}: label {e.label} is outside the class range 0..{num_classes - 1}", e)
     # The cache key covers every image's size and mtime, so an edited, replaced or deleted file is read again.
     stats = []
+    masks = labels == "mask"  # a segmentation split: each entry's label is its mask's path under the image root
     for e in list(entries):
         try:
             st = os.stat(image_root / e.path)
         except OSError:
             bad(f"{e.source}:{e.line}: image {image_root / e.path} does not exist", e)
             continue
-        stats.append((st.st_mtime_ns, st.st_size))
+        if not masks:
+            stats.append((st.st_mtime_ns, st.st_size))
+            continue
+        try:
+            mst = os.stat(image_root / e.label)
+        except OSError:
+            bad(f"{e.source}:{e.line}: mask {image_root / e.label} does not exist", e)
+            continue
+        stats.append((st.st_mtime_ns, st.st_size, mst.st_mtime_ns, mst.st_size))
     key = (
         str(root.resolve()),
         fmt,
@@ -151,6 +202,16 @@ def load_split(
         return _CACHE[key]
 
     def work(e):
+        if masks:
+            try:
+                return _decode_pair(image_root / e.path, image_root / e.label, size)
+            except DataError as ex:
+                return f"{e.source}:{e.line}: {ex}"
+            except Exception as ex:
+                return (
+                    f"{e.source}:{e.line}: cannot read image {image_root / e.path} or its mask {image_root / e.label}: "
+                    f"{type(ex).__name__}: {ex}"
+                )
         try:
             return _decode(image_root / e.path, size)
         except Exception as ex:
@@ -162,6 +223,9 @@ def load_split(
         if isinstance(a, str):
             bad(a, e)
     arrays = [a for a in arrays if not isinstance(a, str)]
+    mask_arrays = None
+    if masks:
+        arrays, mask_arrays = [a for a, _ in arrays], [m for _, m in arrays]
     if skipped:
         files = ", ".join(f"{n} in {f}" for f, n in skipped_from.items())
         warnings.warn(
@@ -170,12 +234,21 @@ def load_split(
         )
     if not arrays:
         raise DataError(f"{lpath}: no readable entries" + (f" ({len(skipped)} skipped)" if skipped else ""))
-    ds = ImageDataset(
-        images=torch.from_numpy(np.stack(arrays)),
-        labels=torch.tensor([e.label for e in entries], dtype=torch.int64 if labels == "int" else torch.float32),
-        source=str(lpath),
-        skipped=skipped,
-    )
+    if masks:
+        ds = ImageDataset(
+            images=torch.from_numpy(np.stack(arrays)),
+            labels=torch.zeros(len(arrays), dtype=torch.int64),
+            source=str(lpath),
+            skipped=skipped,
+            masks=torch.from_numpy(np.stack(mask_arrays)),
+        )
+    else:
+        ds = ImageDataset(
+            images=torch.from_numpy(np.stack(arrays)),
+            labels=torch.tensor([e.label for e in entries], dtype=torch.int64 if labels == "int" else torch.float32),
+            source=str(lpath),
+            skipped=skipped,
+        )
     if cache:
         _CACHE[key] = ds
         while len(_CACHE) > CACHE_SPLITS:
@@ -232,6 +305,13 @@ class StreamedSplit:
     skipped: list[str] = field(default_factory=list)
     undecoded: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        if any(isinstance(e.label, str) for e in self.entries[:1]):  # a segfolder split: masks as labels
+            raise DataError(
+                f"{self.source or 'a segmentation split'}: a split with masks is not read in chunks; raise "
+                "data.eval_memory_mb above its decoded size (3 bytes a pixel for the images, 1 for the masks)"
+            )
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -264,7 +344,8 @@ def crop_center(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def center_crop(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:
     """The central ``size`` crop of every image (test-time transform of the augmented layouts)."""
-    return ImageDataset(crop_center(ds.images, size).contiguous(), ds.labels, ds.source, ds.skipped)
+    masks = None if ds.masks is None else crop_center(ds.masks, size).contiguous()
+    return ImageDataset(crop_center(ds.images, size).contiguous(), ds.labels, ds.source, ds.skipped, masks)
 
 
 def normalize(images: torch.Tensor, kind: str) -> torch.Tensor:

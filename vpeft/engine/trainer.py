@@ -9,6 +9,7 @@ per epoch), ``state.pt`` (the resume state, rewritten atomically after every epo
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import math
 import sys
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import split_backbone_spec
 from ..config import RunConfig, run_identity, spec_string
-from ..data.loader import DeviceData, StreamedData, batch_len, fits_on_device, split_batch
+from ..data.loader import DeviceData, StreamedData, batch_len, batch_targets, fits_on_device, split_batch
 from ..data.sources import augment_kind, data_class_names, describe_split, resolve_splits, streamed
 from ..data.sources import load as load_data
 from ..errors import ConfigError, DivergedError, RunDirError
@@ -102,8 +103,10 @@ def _select(
     progress: bool,
     main: bool = True,
     train_split: Optional[str] = None,
+    task=None,
 ) -> dict:
-    """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result."""
+    """Run (or, when resuming, reload) the selector's pass and apply it; returns what to record in the result. The
+    run's ``task`` prepares batches and gives the loss for a selector that asks for it (GPS ``loss=task``)."""
     selector, run_dir = cfg.selector, RunDir(out)
     # Both files, or the pass is redone (a kill between the two writes leaves only the first).
     saved = run_dir.read_selection() if resume else None
@@ -118,6 +121,8 @@ def _select(
             batch_size=cfg.train.batch_size,
             progress=progress,
             source=(cfg.data, train_split),
+            # a selector written before the task argument (a plug-in) is called as it was
+            **({"task": task} if "task" in inspect.signature(selector.prepare).parameters else {}),
         )
         info = {
             "seconds": time.perf_counter() - t0,
@@ -260,8 +265,9 @@ def _train(
     num_classes = task_cfg.num_outputs(dc, all_splits)  # the head's size: classes, or the task's fixed outputs
     task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
     targets = parse_targets(dc.extra_tests)
-    if targets and task_cfg.labels == "float":
-        raise ConfigError(f"data.extra_tests scores class accuracy; task {task_cfg.name!r} has real-valued targets")
+    if targets and task_cfg.labels != "int":
+        kind = "real-valued targets" if task_cfg.labels == "float" else f"{task_cfg.labels} labels"
+        raise ConfigError(f"data.extra_tests scores class accuracy; task {task_cfg.name!r} has {kind}")
     for target in targets:  # a missing folder or list, or a label the run has no class for, fails now
         check_target(dc, target, num_classes)
     run_dir = RunDir(out)
@@ -324,7 +330,7 @@ def _train(
     selection_info, peak = None, PeakMemory(device)
     if cfg.selector is not None:
         peak.reset()
-        selection_info = _select(cfg, model, train_data, out, resume, progress, ddp.main, train_split)
+        selection_info = _select(cfg, model, train_data, out, resume, progress, ddp.main, train_split, task)
         selection_info.update({f"selection_{k}": v for k, v in peak.read().items()})
     # The training peak is this run's own: reset after the selection pass (which has its own figure) and never
     # carried over from an earlier run of the same process (a sweep's long-lived worker).
@@ -427,7 +433,7 @@ def _train(
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
                 with probe, amp_context(device, amp):
                     # soft targets where the task mixes or smooths labels; the metric counts the hard labels
-                    result = objective(model, micro_batch["image"], micro_batch.get("target", micro_batch["label"]))
+                    result = objective(model, micro_batch["image"], batch_targets(micro_batch))
                 loss = result["loss"] * (count / n)
                 (scaler.scale(loss) if scaler else loss).backward()
                 for k, v in result.items():

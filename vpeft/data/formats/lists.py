@@ -93,3 +93,9 @@ class Lists(Layout):
 
     def split_names(self, lists: dict[str, str] | None = None, **options) -> tuple[str, ...]:
         return tuple(dict.fromkeys([*self.check_splits, *(lists or {})]))
+
+    def is_task(self, root: Path) -> bool:
+        # As the class says: not where another layout's markers are all there too (segfolder's train.txt and
+        # test.txt beside images/ and masks/).
+        others = (FORMATS.get(n)() for n in FORMATS.names() if n != self.name)
+        return super().is_task(root) and not any(o.is_task(root) for o in others)
