@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .anatomy import Anatomy, TimmAnatomy, Where
-from .errors import CheckpointError, ConfigError, describe_mismatch
+from .errors import CheckpointError, ConfigError, VpeftError, describe_mismatch
 from .registry import FAMILIES
 from .spec import parse_spec
 from .zoo import ZOO
@@ -506,6 +506,8 @@ def create_backbone(
         model = family.create(arch, kwargs, drop_path=drop_path, pretrained=use_hub)
     except TypeError as e:
         raise ConfigError(f"backbone {spec!r}: {e}") from None
+    except VpeftError:  # a family's own message (a missing package, weights it does not publish), whole
+        raise
     except Exception as e:
         if use_hub:
             raise CheckpointError(

@@ -25,6 +25,7 @@ from .data.sources import load, resolve_splits
 from .data.synth import REGRESSION_TASKS, generate
 from .data.synth import TASKS as SYNTH_TASKS
 from .data.synth_dg import generate_dg
+from .data.synth_seg import generate_seg
 from .demo import run_demo, run_dg_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
@@ -364,6 +365,10 @@ def cmd_list(args) -> int:
             kw = ",".join(f"{k}={v}" for k, v in e.kwargs.items())
             print(f"{name}: {e.about}{state}\n    timm {e.arch}:{kw}")
         print("any timm model name works too (random weights, --checkpoint FILE, or --pretrained with network)")
+        for family in FAMILIES.names():  # the other families' models, under their prefix
+            cls = FAMILIES.get(family)
+            if family != "timm" and getattr(cls, "models", ()):
+                print(f"{', '.join(f'{family}:{m}' for m in cls.models)}: {first_sentence(cls.__doc__)}")
         return 0
     if args.kind in ("formats", "families"):  # plug-ins without options: name, docstring, what they default to
         registry = FORMATS if args.kind == "formats" else FAMILIES
@@ -416,6 +421,11 @@ def cmd_data_synth(args) -> int:
         for t in suite["targets"].values():
             print(Path(args.out) / "dg" / t["folder"])
         print(Path(args.out) / "dg" / suite["fewshot"]["folder"])
+        return 0
+    if args.suite == "seg":
+        if args.tasks:
+            raise ConfigError("--tasks names tasks of the default suite; --suite seg writes one segmentation task")
+        print(generate_seg(Path(args.out) / "seg", seed=args.seed, size=args.size, n_test=args.n_test))
         return 0
     known = [*SYNTH_TASKS, *REGRESSION_TASKS]
     unknown = [t for t in args.tasks or [] if t not in known]
@@ -649,10 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     s.add_argument(
         "--suite",
-        choices=["tasks", "dg"],
+        choices=["tasks", "dg", "seg"],
         default="tasks",
         help="tasks: the six VTAB-1K-layout tasks (and disc_size); dg: a source task and four shifted "
-        "target domains over 128 classes, one of them covering a subset (under OUT/dg)",
+        "target domains over 128 classes, one of them covering a subset (under OUT/dg); seg: a segmentation task "
+        "(shapes on textured backgrounds, with their masks; segfolder layout, OUT/seg)",
     )
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")

@@ -354,6 +354,7 @@ ADDED_OPTIONS = {
     ("selector", "gps", "views"): "resized",
     ("selector", "gps", "shuffle"): False,
     ("selector", "gps", "drop_last"): False,
+    ("selector", "gps", "norm_bias"): "none",
     ("data", "split_fractions"): list(SPLIT_FRACTIONS),
     ("data", "split_seed"): 0,
     ("data", "strict_labels"): True,

@@ -44,9 +44,10 @@ class FullConfig(MethodConfig):
 
 
 def _bias_params(backbone):
+    head = {id(m) for m in backbone.head.modules()}  # a head of several layers (SAM's mask decoder) is one head
     for module in backbone.model.modules():
         bias = getattr(module, "bias", None)
-        if isinstance(bias, nn.Parameter) and module is not backbone.head:
+        if isinstance(bias, nn.Parameter) and id(module) not in head:
             yield bias
 
 

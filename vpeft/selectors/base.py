@@ -52,6 +52,7 @@ class SelectorConfig(BaseConfig):
         batch_size: int = 32,
         progress: bool = False,
         source: Optional[tuple[Any, Optional[str]]] = None,
+        task: Any = None,
     ) -> State:
         """Run the selection pass on the training data and return the state :meth:`apply` takes.
 
@@ -62,6 +63,8 @@ class SelectorConfig(BaseConfig):
             batch_size: The run's training batch size (a selector may have its own).
             progress: Show a progress bar.
             source: ``(data config, split name)`` the data came from, for a selector that reads it again.
+            task: The run's :class:`~vpeft.tasks.base.Task` (batch preparation and loss), for a pass that takes the
+                task's own loss.
         """
         raise NotImplementedError
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.loader import DeviceData
+from ..data.loader import DeviceData, batch_len
 from ..data.vtab import crop_center, normalize
 from ..errors import ConfigError
 from ..registry import SELECTORS
@@ -41,12 +41,18 @@ from .legacy_sort import legacy_argsort
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def _head_modules(backbone) -> set[int]:
+    """The head and every layer inside it, by ``id``: a head of several layers (SAM's mask decoder) is one head."""
+    return {id(m) for m in backbone.head.modules()}
+
+
 def weight_sites(backbone) -> dict[str, nn.Module]:
-    """Linear and convolution layers whose weights GPS selects in, by name (the head excluded)."""
-    head = backbone.head
+    """Linear and convolution layers whose weights GPS selects in, by name (the head excluded: on a ``sam`` backbone
+    the selection's scope is the image encoder)."""
+    head = _head_modules(backbone)
     out = {}
     for name, m in backbone.model.named_modules():
-        if m is head or not isinstance(m, (nn.Linear, nn.Conv2d)):
+        if id(m) in head or not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
         out[name] = m
     return out
@@ -56,15 +62,25 @@ def _is_norm(m: nn.Module) -> bool:
     return isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)) or "norm" in type(m).__name__.lower()
 
 
-def fully_trained(backbone, kinds) -> list[nn.Parameter]:
-    """Tensors that train fully: non-norm biases, the head, layer scales (timm ``gamma``)."""
+def fully_trained(backbone, kinds, norm_bias: str = "none") -> list[nn.Parameter]:
+    """Tensors that train fully: non-norm biases, the head, layer scales (timm ``gamma``); with ``"bias"`` in
+    ``kinds``, the biases of the norms ``norm_bias`` names too (``outside_blocks``: the norms outside the anatomy's
+    blocks; ``all``)."""
     out = []
     head = backbone.head
+    in_head = _head_modules(backbone)
+    in_blocks = {id(m) for b in backbone.anatomy.blocks for m in b.modules()} if norm_bias == "outside_blocks" else ()
     for m in backbone.model.modules():
+        if id(m) in in_head and m is not head:  # a layer inside a head of several layers: the head is one
+            continue
         if "head" in kinds and m is head:
             out.extend(m.parameters())
             continue
         if _is_norm(m):
+            bias = getattr(m, "bias", None)
+            wanted = norm_bias == "all" or (norm_bias == "outside_blocks" and id(m) not in in_blocks)
+            if "bias" in kinds and wanted and isinstance(bias, nn.Parameter):
+                out.append(bias)
             continue
         for pname, p in m.named_parameters(recurse=False):
             if ("bias" in kinds and pname == "bias") or ("layer_scale" in kinds and pname == "gamma"):
@@ -133,8 +149,9 @@ class GPSConfig(SelectorConfig):
         criterion: ``gradient`` (|accumulated gradient|, GPS), ``magnitude`` (|weight|) or ``random`` (Table 6b).
         level: ``neuron`` (top K per row, GPS), ``layer`` (top K x rows within each weight) or ``net`` (top
             K x rows over the whole network) (Table 6a).
-        loss: Selection loss: ``supcon`` (head-free supervised contrastive on two augmented views, GPS) or ``ce``
-            (cross-entropy through the head, one view) (Table 6c).
+        loss: Selection loss: ``supcon`` (head-free supervised contrastive on two augmented views, GPS), ``ce``
+            (cross-entropy through the head, one view) (Table 6c) or ``task`` (the run's task's own loss through the
+            head on its prepared, unaugmented training batches: GPS's SAM code, where SupCon has no class labels).
         temperature: SupCon temperature (and base temperature).
         train_fully: Tensor kinds that train in full: ``bias`` (non-norm biases), ``head``, ``layer_scale``.
         batch_size: Batch size of the selection pass; null: the training batch size.
@@ -151,12 +168,16 @@ class GPSConfig(SelectorConfig):
         shuffle: Visit the training images in a random order (seeded by ``seed``), as the authors' selection
             loader; false: in list order.
         drop_last: Leave out the last partial batch of the selection pass, as the authors' selection loader.
+        norm_bias: Norm biases that train fully with the other biases (``bias`` in ``train_fully``): ``none`` (norms
+            stay frozen, GPS), ``outside_blocks`` (the biases of norms outside the blocks: SAM's neck LayerNorm2d,
+            which GPS's SAM code trains as its rule freezes only names holding "norm"; a ViT's final norm) or
+            ``all``.
     """
 
     k: int = 1
     criterion: Literal["gradient", "magnitude", "random"] = "gradient"
     level: Literal["neuron", "layer", "net"] = "neuron"
-    loss: Literal["supcon", "ce"] = "supcon"
+    loss: Literal["supcon", "ce", "task"] = "supcon"
     temperature: float = 0.07
     train_fully: tuple[Literal["bias", "head", "layer_scale"], ...] = ("bias", "head", "layer_scale")
     batch_size: int | None = None
@@ -166,6 +187,7 @@ class GPSConfig(SelectorConfig):
     views: Literal["resized", "official"] = "resized"
     shuffle: bool = False
     drop_last: bool = False
+    norm_bias: Literal["none", "outside_blocks", "all"] = "none"
     #: What the last ``scores`` / ``select`` did (see ``record``); not an option.
     _last: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -174,10 +196,11 @@ class GPSConfig(SelectorConfig):
     test_overrides: ClassVar[dict] = {"criterion": "magnitude"}
 
     def check_task(self, task) -> None:
-        if self.criterion == "gradient" and task.labels == "float":
+        if self.criterion == "gradient" and self.loss != "task" and task.labels != "int":
+            kind = "real-valued targets" if task.labels == "float" else f"{task.labels} labels, not class labels"
             raise ConfigError(
-                f"selector 'gps' with criterion 'gradient' scores weights by a classification loss over class labels; "
-                f"task {task.name!r} has real-valued targets (use criterion=magnitude or random)"
+                f"selector 'gps' with loss {self.loss!r} scores weights by a classification loss over class labels; "
+                f"task {task.name!r} has {kind} (use loss=task, the task's own loss, or criterion=magnitude or random)"
             )
 
     def __post_init__(self):
@@ -187,10 +210,12 @@ class GPSConfig(SelectorConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     # ---- the selector contract ----------------------------------------------------------------------------------
-    def prepare(self, model, data, *, normalize="inception", batch_size=32, progress=False, source=None):
-        """The selection (:meth:`select` of :meth:`scores`); the pass's batch size is ``batch_size`` unless set."""
+    def prepare(self, model, data, *, normalize="inception", batch_size=32, progress=False, source=None, task=None):
+        """The selection (:meth:`select` of :meth:`scores`); the pass's batch size is ``batch_size`` unless set.
+        ``task``: the run's :class:`~vpeft.tasks.base.Task`, whose loss ``loss=task`` takes."""
         return self.select(
-            model, self.scores(model, data, normalize, self.batch_size or batch_size, progress, source=source)
+            model,
+            self.scores(model, data, normalize, self.batch_size or batch_size, progress, source=source, task=task),
         )
 
     def structure_only(self, model):
@@ -202,9 +227,12 @@ class GPSConfig(SelectorConfig):
         return selection_from_state(model, trainable_state)
 
     # ---- selection ----------------------------------------------------------------------------------------------
-    def scores(self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None):
+    def scores(
+        self, backbone, dataset=None, normalize_kind="inception", batch_size=32, progress=False, source=None, task=None
+    ):
         """Per weight name, the selection score of every entry (same shape as the weight). ``source`` is the
-        ``(data config, split)`` the dataset was loaded from: ``views=official`` decodes that split again."""
+        ``(data config, split)`` the dataset was loaded from: ``views=official`` decodes that split again; ``task``
+        is the run's task (``loss=task``: its batch preparation and loss)."""
         self._last = {
             "selection_amp": self.selection_amp,
             "views": self.views,
@@ -221,6 +249,8 @@ class GPSConfig(SelectorConfig):
             }
         if dataset is None:
             raise ConfigError("gps with criterion=gradient needs the training data for its gradient pass")
+        if self.loss == "task" and task is None:
+            raise ConfigError("gps loss=task needs the run's task (its batch preparation and loss) for its pass")
         device = next(backbone.parameters()).device
         amp = self.selection_amp
         if amp != "none" and device.type != "cuda":
@@ -239,18 +269,19 @@ class GPSConfig(SelectorConfig):
         self._last.update(
             {
                 "selection_amp_used": amp,
-                "views_used": None if self.loss == "ce" else ("official" if src is not None else "resized"),
+                "views_used": None if self.loss != "supcon" else ("official" if src is not None else "resized"),
                 "view_interpolation": src.interpolation if src else None,
             }
         )
         grads = gradient_pass(
-            backbone, sites, dataset, self, normalize_kind, batch_size, progress, AMP_DTYPES.get(amp), src
+            backbone, sites, dataset, self, normalize_kind, batch_size, progress, AMP_DTYPES.get(amp), src, task
         )
         if src is not None:
             self._last["source_sizes"] = src.size_range()
         if self.amp_compare and amp != "none":
             reference = self.select(
-                backbone, gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress, None, src)
+                backbone,
+                gradient_pass(backbone, sites, dataset, self, normalize_kind, batch_size, progress, None, src, task),
             )
             self._last["amp_rows_differing"] = rows_differing(backbone, reference, self.select(backbone, grads))
         return grads
@@ -329,7 +360,7 @@ class GPSConfig(SelectorConfig):
                 )
         backbone.extras["gps"] = modules
         backbone.selector = self
-        for p in fully_trained(backbone, self.train_fully):
+        for p in fully_trained(backbone, self.train_fully, self.norm_bias):
             p.requires_grad_(True)
 
     def merge(self, backbone) -> None:
@@ -428,10 +459,13 @@ def gradient_pass(
     progress,
     amp=None,
     source: SourceImages | None = None,
+    task=None,
 ):
     """|gradient| of every site's weight, summed over one pass over the training data (``cfg.loss``; drop-path
     active, as the authors). ``amp``: the autocast dtype of the forward pass and the loss, without loss scaling
-    (None: fp32); ``source``: the split at source size, for the authors' views (None: ``cfg.views=resized``)."""
+    (None: fp32); ``source``: the split at source size, for the authors' views (None: ``cfg.views=resized``);
+    ``task``: the run's task (a :class:`~vpeft.tasks.base.Task`), whose ``prepare`` (no augmentation) and ``loss``
+    ``loss=task`` uses on the data's batch mappings (``DeviceData.mappings``: images and labels, masks, ...)."""
     from ..data.augment import gps_views
 
     state = {id(p): p.requires_grad for p in backbone.parameters()}
@@ -459,6 +493,9 @@ def gradient_pass(
     if source is not None:
         batches = source.batches(batch_size, torch.arange(count) if order is None else order, cfg.drop_last)
         total = source.num_batches(batch_size, cfg.drop_last)
+    elif cfg.loss == "task":  # whole batch mappings (a segmentation batch holds its masks): the task reads them
+        batches = ((b, None) for b, _ in data.mappings(batch_size, order, drop_last=cfg.drop_last))
+        total = data.num_batches(batch_size, cfg.drop_last)
     else:
         batches = ((x, y) for x, y, _ in data.batches(batch_size, order, drop_last=cfg.drop_last))
         total = data.num_batches(batch_size, cfg.drop_last)
@@ -469,6 +506,13 @@ def gradient_pass(
     images = 0
     try:
         for x, y in tqdm(batches, total=total, desc="gps selection", disable=not progress, leave=False):
+            if cfg.loss == "task":  # x: the batch mapping
+                batch = task.prepare(x, train=False)
+                images += batch_len(batch)
+                with autocast():
+                    loss = task.loss(backbone(batch["image"]), batch)
+                loss.backward()
+                continue
             y = y.to(device)
             images += len(y)
             if cfg.loss == "supcon":  # B x 2 x C x H x W

@@ -1,0 +1,285 @@
+"""``sam``: the Segment Anything Model (Kirillov et al., arXiv:2304.02643) as a backbone family that segments.
+
+``sam:vit_b``, ``sam:vit_l`` and ``sam:vit_h`` are SAM's three sizes; ``sam:tiny`` is a small configuration (64 px
+images, 8 px patches, width 32, two blocks) that trains in seconds on a CPU, for tests and the demo. A model is timm's
+SAM image encoder (``samvit_*``: timm converts the official weights, and methods, GPS and the anatomy reach it as any
+timm model) whose classifier is replaced by :class:`SamMaskHead`, SAM's mask decoder. The model takes normalised
+images ``[B, 3, H, W]`` and returns one mask's logits per image, ``[B, 1, H, W]`` (upsampled to the input size).
+
+**The head.** In prompt mode ``none`` (the default, as GPS's SAM code) the decoder gets an empty sparse prompt and the
+learned no-mask embedding over the image embedding's grid, with SAM's random-frequency position encoding of that grid:
+the head is the mask decoder and ``no_mask_embed`` (4,058,596 parameters on every size), which every method trains
+fully, as the authors (``model.head``: what :func:`~vpeft.methods.base.apply_method` unfreezes). The prompt
+encoder's point, box and mask-input embeddings are not part of the model in mode ``none`` (nothing uses them); box and
+point prompts drawn from the ground-truth mask are a later step.
+
+**Weights.** :meth:`Sam.load_checkpoint` reads an official ``sam_vit_{b,l,h}_*.pth`` (``torch.load`` with
+``weights_only=True``: no code is unpickled): ``image_encoder.*`` through timm's SAM key mapping, ``mask_decoder.*``
+and the prompt encoder's ``no_mask_embed`` and position-encoding matrix (which GPS's released code leaves random by a
+non-strict load under other names) into the head. Every key of the file must be one of SAM's and every tensor of the
+model must come from it, with its shape: anything else fails naming the key. There are no hub weights for the whole
+model (``--pretrained`` is refused).
+
+The ``segment-anything`` package (``pip install 'vpeft[sam]'``) provides the decoder; it is imported only when a SAM
+model is built.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import Family, read_state_dict
+from ..errors import CheckpointError, ConfigError, describe_mismatch
+from ..registry import FAMILIES
+
+#: SAM's mask decoder, the same for every size: a two-way transformer of depth 2 (MLP 2048, 8 heads) at the prompt
+#: width 256, and a 3-layer IoU head of width 256.
+DECODER = {"decoder_depth": 2, "decoder_mlp_dim": 2048, "decoder_heads": 8, "decoder_iou_hidden": 256}
+
+#: ``name: (timm architecture, its overrides, the decoder)``.
+SIZES: dict[str, tuple[str, dict, dict]] = {
+    "vit_b": ("samvit_base_patch16", {}, DECODER),
+    "vit_l": ("samvit_large_patch16", {}, DECODER),
+    "vit_h": ("samvit_huge_patch16", {}, DECODER),
+    "tiny": (
+        "samvit_base_patch16",
+        {
+            "img_size": 64,
+            "patch_size": 8,
+            "embed_dim": 32,
+            "depth": 2,
+            "num_heads": 2,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "neck_chans": 32,
+        },
+        {"decoder_depth": 2, "decoder_mlp_dim": 64, "decoder_heads": 2, "decoder_iou_hidden": 32},
+    ),
+}
+
+#: Prompt modes: ``none`` (an empty sparse prompt and the learned no-mask embedding, as GPS).
+PROMPTS = ("none",)
+#: Prompt modes that will derive a prompt from the ground-truth mask (not built yet).
+LATER_PROMPTS = ("box", "points")
+#: Hidden channels of the prompt encoder's mask-input path (SAM's, every size); only its checkpoint keys are read.
+MASK_IN_CHANS = 16
+#: Spec keys the family reads itself; every other key is a timm ``samvit`` keyword.
+FAMILY_KEYS = ("prompt", *DECODER)
+#: The prompt encoder's tensors that prompt mode ``none`` uses, and where they live in the model.
+PROMPT_TENSORS = {
+    "pe_layer.positional_encoding_gaussian_matrix": "head.pe_layer.positional_encoding_gaussian_matrix",
+    "no_mask_embed.weight": "head.no_mask_embed.weight",
+}
+
+
+def segment_anything():
+    """The ``segment_anything.modeling`` module, or a one-line error saying how to install it."""
+    try:
+        import segment_anything.modeling as modeling
+    except ImportError:
+        raise ConfigError(
+            "the sam backbone family needs the segment-anything package: pip install 'vpeft[sam]'"
+        ) from None
+    return modeling
+
+
+class SamMaskHead(nn.Module):
+    """SAM's mask decoder as a model's head: the neck's image embedding ``[B, C, h, w]`` to one mask's logits
+    ``[B, 1, h * patch, w * patch]`` (the decoder's 4x-upscaled mask, bilinearly upsampled to the input size, as SAM's
+    ``postprocess_masks``).
+
+    Prompt mode ``none``: the sparse prompt is empty and the dense prompt is ``no_mask_embed`` at every position of the
+    grid; the position encoding is SAM's random-frequency encoding (``pe_layer``, a buffer) of the grid. Each image is
+    decoded with its own prompt (SAM's decoder repeats the image once per prompt, which assumes one image per call).
+    The single-mask output is the decoder's first mask token (``multimask_output=False``).
+
+    Args:
+        dim: Width of the image embedding and of the decoder (the neck's channels; SAM's 256).
+        patch: The encoder's patch size ``(h, w)``: the input size is the grid times the patch.
+        prompt: Prompt mode (see :data:`PROMPTS`).
+        decoder_depth, decoder_mlp_dim, decoder_heads: The decoder's two-way transformer.
+        decoder_iou_hidden: Width of the decoder's IoU head (part of the decoder, unused by the loss).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        patch: tuple[int, int],
+        prompt: str = "none",
+        decoder_depth: int = 2,
+        decoder_mlp_dim: int = 2048,
+        decoder_heads: int = 8,
+        decoder_iou_hidden: int = 256,
+    ):
+        super().__init__()
+        sam = segment_anything()
+        self.prompt, self.patch = prompt, tuple(patch)
+        self.num_features = dim  # timm's reset_classifier reads it
+        self.pe_layer = sam.prompt_encoder.PositionEmbeddingRandom(dim // 2)
+        self.no_mask_embed = nn.Embedding(1, dim)
+        transformer = sam.TwoWayTransformer(
+            depth=decoder_depth, embedding_dim=dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_heads
+        )
+        self.mask_decoder = sam.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=transformer,
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=decoder_iou_hidden,
+        )
+
+    def reset(self, num_classes: int, pool_type: Optional[str] = None, **kwargs) -> None:
+        """timm's ``reset_classifier`` calls this: the head predicts one binary mask, so only 1 output is valid (it
+        keeps its weights: a SAM head is loaded, not made afresh)."""
+        if num_classes != 1:
+            raise ConfigError(
+                f"a sam backbone predicts one binary mask per image: its head has 1 output, not {num_classes}"
+            )
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:  # the image embedding: what the decoder reads
+            return x
+        b, c, h, w = x.shape
+        dec = self.mask_decoder
+        dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
+        image_pe = self.pe_layer((h, w)).unsqueeze(0).expand(b, -1, -1, -1)
+        # SAM's predict_masks with one prompt per image: the output tokens, then the (empty) sparse prompt.
+        tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+        hs, src = dec.transformer(x + dense, image_pe, tokens)
+        upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper = dec.output_hypernetworks_mlps[0](hs[:, 1, :])  # the first mask token: the single-mask output
+        masks = (hyper.unsqueeze(1) @ upscaled.flatten(2)).view(b, 1, *upscaled.shape[-2:])
+        return F.interpolate(masks, (h * self.patch[0], w * self.patch[1]), mode="bilinear", align_corners=False)
+
+
+@FAMILIES.register("sam")
+class Sam(Family):
+    """Segment Anything (vit_b, vit_l, vit_h, tiny): timm's SAM image encoder with SAM's mask decoder as the head, one
+    binary mask per image; official sam_vit_*.pth weights with --checkpoint; needs pip install 'vpeft[sam]'.
+
+    Spec keys: ``prompt`` (``none``), the decoder's ``decoder_depth``, ``decoder_mlp_dim``, ``decoder_heads`` and
+    ``decoder_iou_hidden``; any other key is a timm ``samvit`` keyword (``img_size``, ``window_size``, ...).
+    """
+
+    #: The model names, for ``vpeft list backbones``.
+    models = tuple(SIZES)
+
+    def resolve(self, name: str, kwargs: dict) -> tuple[str, dict]:
+        if name not in SIZES:
+            raise ConfigError(f"unknown sam backbone {name!r} (valid: {', '.join(SIZES)})")
+        arch, encoder, decoder = SIZES[name]
+        kwargs = {**encoder, **decoder, "prompt": "none", **kwargs}
+        prompt = kwargs["prompt"]
+        if prompt in LATER_PROMPTS:
+            raise ConfigError(
+                f"sam prompt {prompt!r} (a prompt drawn from the ground-truth mask) is not built yet; use prompt=none"
+            )
+        if prompt not in PROMPTS:
+            raise ConfigError(f"unknown sam prompt {prompt!r} (valid: {', '.join(PROMPTS)})")
+        return arch, kwargs
+
+    def create(self, arch: str, kwargs: dict, *, drop_path: float = 0.0, pretrained: bool = False) -> nn.Module:
+        if pretrained:
+            raise ConfigError(
+                "the sam family has no hub weights for the whole model (image encoder, prompt encoder, mask "
+                "decoder): download the official sam_vit_b_01ec64.pth (vit_l, vit_h) from "
+                "github.com/facebookresearch/segment-anything and pass it with --checkpoint FILE"
+            )
+        import timm
+
+        kwargs = dict(kwargs)
+        head = {k: kwargs.pop(k) for k in FAMILY_KEYS if k in kwargs}
+        kwargs.setdefault("drop_path_rate", drop_path)
+        model = timm.create_model(arch, num_classes=0, **kwargs)
+        model.head = SamMaskHead(model.num_features, model.patch_embed.proj.kernel_size, **head)
+        return model
+
+    def load_checkpoint(self, model: nn.Module, path) -> None:
+        model.load_state_dict(official_state_dict(read_state_dict(path), model, source=f"checkpoint {path}"))
+
+    # the anatomy is timm's: the encoder's sites, and ``model.head`` (the mask head) as the head
+
+
+def _official_name(key: str) -> str:
+    """A model key under its name in an official SAM checkpoint."""
+    if key.startswith("head.mask_decoder."):
+        return key.removeprefix("head.")
+    for official, ours in PROMPT_TENSORS.items():
+        if key == ours:
+            return "prompt_encoder." + official
+    return "image_encoder." + key.replace("mlp.fc", "mlp.lin")
+
+
+def _prompt_encoder_shapes(head: SamMaskHead, grid: tuple[int, int], img_size: tuple[int, int]) -> dict:
+    """The shapes of SAM's prompt encoder tensors (its state dict) at ``head``'s width, built on the meta device."""
+    sam = segment_anything()
+    with torch.device("meta"):
+        ref = sam.PromptEncoder(
+            embed_dim=head.num_features,
+            image_embedding_size=grid,
+            input_image_size=img_size,
+            mask_in_chans=MASK_IN_CHANS,
+        )
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+
+
+def official_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str = "checkpoint") -> dict:
+    """An official SAM checkpoint's state dict keyed as ``model`` (a ``sam`` family model) keys it, checked whole.
+
+    ``image_encoder.*`` goes through timm's SAM key mapping, ``mask_decoder.*`` into the head; of
+    ``prompt_encoder.*``, every key of SAM's prompt encoder must be there, and the ones the model uses
+    (:data:`PROMPT_TENSORS`) go into the head. A missing, unexpected or misshapen tensor fails with a
+    :class:`~vpeft.errors.CheckpointError` naming it (under its checkpoint name).
+    """
+    from timm.models.vision_transformer_sam import checkpoint_filter_fn
+
+    head = model.head
+    if not isinstance(head, SamMaskHead):
+        raise CheckpointError(f"{source}: the model is not a sam family model (its head is {type(head).__name__})")
+    if not any(k.startswith("image_encoder.") for k in sd):
+        raise CheckpointError(
+            f"{source} holds no image_encoder.* tensors: it is not an official SAM checkpoint (sam_vit_b_01ec64.pth)"
+        )
+    own = model.state_dict()
+    grid = tuple(model.patch_embed.grid_size)
+    img = tuple(model.patch_embed.img_size)
+    prompt_shapes = _prompt_encoder_shapes(head, grid, img)
+    out, unexpected, mismatched = {}, [], []
+    for key, value in sd.items():
+        part, _, rest = key.partition(".")
+        if part == "image_encoder" and rest:
+            mapped = checkpoint_filter_fn({key: value}, model)  # timm's mapping, key by key
+            target = next(iter(mapped)) if mapped else None
+        elif part == "mask_decoder" and rest:
+            target = "head." + key
+        elif part == "prompt_encoder" and rest:
+            if rest not in prompt_shapes:
+                unexpected.append(key)
+                continue
+            if tuple(value.shape) != prompt_shapes[rest]:
+                mismatched.append(f"{key} {tuple(value.shape)} vs {prompt_shapes[rest]}")
+                continue
+            target = PROMPT_TENSORS.get(rest)
+            if target is None:  # a point, box or mask-input embedding: not used in prompt mode none
+                continue
+        else:
+            target = None
+        if target is None or target not in own:
+            unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(own[target].shape):
+            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[target].shape)}")
+            continue
+        out[target] = value
+    missing = [f"prompt_encoder.{k}" for k in prompt_shapes if f"prompt_encoder.{k}" not in sd]
+    missing += [_official_name(k) for k in own if k not in out and _official_name(k) not in sd]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{source} does not match the backbone (SAM, {type(model).__name__}): "
+            + describe_mismatch(missing, unexpected, mismatched)
+        )
+    return out
