@@ -43,7 +43,30 @@ def _mask_bytes(ds) -> int:
     return 0 if masks is None else masks.numel() * masks.element_size()
 
 
-class DeviceData:
+class _Split:
+    """What both kinds of prepared split share: their batches as mappings and how many there are. A subclass gives
+    ``__len__``, ``batches`` and ``key`` (the name of the batches' targets)."""
+
+    key = "label"
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
+
+    def mappings(
+        self,
+        batch_size: int,
+        order: Optional[torch.Tensor] = None,
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+        """``(batch, global batch size)``: the batches of ``batches`` as mappings ``{"image", "label"}`` (a split
+        with masks: ``{"image", "mask"}``)."""
+        for images, targets, size in self.batches(batch_size, order, shard, drop_last):
+            yield {"image": images, self.key: targets}, size
+
+
+class DeviceData(_Split):
     """One split prepared for ``device``.
 
     Args:
@@ -68,10 +91,6 @@ class DeviceData:
 
     def __len__(self) -> int:
         return len(self.ds)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resident:
@@ -115,20 +134,8 @@ class DeviceData:
         if pending is not None:
             yield pending
 
-    def mappings(
-        self,
-        batch_size: int,
-        order: Optional[torch.Tensor] = None,
-        shard: tuple[int, int] = (0, 1),
-        drop_last: bool = False,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
-        """``(batch, global batch size)``: the batches of :meth:`batches` as mappings ``{"image", "label"}`` (a split
-        with masks: ``{"image", "mask"}``)."""
-        for images, labels, size in self.batches(batch_size, order, shard, drop_last):
-            yield {"image": images, self.key: labels}, size
 
-
-class StreamedData:
+class StreamedData(_Split):
     """An evaluation split too large to hold decoded (:class:`~vpeft.data.vtab.StreamedSplit`), read a chunk at a time
     each time it is evaluated: the batches of :class:`DeviceData` (the same images in the same order and sharding), with
     at most one chunk of ``data.eval_memory_mb`` decoded in host memory. Evaluation only: no shuffled order."""
@@ -140,10 +147,6 @@ class StreamedData:
 
     def __len__(self) -> int:
         return len(self.split)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
 
     def batches(
         self,
@@ -173,16 +176,6 @@ class StreamedData:
             held_x, held_y = [x[full:]], [y[full:]]
         if held_x and len(held_x[0]):
             yield emit(held_x[0], held_y[0])
-
-    def mappings(
-        self,
-        batch_size: int,
-        order: Optional[torch.Tensor] = None,
-        shard: tuple[int, int] = (0, 1),
-        drop_last: bool = False,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
-        for images, labels, size in self.batches(batch_size, order, shard, drop_last):
-            yield {"image": images, "label": labels}, size
 
 
 def batch_len(batch: Mapping[str, torch.Tensor]) -> int:
