@@ -1,5 +1,11 @@
 """``vpeft measure``: a model's trainable counts, training memory (see :mod:`vpeft.memory`) and step time on any
-device, with random inputs."""
+device, with random inputs.
+
+The task follows the backbone: a ``sam`` backbone segments (task ``segment``: one mask's logits per image, trained
+with the task's loss on random 0/1 masks), any other classifies; ``task`` names another. On the ``meta`` device
+nothing is computed: the model, its activations, gradients and optimizer state have shapes and no data, so the
+memory of a model too large or too slow for the CPU (SAM ViT-B at 1024 px) is counted exactly, in seconds, with no
+step time (the same bytes as a CPU step: the same operators save the same tensors)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .backbones import split_backbone_spec
 from .config import RunConfig, spec_string
 from .engine.optim import build_optimizer, param_groups
 from .memory import SavedTensorProbe, memory_stats, param_counts  # noqa: F401 - importable from here still
@@ -29,6 +36,50 @@ MEASURE_KEYS = (
 #: Added to :func:`measure`'s result under autocast: the compute dtype and the bytes of saved weight copies.
 AMP_KEYS = ("dtype", "autocast_weight_bytes")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: The task a backbone family's models do unless ``task`` names another (the rest classify).
+FAMILY_TASKS = {"sam": "segment"}
+#: The data format a task's random batch stands for (the run config checks that the task reads it).
+TASK_FORMATS = {"segment": "segfolder"}
+
+
+def default_task(backbone: str) -> str:
+    """The task ``backbone`` does by default: ``segment`` for a ``sam`` backbone, else ``classify``."""
+    return FAMILY_TASKS.get(split_backbone_spec(backbone)[0], "classify")
+
+
+def _storage_id(t: torch.Tensor) -> int:
+    """A tensor's storage, told apart from the others alive: its address, or on the meta device (where every address
+    is 0) the storage object's own."""
+    storage = t.untyped_storage()
+    return storage.data_ptr() or storage._cdata
+
+
+class MetaSavedTensorProbe(SavedTensorProbe):
+    """:class:`~vpeft.memory.SavedTensorProbe` on the meta device: storages there have no address, so each is known
+    by its storage object (alive while autograd keeps it); parameters and buffers are left out the same way. Counts
+    what a CPU step saves, byte for byte (no weight copies: autocast does not run on meta)."""
+
+    def __init__(self, *modules: torch.nn.Module):
+        super().__init__(*modules)
+        self._param_ptrs |= {_storage_id(t) for m in modules for t in (*m.parameters(), *m.buffers())}
+
+    def _pack(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        ptr = _storage_id(t)
+        if ptr not in self._param_ptrs:
+            key = (str(t.device), ptr)
+            self._storages[key] = max(self._storages.get(key, 0), storage.nbytes())
+        return t
+
+
+def _optimizer_state_bytes(optimizer) -> int:
+    """Bytes of the optimizer's state tensors, each storage once (meta storages told apart as the probe does)."""
+    seen: dict[int, int] = {}
+    for state in optimizer.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                seen[_storage_id(v)] = v.untyped_storage().nbytes()
+    return sum(seen.values())
 
 
 def _median(values: list[float]) -> float:
@@ -38,7 +89,7 @@ def _median(values: list[float]) -> float:
 def measure(
     backbone: str,
     method: Any = "linear",
-    objective: Any = "ce",
+    objective: Any = None,
     batch_size: int = 2,
     num_classes: int = 10,
     timing: bool = True,
@@ -50,10 +101,17 @@ def measure(
     warmup: int = 1,
     inference: bool = False,
     inference_batch_sizes: tuple[int, ...] = (1, 4, 16),
+    task: Any = None,
 ) -> dict[str, Any]:
     """Build ``backbone x method x objective`` with random weights and measure one AdamW training step.
 
     Args:
+        objective: Objective spec; null: the task's (``ce`` for ``classify``, ``seg`` with the task's loss for
+            ``segment``).
+        task: Task spec (``segment``, ``segment:loss=bce_dice``); null: the backbone's (:func:`default_task`).
+            ``segment`` trains on random 0/1 masks at the input size, with one output (``num_classes`` unused).
+        device: ``cpu``, ``cuda[:N]`` or ``meta`` (shapes only: memory without computing, no step time). The input
+            size is the backbone's (a spec option sets another: ``sam:vit_b:img_size=512``).
         amp: ``none``, ``bf16`` or ``fp16``: the forward runs under ``torch.autocast`` of that dtype (bf16 works on
             the CPU too), with a gradient scaler for fp16 on CUDA.
         warmup: Untimed steps before the timed ones (after the measured step, which is untimed too).
@@ -67,23 +125,40 @@ def measure(
         ``cuda_max_memory_allocated`` (the peak over the measured, warm-up and timed steps) is added on CUDA, and
         with ``inference`` a list ``inference`` of ``{batch_size, latency_seconds, images_per_second}``.
         ``step_seconds`` and each latency are the median of ``repeats`` timed runs, synchronised on CUDA before and
-        after each.
+        after each. A task other than ``classify`` adds ``task`` (its spec) and ``input_size``; the ``meta`` device
+        adds ``structure_only: true``.
     """
     if amp not in ("none", *AMP_DTYPES):
         raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
-    cfg = RunConfig.from_dict(
-        {"backbone": {"spec": backbone}, "method": method, "objective": objective, "selector": selector}
-    )
+    dev = torch.device(device)
+    meta = dev.type == "meta"
+    if meta and (amp != "none" or inference):
+        raise ValueError(
+            "device meta counts memory from shapes only: it runs no autocast and times nothing (drop amp / inference)"
+        )
+    task = task if task is not None else default_task(backbone)
+    task_name = task.get("name") if isinstance(task, dict) else str(task).split(":")[0]
+    raw = {"backbone": {"spec": backbone}, "method": method, "selector": selector, "task": task}
+    if objective is not None:
+        raw["objective"] = objective
+    if task_name in TASK_FORMATS:
+        raw["data"] = {"format": TASK_FORMATS[task_name]}
+    cfg = RunConfig.from_dict(raw)
+    if cfg.task.labels == "mask":
+        num_classes = 1  # one mask's logits per image
     torch.manual_seed(seed)
     model, obj = build_model(cfg, num_classes)
     if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
         cfg.selector.apply(model, cfg.selector.structure_only(model))
-    dev = torch.device(device)
     model.to(dev), obj.to(dev)
     h, w = model.input_size
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, h, w, generator=gen).to(dev)
-    labels = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
+    if cfg.task.labels == "mask":  # 0/1 masks at the input size, as the segment task's batches
+        labels = (torch.rand(batch_size, h, w, generator=gen) < 0.5).to(torch.uint8).to(dev)
+    else:
+        labels = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
+    timing = timing and not meta
     named = trainable_named_parameters(model, obj)
     opt = build_optimizer(param_groups(named, cfg.train), cfg.train) if named else torch.optim.AdamW([torch.zeros(0)])
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and dev.type == "cuda" and named else None
@@ -105,9 +180,12 @@ def measure(
     model.train(), obj.train()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    probe = SavedTensorProbe(model, obj)
+    probe = (MetaSavedTensorProbe if meta else SavedTensorProbe)(model, obj)
     step(probe)
     result: dict[str, Any] = {"method": spec_string(cfg.method), "objective": spec_string(cfg.objective)}
+    if cfg.task.name != "classify":
+        result["task"] = spec_string(cfg.task)
+        result["input_size"] = [h, w]
     if cfg.selector is not None:
         result["selector"] = spec_string(cfg.selector)
     result.update(param_counts(model))
@@ -117,6 +195,12 @@ def measure(
             result[k] += v
     copies = probe.weight_copy_bytes if amp != "none" else None
     result.update(memory_stats(model, obj, opt, probe.activation_bytes, copies))
+    if meta:  # memory_stats tells storages apart by address, which meta storages lack
+        result["optimizer_state_bytes"] = _optimizer_state_bytes(opt)
+        result["train_memory_bytes"] = sum(
+            result[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes")
+        )
+        result["structure_only"] = True
     if amp != "none":
         result["dtype"] = str(AMP_DTYPES[amp]).replace("torch.", "")
     result["step_seconds"] = None

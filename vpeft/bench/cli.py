@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..rundir import RunDir
 from ..spec import apply_overrides
-from .experiment import list_recipes, load_experiment
+from .experiment import SUITE_FORMATS, list_recipes, load_experiment
 from .report import write_report
 from .runner import LocalExecutor, RayExecutor, run_state, run_sweep
 
@@ -21,6 +21,7 @@ BENCH_EPILOG = """examples:
   vpeft bench run exp.yaml --out results/x --executor ray --ray-address auto --gpus-per-run 1
   vpeft bench status results/x
   vpeft bench run --suite fewshot --data-root data/dg --method linear --list-seeds 0 1 2 --set data.shot=4 --out res/fs
+  vpeft bench run --suite seg --data-root data/seg --backbone sam:tiny --method linear --method full --out res/seg
   vpeft bench recipes
   vpeft report results/x --compare adapter adapter+gist
 """
@@ -52,7 +53,11 @@ def add_parsers(sub) -> None:
     )
     r.add_argument("experiment", nargs="?", help="experiment YAML (see docs/benchmarks.md); options below override it")
     r.add_argument("--out", required=True, help="sweep folder (runs/, experiment.yaml, runs.jsonl, sweep.json)")
-    r.add_argument("--suite", choices=["vtab1k", "fgvc", "fewshot", "synth", "tasks"])
+    r.add_argument(
+        "--suite",
+        choices=list(SUITE_FORMATS),
+        help="layout of the task folders under --data-root (seg: segfolder folders, task segment)",
+    )
     r.add_argument("--data-root", help="folder holding the task folders (synth: generated there if missing)")
     r.add_argument("--tasks", nargs="+", help="task folder names (a subset, or paths with --suite tasks)")
     r.add_argument("--recipe", help="per-task settings: a shipped recipe (vpeft bench recipes) or a YAML file")
@@ -70,6 +75,7 @@ def add_parsers(sub) -> None:
         help="few-shot list seeds (data.fewshot_seed): every run repeated over them; reports average over them",
     )
     r.add_argument("--backbone", help="backbone spec for every run")
+    r.add_argument("--task", help="task spec for every run, e.g. segment:loss=bce_dice (replaces the recipe's)")
     r.add_argument("--checkpoint", help="backbone weights for every run")
     r.add_argument("--select", choices=["last", "val", "best-test"], help="model-selection rule for every run")
     r.add_argument("--epochs", type=int)
@@ -166,6 +172,7 @@ def _experiment(args):
         "data_root": args.data_root,
         "tasks": args.tasks,
         "recipe": args.recipe,
+        "task": args.task,
         "seeds": args.seeds,
         "list_seeds": args.list_seeds,
         "methods": methods,

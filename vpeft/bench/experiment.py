@@ -3,12 +3,14 @@
 An experiment YAML (every key but ``methods`` optional)::
 
     name: mini-vtab
-    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | tasks
+    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | seg | tasks (seg: segfolder task folders,
+                               # task segment unless the experiment, recipe or entry names another)
     data_root: ../data/vtab-1k # folder of task folders (suite synth: generated there when missing)
     tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root. Suite tasks also
                                # takes a mapping, name -> {root, backbone, data, train}: several tasks may read one
                                # folder with their own settings (leave-one-domain-out: the lists of each fold)
-    recipe: gist               # per-task settings: a shipped recipe name (vpeft bench recipes) or a YAML path
+    recipe: gist               # per-task settings: a shipped recipe name (vpeft bench recipes) or a YAML path;
+                               # its defaults (and task entries) set backbone, data, train and the task
     backbone: {spec: vit_c10_base}
     data: {normalize: inception}
     train: {epochs: 10, select: val}
@@ -25,7 +27,8 @@ An experiment YAML (every key but ``methods`` optional)::
     compare: [[adapter, adapter+gist]]           # pairs the report compares
 
 Precedence, lowest first: vpeft's defaults, the recipe's ``defaults``, the recipe's entry for the task, the
-experiment's ``backbone`` / ``data`` / ``train`` sections, the task's own (a ``tasks`` mapping), the method entry's
+experiment's ``backbone`` / ``data`` / ``train`` sections (``task``: the suite's, the recipe's, the experiment's,
+then the method entry's, each replacing the one before whole), the task's own (a ``tasks`` mapping), the method entry's
 own sections, the grid point, the command line's ``backbone`` / ``data`` / ``train`` values
 (``load_experiment(..., train={...})``), the seed and list seed.
 A run is identified by the hash of its resolved config, so a finished run is found again whatever the order.
@@ -60,7 +63,16 @@ from ..errors import ConfigError
 from ..presets import get_preset
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-SUITE_FORMATS = {"vtab1k": "vtab1k", "fgvc": "fgvc", "fewshot": "fewshot", "synth": "vtab1k", "tasks": None}
+SUITE_FORMATS = {
+    "vtab1k": "vtab1k",
+    "fgvc": "fgvc",
+    "fewshot": "fewshot",
+    "synth": "vtab1k",
+    "seg": "segfolder",
+    "tasks": None,
+}
+#: The task of a suite's runs where neither the experiment, its recipe nor a method entry names one.
+SUITE_TASKS = {"seg": "segment"}
 TOP_KEYS = (
     "name",
     "suite",
@@ -479,8 +491,9 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                     own = exp.task_entries.get(task, {})
                     data = _deep_merge(data, {k: own[k] for k in ("backbone", "data", "train") if k in own})
                     data = _deep_merge(data, {k: entry[k] for k in ("backbone", "data", "train") if k in entry})
-                    if exp.task is not None:
-                        data["task"] = copy.deepcopy(exp.task)
+                    for task_spec in (SUITE_TASKS.get(exp.suite), recipe.get("task"), exp.task):
+                        if task_spec is not None:
+                            data["task"] = copy.deepcopy(task_spec)
                     for k in ("method", "objective", "selector", "task"):
                         if entry.get(k) is not None:
                             data[k] = copy.deepcopy(entry[k])

@@ -41,6 +41,11 @@ def metric_key(record: dict, split: str) -> str:
     return f"{split}_{name}" if name else f"{split}_acc"
 
 
+def _metric_title(metric: str) -> str:
+    """A metric as a table's heading names it: ``dice`` is ``dice (Dice per image, %)``."""
+    return f"{metric} ({SEG_METRICS[metric]}, %)" if metric in SEG_METRICS else metric
+
+
 def _metric_of(records: list[dict]) -> str:
     """The primary metric the records share (``accuracy`` unless they name another), or the names joined."""
     return " / ".join(sorted({r.get("primary_metric") or "accuracy" for r in records}))
@@ -215,8 +220,9 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return mean(values), (pstdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
-    """label -> per-task (mean, std, n), per-seed suite means, counts, memory."""
+def summarise(records: list[dict], labels: list[str], tasks: list[str], key: Optional[str] = None) -> dict:
+    """label -> per-task (mean, std, n), per-seed suite means, counts, memory; of each run's primary metric on the
+    test split, or of the record key ``key`` (``test_iou``)."""
     by = defaultdict(list)
     for r in records:
         by[(r["label"], r["task"])].append(r)
@@ -227,10 +233,10 @@ def summarise(records: list[dict], labels: list[str], tasks: list[str]) -> dict:
         for t in tasks:
             rs = by.get((label, t), [])
             if rs:
-                m, s = _ms([r[metric_key(r, "test")] for r in rs])
+                m, s = _ms([r[key or metric_key(r, "test")] for r in rs])
                 row["tasks"][t] = (m, s, len(rs))
                 for r in rs:
-                    per_seed[replicate(r)][t] = r[metric_key(r, "test")]
+                    per_seed[replicate(r)][t] = r[key or metric_key(r, "test")]
         complete = {s: accs for s, accs in per_seed.items() if len(accs) == len(tasks)}
         row["mean"] = _ms([mean(a.values()) for a in complete.values()]) + (len(complete),) if complete else None
         for g in GROUPS:
@@ -270,9 +276,68 @@ def _cell(ms, spread: bool = True, digits: int = 1) -> str:
     return f"{ms[0]:.{digits}f}" + (f" ±{ms[1]:.{digits}f}" if spread and len(ms) > 1 and ms[1] else "")
 
 
+#: Metrics in percent, shown with one decimal as accuracy is: the ``segment`` task's.
+SEG_METRICS = {
+    "dice": "Dice per image",
+    "iou": "IoU per image",
+    "dice_pooled": "Dice pooled",
+    "iou_pooled": "IoU pooled",
+    "official_dice": "release's Dice",
+    "official_iou": "release's IoU",
+}
+
+
 def _digits(metric: str) -> int:
-    """Decimals of a table cell: 1 for accuracy in percent, 3 for other metrics (correlations, errors)."""
-    return 1 if metric == "accuracy" else 3
+    """Decimals of a table cell: 1 for accuracy and Dice / IoU in percent, 3 for other metrics (correlations,
+    errors)."""
+    return 1 if metric == "accuracy" or metric in SEG_METRICS else 3
+
+
+def seg_lines(records: list[dict], labels: list[str], tasks: list[str]) -> list[str]:
+    """The segmentation section of runs scored by Dice and IoU (task ``segment``): per method, Dice and IoU per image
+    (averaged over the images) and pooled over the split's pixels, false positives counted, and the release's pair
+    where the runs asked for it (``metric=official``); with one task a table of the metrics, with several a table per
+    metric (tasks, and their mean per seed), each a mean over seeds ± spread."""
+    recs = [r for r in records if r.get("test_dice") is not None and r.get("test_iou") is not None]
+    if not recs:
+        return []
+    metrics = [m for m in SEG_METRICS if all(r.get(f"test_{m}") is not None for r in recs)]
+    labels = [x for x in labels if any(r["label"] == x for r in recs)]
+    tasks = [t for t in tasks if any(r["task"] == t for r in recs)]
+    by_metric = {m: summarise(recs, labels, tasks, key=f"test_{m}") for m in metrics}
+    lines = [
+        "",
+        "## Dice and IoU",
+        "",
+        "Test Dice and IoU (%) with false positives counted: per image (averaged over the test images; an image with "
+        "nothing true and nothing predicted scores 100) and pooled (over every pixel of the test split); mean over "
+        "seeds ± spread."
+        + (
+            " The release's pair (mmseg with ignore_index=0: false positives ignored, an all-foreground mask "
+            "scores 100) is shown because the runs asked for it (task.metric=official)."
+            if "official_dice" in metrics
+            else ""
+        ),
+        "",
+    ]
+    if len(tasks) == 1:
+        t = tasks[0]
+        lines += [f"Task {t}:", "", "| method | " + " | ".join(SEG_METRICS[m] for m in metrics) + " |"]
+        lines.append("|---|" + "---:|" * len(metrics))
+        for label in labels:
+            lines.append(
+                f"| `{label}` | " + " | ".join(_cell(by_metric[m][label]["tasks"].get(t)) for m in metrics) + " |"
+            )
+        return lines
+    for m in metrics:
+        lines += [f"{SEG_METRICS[m]}:", "", "| method | " + " | ".join(tasks) + " | mean |"]
+        lines.append("|---|" + "---:|" * (len(tasks) + 1))
+        for label in labels:
+            row = by_metric[m][label]
+            cells = [_cell(row["tasks"].get(t)) for t in tasks] + [_cell(row["mean"])]
+            lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines[:-1]
 
 
 def summary_table(summary: dict, tasks: list[str], spread: bool = True, metric: str = "accuracy") -> list[str]:
@@ -661,7 +726,7 @@ def write_report(
         f"backbone {', '.join(f'`{b}`' for b in backbones)}; model selection {', '.join(selects)}; training "
         f"memory measured at batch {', '.join(map(str, batch))}, {how}.",
         "",
-        f"{'Test accuracy (%)' if metric == 'accuracy' else f'Test {metric}'}, mean over seeds ± spread "
+        f"{'Test accuracy (%)' if metric == 'accuracy' else f'Test {_metric_title(metric)}'}, mean over seeds ± spread "
         "(population standard deviation over seeds). The mean column averages the tasks per seed, then over "
         "seeds.",
         "",
@@ -703,6 +768,7 @@ def write_report(
         lines += ["", f"## Failed runs ({len(failures)})", ""]
         lines += [f"- `{f['run']}`: {f['error'].splitlines()[0][:300]}" for f in failures]
     lines += dg_lines(records, labels)
+    lines += seg_lines(records, labels, tasks)
     if comparisons:
         lines += ["", "## Comparisons", ""] + compare_lines(comparisons, tasks, metric)
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -82,8 +82,14 @@ def run_one(spec: dict, threads: Optional[int] = None) -> dict:
     try:
         cfg = RunConfig.from_dict(spec["config"])
         result = train(cfg, run_dir, resume=True, progress=False)
-        log.info("finished: test accuracy %.2f%%", result["test_acc"])
-        return {"state": "done", "test_acc": result["test_acc"], "seconds": time.perf_counter() - t0, **where}
+        # The task's primary metric on the test split: accuracy (test_acc) for classify, dice for segment, ...
+        metric = result.get("primary_metric") or "accuracy"
+        value = result["test_acc"] if metric == "accuracy" else (result.get("metrics") or {}).get(metric)
+        log.info("finished: test %s %s", metric, "-" if value is None else f"{value:.4f}")
+        status = {"state": "done", "metric": metric, "value": value, "seconds": time.perf_counter() - t0, **where}
+        if "test_acc" in result:
+            status["test_acc"] = result["test_acc"]
+        return status
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001 - a failing run must not stop the sweep
@@ -411,7 +417,8 @@ def _structure_error(cfg: dict) -> Optional[str]:
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            build_model(RunConfig.from_dict(cfg), 2)
+            run = RunConfig.from_dict(cfg)
+            build_model(run, run.task.outputs or 2)  # with the head size a task fixes (segment: one mask)
     except (ConfigError, ValueError) as e:  # what a bad config raises (CheckpointError is a ConfigError)
         return str(e).splitlines()[0]
     except Exception:  # noqa: BLE001 - anything else is no verdict on the config: the run itself will tell
@@ -476,8 +483,7 @@ def _run_sweep(
                 summary["done"] += 1
                 gpus = status.get("cuda_visible_devices")
                 bar.write(
-                    f"done    {name}: {status['test_acc']:.2f}% ({status['seconds']:.0f} s"
-                    + (f", GPU {gpus})" if gpus else ")")
+                    f"done    {name}: {_score(status)} ({status['seconds']:.0f} s" + (f", GPU {gpus})" if gpus else ")")
                 )
             else:
                 failed_now.add(spec["run_id"])
@@ -491,6 +497,14 @@ def _run_sweep(
     summary["failed"] = [_failure(s) for s in specs if run_state(s.run_dir) == "failed"]
     atomic_write_json(Path(out) / "sweep.json", summary)
     return summary
+
+
+def _score(status: dict) -> str:
+    """A finished run's test score for the progress line: ``84.50%`` (accuracy), ``dice 71.20`` (another metric)."""
+    metric, value = status.get("metric", "accuracy"), status.get("value", status.get("test_acc"))
+    if value is None:
+        return f"{metric} -"
+    return f"{value:.2f}%" if metric == "accuracy" else f"{metric} {value:.4g}"
 
 
 def _failure(spec: RunSpec) -> dict:
