@@ -26,21 +26,21 @@ from .data.synth import REGRESSION_TASKS, generate
 from .data.synth import TASKS as SYNTH_TASKS
 from .data.synth_dg import generate_dg
 from .data.synth_seg import generate_seg
-from .demo import run_demo, run_dg_demo
+from .demo import run_demo, run_dg_demo, run_seg_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
 from .export import FORMATS as EXPORT_FORMATS
 from .export import export
 from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import merged_format, save_merged
-from .predict import Predictor, image_files, predict_multitask, run_info
+from .predict import Predictor, image_files, predict_multitask, run_info, write_masks
 from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
 from .targets import Target, evaluate_target
 from .version import __version__
-from .zoo import ZOO
+from .zoo import FAMILY_ZOO, ZOO
 
 EPILOG = """examples:
   vpeft demo
@@ -318,6 +318,7 @@ def cmd_measure(args) -> int:
             repeats=args.repeats,
             inference=args.inference,
             inference_batch_sizes=tuple(args.inference_batch_sizes),
+            task=args.task,
         )
         rows.append(r)
         if not args.json:
@@ -369,6 +370,9 @@ def cmd_list(args) -> int:
             cls = FAMILIES.get(family)
             if family != "timm" and getattr(cls, "models", ()):
                 print(f"{', '.join(f'{family}:{m}' for m in cls.models)}: {first_sentence(cls.__doc__)}")
+            for name, e in FAMILY_ZOO.get(family, {}).items():  # its models that ship with weights
+                state = "" if e.file.is_file() else "  [weights missing]"
+                print(f"{family}:{name}: {e.about}{state}\n    {family}:{e.arch} with vpeft/weights/{e.file.name}")
         return 0
     if args.kind in ("formats", "families"):  # plug-ins without options: name, docstring, what they default to
         registry = FORMATS if args.kind == "formats" else FAMILIES
@@ -483,12 +487,26 @@ def cmd_predict(args) -> int:
         for row in predict_multitask(args.runs, image_files(args.images), args.batch_size, args.device):
             print(json.dumps(row))
         return 0
-    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
-        raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
     paths = image_files(args.images)
     predictor = (
         Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged, args.device)
     )
+    if predictor.task_cfg.name == "segment":  # a mask PNG per image, into the --output folder
+        if not args.output or Path(args.output).suffix.lower() in (".csv", ".json"):
+            raise ConfigError(
+                f"--output {args.output or '(not given)'}: a segment run writes one mask PNG per image; name a folder "
+                "with --output DIR"
+            )
+        n = 0
+        for row in write_masks(predictor, paths, args.output, args.batch_size, progress=not args.no_progress):
+            n += 1
+            print(
+                json.dumps(row) if args.json else f"{row['image']}: {row['mask']} ({row['foreground']:.1f}% foreground)"
+            )
+        print(f"wrote {n} mask(s) (0/255 PNG at each image's size) to {args.output}/")
+        return 0
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
     rows = []
     for row in predictor.predict(paths, args.batch_size, args.top_k, progress=not args.no_progress):
         rows.append(row)
@@ -514,6 +532,9 @@ def cmd_demo(args) -> int:
     if args.suite == "dg":
         run_dg_demo(out=args.out or "runs/demo-dg", epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
         return 0
+    if args.suite == "seg":
+        run_seg_demo(out=args.out or "runs/demo-seg", epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+        return 0
     run_demo(
         out=args.out or "runs/demo", epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task
     )
@@ -535,14 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot",
     )
-    d.add_argument("--out", default=None, help="where data and runs go (default runs/demo, or runs/demo-dg)")
-    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6)")
+    d.add_argument(
+        "--out", default=None, help="where data and runs go (default runs/demo, runs/demo-dg or runs/demo-seg)"
+    )
+    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6; seg: 4)")
     d.add_argument(
         "--suite",
-        choices=["task", "dg"],
+        choices=["task", "dg", "seg"],
         default="task",
         help="task: one generated task, seven methods (default); dg: domain generalisation, a generated source and "
-        "four shifted targets, five methods",
+        "four shifted targets, four methods; seg: segmentation with the shipped tiny SAM (decoder-only, GPS, full) "
+        "and a mask figure",
     )
     d.add_argument(
         "--task",
@@ -573,11 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="parameters, training memory, step and inference time, random weights")
     m.add_argument("--backbone", required=True, help="timm model name[:key=value,...]")
     m.add_argument("--method", action="append", help="method spec; repeat to compare several")
-    m.add_argument("--objective", default="ce")
+    m.add_argument("--objective", help="objective spec (default: the task's: ce to classify, seg to segment)")
+    m.add_argument(
+        "--task",
+        help="task spec (default: the backbone's: segment for a sam backbone, with random 0/1 masks, else classify)",
+    )
     m.add_argument("--selector", help="selector spec, e.g. gps:k=1 (selected by magnitude: no data here)")
     m.add_argument("--batch-size", type=int, default=2)
-    m.add_argument("--num-classes", type=int, default=10)
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--num-classes", type=int, default=10, help="classes of the head (classify)")
+    m.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda[:N], or meta: memory counted from shapes alone, nothing computed and no step time (a model "
+        "too slow for the CPU: sam:vit_b at 1024 px)",
+    )
     m.add_argument(
         "--amp",
         choices=["none", "bf16", "fp16"],
@@ -606,11 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser(
         "predict",
-        help="predict the classes (or values) of image files with a run or a merged model",
+        help="predict the classes (values, masks) of image files with a run or a merged model",
         description="Predict with a trained run (--run: any method, objective and selector), a file written by "
         "'vpeft merge' (--merged), or several DTL runs over one shared backbone trunk (--runs). Images are prepared "
         "as the run's test split is (its input size, resize, crop and normalisation). Classification prints the "
-        "top-k classes with their probabilities (class names where the data has them); other tasks their value.",
+        "top-k classes with their probabilities (class names where the data has them); segmentation writes a mask "
+        "PNG per image into the --output folder (0/255, at the image's size, named by its stem); other tasks print "
+        "their value.",
     )
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory written by 'vpeft train'")
@@ -628,7 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files and/or folders (searched recursively for image files; hidden ones skipped)",
     )
     pr.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first (default 1)")
-    pr.add_argument("--output", help="write the predictions to FILE.csv or FILE.json instead of printing them")
+    pr.add_argument(
+        "--output",
+        help="write the predictions to FILE.csv or FILE.json instead of printing them; a segment run: the folder for "
+        "the mask PNGs (required)",
+    )
     pr.add_argument("--json", action="store_true", help="print one JSON object per image")
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--device", default="cpu")

@@ -4,7 +4,9 @@ A :class:`Predictor` holds a model, the preprocessing it was trained with (:clas
 the layout's resize and centre crop, the normalisation, exactly as ``vpeft eval`` prepares a test split) and the
 class names where the data has them. :meth:`Predictor.from_run` rebuilds any run (every method, objective and
 selector); :meth:`Predictor.from_merged` reads a file written by ``vpeft merge``, whose metadata carries the same.
-A classification run predicts its top-k classes with their probabilities; another task (``regress``) its value.
+A classification run predicts its top-k classes with their probabilities; another task (``regress``) its value; a
+segmentation run (``segment``) a mask per image at the image's own size (:meth:`Predictor.masks`, written as PNGs by
+:func:`write_masks`).
 :func:`predict_multitask` keeps the shared-trunk mode of several DTL runs (:class:`~vpeft.multitask.MultiTask`).
 """
 
@@ -16,7 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .catalog import TASKS
 from .config import DataConfig
@@ -229,10 +233,63 @@ class Predictor:
                     for path, pj, ij in zip(chunk, p.tolist(), idx.tolist()):
                         top = [{"class": self.class_name(i), "label": i, "probability": q} for i, q in zip(ij, pj)]
                         yield {"image": str(path), **top[0], "top_k": top}
+                elif self.task_cfg.name == "segment":
+                    raise ConfigError(
+                        "a segment run predicts a mask per image: use Predictor.masks, or write_masks for PNG files"
+                    )
                 else:
                     for path, v in zip(chunk, self.task.predict(out).tolist()):
                         yield {"image": str(path), "value": v}
                 bar.update(len(chunk))
+
+    def masks(
+        self, paths: list[str | Path], batch_size: int = 32, progress: bool = False
+    ) -> Iterator[tuple[Path, np.ndarray]]:
+        """A segmentation run's mask of each image file, in order: ``(path, mask)``, the mask uint8 ``[H, W]`` of 0
+        and 1 at the image file's own size: the model's thresholded prediction (``sigmoid > 0.5``) at its input
+        size, resized back with nearest neighbour (no new value appears)."""
+        from tqdm.auto import tqdm
+
+        if self.task_cfg.name != "segment":
+            raise ConfigError(f"masks are predicted by a segment run; this one's task is {self.task_cfg.name!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        paths = [Path(p) for p in paths]
+        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start : start + batch_size]
+                predicted = self.task.predict(self.outputs(chunk)).cpu().numpy()
+                for path, mask in zip(chunk, predicted):
+                    with Image.open(path) as img:
+                        size = img.size  # (width, height), as the image was read
+                    if (mask.shape[1], mask.shape[0]) != size:
+                        mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST), dtype=np.uint8)
+                    yield path, mask
+                bar.update(len(chunk))
+
+
+def write_masks(
+    predictor: Predictor, paths: list[str | Path], out: str | Path, batch_size: int = 32, progress: bool = False
+) -> Iterator[dict]:
+    """Write a segmentation run's mask of each image into folder ``out`` as ``<image stem>.png`` (grey, 0 and 255, at
+    the image's size; see :meth:`Predictor.masks`), one row per image as it is written: ``{"image", "mask",
+    "foreground"}`` (the mask file and its share of foreground pixels, in percent). Two images with the same stem
+    fail before anything is written (their masks would overwrite each other), naming both."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file: a segment run writes one mask PNG per image into a folder")
+    seen: dict[str, Path] = {}
+    for p in map(Path, paths):
+        if p.stem in seen:
+            raise DataError(
+                f"images {seen[p.stem]} and {p} share the stem {p.stem!r}: their masks would both be {out / p.stem}.png"
+            )
+        seen[p.stem] = p
+    out.mkdir(parents=True, exist_ok=True)
+    for path, mask in predictor.masks(list(seen.values()), batch_size, progress):
+        target = out / f"{path.stem}.png"
+        Image.fromarray(mask * np.uint8(255)).save(target)  # grey (L): 0 and 255
+        yield {"image": str(path), "mask": str(target), "foreground": 100.0 * float(mask.mean()) if mask.size else 0.0}
 
 
 def predict_multitask(

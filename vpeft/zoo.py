@@ -1,10 +1,12 @@
-"""Backbones that ship inside the package: small ViTs pretrained on CIFAR-10 (``benchmarks/pretrain_c10.py``).
+"""Backbones that ship inside the package: small ViTs pretrained on CIFAR-10 (``benchmarks/pretrain_c10.py``) and a
+tiny SAM trained on generated segmentation data (``sam:tiny_synth``, ``benchmarks/pretrain_sam.py``).
 
-They are plain timm ViTs at 32 x 32 input with patch 8, so every method that works on a timm ViT works on them, and
-the demo and the mini-VTAB results need no download. Use them by name anywhere a backbone is given::
+The ViTs are plain timm ViTs at 32 x 32 input with patch 8, so every method that works on a timm ViT works on them,
+and the demo and the mini-VTAB results need no download. Use them by name anywhere a backbone is given::
 
     vpeft train --backbone vit_c10_base ...
     create_backbone("vit_c10_small", num_classes=10)
+    vpeft train --backbone sam:tiny_synth --task segment ...
 """
 
 from __future__ import annotations
@@ -56,6 +58,21 @@ ZOO: dict[str, ZooEntry] = {
             num_heads=6,
         ),
     ]
+}
+
+
+#: Backbones of the other families that ship inside the package: ``{family: {model name: entry}}``. An entry's
+#: ``arch`` is the family's model it builds (``kwargs`` on top); its weights, ``weights/<entry.name>.safetensors``, are
+#: the whole model's in the family's checkpoint layout and load when no checkpoint is given (``sam:tiny_synth``).
+FAMILY_ZOO: dict[str, dict[str, ZooEntry]] = {
+    "sam": {
+        "tiny_synth": _entry(
+            "sam_tiny_synth",
+            "tiny",
+            "SAM tiny (64 px, patch 8, width 32, 2 blocks; decoder width 32), image encoder and mask decoder trained "
+            "together on 3,000 generated shape images (benchmarks/pretrain_sam.py)",
+        ),
+    },
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-#: Images per split (``test``: the ``n_test`` argument).
+#: Images per split by default (``test``: the ``n_test`` argument).
 SPLITS = {"train": 240, "val": 60}
 KINDS = ("disc", "square", "blob")
 #: The share of images without any shape.
@@ -73,16 +73,26 @@ def draw_pair(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.I
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)), mask, kinds
 
 
-def generate_seg(out: str | Path, seed: int = 0, size: int = 32, n_test: int = 100) -> Path:
-    """Write the task folder ``out`` (``images/``, ``masks/``, the three lists, ``suite.json``); the same seed and
-    size give byte-identical files. Returns ``out``."""
+def generate_seg(
+    out: str | Path,
+    seed: int = 0,
+    size: int = 32,
+    n_test: int = 100,
+    n_train: int = SPLITS["train"],
+    n_val: int = SPLITS["val"],
+) -> Path:
+    """Write the task folder ``out`` (``images/``, ``masks/``, the three lists, ``suite.json``); the same seed, size
+    and counts give byte-identical files (the images are drawn train, val, test in turn from one generator, so other
+    training or validation counts change the test images too). Returns ``out``."""
     if not 8 <= size <= 1024:
         raise ValueError(f"image size must be in 8..1024 pixels, got {size}")
+    if min(n_train, n_val, n_test) < 0:
+        raise ValueError(f"image counts must be >= 0, got train {n_train}, val {n_val}, test {n_test}")
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 18])
-    counts = {**SPLITS, "test": n_test}
+    counts = {"train": n_train, "val": n_val, "test": n_test}
     shapes: dict[str, int] = dict.fromkeys(KINDS, 0)
     empty = 0
     for split, n in counts.items():

@@ -1,7 +1,9 @@
 """``sam``: the Segment Anything Model (Kirillov et al., arXiv:2304.02643) as a backbone family that segments.
 
 ``sam:vit_b``, ``sam:vit_l`` and ``sam:vit_h`` are SAM's three sizes; ``sam:tiny`` is a small configuration (64 px
-images, 8 px patches, width 32, two blocks) that trains in seconds on a CPU, for tests and the demo. A model is timm's
+images, 8 px patches, width 32, two blocks) that trains in seconds on a CPU, for tests and the demo; ``sam:tiny_synth``
+is ``sam:tiny`` with weights that ship in the package (image encoder and mask decoder trained on generated shapes by
+``benchmarks/pretrain_sam.py``), loaded when no checkpoint is given. A model is timm's
 SAM image encoder (``samvit_*``: timm converts the official weights, and methods, GPS and the anatomy reach it as any
 timm model) whose classifier is replaced by :class:`SamMaskHead`, SAM's mask decoder. The model takes normalised
 images ``[B, 3, H, W]`` and returns one mask's logits per image, ``[B, 1, H, W]`` (upsampled to the input size).
@@ -18,7 +20,8 @@ point prompts drawn from the ground-truth mask are a later step.
 and the prompt encoder's ``no_mask_embed`` and position-encoding matrix (which GPS's released code leaves random by a
 non-strict load under other names) into the head. Every key of the file must be one of SAM's and every tensor of the
 model must come from it, with its shape: anything else fails naming the key. There are no hub weights for the whole
-model (``--pretrained`` is refused).
+model (``--pretrained`` is refused). :func:`official_checkpoint` writes a model's weights in the same layout (the
+shipped ``sam_tiny_synth.safetensors`` is one).
 
 The ``segment-anything`` package (``pip install 'vpeft[sam]'``) provides the decoder; it is imported only when a SAM
 model is built.
@@ -26,6 +29,7 @@ model is built.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -35,6 +39,7 @@ from torch import nn
 from ..backbones import Family, read_state_dict
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
+from ..zoo import FAMILY_ZOO
 
 #: SAM's mask decoder, the same for every size: a two-way transformer of depth 2 (MLP 2048, 8 heads) at the prompt
 #: width 256, and a 3-layer IoU head of width 256.
@@ -60,6 +65,10 @@ SIZES: dict[str, tuple[str, dict, dict]] = {
         {"decoder_depth": 2, "decoder_mlp_dim": 64, "decoder_heads": 2, "decoder_iou_hidden": 32},
     ),
 }
+
+#: Models that ship with weights (:data:`vpeft.zoo.FAMILY_ZOO`): ``sam:tiny_synth``, the tiny size trained on generated
+#: shapes; a shipped model's ``arch`` is one of :data:`SIZES`.
+SHIPPED = FAMILY_ZOO["sam"]
 
 #: Prompt modes: ``none`` (an empty sparse prompt and the learned no-mask embedding, as GPS).
 PROMPTS = ("none",)
@@ -165,12 +174,16 @@ class Sam(Family):
     ``decoder_iou_hidden``; any other key is a timm ``samvit`` keyword (``img_size``, ``window_size``, ...).
     """
 
-    #: The model names, for ``vpeft list backbones``.
+    #: The model names, for ``vpeft list backbones`` (the shipped ones are listed with their descriptions).
     models = tuple(SIZES)
 
     def resolve(self, name: str, kwargs: dict) -> tuple[str, dict]:
+        if name in SHIPPED:  # a shipped model: its size, the entry's options, then the spec's
+            name, kwargs = SHIPPED[name].arch, {**SHIPPED[name].kwargs, **kwargs}
         if name not in SIZES:
-            raise ConfigError(f"unknown sam backbone {name!r} (valid: {', '.join(SIZES)})")
+            raise ConfigError(
+                f"unknown sam backbone {name!r} (valid: {', '.join(SIZES)}); with shipped weights: {', '.join(SHIPPED)}"
+            )
         arch, encoder, decoder = SIZES[name]
         kwargs = {**encoder, **decoder, "prompt": "none", **kwargs}
         prompt = kwargs["prompt"]
@@ -197,6 +210,17 @@ class Sam(Family):
         model = timm.create_model(arch, num_classes=0, **kwargs)
         model.head = SamMaskHead(model.num_features, model.patch_embed.proj.kernel_size, **head)
         return model
+
+    def weights(self, name: str) -> Optional[Path]:
+        if name not in SHIPPED:
+            return None
+        path = SHIPPED[name].file
+        if not path.is_file():
+            raise CheckpointError(
+                f"backbone 'sam:{name}': its weights {path} are missing from this install; rebuild them with "
+                "'python benchmarks/pretrain_sam.py' or reinstall vpeft"
+            )
+        return path
 
     def load_checkpoint(self, model: nn.Module, path) -> None:
         model.load_state_dict(official_state_dict(read_state_dict(path), model, source=f"checkpoint {path}"))
@@ -282,4 +306,29 @@ def official_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: s
             f"{source} does not match the backbone (SAM, {type(model).__name__}): "
             + describe_mismatch(missing, unexpected, mismatched)
         )
+    return out
+
+
+def official_checkpoint(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The weights of ``model`` (a ``sam`` family model) keyed as an official SAM checkpoint: what
+    :func:`official_state_dict` reads back to the same tensors (and the ``segment-anything`` package's ``Sam`` of the
+    same sizes loads). ``image_encoder.*`` and ``mask_decoder.*`` are the model's, and the prompt encoder is whole:
+    its position-encoding matrix and ``no_mask_embed`` from the model, its point, box and mask-input embeddings
+    (which prompt mode ``none`` does not use, so the model does not hold them) as ``segment-anything`` initialises
+    them, drawn with ``seed`` (the global random state is left as it was)."""
+    head = model.head
+    if not isinstance(head, SamMaskHead):
+        raise CheckpointError(f"the model is not a sam family model (its head is {type(head).__name__})")
+    out = {_official_name(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    sam = segment_anything()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        prompt = sam.PromptEncoder(
+            embed_dim=head.num_features,
+            image_embedding_size=tuple(model.patch_embed.grid_size),
+            input_image_size=tuple(model.patch_embed.img_size),
+            mask_in_chans=MASK_IN_CHANS,
+        )
+    for key, value in prompt.state_dict().items():
+        out.setdefault(f"prompt_encoder.{key}", value.contiguous())
     return out
