@@ -23,10 +23,10 @@ def seg(tmp_path_factory):
     return generate_seg(tmp_path_factory.mktemp("seg"), n_test=40)
 
 
-def _cfg(root, method="linear", selector=None, epochs=2, **train):
+def _cfg(root, method="linear", selector=None, epochs=2, backbone="sam:tiny", **train):
     return RunConfig.from_dict(
         {
-            "backbone": {"spec": "sam:tiny"},
+            "backbone": {"spec": backbone},
             "method": method,
             "selector": selector,
             "task": "segment",
@@ -68,3 +68,29 @@ def test_a_killed_segmentation_run_resumes_to_the_uninterrupted_result(seg, tmp_
     assert [json.loads(x)["loss"] for x in logs[0].splitlines()] == [
         json.loads(x)["loss"] for x in logs[1].splitlines()
     ]
+
+
+def test_a_gps_sam_run_merges_and_the_merged_model_predicts_the_same_masks(seg, tmp_path, capsys):
+    """vpeft merge on a GPS SAM run: the selected weights folded in, the sam family rebuilds the model from the file
+    alone, and vpeft predict --merged writes the run's own masks."""
+    import torch
+    from PIL import Image
+
+    from vpeft.methods.merge import load_merged, read_merged_metadata
+    from vpeft.run import load_run
+
+    run = tmp_path / "gps"
+    train(_cfg(seg, "linear", "gps:loss=task,norm_bias=outside_blocks", 1, "sam:tiny_synth"), run, progress=False)
+    assert main(["merge", "--run", str(run), "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert "a plain sam model (tiny_synth) with linear and gps" in capsys.readouterr().out
+    assert read_merged_metadata(tmp_path / "m.safetensors")["family"] == "sam"
+    merged = load_merged(tmp_path / "m.safetensors")
+    model, objective, _, _ = load_run(run)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(merged(x), objective.predict(model.eval(), x), atol=1e-5)
+    image = sorted((seg / "images").iterdir())[0]
+    for flag, path, out in (("--run", run, "a"), ("--merged", tmp_path / "m.safetensors", "b")):
+        assert main(["predict", flag, str(path), "--images", str(image), "--output", str(tmp_path / out)]) == 0
+    a, b = (Image.open(tmp_path / d / f"{image.stem}.png") for d in "ab")
+    assert list(a.getdata()) == list(b.getdata())

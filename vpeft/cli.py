@@ -446,8 +446,11 @@ def cmd_merge(args) -> int:
     model, _, cfg, num_classes = load_run(args.run)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_merged(model, out, info=run_info(args.run, cfg, model.input_size, num_classes))
+    family, name, _ = split_backbone_spec(cfg.backbone.spec)
     print(
-        f"wrote {out}: a plain timm model ({split_backbone_spec(cfg.backbone.spec)[1]}) with {cfg.method.name} "
+        f"wrote {out}: a plain {family} model ({name}) with {cfg.method.name}"
+        + (f" and {cfg.selector.name}" if cfg.selector is not None else "")
+        + " "
         f"folded in, as {'safetensors' if kind == 'safetensors' else 'a torch state dict'}; load it with "
         "vpeft.load_merged(path), predict with 'vpeft predict --merged'"
     )

@@ -72,6 +72,17 @@ def timm_kwargs(backbone) -> tuple[str, dict]:
     return name, kwargs
 
 
+def family_kwargs(backbone) -> tuple[str, str, dict]:
+    """``(family, architecture, keyword arguments)`` that rebuild the merged model: :func:`timm_kwargs` for a timm
+    backbone, else the family's own (its :meth:`~vpeft.backbones.Family.create` takes them: a SAM model is timm's
+    image encoder with SAM's mask decoder as its head, rebuilt by the ``sam`` family)."""
+    family, name, kwargs = split_backbone_spec(backbone.spec)
+    if family == "timm":
+        return ("timm", *timm_kwargs(backbone))
+    arch, kwargs = FAMILIES.get(family)().resolve(name, kwargs)
+    return family, arch, {k: v for k, v in kwargs.items() if k != "drop_path_rate"}
+
+
 def merged_format(path: str | Path) -> str:
     """``safetensors`` or ``torch``, by the file's suffix; any other suffix is a :class:`ConfigError`."""
     suffix = Path(path).suffix.lower()
@@ -94,9 +105,11 @@ def save_merged(backbone, path, info: Optional[dict] = None) -> None:
             see :func:`read_merged_metadata`).
     """
     kind = merged_format(path)
-    name, kwargs = timm_kwargs(backbone)
+    family, name, kwargs = family_kwargs(backbone)
     model = merge(backbone)
     meta = {"format": FORMAT, "timm_name": name, "timm_kwargs": json.dumps(kwargs)}
+    if family != "timm":  # a timm model's file stays as it was; another family's names the family that builds it
+        meta["family"] = json.dumps(family)
     meta.update({k: json.dumps(v) for k, v in (info or {}).items()})
     sd = model.state_dict()
     if kind == "safetensors":
@@ -160,11 +173,17 @@ def load_merged(path) -> nn.Module:
 
     meta, sd = _read(path)
     meta = _decode_meta(meta, path)
-    name, kwargs = FAMILIES.get("timm")().resolve(meta["timm_name"], dict(meta["timm_kwargs"]))
+    family = meta.get("family", "timm")
+    if family != "timm":  # built by its family from the recorded architecture and options
+        if family not in FAMILIES:
+            raise CheckpointError(f"{path}: its model is of backbone family {family!r}, which is not installed")
+        name, kwargs = meta["timm_name"], dict(meta["timm_kwargs"])
+    else:
+        name, kwargs = FAMILIES.get("timm")().resolve(meta["timm_name"], dict(meta["timm_kwargs"]))
     try:
-        model = timm.create_model(name, **kwargs)
+        model = FAMILIES.get(family)().create(name, kwargs) if family != "timm" else timm.create_model(name, **kwargs)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot build its timm model {name!r}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"{path}: cannot build its {family} model {name!r}: {type(e).__name__}: {e}") from None
     if sd is None:
         from safetensors.torch import load_file
 
@@ -174,7 +193,7 @@ def load_merged(path) -> nn.Module:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: its tensors do not fit timm model {name!r}: {e}") from None
     prep = meta.get("preprocess")
-    if prep:
+    if prep and family == "timm":
         h, w = prep["input_size"]
         model.pretrained_cfg = {
             **getattr(model, "pretrained_cfg", {}),
@@ -186,6 +205,6 @@ def load_merged(path) -> nn.Module:
             "std": tuple(prep["std"]),
             "num_classes": kwargs.get("num_classes"),
         }
-    if meta.get("class_names"):
+    if meta.get("class_names") and family == "timm":
         model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "label_names": list(meta["class_names"])}
     return model.eval()
