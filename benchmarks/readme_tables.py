@@ -319,6 +319,60 @@ def pacs_table() -> str:
     return "\n".join(lines)
 
 
+def sam_memory_table() -> str:
+    data = json.loads((RESULTS / "memory_sam_b.json").read_text())
+    rows = data["rows"]
+    full = next(r for r in rows if r["label"] == "full")
+    mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
+    lines = [
+        "| method | trainable (decoder included) | activations MiB | train memory MiB | x full |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['trainable']:,} | {mib(r['saved_activation_bytes'])} "
+            f"| {mib(r['train_memory_bytes'])} | {r['train_memory_bytes'] / full['train_memory_bytes']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def kvasir_table() -> str:
+    sys.path.insert(0, str(ROOT))
+    from vpeft.bench.report import _order, collect
+
+    path = RESULTS / "kvasir_seg" / "results.jsonl"
+    meta = json.loads((RESULTS / "kvasir_seg" / "meta.json").read_text())
+    records = collect(path)
+    labels, _, _ = _order([path], records)
+    seeds = sorted({r["seed"] for r in records})
+    by = defaultdict(list)
+    for r in records:
+        by[r["label"]].append(r)
+
+    def ms(label, key):
+        vals = [r[f"test_{key}"] for r in by[label]]
+        m = sum(vals) / len(vals)
+        sd = (sum((v - m) ** 2 for v in vals) / len(vals)) ** 0.5
+        return f"{m:.1f} ±{sd:.1f}"
+
+    lines = [
+        f"`{meta['command']}` ({meta['runs']} runs, {meta['seconds'] / 60:.0f} min on {meta['device']}); "
+        f"backbone `{meta.get('backbone', 'sam:tiny_synth')}` at its 64 px input, seeds {seeds}; the test split's 120 "
+        "images, the epoch chosen on val; mean ± spread over seeds. Full report and mask figure: "
+        "`benchmarks/results/kvasir_seg/`.",
+        "",
+        "| method | Dice | IoU | pooled Dice | pooled IoU | trainable |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        r0 = by[label][0]
+        lines.append(
+            f"| `{label}` | {ms(label, 'dice')} | {ms(label, 'iou')} | {ms(label, 'dice_pooled')} | "
+            f"{ms(label, 'iou_pooled')} | {r0['trainable_params']:,} |"
+        )
+    return "\n".join(lines)
+
+
 def pretrain_table() -> str:
     return (RESULTS / "pretrain_c10.md").read_text().strip()
 
@@ -334,6 +388,8 @@ TABLES = {
     "lr_check": lr_check_table,
     "tuned": tuned_table,
     "pacs": pacs_table,
+    "sam_memory": sam_memory_table,
+    "kvasir": kvasir_table,
 }
 
 

@@ -76,12 +76,24 @@ DG_HERE = [
     "vpeft bench run --suite fewshot --data-root data/dg",
 ]
 
+#: The segmentation block, run here in this order on a fresh folder (every --epochs as 1, the demo too).
+SEG_HERE = [
+    "vpeft data synth --suite seg",
+    "vpeft data check data/seg",
+    "vpeft train --data data/seg",
+    "vpeft eval --run runs/seg-gps",
+    "vpeft merge --run runs/seg-gps",
+    "vpeft predict --run runs/seg-gps",
+    "vpeft measure --backbone sam:vit_b",
+    "vpeft demo --suite seg",
+]
+
 
 def _where(cmd: str) -> str | None:
     for test, prefixes in ELSEWHERE.items():
         if any(cmd.startswith(p) for p in prefixes):
             return test
-    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE):
+    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE + SEG_HERE):
         return "here"
     return None
 
@@ -133,3 +145,29 @@ def test_the_domain_generalisation_block_runs_here(tmp_path, monkeypatch, capsys
     assert len(runs) == 6 and sum("_l2__" in r for r in runs) == 2  # 2 methods x 3 list seeds
     summary = (tmp_path / "results" / "fewshot" / "report" / "summary.md").read_text()
     assert "list seeds [0, 1, 2]" in summary and "mean over seeds and list seeds" in summary
+
+
+def test_the_segmentation_block_runs_here(tmp_path, monkeypatch, capsys):
+    """Segmentation end to end from the README's commands: generated masks, their check, GPS on the shipped tiny SAM
+    with the task's loss, eval, mask PNGs, SAM ViT-B's memory on the meta device, the demo."""
+    pytest.importorskip("segment_anything", reason="the SAM family needs the sam extra: pip install 'vpeft[sam]'")
+    import json
+
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for prefix in SEG_HERE:
+        cmd = next(c for c in readme_commands() if c.startswith(prefix))
+        cmd = re.sub(r"--epochs \d+", "--epochs 1", cmd) + (" --epochs 1" if prefix.startswith("vpeft demo") else "")
+        argv = shlex.split(cmd)[1:]
+        extra = ["--no-progress"] if argv[0] in ("train", "demo") else []
+        assert main(argv + extra) == 0, cmd
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "runs" / "seg-gps" / "result.json").read_text())
+    assert result["primary_metric"] == "dice" and result["selection"]["selected"] > 0
+    assert "recorded dice" in out and "(same)" in out  # vpeft eval
+    mask = Image.open(tmp_path / "masks" / "test_00000.png")
+    assert mask.size == Image.open(tmp_path / "data" / "seg" / "images" / "test_00000.png").size
+    assert set(mask.getdata()) <= {0, 255}
+    assert "4,058,596" in out or "4058596" in out  # vpeft measure: SAM ViT-B's decoder-only count
+    assert list((tmp_path / "runs").rglob("masks.png"))  # the demo's mask figure
