@@ -143,3 +143,10 @@ def test_the_committed_pacs_runs_are_found_again():
         found.add(Path(r.run_dir).name.rsplit("__", 1)[0] + "__" + run_hash(cfg)[:8])
     names = {Path(json.loads(x)["run_dir"]).name for x in (out / "results.jsonl").read_text().splitlines() if x}
     assert len(runs) == 84 and found == names
+
+
+def test_list_seeds_on_data_that_reads_no_list_seed_are_refused(tmp_path):
+    root = _domains(tmp_path / "data")
+    tasks = {"fs": {"root": ".", "data": {"lists": {"train": "a_train.txt", "test": "test.txt"}}}}
+    with pytest.raises(ConfigError, match=r"list_seeds vary data.fewshot_seed, which data format 'lists' does not"):
+        expand(load_experiment(_base(root, tasks=tasks, list_seeds=[0, 1])), tmp_path / "out")

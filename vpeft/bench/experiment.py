@@ -509,6 +509,12 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                         cfg = RunConfig.from_dict(data, where=where)
                     except ConfigError as e:
                         raise ConfigError(f"{where}: {e}") from None
+                    if list_seed is not None and not _reads_list_seed(cfg.data):
+                        raise ConfigError(
+                            f"{where}: list_seeds vary data.fewshot_seed, which data format {cfg.data.format!r} does "
+                            "not read (format fewshot does, and lists where a list file name holds {seed}): every "
+                            "list seed would train the same run again"
+                        )
                     resolved = cfg.to_dict()
                     if resolved["backbone"].get("checkpoint"):
                         resolved["backbone"]["checkpoint"] = str(Path(resolved["backbone"]["checkpoint"]).resolve())
@@ -538,6 +544,15 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
             "give the method entries different settings"
         )
     return runs
+
+
+def _reads_list_seed(dc) -> bool:
+    """Whether a run's data depends on ``data.fewshot_seed``: NOAH's few-shot lists, or list files named by it."""
+    if dc.format == "fewshot":
+        return True
+    return dc.format == "lists" and any(
+        "{seed}" in name for v in dc.lists.values() for name in (v if isinstance(v, list) else [v])
+    )
 
 
 def describe(exp: Experiment) -> str:

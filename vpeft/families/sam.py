@@ -146,7 +146,8 @@ class SamMaskHead(nn.Module):
         keeps its weights: a SAM head is loaded, not made afresh)."""
         if num_classes != 1:
             raise ConfigError(
-                f"a sam backbone predicts one binary mask per image: its head has 1 output, not {num_classes}"
+                f"a sam backbone predicts one binary mask per image: its head has 1 output, not {num_classes} "
+                "(train it with --task segment on image and mask data, data.format=segfolder)"
             )
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
