@@ -70,3 +70,41 @@ def install_plugin(monkeypatch, folder: Path, modules: dict, registry, entry_poi
     monkeypatch.setattr(registry, "_loaded", False)
     monkeypatch.setattr(registry, "_error", None)
     return info / "entry_points.txt"
+
+
+def tiny_sam_reference():
+    """segment-anything's own ``Sam`` in ``sam:tiny``'s configuration (random init, eval mode): the reference the SAM
+    family's tests compare with. Needs the sam extra."""
+    from functools import partial
+
+    import torch
+    from segment_anything import modeling as m
+
+    return m.Sam(
+        image_encoder=m.ImageEncoderViT(
+            img_size=64,
+            patch_size=8,
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=4,
+            out_chans=32,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=[1],
+        ),
+        prompt_encoder=m.PromptEncoder(
+            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=16
+        ),
+        mask_decoder=m.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=m.TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
+            transformer_dim=32,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()

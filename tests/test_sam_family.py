@@ -8,12 +8,11 @@ the paper's 4,227,044 trainable parameters.
 """
 
 import sys
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, tiny_sam_reference
 
 from vpeft import METHODS, apply_method, create_backbone
 from vpeft.cli import main
@@ -167,35 +166,7 @@ def test_an_official_vit_b_checkpoint_maps_onto_sam_vit_b(sa):
 
 def _tiny_reference(sa):
     """segment-anything's own ``Sam`` in ``sam:tiny``'s configuration, every tensor random (none left at zero)."""
-    m = sa.modeling
-    ref = m.Sam(
-        image_encoder=m.ImageEncoderViT(
-            img_size=64,
-            patch_size=8,
-            embed_dim=32,
-            depth=2,
-            num_heads=2,
-            mlp_ratio=4,
-            out_chans=32,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=4,
-            global_attn_indexes=[1],
-        ),
-        prompt_encoder=m.PromptEncoder(
-            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=16
-        ),
-        mask_decoder=m.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=m.TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
-            transformer_dim=32,
-            iou_head_depth=3,
-            iou_head_hidden_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
+    ref = tiny_sam_reference()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for v in ref.state_dict().values():

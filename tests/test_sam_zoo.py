@@ -3,12 +3,12 @@ into vpeft's model and into segment-anything's own ``Sam``; decoder-only trainin
 random weights; the file stays small; ``vpeft list backbones`` names it; ``vpeft demo --suite seg`` runs on it."""
 
 import json
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_sam_reference
 
 pytest.importorskip("segment_anything", reason="the SAM family needs the sam extra: pip install 'vpeft[sam]'")
 
@@ -56,31 +56,7 @@ def test_shipped_weights_load_strictly_as_the_whole_model():
 
 def test_shipped_file_is_an_official_sam_checkpoint_segment_anything_loads():
     """segment-anything's own Sam at the tiny sizes loads the file strictly and predicts the same mask logits."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    encoder = ImageEncoderViT(
-        img_size=64,
-        patch_size=8,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        mlp_ratio=4,
-        out_chans=32,
-        qkv_bias=True,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True,
-        window_size=4,
-        global_attn_indexes=[1],
-    )
-    prompt = PromptEncoder(embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=16)
-    decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
-        transformer_dim=32,
-        iou_head_depth=3,
-        iou_head_hidden_dim=32,
-    )
-    sam = Sam(encoder, prompt, decoder).eval()
+    sam = tiny_sam_reference()
     sam.load_state_dict(read_state_dict(FILE), strict=True)
     ours = create_backbone("sam:tiny_synth", 1).eval()
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
