@@ -47,41 +47,6 @@ def default_task(backbone: str) -> str:
     return FAMILY_TASKS.get(split_backbone_spec(backbone)[0], "classify")
 
 
-def _storage_id(t: torch.Tensor) -> int:
-    """A tensor's storage, told apart from the others alive: its address, or on the meta device (where every address
-    is 0) the storage object's own."""
-    storage = t.untyped_storage()
-    return storage.data_ptr() or storage._cdata
-
-
-class MetaSavedTensorProbe(SavedTensorProbe):
-    """:class:`~vpeft.memory.SavedTensorProbe` on the meta device: storages there have no address, so each is known
-    by its storage object (alive while autograd keeps it); parameters and buffers are left out the same way. Counts
-    what a CPU step saves, byte for byte (no weight copies: autocast does not run on meta)."""
-
-    def __init__(self, *modules: torch.nn.Module):
-        super().__init__(*modules)
-        self._param_ptrs |= {_storage_id(t) for m in modules for t in (*m.parameters(), *m.buffers())}
-
-    def _pack(self, t: torch.Tensor):
-        storage = t.untyped_storage()
-        ptr = _storage_id(t)
-        if ptr not in self._param_ptrs:
-            key = (str(t.device), ptr)
-            self._storages[key] = max(self._storages.get(key, 0), storage.nbytes())
-        return t
-
-
-def _optimizer_state_bytes(optimizer) -> int:
-    """Bytes of the optimizer's state tensors, each storage once (meta storages told apart as the probe does)."""
-    seen: dict[int, int] = {}
-    for state in optimizer.state.values():
-        for v in state.values():
-            if isinstance(v, torch.Tensor):
-                seen[_storage_id(v)] = v.untyped_storage().nbytes()
-    return sum(seen.values())
-
-
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -180,7 +145,7 @@ def measure(
     model.train(), obj.train()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    probe = (MetaSavedTensorProbe if meta else SavedTensorProbe)(model, obj)
+    probe = SavedTensorProbe(model, obj)
     step(probe)
     result: dict[str, Any] = {"method": spec_string(cfg.method), "objective": spec_string(cfg.objective)}
     if cfg.task.name != "classify":
@@ -195,11 +160,7 @@ def measure(
             result[k] += v
     copies = probe.weight_copy_bytes if amp != "none" else None
     result.update(memory_stats(model, obj, opt, probe.activation_bytes, copies))
-    if meta:  # memory_stats tells storages apart by address, which meta storages lack
-        result["optimizer_state_bytes"] = _optimizer_state_bytes(opt)
-        result["train_memory_bytes"] = sum(
-            result[k] for k in ("saved_activation_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes")
-        )
+    if meta:  # counted from shapes: no step time
         result["structure_only"] = True
     if amp != "none":
         result["dtype"] = str(AMP_DTYPES[amp]).replace("torch.", "")

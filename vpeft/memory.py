@@ -34,11 +34,11 @@ class SavedTensorProbe:
         self._by_numel: dict[int, list[torch.Tensor]] = {}
         for m in modules:
             for p in m.parameters():
-                self._param_ptrs.add(p.untyped_storage().data_ptr())
+                self._param_ptrs.add(storage_id(p))
                 if p.is_floating_point():
                     self._by_numel.setdefault(p.numel(), []).append(p)
             for b in m.buffers():
-                self._param_ptrs.add(b.untyped_storage().data_ptr())
+                self._param_ptrs.add(storage_id(b))
         self._storages: dict[tuple, int] = {}
         self._copies: set[tuple] = set()
         self._ctx = None
@@ -61,7 +61,7 @@ class SavedTensorProbe:
         except (RuntimeError, NotImplementedError):  # sparse or other storage-less tensors: count their own size
             self._storages[("nostorage", id(t))] = t.numel() * t.element_size()
             return t
-        ptr = storage.data_ptr()
+        ptr = storage_id(t)
         if ptr and ptr not in self._param_ptrs:
             key = (str(t.device), ptr)
             if key not in self._storages and self._is_weight_copy(t, storage.nbytes()):
@@ -92,10 +92,17 @@ class SavedTensorProbe:
         return self.bytes - self.weight_copy_bytes
 
 
+def storage_id(t: torch.Tensor) -> int:
+    """A tensor's storage, told apart from the others alive: its address, or on the meta device (where every address
+    is 0, so that shapes alone give a CPU step's byte counts) the storage's own handle."""
+    storage = t.untyped_storage()
+    return storage.data_ptr() or storage._cdata
+
+
 def _nbytes(tensors) -> int:
     seen, total = set(), 0
     for t in tensors:
-        ptr = t.untyped_storage().data_ptr()
+        ptr = storage_id(t)
         if ptr not in seen:
             seen.add(ptr)
             total += t.untyped_storage().nbytes()
