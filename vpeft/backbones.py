@@ -393,7 +393,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except CheckpointError:
         raise
     except Exception as e:  # corrupt file, pickled objects refused by weights_only, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        # torch's weights_only message runs to a page: its first sentence says what failed
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {first} (not a state dict of tensors, or corrupt)"
+        ) from None
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
