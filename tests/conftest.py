@@ -72,15 +72,16 @@ def install_plugin(monkeypatch, folder: Path, modules: dict, registry, entry_poi
     return info / "entry_points.txt"
 
 
-def tiny_sam_reference():
+def tiny_sam_reference(seed=None):
     """segment-anything's own ``Sam`` in ``sam:tiny``'s configuration (random init, eval mode): the reference the SAM
-    family's tests compare with. Needs the sam extra."""
+    family's tests compare with; with ``seed``, every tensor drawn from N(0, 0.5^2) (none left at zero). Needs the sam
+    extra."""
     from functools import partial
 
     import torch
     from segment_anything import modeling as m
 
-    return m.Sam(
+    sam = m.Sam(
         image_encoder=m.ImageEncoderViT(
             img_size=64,
             patch_size=8,
@@ -108,3 +109,9 @@ def tiny_sam_reference():
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     ).eval()
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for v in sam.state_dict().values():
+                v.copy_(torch.randn(v.shape, generator=g) * 0.5)
+    return sam

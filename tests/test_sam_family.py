@@ -164,19 +164,9 @@ def test_an_official_vit_b_checkpoint_maps_onto_sam_vit_b(sa):
     )
 
 
-def _tiny_reference(sa):
-    """segment-anything's own ``Sam`` in ``sam:tiny``'s configuration, every tensor random (none left at zero)."""
-    ref = tiny_sam_reference()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for v in ref.state_dict().values():
-            v.copy_(torch.randn(v.shape, generator=g) * 0.5)
-    return ref.eval()
-
-
 @pytest.fixture
 def tiny_checkpoint(sa, tmp_path):
-    ref = _tiny_reference(sa)
+    ref = tiny_sam_reference(seed=0)
     path = tmp_path / "sam_tiny.pth"
     torch.save(ref.state_dict(), path)
     return ref, path
@@ -247,8 +237,8 @@ def test_a_classifier_checkpoint_is_not_a_sam_checkpoint(sa, tmp_path):
 def test_sam_specs_and_refusals(sa):
     with pytest.raises(ConfigError, match=r"unknown sam backbone 'vit_x' \(valid: vit_b, vit_l, vit_h, tiny\)"):
         create_backbone("sam:vit_x", num_classes=1)
-    with pytest.raises(ConfigError, match=r"sam prompt 'box' .* is not built yet; use prompt=none"):
-        create_backbone("sam:tiny:prompt=box", num_classes=1)
+    with pytest.raises(ConfigError, match=r"unknown sam prompt 'boxes' \(valid: none, box, points\)"):
+        create_backbone("sam:tiny:prompt=boxes", num_classes=1)
     with pytest.raises(ConfigError, match=r"its head has 1 output, not 3"):
         create_backbone("sam:tiny", num_classes=3)
     with pytest.raises(
@@ -330,7 +320,8 @@ def test_sam_tiny_trains_every_method(sa, name):
 
 
 class _SegTask:
-    """What GPS's ``loss=task`` asks of a task: ``prepare`` (here: ImageNet normalisation) and ``loss``."""
+    """What GPS's ``loss=task`` asks of a task: ``prepare`` (here: ImageNet normalisation), ``model_context`` (here:
+    the masks published, as the segment task does) and ``loss``."""
 
     def __init__(self):
         self.seen = 0
@@ -339,6 +330,11 @@ class _SegTask:
         assert not train
         self.seen += len(batch["image"])
         return {**batch, "image": normalize(batch["image"], "imagenet")}
+
+    def model_context(self, batch):
+        from vpeft.seg_prompts import ground_truth
+
+        return ground_truth(batch["mask"])
 
     def loss(self, outputs, batch):
         return _seg_loss(outputs, batch["mask"][:, None].float())

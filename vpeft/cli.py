@@ -33,7 +33,7 @@ from .export import FORMATS as EXPORT_FORMATS
 from .export import export
 from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import merged_format, save_merged
-from .predict import Predictor, image_files, predict_multitask, run_info, write_masks
+from .predict import Predictor, image_files, predict_multitask, prompt_mask_files, run_info, write_masks
 from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
@@ -500,14 +500,18 @@ def cmd_predict(args) -> int:
                 f"--output {args.output or '(not given)'}: a segment run writes one mask PNG per image; name a folder "
                 "with --output DIR"
             )
+        prompts = prompt_mask_files(paths, args.prompt_masks) if args.prompt_masks else None
         n = 0
-        for row in write_masks(predictor, paths, args.output, args.batch_size, progress=not args.no_progress):
+        rows = write_masks(predictor, paths, args.output, args.batch_size, not args.no_progress, prompts)
+        for row in rows:
             n += 1
             print(
                 json.dumps(row) if args.json else f"{row['image']}: {row['mask']} ({row['foreground']:.1f}% foreground)"
             )
         print(f"wrote {n} mask(s) (0/255 PNG at each image's size) to {args.output}/")
         return 0
+    if args.prompt_masks:
+        raise ConfigError("--prompt-masks: only a segment run (SAM with prompt=box or points) takes prompt masks")
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
     rows = []
@@ -670,6 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         help="write the predictions to FILE.csv or FILE.json instead of printing them; a segment run: the folder for "
         "the mask PNGs (required)",
+    )
+    pr.add_argument(
+        "--prompt-masks",
+        metavar="DIR",
+        help="a segment run of SAM with prompt=box or points: the folder of a mask per image (named by the image's "
+        "stem, at its size), from which each image's box or point is drawn",
     )
     pr.add_argument("--json", action="store_true", help="print one JSON object per image")
     pr.add_argument("--batch-size", type=int, default=16)

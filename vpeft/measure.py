@@ -20,6 +20,7 @@ from .config import RunConfig, spec_string
 from .engine.optim import build_optimizer, param_groups
 from .memory import SavedTensorProbe, memory_stats, param_counts  # noqa: F401 - importable from here still
 from .run import build_model
+from .seg_prompts import ground_truth
 from .trainable import trainable_named_parameters
 
 MEASURE_KEYS = (
@@ -131,7 +132,7 @@ def measure(
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
 
     def step(probe=None):
-        with probe or nullcontext(), autocast():
+        with probe or nullcontext(), autocast(), ground_truth(labels if cfg.task.labels == "mask" else None):
             loss = obj(model, images, labels)["loss"]
         if loss.requires_grad:
             (scaler.scale(loss) if scaler else loss).backward()
@@ -184,13 +185,16 @@ def measure(
         with torch.inference_mode(), autocast():
             for b in inference_batch_sizes:
                 x = torch.randn(b, 3, h, w, generator=gen).to(dev)
+                masks = (torch.rand(b, h, w, generator=gen) < 0.5).to(dev) if cfg.task.labels == "mask" else None
                 for _ in range(max(1, warmup)):
-                    model(x)
+                    with ground_truth(masks):
+                        model(x)
                 times = []
                 for _ in range(max(1, repeats)):
                     sync()
                     t0 = time.perf_counter()
-                    model(x)
+                    with ground_truth(masks):
+                        model(x)
                     sync()
                     times.append(time.perf_counter() - t0)
                 latency = _median(times)

@@ -26,12 +26,13 @@ from .catalog import TASKS
 from .config import DataConfig
 from .data.entries import IMAGE_SUFFIXES
 from .data.sources import augment_kind, data_class_names, decode_size
-from .data.vtab import NORMALIZATION, _decode, crop_center
+from .data.vtab import NORMALIZATION, _decode, crop_center, decode_mask
 from .errors import CheckpointError, ConfigError, DataError
 from .methods.merge import load_merged, read_merged_metadata
 from .multitask import MultiTask
 from .run import amp_context, load_run, read_run_config
 from .rundir import RunDir
+from .seg_prompts import ground_truth
 from .spec import spec_string
 
 
@@ -199,10 +200,17 @@ class Predictor:
         return self.class_names[label] if self.class_names else label
 
     @torch.no_grad()
-    def outputs(self, paths: list[Path]) -> torch.Tensor:
-        """The model's float32 outputs for image files, in one batch."""
+    def outputs(self, paths: list[Path], prompt_masks: Optional[list[Path]] = None) -> torch.Tensor:
+        """The model's float32 outputs for image files, in one batch. ``prompt_masks``: a mask file per image (each
+        at its image's size), from which a prompted model (SAM in prompt mode ``box`` or ``points``) draws the
+        image's prompt; other models ignore them."""
         x = self.preprocess.batch(paths, self.device)
-        with amp_context(self.device, self.amp):
+        masks = None
+        if prompt_masks is not None:
+            size = self.preprocess.input_size
+            decoded = [decode_mask(Path(m), size, _size(p)) for p, m in zip(paths, prompt_masks)]
+            masks = torch.from_numpy(np.stack(decoded)).to(x.device)
+        with amp_context(self.device, self.amp), ground_truth(masks):
             return self.forward(x).float()
 
     def predict(
@@ -243,11 +251,16 @@ class Predictor:
                 bar.update(len(chunk))
 
     def masks(
-        self, paths: list[str | Path], batch_size: int = 32, progress: bool = False
+        self,
+        paths: list[str | Path],
+        batch_size: int = 32,
+        progress: bool = False,
+        prompt_masks: Optional[list[str | Path]] = None,
     ) -> Iterator[tuple[Path, np.ndarray]]:
         """A segmentation run's mask of each image file, in order: ``(path, mask)``, the mask uint8 ``[H, W]`` of 0
         and 1 at the image file's own size: the model's thresholded prediction (``sigmoid > 0.5``) at its input
-        size, resized back with nearest neighbour (no new value appears)."""
+        size, resized back with nearest neighbour (no new value appears). ``prompt_masks``: a mask file per image
+        for a prompted model to draw its box or point from (see :meth:`outputs`)."""
         from tqdm.auto import tqdm
 
         if self.task_cfg.name != "segment":
@@ -255,10 +268,13 @@ class Predictor:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         paths = [Path(p) for p in paths]
+        if prompt_masks is not None and len(prompt_masks) != len(paths):
+            raise ConfigError(f"{len(prompt_masks)} prompt masks for {len(paths)} images: give one per image")
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
             for start in range(0, len(paths), batch_size):
                 chunk = paths[start : start + batch_size]
-                predicted = self.task.predict(self.outputs(chunk)).cpu().numpy()
+                prompts = prompt_masks[start : start + batch_size] if prompt_masks is not None else None
+                predicted = self.task.predict(self.outputs(chunk, prompts)).cpu().numpy()
                 for path, mask in zip(chunk, predicted):
                     with Image.open(path) as img:
                         size = img.size  # (width, height), as the image was read
@@ -268,13 +284,45 @@ class Predictor:
                 bar.update(len(chunk))
 
 
+def _size(path: Path) -> tuple[int, int]:
+    """An image file's (width, height)."""
+    with Image.open(path) as img:
+        return img.size
+
+
+def prompt_mask_files(images: list[Path], folder: str | Path) -> list[Path]:
+    """Each image's mask in ``folder``: the file with the image's stem (any of the mask suffixes a ``segfolder``
+    reads). An image without one, or with two, is a :class:`DataError` naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"prompt mask folder {folder} does not exist")
+    by_stem: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            by_stem.setdefault(f.stem, []).append(f)
+    out = []
+    for image in images:
+        found = by_stem.get(image.stem, [])
+        if len(found) != 1:
+            what = "no mask" if not found else f"{len(found)} masks ({', '.join(f.name for f in found)})"
+            raise DataError(f"image {image}: {what} named {image.stem}.* in the prompt mask folder {folder}")
+        out.append(found[0])
+    return out
+
+
 def write_masks(
-    predictor: Predictor, paths: list[str | Path], out: str | Path, batch_size: int = 32, progress: bool = False
+    predictor: Predictor,
+    paths: list[str | Path],
+    out: str | Path,
+    batch_size: int = 32,
+    progress: bool = False,
+    prompt_masks: Optional[list[str | Path]] = None,
 ) -> Iterator[dict]:
     """Write a segmentation run's mask of each image into folder ``out`` as ``<image stem>.png`` (grey, 0 and 255, at
     the image's size; see :meth:`Predictor.masks`), one row per image as it is written: ``{"image", "mask",
     "foreground"}`` (the mask file and its share of foreground pixels, in percent). Two images with the same stem
-    fail before anything is written (their masks would overwrite each other), naming both."""
+    fail before anything is written (their masks would overwrite each other), naming both. ``prompt_masks``: a mask
+    file per image, for a prompted model (:meth:`Predictor.outputs`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file: a segment run writes one mask PNG per image into a folder")
@@ -286,7 +334,7 @@ def write_masks(
             )
         seen[p.stem] = p
     out.mkdir(parents=True, exist_ok=True)
-    for path, mask in predictor.masks(list(seen.values()), batch_size, progress):
+    for path, mask in predictor.masks(list(seen.values()), batch_size, progress, prompt_masks):
         target = out / f"{path.stem}.png"
         Image.fromarray(mask * np.uint8(255)).save(target)  # grey (L): 0 and 255
         yield {"image": str(path), "mask": str(target), "foreground": 100.0 * float(mask.mean()) if mask.size else 0.0}

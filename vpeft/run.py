@@ -76,7 +76,9 @@ def evaluate_task(
         for batch, _ in data.mappings(batch_size, shard=shard):
             if batch_len(batch):
                 batch = task.prepare(batch, train=False)
-                metric.update(objective.predict(model, batch["image"]), batch)
+                with task.model_context(batch):
+                    outputs = objective.predict(model, batch["image"])
+                metric.update(outputs, batch)
     model.train(was_training), objective.train(was_training)
     return metric
 

@@ -81,7 +81,8 @@ def mask_grid(
     predicted = {}
     for label, run in runs.items():
         predictor = Predictor.from_run(run, device)
-        predicted[label] = [m for _, m in predictor.masks(images)]
+        # the ground-truth masks prompt a model of prompt mode box or points (others ignore them)
+        predicted[label] = [m for _, m in predictor.masks(images, prompt_masks=[Path(m) for _, m in pairs])]
     cols = 2 + len(runs)
     fig, axes = plt.subplots(len(pairs), cols, figsize=(cell * cols, cell * len(pairs) + (0.4 if title else 0)))
     axes = np.asarray(axes).reshape(len(pairs), cols)

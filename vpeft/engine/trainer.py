@@ -431,7 +431,7 @@ def _train(
                 if not count:  # under torchrun, a last batch smaller than the world leaves some shares empty
                     continue
                 probe = SavedTensorProbe(model, objective) if memory is None else nullcontext()
-                with probe, amp_context(device, amp):
+                with probe, amp_context(device, amp), task.model_context(micro_batch):
                     # soft targets where the task mixes or smooths labels; the metric counts the hard labels
                     result = objective(model, micro_batch["image"], batch_targets(micro_batch))
                 loss = result["loss"] * (count / n)

@@ -12,8 +12,15 @@ images ``[B, 3, H, W]`` and returns one mask's logits per image, ``[B, 1, H, W]`
 learned no-mask embedding over the image embedding's grid, with SAM's random-frequency position encoding of that grid:
 the head is the mask decoder and ``no_mask_embed`` (4,058,596 parameters on every size), which every method trains
 fully, as the authors (``model.head``: what :func:`~vpeft.methods.base.apply_method` unfreezes). The prompt
-encoder's point, box and mask-input embeddings are not part of the model in mode ``none`` (nothing uses them); box and
-point prompts drawn from the ground-truth mask are a later step.
+encoder's point, box and mask-input embeddings are not part of the model in mode ``none`` (nothing uses them).
+
+**Prompts from the ground truth.** In prompt mode ``box`` each image's sparse prompt is its ground-truth mask's
+bounding box (SAM's two corner embeddings), in mode ``points`` one positive click on the mask's innermost pixel (and
+SAM's padding point), both as SAM's prompt encoder embeds them (:mod:`vpeft.seg_prompts` draws them, from the masks
+the segment task publishes around each call); an image with an empty mask gets two not-a-point tokens. The head then
+also holds the prompt encoder's four point embeddings and its not-a-point embedding (1,280 parameters at width 256),
+trained with the decoder. Such a model needs each image's mask (training, evaluation, GPS's gradient pass):
+``vpeft predict`` on new images refuses it.
 
 **Weights.** :meth:`Sam.load_checkpoint` reads an official ``sam_vit_{b,l,h}_*.pth`` (``torch.load`` with
 ``weights_only=True``: no code is unpickled): ``image_encoder.*`` through timm's SAM key mapping, ``mask_decoder.*``
@@ -39,6 +46,7 @@ from torch import nn
 from ..backbones import Family, read_state_dict
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
+from ..seg_prompts import current_masks, inner_points, mask_boxes
 from ..zoo import FAMILY_ZOO
 
 #: SAM's mask decoder, the same for every size: a two-way transformer of depth 2 (MLP 2048, 8 heads) at the prompt
@@ -70,10 +78,9 @@ SIZES: dict[str, tuple[str, dict, dict]] = {
 #: shapes; a shipped model's ``arch`` is one of :data:`SIZES`.
 SHIPPED = FAMILY_ZOO["sam"]
 
-#: Prompt modes: ``none`` (an empty sparse prompt and the learned no-mask embedding, as GPS).
-PROMPTS = ("none",)
-#: Prompt modes that will derive a prompt from the ground-truth mask (not built yet).
-LATER_PROMPTS = ("box", "points")
+#: Prompt modes: ``none`` (an empty sparse prompt and the learned no-mask embedding, as GPS); ``box`` and ``points``
+#: (the ground-truth mask's bounding box, or one click on its innermost pixel, with the no-mask embedding).
+PROMPTS = ("none", "box", "points")
 #: Hidden channels of the prompt encoder's mask-input path (SAM's, every size); only its checkpoint keys are read.
 MASK_IN_CHANS = 16
 #: Spec keys the family reads itself; every other key is a timm ``samvit`` keyword.
@@ -82,6 +89,11 @@ FAMILY_KEYS = ("prompt", *DECODER)
 PROMPT_TENSORS = {
     "pe_layer.positional_encoding_gaussian_matrix": "head.pe_layer.positional_encoding_gaussian_matrix",
     "no_mask_embed.weight": "head.no_mask_embed.weight",
+}
+#: The prompt encoder's tensors that prompt modes ``box`` and ``points`` use as well.
+POINT_TENSORS = {
+    **{f"point_embeddings.{i}.weight": f"head.point_embeddings.{i}.weight" for i in range(4)},
+    "not_a_point_embed.weight": "head.not_a_point_embed.weight",
 }
 
 
@@ -109,7 +121,8 @@ class SamMaskHead(nn.Module):
     Args:
         dim: Width of the image embedding and of the decoder (the neck's channels; SAM's 256).
         patch: The encoder's patch size ``(h, w)``: the input size is the grid times the patch.
-        prompt: Prompt mode (see :data:`PROMPTS`).
+        prompt: Prompt mode (see :data:`PROMPTS`); ``box`` and ``points`` read each image's ground-truth mask from
+            :func:`vpeft.seg_prompts.current_masks`.
         decoder_depth, decoder_mlp_dim, decoder_heads: The decoder's two-way transformer.
         decoder_iou_hidden: Width of the decoder's IoU head (part of the decoder, unused by the loss).
     """
@@ -130,6 +143,9 @@ class SamMaskHead(nn.Module):
         self.num_features = dim  # timm's reset_classifier reads it
         self.pe_layer = sam.prompt_encoder.PositionEmbeddingRandom(dim // 2)
         self.no_mask_embed = nn.Embedding(1, dim)
+        if prompt != "none":  # SAM's point embeddings: negative, positive, box corner 1, box corner 2; and padding
+            self.point_embeddings = nn.ModuleList(nn.Embedding(1, dim) for _ in range(4))
+            self.not_a_point_embed = nn.Embedding(1, dim)
         transformer = sam.TwoWayTransformer(
             depth=decoder_depth, embedding_dim=dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_heads
         )
@@ -150,6 +166,35 @@ class SamMaskHead(nn.Module):
                 "(train it with --task segment on image and mask data, data.format=segfolder)"
             )
 
+    def sparse_prompt(self, batch: int, size: tuple[int, int]) -> torch.Tensor:
+        """The sparse prompt embeddings ``[B, 2, dim]`` of prompt mode ``box`` or ``points`` for images of ``size``
+        (the input's), drawn from the published ground-truth masks as SAM's prompt encoder embeds a box, or a point
+        with its padding point."""
+        masks = current_masks()
+        if masks is None:
+            raise ConfigError(
+                f"sam prompt {self.prompt!r} is drawn from each image's ground-truth mask, and none was given: a "
+                f"model with prompt={self.prompt} segments images that have masks (training, evaluation); to "
+                "predict masks for new images, train with prompt=none"
+            )
+        if masks.shape[0] != batch or tuple(masks.shape[-2:]) != tuple(size):
+            raise ValueError(
+                f"sam prompt {self.prompt!r}: the published masks {list(masks.shape)} are not the batch's "
+                f"{batch} images of {list(size)}"
+            )
+        dev = masks.device
+        if self.prompt == "box":
+            boxes, found = mask_boxes(masks)
+            coords, labels = boxes.view(batch, 2, 2), torch.tensor([2, 3], device=dev)
+        else:
+            points, found = inner_points(masks)
+            coords, labels = torch.stack([points, torch.zeros_like(points)], 1), torch.tensor([1, -1], device=dev)
+        labels = torch.where(found.view(-1, 1), labels.expand(batch, 2), -1)
+        pe = self.pe_layer.forward_with_coords(coords + 0.5, tuple(size))  # SAM shifts to the pixel's centre
+        pe = pe.masked_fill((labels == -1).unsqueeze(-1), 0.0)
+        table = torch.cat([e.weight for e in self.point_embeddings] + [self.not_a_point_embed.weight])
+        return pe + table[labels.masked_fill(labels == -1, 4)]
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:  # the image embedding: what the decoder reads
             return x
@@ -157,8 +202,11 @@ class SamMaskHead(nn.Module):
         dec = self.mask_decoder
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
         image_pe = self.pe_layer((h, w)).unsqueeze(0).expand(b, -1, -1, -1)
-        # SAM's predict_masks with one prompt per image: the output tokens, then the (empty) sparse prompt.
+        # SAM's predict_masks with one prompt per image: the output tokens, then the sparse prompt (empty in mode none)
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+        if self.prompt != "none":
+            sparse = self.sparse_prompt(b, (h * self.patch[0], w * self.patch[1]))
+            tokens = torch.cat([tokens, sparse.to(tokens.dtype)], dim=1)
         hs, src = dec.transformer(x + dense, image_pe, tokens)
         upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper = dec.output_hypernetworks_mlps[0](hs[:, 1, :])  # the first mask token: the single-mask output
@@ -171,8 +219,9 @@ class Sam(Family):
     """Segment Anything (vit_b, vit_l, vit_h, tiny): timm's SAM image encoder with SAM's mask decoder as the head, one
     binary mask per image; official sam_vit_*.pth weights with --checkpoint; needs pip install 'vpeft[sam]'.
 
-    Spec keys: ``prompt`` (``none``), the decoder's ``decoder_depth``, ``decoder_mlp_dim``, ``decoder_heads`` and
-    ``decoder_iou_hidden``; any other key is a timm ``samvit`` keyword (``img_size``, ``window_size``, ...).
+    Spec keys: ``prompt`` (``none``, ``box`` or ``points``), the decoder's ``decoder_depth``, ``decoder_mlp_dim``,
+    ``decoder_heads`` and ``decoder_iou_hidden``; any other key is a timm ``samvit`` keyword (``img_size``,
+    ``window_size``, ...).
     """
 
     #: The model names, for ``vpeft list backbones`` (the shipped ones are listed with their descriptions).
@@ -188,10 +237,6 @@ class Sam(Family):
         arch, encoder, decoder = SIZES[name]
         kwargs = {**encoder, **decoder, "prompt": "none", **kwargs}
         prompt = kwargs["prompt"]
-        if prompt in LATER_PROMPTS:
-            raise ConfigError(
-                f"sam prompt {prompt!r} (a prompt drawn from the ground-truth mask) is not built yet; use prompt=none"
-            )
         if prompt not in PROMPTS:
             raise ConfigError(f"unknown sam prompt {prompt!r} (valid: {', '.join(PROMPTS)})")
         return arch, kwargs
@@ -233,7 +278,7 @@ def _official_name(key: str) -> str:
     """A model key under its name in an official SAM checkpoint."""
     if key.startswith("head.mask_decoder."):
         return key.removeprefix("head.")
-    for official, ours in PROMPT_TENSORS.items():
+    for official, ours in {**PROMPT_TENSORS, **POINT_TENSORS}.items():
         if key == ours:
             return "prompt_encoder." + official
     return "image_encoder." + key.replace("mlp.fc", "mlp.lin")
@@ -257,8 +302,9 @@ def official_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: s
 
     ``image_encoder.*`` goes through timm's SAM key mapping, ``mask_decoder.*`` into the head; of
     ``prompt_encoder.*``, every key of SAM's prompt encoder must be there, and the ones the model uses
-    (:data:`PROMPT_TENSORS`) go into the head. A missing, unexpected or misshapen tensor fails with a
-    :class:`~vpeft.errors.CheckpointError` naming it (under its checkpoint name).
+    (:data:`PROMPT_TENSORS`, and :data:`POINT_TENSORS` in prompt modes ``box`` and ``points``) go into the head. A
+    missing, unexpected or misshapen tensor fails with a :class:`~vpeft.errors.CheckpointError` naming it (under
+    its checkpoint name).
     """
     from timm.models.vision_transformer_sam import checkpoint_filter_fn
 
@@ -273,6 +319,7 @@ def official_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: s
     grid = tuple(model.patch_embed.grid_size)
     img = tuple(model.patch_embed.img_size)
     prompt_shapes = _prompt_encoder_shapes(head, grid, img)
+    used = {**PROMPT_TENSORS, **(POINT_TENSORS if head.prompt != "none" else {})}
     out, unexpected, mismatched = {}, [], []
     for key, value in sd.items():
         part, _, rest = key.partition(".")
@@ -288,8 +335,8 @@ def official_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: s
             if tuple(value.shape) != prompt_shapes[rest]:
                 mismatched.append(f"{key} {tuple(value.shape)} vs {prompt_shapes[rest]}")
                 continue
-            target = PROMPT_TENSORS.get(rest)
-            if target is None:  # a point, box or mask-input embedding: not used in prompt mode none
+            target = used.get(rest)
+            if target is None:  # a mask-input embedding (or in prompt mode none a point embedding): unused
                 continue
         else:
             target = None
@@ -314,8 +361,9 @@ def official_checkpoint(model: nn.Module, seed: int = 0) -> dict[str, torch.Tens
     """The weights of ``model`` (a ``sam`` family model) keyed as an official SAM checkpoint: what
     :func:`official_state_dict` reads back to the same tensors (and the ``segment-anything`` package's ``Sam`` of the
     same sizes loads). ``image_encoder.*`` and ``mask_decoder.*`` are the model's, and the prompt encoder is whole:
-    its position-encoding matrix and ``no_mask_embed`` from the model, its point, box and mask-input embeddings
-    (which prompt mode ``none`` does not use, so the model does not hold them) as ``segment-anything`` initialises
+    its position-encoding matrix and ``no_mask_embed`` (and in prompt modes ``box`` and ``points`` the point
+    embeddings) from the model, the embeddings the model does not hold (those of points and boxes in prompt mode
+    ``none``, and the mask input's) as ``segment-anything`` initialises
     them, drawn with ``seed`` (the global random state is left as it was)."""
     head = model.head
     if not isinstance(head, SamMaskHead):

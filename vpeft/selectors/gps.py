@@ -509,7 +509,7 @@ def gradient_pass(
             if cfg.loss == "task":  # x: the batch mapping
                 batch = task.prepare(x, train=False)
                 images += batch_len(batch)
-                with autocast():
+                with autocast(), task.model_context(batch):
                     loss = task.loss(backbone(batch["image"]), batch)
                 loss.backward()
                 continue

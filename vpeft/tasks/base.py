@@ -16,6 +16,7 @@ the training metric counts.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -204,6 +205,12 @@ class Task:
                 raise ConfigError(f"data option 'randaug': {e}") from None
         if erasing:
             self._erasing = A.Erasing(erasing)
+
+    def model_context(self, batch: Batch) -> AbstractContextManager:
+        """What a model may read of a prepared ``batch`` besides its images, for as long as it runs on them: nothing
+        here. Every loop that runs a model on a batch does so inside this context (the segment task publishes the
+        ground-truth masks, from which a prompted SAM draws its box or point: :mod:`vpeft.seg_prompts`)."""
+        return nullcontext()
 
     def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
         """The batch as the model takes it, on its device: in training augmented (parameters drawn from

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..metrics_seg import OFFICIAL_METRIC_WARNING, SegCounts, official_prediction
 from ..objectives.seg import seg_loss  # the task's loss, importable from here
 from ..registry import TASKS
+from ..seg_prompts import ground_truth
 from .base import Batch, Metric, Task, TaskConfig
 
 PRIMARY = ("dice", "iou", "dice_pooled", "iou_pooled")
@@ -154,6 +155,10 @@ class SegmentTask(Task):
         if train and self.cfg.flip and len(images):
             images, masks = flip_pairs(images, masks, generator)
         return {**batch, "image": normalize(images, self.normalize), "mask": masks}
+
+    def model_context(self, batch: Batch):
+        """The batch's ground-truth masks, published to prompted models (SAM in prompt mode ``box`` or ``points``)."""
+        return ground_truth(batch["mask"])
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return seg_loss(outputs, batch["mask"], self.cfg.loss)
