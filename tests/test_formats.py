@@ -84,6 +84,9 @@ def _sample(root, name):
     elif name == "csv":
         for s, r in rows.items():
             (root / f"{s}.csv").write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in r))
+    elif name == "coop":  # rows [path, label, class name], one per line block as CoOp's files (indent 4)
+        splits = {s: [[p, y, f"class_{y}"] for p, y in r] for s, r in rows.items()}
+        (root / "split_zhou_Toy.json").write_text(json.dumps(splits, indent=4))
     elif name == "tsv":
         for s, r in rows.items():
             (root / f"{s}.tsv").write_text("".join(f"{y}\t{p}\n" for p, y in r))
@@ -103,7 +106,7 @@ def tsv_plugin(tmp_path, monkeypatch):
 
 
 def test_the_builtin_formats_are_registered():
-    assert FORMATS.names() == ["csv", "fewshot", "fgvc", "folder", "lists", "segfolder", "vtab1k"]
+    assert FORMATS.names() == ["coop", "csv", "fewshot", "fgvc", "folder", "lists", "segfolder", "vtab1k"]
     assert layout("vtab1k").splits == ("train800val200", "train800", "val200", "test")
     assert [layout(n).augment for n in ("vtab1k", "fgvc", "fewshot")] == ["none", "crop_flip", "crop_flip_randaug"]
 
@@ -139,12 +142,12 @@ def test_the_reader_names_file_and_line(tmp_path, name):
 def test_an_unknown_format_names_the_registered_ones(tmp_path, capsys):
     with pytest.raises(
         ConfigError,
-        match=r"'format': expected one of 'csv', .*'vtab1k', got 'fvgc' \(did you mean "
+        match=r"'format': expected one of 'coop', 'csv', .*'vtab1k', got 'fvgc' \(did you mean "
         r"'fgvc'\?\)",
     ):
         DataConfig(format="fvgc")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "data.format=tvs"]) == 2
-    expected = "expected one of 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'segfolder', 'vtab1k', got 'tvs'"
+    expected = "expected one of 'coop', 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'segfolder', 'vtab1k', got 'tvs'"
     assert expected in capsys.readouterr().err
 
 

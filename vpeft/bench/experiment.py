@@ -547,8 +547,9 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
 
 
 def _reads_list_seed(dc) -> bool:
-    """Whether a run's data depends on ``data.fewshot_seed``: NOAH's few-shot lists, or list files named by it."""
-    if dc.format == "fewshot":
+    """Whether a run's data depends on ``data.fewshot_seed``: NOAH's few-shot lists, list files named by it, or
+    CoOp's split file sampled by Dassl's rule (``data.shot`` >= 1)."""
+    if dc.format == "fewshot" or (dc.format == "coop" and dc.shot >= 1):
         return True
     return dc.format == "lists" and any(
         "{seed}" in name for v in dc.lists.values() for name in (v if isinstance(v, list) else [v])
