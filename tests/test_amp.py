@@ -9,6 +9,7 @@ from torch import nn
 
 from vpeft import METHODS, OBJECTIVES, SELECTORS, ConfigError, apply_method, create_backbone
 from vpeft.engine.optim import trainable_named_parameters
+from vpeft.methods import methods_for
 
 #: iDAT's teacher: small, two blocks (so methods with ``first_block=2`` apply to it as to the student).
 TEACHER = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=16,depth=2,num_heads=2"
@@ -77,7 +78,7 @@ def _amp_steps(method, objective, selector=None, dtype=BF16):
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES_ON_LOGITS)
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", methods_for("timm"))
 def test_bf16_autocast_step_for_every_method_and_objective(method, objective):
     _amp_steps(method, objective)
 
@@ -89,7 +90,7 @@ def test_autocast_step_for_every_selector(selector, objective, amp):
     _amp_steps("linear", objective, selector, AMP[amp])
 
 
-@pytest.mark.parametrize("method", [n for n in METHODS.names() if n.startswith("dtl")])
+@pytest.mark.parametrize("method", [n for n in methods_for("timm") if n.startswith("dtl")])
 def test_fp16_autocast_step_for_dtl(method):  # the DTL and DTL+ recipes set amp: fp16
     _amp_steps(method, "ce", dtype=torch.float16)
 

@@ -10,6 +10,7 @@ from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 from vpeft import METHODS, OBJECTIVES, apply_method, create_backbone
 from vpeft.anatomy import Branch, Site, TimmAnatomy
 from vpeft.errors import ConfigError
+from vpeft.methods import methods_for
 from vpeft.methods.base import count_params, head_param_names
 
 #: A small SAM image encoder: an 8 x 8 grid, a windowed block (window 3, so the grid is padded to 9 x 9) and a
@@ -156,7 +157,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("backbone", sorted(EXPECTED))
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", methods_for("timm"))
 def test_sam_and_clip_structure(backbone, name):
     """Every method on the SAM encoder and the CLIP image tower (meta device: shapes only): the hand count, or a
     refusal naming the model and the reason."""
@@ -199,7 +200,7 @@ def test_sam_anatomy():
 SAM_REFUSES = {"vpt_shallow", "vpt_deep"}
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", methods_for("timm"))
 def test_tiny_sam_trains_or_refuses(name):
     cls = METHODS.get(name)
     cfg = cls.from_dict(dict(cls.test_overrides))

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from conftest import TINY, TINY_CONVNEXT, TINY_SWIN
 
 from vpeft import METHODS, ConfigError, apply_method, create_backbone
+from vpeft.methods import methods_for
 from vpeft.methods.base import count_params, head_param_names
 
 # Trainable parameters on vit_base_patch16_224, head excluded (issue #3; the papers' tables).
@@ -161,7 +162,7 @@ APPLIES = {
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", methods_for("timm"))
 def test_other_families_work_or_refuse_clearly(family, name):
     cls = METHODS.get(name)
     cfg = cls.from_dict(dict(cls.test_overrides))
@@ -210,7 +211,7 @@ def test_dtl_memory_against_full_and_lora_on_vit_b(memory_b2):
 @pytest.mark.parametrize(
     "backbone,depth,dim", [("vit_small_patch16_224", 12, 384), ("vit_large_patch16_224", 24, 1024)]
 )
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", methods_for("timm"))
 def test_vit_s_and_l_structure(backbone, depth, dim, name):
     """Every method applies to ViT-S/16 and ViT-L/16 (built on the meta device: shapes only, no memory)."""
     cls = METHODS.get(name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vpeft import METHODS
+from vpeft.methods import methods_for
 
 RECORDED_ON = {
     "torch": "2.14.1+cu130",
@@ -82,7 +82,7 @@ GUARD = {
 
 def cases() -> list[tuple[str, dict]]:
     out = []
-    for m in METHODS.names():
+    for m in methods_for("timm"):
         lr = {"full": 1e-3, "linear": 1e-2}.get(m, 5e-3)
         for objective in ("ce", "gist"):
             out.append((f"{m}+{objective}", {"method": m, "objective": objective, "train": {"lr": lr}}))

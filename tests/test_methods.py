@@ -5,9 +5,10 @@ import torch
 from conftest import TINY
 
 from vpeft import METHODS, apply_method, create_backbone, load_trainable, save_trainable, trainable_state_dict
+from vpeft.methods import methods_for
 from vpeft.methods.base import count_params, head_param_names
 
-NAMES = METHODS.names()
+NAMES = methods_for("timm")
 
 
 def build(name, seed=0, num_classes=5, spec=TINY, **overrides):

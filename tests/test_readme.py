@@ -57,6 +57,7 @@ CANNOT = {
     "vpeft bench run --suite vtab1k --recipe gist": "needs the VTAB-1K data and the ViT-B/16 checkpoint",
     "vpeft bench run exp.yaml": "needs a running Ray cluster (--ray-address auto) and a GPU per run",
     "vpeft train ... --out runs/count-bitfit --resume": "'...' stands for the options of the train command above it",
+    "vpeft bench run --suite coop --recipe maple": "needs OpenAI's CLIP weights and CoOp's datasets",
 }
 #: Run here, on a fresh folder, in this order; ``--epochs 10`` runs as 1 epoch to keep the suite fast.
 HERE = [
@@ -89,11 +90,22 @@ SEG_HERE = [
 ]
 
 
+#: The vision-language block, run here in this order on a fresh folder (every --epochs as 1, the demo too).
+CLIP_HERE = [
+    "vpeft data synth --suite coop",
+    "vpeft train --data data/coop/shapes --task clip_classify --backbone clip:tiny --method zeroshot",
+    "vpeft train --data data/coop/shapes --task clip_classify --backbone clip:tiny --method maple",
+    "vpeft eval --run runs/clip-maple-gist",
+    "vpeft measure --backbone clip:vit_b16",
+    "vpeft demo --suite clip",
+]
+
+
 def _where(cmd: str) -> str | None:
     for test, prefixes in ELSEWHERE.items():
         if any(cmd.startswith(p) for p in prefixes):
             return test
-    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE + SEG_HERE):
+    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE + SEG_HERE + CLIP_HERE):
         return "here"
     return None
 
@@ -171,3 +183,26 @@ def test_the_segmentation_block_runs_here(tmp_path, monkeypatch, capsys):
     assert set(mask.getdata()) <= {0, 255}
     assert "4,058,596" in out or "4058596" in out  # vpeft measure: SAM ViT-B's decoder-only count
     assert list((tmp_path / "runs").rglob("masks.png"))  # the demo's mask figure
+
+
+def test_the_vision_language_block_runs_here(tmp_path, monkeypatch, capsys):
+    """CLIP from the README's commands: the generated CoOp-layout tasks, zero-shot, MaPLe + GIST with the few-shot
+    sample, eval, MaPLe's count on ViT-B/16 (meta device), the demo that says it shows mechanics only."""
+    pytest.importorskip("open_clip", reason="the clip family needs the clip extra: pip install 'vpeft[clip]'")
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    for prefix in CLIP_HERE:
+        cmd = next(c for c in readme_commands() if c.startswith(prefix))
+        cmd = re.sub(r"--epochs \d+", "--epochs 1", cmd) + (" --epochs 1" if prefix.startswith("vpeft demo") else "")
+        argv = shlex.split(cmd)[1:]
+        extra = ["--no-progress"] if argv[0] in ("train", "demo") else []
+        assert main(argv + extra) == 0, cmd
+    out = capsys.readouterr().out
+    zs = json.loads((tmp_path / "runs" / "clip-zs" / "result.json").read_text())
+    assert zs["trainable_params"] == 0 and zs["class_names"] == ["disc", "square", "triangle", "cross"]
+    mg = json.loads((tmp_path / "runs" / "clip-maple-gist" / "result.json").read_text())
+    assert mg["objective"] == "gist" and mg["protocol"]["format"] == "coop"
+    assert "(same)" in out  # vpeft eval
+    assert "trainable=3,555,072" in out  # vpeft measure: MaPLe on ViT-B/16
+    assert "RANDOM weights" in out and "mechanics only" in out  # the demo says so

@@ -24,9 +24,10 @@ from .data.entries import layout
 from .data.sources import load, resolve_splits
 from .data.synth import REGRESSION_TASKS, generate
 from .data.synth import TASKS as SYNTH_TASKS
+from .data.synth_coop import generate_coop
 from .data.synth_dg import generate_dg
 from .data.synth_seg import generate_seg
-from .demo import run_demo, run_dg_demo, run_seg_demo
+from .demo import run_clip_demo, run_demo, run_dg_demo, run_seg_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
 from .export import FORMATS as EXPORT_FORMATS
@@ -175,10 +176,13 @@ def _print_result(result: dict, out, selector=None) -> None:
         f"trainable:  {result['trainable_params']:,} ({result['trainable_params_no_head']:,} without the head) "
         f"of {result['total_params']:,}"
     )
-    print(
-        f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
-        f"batch {m['batch_size']}, {m['dtype']}, {m['device']})"
-    )
+    if m.get("train_memory_bytes") is None:
+        print("train mem:  - (nothing trained)")
+    else:
+        print(
+            f"train mem:  {_mib(m['train_memory_bytes'])} (activations {_mib(m['saved_activation_bytes'])}, "
+            f"batch {m['batch_size']}, {m['dtype']}, {m['device']})"
+        )
     print(f"time:       train {result['train_seconds']:.1f} s, eval {result['eval_seconds']:.1f} s")
     for w in result.get("warnings", []):
         print(f"warning:    {w}")
@@ -431,6 +435,12 @@ def cmd_data_synth(args) -> int:
             raise ConfigError("--tasks names tasks of the default suite; --suite seg writes one segmentation task")
         print(generate_seg(Path(args.out) / "seg", seed=args.seed, size=args.size, n_test=args.n_test))
         return 0
+    if args.suite == "coop":
+        if args.tasks:
+            raise ConfigError("--tasks names tasks of the default suite; --suite coop writes its own (shapes, texture)")
+        for root in generate_coop(Path(args.out) / "coop", seed=args.seed, size=args.size, n_test=args.n_test):
+            print(root)
+        return 0
     known = [*SYNTH_TASKS, *REGRESSION_TASKS]
     unknown = [t for t in args.tasks or [] if t not in known]
     if unknown:
@@ -542,6 +552,10 @@ def cmd_demo(args) -> int:
     if args.suite == "seg":
         run_seg_demo(out=args.out or "runs/demo-seg", epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
         return 0
+    if args.suite == "clip":
+        out = args.out or "runs/demo-clip"
+        run_clip_demo(out=out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+        return 0
     run_demo(
         out=args.out or "runs/demo", epochs=args.epochs, seed=args.seed, progress=not args.no_progress, task=args.task
     )
@@ -564,16 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the embedded default: fine-tune the shipped pretrained ViT on a generated task, print a table and plot",
     )
     d.add_argument(
-        "--out", default=None, help="where data and runs go (default runs/demo, runs/demo-dg or runs/demo-seg)"
+        "--out",
+        default=None,
+        help="where data and runs go (default runs/demo, runs/demo-dg, runs/demo-seg, runs/demo-clip)",
     )
-    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6; seg: 4)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6; seg: 4; clip: 3)")
     d.add_argument(
         "--suite",
-        choices=["task", "dg", "seg"],
+        choices=["task", "dg", "seg", "clip"],
         default="task",
         help="task: one generated task, seven methods (default); dg: domain generalisation, a generated source and "
         "four shifted targets, four methods; seg: segmentation with the shipped tiny SAM (decoder-only, GPS, full) "
-        "and a mask figure",
+        "and a mask figure; clip: zero-shot, CoOp, MaPLe and MaPLe + GIST on a tiny random CLIP (mechanics only)",
     )
     d.add_argument(
         "--task",
@@ -711,11 +727,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     s.add_argument(
         "--suite",
-        choices=["tasks", "dg", "seg"],
+        choices=["tasks", "dg", "seg", "coop"],
         default="tasks",
         help="tasks: the six VTAB-1K-layout tasks (and disc_size); dg: a source task and four shifted "
         "target domains over 128 classes, one of them covering a subset (under OUT/dg); seg: a segmentation task "
-        "(shapes on textured backgrounds, with their masks; segfolder layout, OUT/seg)",
+        "(shapes on textured backgrounds, with their masks; segfolder layout, OUT/seg); coop: two class-named tasks "
+        "in CoOp's layout (split_zhou_*.json beside images/; OUT/coop), for clip_classify",
     )
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")

@@ -101,7 +101,8 @@ class DataConfig(BaseConfig):
             for vtab1k; ``train+val`` or ``train`` for fgvc; ``train`` otherwise).
         val_split: Split for model selection with ``train.select=val``; null picks by format.
         test_split: Split to report accuracy on; null picks ``test``.
-        normalize: ``inception`` (mean = std = 0.5, as the papers) or ``imagenet`` (ImageNet mean and std).
+        normalize: ``inception`` (mean = std = 0.5, as the papers), ``imagenet`` (ImageNet mean and std) or ``clip``
+            (OpenAI CLIP's mean and std, as CoOp and MaPLe).
         img_size: Input side length; null uses the backbone's.
         num_classes: Number of classes; null reads ``classes.txt`` or takes 1 + the largest label (a VTAB-1K task
             whose data disagrees with the canonical count gets the data's, with a warning).
@@ -138,7 +139,7 @@ class DataConfig(BaseConfig):
     train_split: Optional[str] = None
     val_split: Optional[str] = None
     test_split: Optional[str] = None
-    normalize: Literal["inception", "imagenet"] = "inception"
+    normalize: Literal["inception", "imagenet", "clip"] = "inception"
     img_size: Optional[int] = None
     num_classes: Optional[int] = None
     skip_bad: bool = False
@@ -216,6 +217,9 @@ class TrainConfig(BaseConfig):
         decay_1d: Also decay tensors with ndim <= 1 (biases, norms, tokens); the papers' code does not.
         warmup_epochs: Linear warm-up length, inside the cosine (timm ``warmup_prefix=False``).
         warmup_lr: Learning rate at the start of warm-up.
+        warmup_kind: ``linear``: from ``warmup_lr`` to ``lr`` over ``warmup_epochs``, inside the cosine (timm's
+            ``warmup_prefix=False``); ``constant_prefix``: ``warmup_lr`` throughout ``warmup_epochs``, then the
+            cosine from its start (Dassl's ``ConstantWarmupScheduler``, which CoOp and MaPLe use).
         min_lr: Learning rate at the end of the cosine.
         cosine_epochs: Length of the cosine in epochs; null means ``epochs``. Epochs past it stay at ``min_lr``
             (timm's ``--epochs 100`` trains 110 epochs this way).
@@ -266,6 +270,7 @@ class TrainConfig(BaseConfig):
     decay_1d: bool = False
     warmup_epochs: int = 0
     warmup_lr: float = 1e-7
+    warmup_kind: Literal["linear", "constant_prefix"] = "linear"
     min_lr: float = 1e-8
     cosine_epochs: Optional[int] = None
     sched_unit: Literal["epoch", "step"] = "epoch"
@@ -365,6 +370,7 @@ ADDED_OPTIONS = {
     ("data", "randaug"): None,
     ("data", "erasing"): 0.0,
     ("train", "mixup"): 0.0,
+    ("train", "warmup_kind"): "linear",
     ("train", "cutmix"): 0.0,
     ("train", "mixup_prob"): 1.0,
     ("train", "mixup_switch_prob"): 0.5,

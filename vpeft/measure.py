@@ -38,7 +38,7 @@ MEASURE_KEYS = (
 AMP_KEYS = ("dtype", "autocast_weight_bytes")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The task a backbone family's models do unless ``task`` names another (the rest classify).
-FAMILY_TASKS = {"sam": "segment"}
+FAMILY_TASKS = {"sam": "segment", "clip": "clip_classify"}
 #: The data format a task's random batch stands for (the run config checks that the task reads it).
 TASK_FORMATS = {"segment": "segfolder"}
 
@@ -113,7 +113,8 @@ def measure(
     if cfg.task.labels == "mask":
         num_classes = 1  # one mask's logits per image
     torch.manual_seed(seed)
-    model, obj = build_model(cfg, num_classes)
+    names = [f"class {i}" for i in range(num_classes)] if cfg.task.needs_class_names else None
+    model, obj = build_model(cfg, num_classes, class_names=names)
     if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
         cfg.selector.apply(model, cfg.selector.structure_only(model))
     model.to(dev), obj.to(dev)

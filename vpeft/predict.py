@@ -34,6 +34,7 @@ from .run import amp_context, load_run, read_run_config
 from .rundir import RunDir
 from .seg_prompts import ground_truth
 from .spec import spec_string
+from .tasks.classify import ClassifyConfig
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,13 @@ def run_class_names(run_dir: str | Path, cfg=None, num_classes: Optional[int] = 
     if recorded:
         return list(recorded)
     cfg = cfg if cfg is not None else read_run_config(run_dir)
-    return data_class_names(cfg.data, num_classes) if cfg.task.name == "classify" else None
+    return data_class_names(cfg.data, num_classes) if isinstance(cfg.task, ClassifyConfig) else None
 
 
 def run_info(run_dir: str | Path, cfg, input_size: tuple[int, int], num_classes: Optional[int] = None) -> dict:
     """What a merged model of a run records beside its weights (``vpeft merge``): ``task`` (its spec),
     ``class_names`` (None where the data has none) and ``preprocess`` (:meth:`Preprocess.to_dict`)."""
-    names = run_class_names(run_dir, cfg, num_classes) if cfg.task.name == "classify" else None
+    names = run_class_names(run_dir, cfg, num_classes) if isinstance(cfg.task, ClassifyConfig) else None
     return {
         "task": spec_string(cfg.task),
         "class_names": names,
@@ -175,7 +176,7 @@ class Predictor:
         """The trained model of a run directory, with the run's preprocessing and class names."""
         model, objective, cfg, num_classes = load_run(run_dir, device=device)
         prep = Preprocess.of_data(cfg.data, model.input_size)
-        names = run_class_names(run_dir, cfg, num_classes) if cfg.task.name == "classify" else None
+        names = run_class_names(run_dir, cfg, num_classes) if isinstance(cfg.task, ClassifyConfig) else None
         return cls(lambda x: objective.predict(model, x), prep, cfg.task, names, device, cfg.train.amp)
 
     @classmethod
@@ -235,7 +236,7 @@ class Predictor:
             for start in range(0, len(paths), batch_size):
                 chunk = paths[start : start + batch_size]
                 out = self.outputs(chunk)
-                if self.task_cfg.name == "classify":
+                if isinstance(self.task_cfg, ClassifyConfig):  # clip_classify too
                     probs = out.softmax(-1)
                     p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
                     for path, pj, ij in zip(chunk, p.tolist(), idx.tolist()):

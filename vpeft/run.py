@@ -5,12 +5,14 @@ from __future__ import annotations
 import shlex
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from .backbones import create_backbone
 from .config import RunConfig
 from .data.loader import DeviceData, StreamedData, batch_len
+from .data.sources import data_class_names
 from .engine.checkpoint import load_trainable_state
 from .errors import RunDirError
 from .methods.base import apply_method
@@ -21,10 +23,11 @@ from .tasks.base import Metric, Task
 from .tasks.classify import ClassifyConfig
 
 
-def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
+def build_model(cfg: RunConfig, num_classes: int, inference: bool = False, class_names: Optional[list[str]] = None):
     """Backbone (seeded by ``train.seed``) + method + objective. Same config and seed, same initial model.
 
     With ``inference``, the objective is the one evaluation needs (``ObjectiveConfig.for_inference``: no teacher).
+    ``class_names``: the data's, for a task that binds them to the model (``clip_classify``) before the method.
     """
     torch.manual_seed(cfg.train.seed)
     backbone = create_backbone(
@@ -37,6 +40,7 @@ def build_model(cfg: RunConfig, num_classes: int, inference: bool = False):
         head_init=cfg.backbone.head_init,
     )
     backbone.drop_path = cfg.train.drop_path  # what an objective's own models (iDAT's teacher) take by default
+    cfg.task.configure_model(backbone, class_names)
     apply_method(backbone, cfg.method)
     objective = (cfg.objective.for_inference() if inference else cfg.objective).attach(backbone)
     return backbone, objective
@@ -119,7 +123,10 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
         num_classes = (run.read_result() or {}).get(cfg.task.head_key)
     if num_classes is None:
         raise RunDirError(f"{run_dir}: cannot tell the number of classes (no data.num_classes, no {RESULT_FILE})")
-    model, objective = build_model(cfg, num_classes, inference=True)
+    names = None
+    if cfg.task.needs_class_names:  # what the run trained with, else its data's
+        names = (run.read_result() or {}).get("class_names") or data_class_names(cfg.data, num_classes)
+    model, objective = build_model(cfg, num_classes, inference=True, class_names=names)
     if cfg.selector is not None:  # the selection is recorded in the checkpoint itself
         cfg.selector.apply(model, cfg.selector.state_from_checkpoint(model, dict(trainable)))
     load_trainable_state(model, None, trainable, source=str(run / TRAINABLE_FILE))

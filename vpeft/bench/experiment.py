@@ -3,8 +3,9 @@
 An experiment YAML (every key but ``methods`` optional)::
 
     name: mini-vtab
-    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | seg | tasks (seg: segfolder task folders,
-                               # task segment unless the experiment, recipe or entry names another)
+    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | seg | coop | tasks (seg: segfolder task folders,
+                               # task segment unless the experiment, recipe or entry names another; coop: CoOp's
+                               # split-file folders, task clip_classify)
     data_root: ../data/vtab-1k # folder of task folders (suite synth: generated there when missing)
     tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root. Suite tasks also
                                # takes a mapping, name -> {root, backbone, data, train}: several tasks may read one
@@ -69,10 +70,11 @@ SUITE_FORMATS = {
     "fewshot": "fewshot",
     "synth": "vtab1k",
     "seg": "segfolder",
+    "coop": "coop",
     "tasks": None,
 }
 #: The task of a suite's runs where neither the experiment, its recipe nor a method entry names one.
-SUITE_TASKS = {"seg": "segment"}
+SUITE_TASKS = {"seg": "segment", "coop": "clip_classify"}
 TOP_KEYS = (
     "name",
     "suite",

@@ -418,7 +418,8 @@ def _structure_error(cfg: dict) -> Optional[str]:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run = RunConfig.from_dict(cfg)
-            build_model(run, run.task.outputs or 2)  # with the head size a task fixes (segment: one mask)
+            n = run.task.outputs or 2  # the head size a task fixes (segment: one mask)
+            build_model(run, n, class_names=[f"class {i}" for i in range(n)] if run.task.needs_class_names else None)
     except (ConfigError, ValueError) as e:  # what a bad config raises (CheckpointError is a ConfigError)
         return str(e).splitlines()[0]
     except Exception:  # noqa: BLE001 - anything else is no verdict on the config: the run itself will tell

@@ -35,6 +35,8 @@ NORMALIZATION = {
     # mean = std = 0.5 (timm's IMAGENET_INCEPTION_*), as GIST, iDAT, GPS and DTL
     "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # OpenAI CLIP's (open_clip's OPENAI_DATASET_MEAN / _STD), as CoOp and MaPLe
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
 }
 
 

@@ -37,11 +37,17 @@ def lr_at(t: float, cfg: TrainConfig, units_per_epoch: int = 1) -> float:
     """Learning rate at time ``t`` (in epochs, or in steps with ``units_per_epoch`` steps per epoch).
 
     Linear warm-up from ``warmup_lr`` over ``warmup_epochs``, inside a cosine from ``lr`` to ``min_lr`` over
-    ``cosine_epochs`` (timm's ``CosineLRScheduler`` with ``warmup_prefix=False``), then ``min_lr``.
+    ``cosine_epochs`` (timm's ``CosineLRScheduler`` with ``warmup_prefix=False``), then ``min_lr``. With
+    ``warmup_kind=constant_prefix``: ``warmup_lr`` for ``warmup_epochs``, then the cosine from its start (Dassl's
+    ``ConstantWarmupScheduler``).
     """
     warmup = cfg.warmup_epochs * units_per_epoch
     total = (cfg.cosine_epochs or cfg.epochs) * units_per_epoch
-    if t < warmup:
+    if getattr(cfg, "warmup_kind", "linear") == "constant_prefix":  # Dassl: constant, then the cosine from its start
+        if t < warmup:
+            return cfg.warmup_lr
+        t = t - warmup
+    elif t < warmup:
         return cfg.warmup_lr + t * (cfg.lr - cfg.warmup_lr) / warmup
     if t >= total:
         return cfg.min_lr

@@ -283,7 +283,8 @@ def _train(
     ddp.barrier()
     if ddp.main:
         run_dir.clear_debris()
-    model, objective = build_model(cfg, num_classes)
+    class_names = data_class_names(dc, num_classes) if task_cfg.needs_class_names else None
+    model, objective = build_model(cfg, num_classes, class_names=class_names)
     weights = weights_source(cfg.backbone)
     if weights == "random" and ddp.main:
         warnings.warn(random_backbone_warning(cfg.backbone.spec), stacklevel=3)
@@ -340,14 +341,21 @@ def _train(
         warnings.warn(BEST_TEST_WARNING)
 
     named = trainable_named_parameters(model, objective)
-    if not named:
+    nothing = cfg.method.trains_nothing  # zero-shot: no epoch, the model is evaluated as built
+    epochs = 0 if nothing else tc.epochs
+    if not named and not nothing:
         raise ConfigError(f"method {spec_string(cfg.method)!r} leaves nothing to train")
+    if named and nothing:
+        raise ConfigError(
+            f"method {spec_string(cfg.method)!r} trains nothing, but objective {spec_string(cfg.objective)!r} "
+            "adds trainable tensors: use the ce objective"
+        )
     if ddp.main:  # written once the run can start, so a bad selector or method leaves no config behind
         run_dir.write_config(resolved)
     trainable = [p for _, p in named]
     ddp.broadcast_(trainable)
     no_decay = set(getattr(model.model, "no_weight_decay", lambda: set())())
-    optimizer = build_optimizer(param_groups(named, tc, no_decay), tc)
+    optimizer = build_optimizer(param_groups(named, tc, no_decay), tc) if named else None
 
     steps_per_epoch = train_data.num_batches(tc.batch_size, tc.drop_last)
     if steps_per_epoch == 0:
@@ -394,11 +402,11 @@ def _train(
     sync_every = max(1, tc.log_every)
     saved_at, last_save_cost, since_save = start_epoch, 0.0, 0.0
     epochs_bar = tqdm(
-        range(start_epoch, tc.epochs),
+        range(start_epoch, epochs),
         desc="epochs",
-        disable=not progress,
+        disable=not progress or nothing,
         initial=start_epoch,
-        total=tc.epochs,
+        total=epochs,
         leave=False,
     )
     for epoch in epochs_bar:
@@ -530,7 +538,9 @@ def _train(
     train_peak = peak.read()  # training (and the selection-split evaluations within it), before the final test
 
     # 3. Select, test, write.
-    selected_epoch = tc.epochs
+    selected_epoch = epochs
+    if memory is None:  # nothing trained (zeroshot): no training step to measure
+        memory = {"micro_batch": 0, "train_memory_bytes": None, "saved_activation_bytes": None}
     if tc.select in ("val", "best-test") and best is not None:
         load_trainable_state(model, objective, best["trainable"], source="best epoch")
         selected_epoch = best["epoch"]
@@ -594,7 +604,7 @@ def _train(
             "img_size": list(size),
             "normalize": dc.normalize,
             "head_init": cfg.backbone.head_init,
-            "epochs": tc.epochs,
+            "epochs": epochs,
             "batch_size": tc.batch_size,
             "drop_last": tc.drop_last,
             "eval_every": tc.eval_every,

@@ -141,6 +141,7 @@ class SamMaskHead(nn.Module):
         sam = segment_anything()
         self.prompt, self.patch = prompt, tuple(patch)
         self.num_features = dim  # timm's reset_classifier reads it
+        self.task = "segment"  # the one task it serves (TaskConfig.configure_model refuses the others)
         self.pe_layer = sam.prompt_encoder.PositionEmbeddingRandom(dim // 2)
         self.no_mask_embed = nn.Embedding(1, dim)
         if prompt != "none":  # SAM's point embeddings: negative, positive, box corner 1, box corner 2; and padding

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from torch import nn
 
+from ..backbones import split_backbone_spec
 from ..config_base import BaseConfig
+from ..errors import ConfigError
 from ..registry import METHODS
 
 
@@ -30,6 +32,11 @@ class MethodConfig(BaseConfig):
     test_overrides: ClassVar[dict] = {}
     #: The method changes backbone tensors in place (the test of "only the method's tensors change" knows).
     trains_backbone: ClassVar[bool] = False
+    #: The backbone families it applies to (``("clip",)`` for prompt learning on CLIP's text tower); None: any
+    #: family whose anatomy has its sites.
+    families: ClassVar[Optional[tuple[str, ...]]] = None
+    #: Nothing trains (CLIP ``zeroshot``): the trainer runs no epoch and evaluates the model as built.
+    trains_nothing: ClassVar[bool] = False
 
     def inject(self, backbone) -> None:
         raise NotImplementedError
@@ -44,15 +51,35 @@ def freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def trained_head_parameters(head: nn.Module, method) -> list[nn.Parameter]:
+    """The head's parameters that every run of ``method`` trains: all of them, unless the head says otherwise with a
+    ``trained_parameters(method)`` of its own (CLIP's text classifier: a linear probe's class embeddings for
+    ``linear``, nothing for other methods)."""
+    own = getattr(head, "trained_parameters", None)
+    return list(own(method)) if own is not None else list(head.parameters())
+
+
 def apply_method(backbone, method) -> None:
-    """Freeze the backbone, let the method inject its modules, then make the head trainable."""
+    """Freeze the backbone, let the method inject its modules, then make the head trainable (what of it the head's
+    :func:`trained_head_parameters` says)."""
     if isinstance(method, (str, dict)):
         method = METHODS.build(method)
+    if method.families is not None:
+        family = split_backbone_spec(backbone.spec)[0]
+        if family not in method.families:
+            raise ConfigError(
+                f"method {method.name!r} applies to {', '.join(method.families)} backbones only, not {backbone.spec!r}"
+            )
     freeze(backbone)
     method.inject(backbone)
-    for p in backbone.head.parameters():
+    for p in trained_head_parameters(backbone.head, method):
         p.requires_grad_(True)
     backbone.method = method
+
+
+def methods_for(family: str) -> list[str]:
+    """The registered methods that apply to backbones of ``family`` (those that name no families apply to all)."""
+    return [n for n in METHODS.names() if METHODS.get(n).families is None or family in METHODS.get(n).families]
 
 
 def head_param_names(backbone) -> set[str]:

@@ -35,8 +35,10 @@ class FullConfig(MethodConfig):
     trains_backbone = True
 
     def inject(self, backbone) -> None:
+        head = {id(p) for p in backbone.head.parameters()}  # the head trains as the head says (CLIP's text: frozen)
         for p in backbone.model.parameters():
-            p.requires_grad_(True)
+            if id(p) not in head:
+                p.requires_grad_(True)
 
     def extra_trainable_count(self, backbone) -> int:
         head = {id(p) for p in backbone.head.parameters()}

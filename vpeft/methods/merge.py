@@ -21,6 +21,7 @@ from torch import nn
 from ..backbones import split_backbone_spec
 from ..errors import CheckpointError, ConfigError
 from ..registry import FAMILIES
+from ..spec import parse_spec
 
 FORMAT = "vpeft-merged"
 #: File suffixes ``vpeft merge`` writes, by format.
@@ -205,6 +206,11 @@ def load_merged(path) -> nn.Module:
             "std": tuple(prep["std"]),
             "num_classes": kwargs.get("num_classes"),
         }
+    set_classes = getattr(getattr(model, "head", None), "set_classes", None)
+    if meta.get("class_names") and set_classes is not None:  # a text classifier (CLIP): its class prompts
+        task = meta.get("task") or {}
+        options = task if isinstance(task, dict) else parse_spec(task)[1]
+        set_classes(list(meta["class_names"]), options.get("template") or "default")
     if meta.get("class_names") and family == "timm":
         model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "label_names": list(meta["class_names"])}
     return model.eval()

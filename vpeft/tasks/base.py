@@ -66,6 +66,7 @@ class TaskConfig(BaseConfig):
             objective class may declare ``tasks``, the task names it serves).
         mixes_labels: Its task mixes and smooths class labels into soft targets (``train.mixup``, ``train.cutmix``,
             ``train.smoothing``); the other tasks refuse those options.
+        needs_class_names: The model needs the data's class names (:meth:`configure_model`): CLIP's text classifier.
     """
 
     name: ClassVar[str]
@@ -75,11 +76,22 @@ class TaskConfig(BaseConfig):
     default_objective: ClassVar[str] = "ce"
     objectives: ClassVar[Optional[tuple[str, ...]]] = None
     mixes_labels: ClassVar[bool] = False
+    needs_class_names: ClassVar[bool] = False
 
     @property
     def primary_metric(self) -> str:
         """The metric that selects epochs and grid points and heads the reports' tables."""
         raise NotImplementedError
+
+    def configure_model(self, backbone, class_names: Optional[list[str]]) -> None:
+        """Bind what the model needs of the task before the method applies: the class names where
+        :attr:`needs_class_names` (CLIP's text classifier); a head that serves one task only (``head.task``) refuses
+        the others."""
+        serves = getattr(backbone.head, "task", None)
+        if serves is not None and serves != self.name:
+            raise ConfigError(
+                f"backbone {backbone.spec!r} does task {serves!r}, not {self.name!r}: train it with --task {serves}"
+            )
 
     @property
     def higher_is_better(self) -> bool:
