@@ -15,6 +15,9 @@ skips what would overrun it):
 * ``gps``: GPS's selection pass and training through the trainer (``train.amp=fp16``, as its recipe).
 * ``lora_peft``: vpeft's LoRA (q,v) against HF PEFT's LoRA on the fused qkv, step time (``benchmarks/lora_peft.py``).
 * ``nccl``: a one-process NCCL group and every collective of ``vpeft/engine/distributed.py`` on it.
+* ``sam``: SAM ViT-B (random weights, 1024 px, batch 1, task segment) per Table 5 method (decoder-only, full, BitFit,
+  adapter, SSF, LoRA, GPS), with :func:`vpeft.measure.measure`: step time and peak memory (``--smoke``: ``sam:tiny``).
+  Needs segment-anything (the sam extra); skipped without it.
 
 Writes benchmarks/results/gpu.{json,md}. ``--smoke`` runs every part but ``nccl`` (skipped: no CUDA) on the CPU with
 the tiny ViT in about a minute, writing to ``--out``.
@@ -181,6 +184,62 @@ def methods_part(
     if failed:
         return {"status": "failed", "error": f"methods failed: {', '.join(failed)}", "rows": rows}
     return {"rows": rows}
+
+
+#: GPS's Table 5 methods on SAM as memory_sam_b.py and recipe sam_polyp run them: label -> (method, selector).
+SAM_ROWS = {
+    "linear": ("linear", None),
+    "full": ("full", None),
+    "bitfit": ("bitfit", None),
+    "adapter": ("adapter", None),
+    "ssf": ("ssf", None),
+    "lora": ("lora", None),
+    "gps": ("linear", "gps:loss=task,norm_bias=outside_blocks"),
+}
+
+
+def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline: float) -> dict:
+    try:
+        import segment_anything  # noqa: F401
+    except ImportError:
+        return {"status": "skipped", "reason": "segment-anything is not installed (pip install 'vpeft[sam]')"}
+    from vpeft.measure import measure
+
+    spec = "sam:tiny" if smoke else "sam:vit_b"
+    rows, failed = {}, []
+    for label, (method, selector) in SAM_ROWS.items():
+        if time.perf_counter() > deadline:
+            rows[label] = {"status": "skipped", "reason": "time budget spent"}
+            continue
+        try:
+            r = measure(
+                spec,
+                method,
+                selector=selector,
+                task="segment",
+                batch_size=1,
+                device=str(device),
+                amp=amp,
+                warmup=warmup,
+                repeats=repeats,
+            )
+            rows[label] = {
+                "status": "ok",
+                "trainable": r["trainable"],
+                "step_seconds": r["step_seconds"],
+                "train_memory_bytes": r["train_memory_bytes"],
+                "cuda_peak_bytes": r.get("cuda_max_memory_allocated"),
+            }
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            rows[label] = {"status": "failed", "error": _error(e)}
+            failed.append(label)
+        print(f"  sam {label}: {rows[label]['status']}", file=sys.stderr, flush=True)
+        _free(device)
+    out = {"backbone": spec, "rows": rows}
+    if failed:
+        return {"status": "failed", "error": f"sam methods failed: {', '.join(failed)}", **out}
+    return out
 
 
 def _need(task: Path | None) -> Path:
@@ -439,6 +498,22 @@ def markdown(data: dict) -> list[str]:
             )
     if parts["nccl"]["status"] == "ok":
         lines.append(f"- nccl: world {parts['nccl']['world_size']}, {', '.join(parts['nccl']['checks'])}: right.")
+    sam = parts.get("sam", {})
+    if sam.get("status") == "ok":
+        lines += [
+            "",
+            f"## SAM ({sam['backbone']}), batch 1, task segment",
+            "",
+            "| method | trainable | step s | train memory MiB (probe) | peak allocated MiB |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, r in sam["rows"].items():
+            if r["status"] == "ok":
+                peak = _mib(r["cuda_peak_bytes"]) if r["cuda_peak_bytes"] else "-"
+                lines.append(
+                    f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} "
+                    f"| {peak} |"
+                )
     return lines
 
 
@@ -509,6 +584,9 @@ def main(argv=None) -> int:
             "lora_peft", lambda: lora_peft_part(args.smoke, batch, device, args.amp, tmp / "lora_peft"), deadline
         )
         parts["nccl"] = run_part("nccl", lambda: nccl_part(device), deadline)
+        parts["sam"] = run_part(
+            "sam", lambda: sam_part(args.smoke, device, args.amp, warmup, repeats, deadline), deadline
+        )
     data = {
         "meta": meta,
         "parts": parts,

@@ -323,15 +323,20 @@ def sam_memory_table() -> str:
     data = json.loads((RESULTS / "memory_sam_b.json").read_text())
     rows = data["rows"]
     full = next(r for r in rows if r["label"] == "full")
+    # The same seven steps run on the CPU (benchmarks/memory_sam_b.py --device cpu --timing): their step times.
+    cpu = {r["label"]: r for r in json.loads((RESULTS / "step_sam_b_cpu.json").read_text())["rows"]}
     mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
     lines = [
-        "| method | trainable (decoder included) | activations MiB | train memory MiB | x full |",
-        "|---|---:|---:|---:|---:|",
+        "| method | trainable (decoder included) | activations MiB | train memory MiB | x full | CPU step s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if cpu[r["label"]]["train_memory_bytes"] != r["train_memory_bytes"]:
+            raise SystemExit(f"step_sam_b_cpu.json's {r['label']} counts other bytes than memory_sam_b.json's")
         lines.append(
             f"| {r['label']} | {r['trainable']:,} | {mib(r['saved_activation_bytes'])} "
-            f"| {mib(r['train_memory_bytes'])} | {r['train_memory_bytes'] / full['train_memory_bytes']:.3f} |"
+            f"| {mib(r['train_memory_bytes'])} | {r['train_memory_bytes'] / full['train_memory_bytes']:.3f} "
+            f"| {cpu[r['label']]['step_seconds']:.1f} |"
         )
     return "\n".join(lines)
 

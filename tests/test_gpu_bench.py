@@ -45,6 +45,9 @@ def test_gpu_benchmark_smoke_runs_every_part(tmp_path):
     assert all(r["trainer_images_per_second"] > 0 and r["lean_images_per_second"] > 0 for r in data_rows)
     assert len(parts["fp16_scaler"]["loss"]) == 1 and parts["gps"]["selection"]["selected"] > 0
     assert [r["variant"] for r in parts["lora_peft"]["rows"]] == ["vpeft q,v", "vpeft qkv", "peft qkv"]
+    if parts["sam"]["status"] == "ok":  # with the sam extra: every Table 5 method timed on the tiny SAM
+        assert parts["sam"]["backbone"] == "sam:tiny" and list(parts["sam"]["rows"]) == list(gpu.SAM_ROWS)
+        assert all(r["step_seconds"] > 0 for r in parts["sam"]["rows"].values()) and "## SAM (sam:tiny)" in md
     assert (
         "## Methods" in md
         and "## Data path" in md
