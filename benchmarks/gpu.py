@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 from _common import OUT, run_meta, save
+from memory_sam_b import METHODS as SAM_ROWS  # label -> (method, selector), as recipe sam_polyp
 
 VIT_B = "vit_base_patch16_224"
 TINY = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=2,num_heads=2"
@@ -184,18 +185,6 @@ def methods_part(
     if failed:
         return {"status": "failed", "error": f"methods failed: {', '.join(failed)}", "rows": rows}
     return {"rows": rows}
-
-
-#: GPS's Table 5 methods on SAM as memory_sam_b.py and recipe sam_polyp run them: label -> (method, selector).
-SAM_ROWS = {
-    "linear": ("linear", None),
-    "full": ("full", None),
-    "bitfit": ("bitfit", None),
-    "adapter": ("adapter", None),
-    "ssf": ("ssf", None),
-    "lora": ("lora", None),
-    "gps": ("linear", "gps:loss=task,norm_bias=outside_blocks"),
-}
 
 
 def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline: float) -> dict:

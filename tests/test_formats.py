@@ -19,8 +19,9 @@ from vpeft.errors import ConfigError, DataError
 from vpeft.registry import FORMATS
 
 SPLITS = {"train": 9, "val": 6, "test": 6}
-#: The layouts of class labels (``segfolder``'s labels are masks: tests/test_segfolder.py).
-CLASS_FORMATS = [n for n in FORMATS.names() if "int" in FORMATS.get(n).label_kinds]
+#: The image layouts of class labels (``segfolder``'s labels are masks: tests/test_segfolder.py; text layouts hold no
+#: image entries: tests/test_glue_layout.py).
+CLASS_FORMATS = [n for n in FORMATS.names() if "int" in FORMATS.get(n).label_kinds and FORMATS.get(n).kind == "image"]
 
 TSV = '''
 """A toy layout: ``<split>.tsv``, lines ``<label>\\t<path>``."""
@@ -106,7 +107,7 @@ def tsv_plugin(tmp_path, monkeypatch):
 
 
 def test_the_builtin_formats_are_registered():
-    assert FORMATS.names() == ["coop", "csv", "fewshot", "fgvc", "folder", "lists", "segfolder", "vtab1k"]
+    assert FORMATS.names() == ["coop", "csv", "fewshot", "fgvc", "folder", "glue", "lists", "segfolder", "vtab1k"]
     assert layout("vtab1k").splits == ("train800val200", "train800", "val200", "test")
     assert [layout(n).augment for n in ("vtab1k", "fgvc", "fewshot")] == ["none", "crop_flip", "crop_flip_randaug"]
 
@@ -147,7 +148,8 @@ def test_an_unknown_format_names_the_registered_ones(tmp_path, capsys):
     ):
         DataConfig(format="fvgc")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "data.format=tvs"]) == 2
-    expected = "expected one of 'coop', 'csv', 'fewshot', 'fgvc', 'folder', 'lists', 'segfolder', 'vtab1k', got 'tvs'"
+    names = "'coop', 'csv', 'fewshot', 'fgvc', 'folder', 'glue', 'lists', 'segfolder', 'vtab1k'"
+    expected = f"expected one of {names}, got 'tvs'"
     assert expected in capsys.readouterr().err
 
 

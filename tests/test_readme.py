@@ -58,6 +58,7 @@ CANNOT = {
     "vpeft bench run exp.yaml": "needs a running Ray cluster (--ray-address auto) and a GPU per run",
     "vpeft train ... --out runs/count-bitfit --resume": "'...' stands for the options of the train command above it",
     "vpeft bench run --suite coop --recipe maple": "needs OpenAI's CLIP weights and CoOp's datasets",
+    "vpeft train --data ~/glue/RTE": "needs a local all-MiniLM-L6-v2 folder and GLUE's RTE",
 }
 #: Run here, on a fresh folder, in this order; ``--epochs 10`` runs as 1 epoch to keep the suite fast.
 HERE = [
@@ -101,11 +102,21 @@ CLIP_HERE = [
 ]
 
 
+#: The text block, run here in this order on a fresh folder (every --epochs as 1).
+TEXT_HERE = [
+    "vpeft data synth --suite glue",
+    "vpeft train --data data/glue/RTE",
+    "vpeft train --data data/glue/STS-B",
+    "vpeft eval --run runs/rte-adapter-gist",
+    "vpeft measure --backbone hf_text:bert_base",
+]
+
+
 def _where(cmd: str) -> str | None:
     for test, prefixes in ELSEWHERE.items():
         if any(cmd.startswith(p) for p in prefixes):
             return test
-    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE + SEG_HERE + CLIP_HERE):
+    if any(cmd.startswith(p) for p in list(CANNOT) + HERE + DG_HERE + SEG_HERE + CLIP_HERE + TEXT_HERE):
         return "here"
     return None
 
@@ -159,6 +170,22 @@ def test_the_domain_generalisation_block_runs_here(tmp_path, monkeypatch, capsys
     assert "list seeds [0, 1, 2]" in summary and "mean over seeds and list seeds" in summary
 
 
+def _run_block(prefixes: list[str], tmp_path, monkeypatch, capsys) -> str:
+    """Run, in a fresh folder, the README command starting with each prefix (every ``--epochs`` as 1, a train or demo
+    without one at 1 epoch too, progress bars off); return what they printed."""
+    monkeypatch.chdir(tmp_path)
+    for prefix in prefixes:
+        cmd = next(c for c in readme_commands() if c.startswith(prefix))
+        argv = shlex.split(re.sub(r"--epochs \d+", "--epochs 1", cmd))[1:]
+        extra = (
+            ["--no-progress"] + ([] if "--epochs" in argv else ["--epochs", "1"])
+            if argv[0] in ("train", "demo")
+            else []
+        )
+        assert main(argv + extra) == 0, cmd
+    return capsys.readouterr().out
+
+
 def test_the_segmentation_block_runs_here(tmp_path, monkeypatch, capsys):
     """Segmentation end to end from the README's commands: generated masks, their check, GPS on the shipped tiny SAM
     with the task's loss, eval, mask PNGs, SAM ViT-B's memory on the meta device, the demo."""
@@ -167,14 +194,7 @@ def test_the_segmentation_block_runs_here(tmp_path, monkeypatch, capsys):
 
     from PIL import Image
 
-    monkeypatch.chdir(tmp_path)
-    for prefix in SEG_HERE:
-        cmd = next(c for c in readme_commands() if c.startswith(prefix))
-        cmd = re.sub(r"--epochs \d+", "--epochs 1", cmd) + (" --epochs 1" if prefix.startswith("vpeft demo") else "")
-        argv = shlex.split(cmd)[1:]
-        extra = ["--no-progress"] if argv[0] in ("train", "demo") else []
-        assert main(argv + extra) == 0, cmd
-    out = capsys.readouterr().out
+    out = _run_block(SEG_HERE, tmp_path, monkeypatch, capsys)
     result = json.loads((tmp_path / "runs" / "seg-gps" / "result.json").read_text())
     assert result["primary_metric"] == "dice" and result["selection"]["selected"] > 0
     assert "recorded dice" in out and "(same)" in out  # vpeft eval
@@ -191,14 +211,7 @@ def test_the_vision_language_block_runs_here(tmp_path, monkeypatch, capsys):
     pytest.importorskip("open_clip", reason="the clip family needs the clip extra: pip install 'vpeft[clip]'")
     import json
 
-    monkeypatch.chdir(tmp_path)
-    for prefix in CLIP_HERE:
-        cmd = next(c for c in readme_commands() if c.startswith(prefix))
-        cmd = re.sub(r"--epochs \d+", "--epochs 1", cmd) + (" --epochs 1" if prefix.startswith("vpeft demo") else "")
-        argv = shlex.split(cmd)[1:]
-        extra = ["--no-progress"] if argv[0] in ("train", "demo") else []
-        assert main(argv + extra) == 0, cmd
-    out = capsys.readouterr().out
+    out = _run_block(CLIP_HERE, tmp_path, monkeypatch, capsys)
     zs = json.loads((tmp_path / "runs" / "clip-zs" / "result.json").read_text())
     assert zs["trainable_params"] == 0 and zs["class_names"] == ["disc", "square", "triangle", "cross"]
     mg = json.loads((tmp_path / "runs" / "clip-maple-gist" / "result.json").read_text())
@@ -206,3 +219,18 @@ def test_the_vision_language_block_runs_here(tmp_path, monkeypatch, capsys):
     assert "(same)" in out  # vpeft eval
     assert "trainable=3,555,072" in out  # vpeft measure: MaPLe on ViT-B/16
     assert "RANDOM weights" in out and "mechanics only" in out  # the demo says so
+
+
+def test_the_text_block_runs_here(tmp_path, monkeypatch, capsys):
+    """Text from the README's commands: generated GLUE-layout pairs, the tiny BERT with sub-layer adapters and GIST on
+    RTE, LoRA on STS-B, eval, counts on BERT-base (meta device)."""
+    pytest.importorskip("transformers", reason="the hf_text family needs the text extra: pip install 'vpeft[text]'")
+    import json
+
+    out = _run_block(TEXT_HERE, tmp_path, monkeypatch, capsys)
+    rte = json.loads((tmp_path / "runs" / "rte-adapter-gist" / "result.json").read_text())
+    assert rte["class_names"] == ["entailment", "not_entailment"] and rte["objective"] == "gist"
+    assert set(rte["metrics"]) == {"accuracy", "f1", "mcc"} and rte["protocol"]["format"] == "glue"
+    stsb = json.loads((tmp_path / "runs" / "stsb" / "result.json").read_text())
+    assert stsb["primary_metric"] == "pearson"
+    assert "(same)" in out and "trainable_no_head=294,912" in out  # eval; LoRA q,v on BERT-base

@@ -25,13 +25,28 @@ SMALL = "vit_tiny_patch16_224:img_size=32,patch_size=8,embed_dim=32,depth=2,num_
 def data(tmp_path_factory) -> dict[str, Path]:
     """A classification and a regression task folder, generated (200 training images in val200, 40 test images)."""
     from vpeft.data.synth import generate_task
+    from vpeft.data.synth_text import generate_glue
 
     root = tmp_path_factory.mktemp("tasks")
-    return {"int": generate_task(root, "shapes", n_test=40), "float": generate_task(root, "disc_size", n_test=40)}
+    rte, stsb = generate_glue(root / "glue")
+    return {
+        "int": generate_task(root, "shapes", n_test=40),
+        "float": generate_task(root, "disc_size", n_test=40),
+        ("text", "int"): rte,
+        ("text", "float"): stsb,
+    }
+
+
+def _data(data: dict, cfg) -> Path:
+    return data[cfg.labels] if cfg.inputs == "image" else data[(cfg.inputs, cfg.labels)]
 
 
 #: Tasks whose models are another family's (the rest train SMALL): the tiny model of that family, and its extra.
-TASK_BACKBONES = {"clip_classify": ("clip:tiny", "open_clip")}
+TASK_BACKBONES = {
+    "clip_classify": ("clip:tiny", "open_clip"),
+    "text_classify": ("hf_text:tiny_bert", "transformers"),
+    "text_regress": ("hf_text:tiny_bert", "transformers"),
+}
 
 
 def run(root: Path, out: Path, task="classify", **train_opts) -> dict:
@@ -40,7 +55,9 @@ def run(root: Path, out: Path, task="classify", **train_opts) -> dict:
         pytest.importorskip(extra, reason=f"task {task} trains a {backbone} model, which needs {extra}")
     t = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "device": "cpu", **train_opts}
     split = (
-        {"train_split": "val200"}
+        {}
+        if TASKS.get(task.split(":")[0]).inputs == "text"  # a GLUE folder: ATTEMPT's re-split
+        else {"train_split": "val200"}
         if t.get("select", "last") == "last"
         else {"train_split": "val200", "val_split": "val200"}
     )
@@ -60,7 +77,7 @@ def run(root: Path, out: Path, task="classify", **train_opts) -> dict:
 @pytest.mark.parametrize("name", [n for n in TASKS.names() if TASKS.get(n).labels in ("int", "float")])
 def test_every_registered_task_trains_and_records_its_metrics(name, data, tmp_path):
     cfg = TASKS.build(name)
-    r = run(data[cfg.labels], tmp_path / "r", task=name)
+    r = run(_data(data, cfg), tmp_path / "r", task=name)
     on_disk = json.loads((tmp_path / "r" / "result.json").read_text())
     assert on_disk["metrics"] == r["metrics"] and on_disk["primary_metric"] == cfg.primary_metric
     assert cfg.primary_metric in r["metrics"] and all(np.isfinite(v) for v in r["metrics"].values())
@@ -68,7 +85,7 @@ def test_every_registered_task_trains_and_records_its_metrics(name, data, tmp_pa
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(cfg.log_key("train") in e for e in log)
     assert r[cfg.head_key] == cfg.num_outputs(
-        RunConfig.from_dict({"data": {"root": str(data[cfg.labels])}}).data, ["val200", "test"]
+        RunConfig.from_dict({"data": {"root": str(_data(data, cfg))}, "task": name}).data, ["val200", "test"]
     )
 
 

@@ -23,8 +23,9 @@ from torch import nn
 from .errors import ConfigError
 
 #: Where inserted tokens join the sequence: after the position embedding and ``norm_pre`` (VPT, GIST) or before
-#: ``norm_pre`` (MaPLe's visual prompts on CLIP, whose ``norm_pre`` is ``ln_pre``).
-Where = Literal["post_norm_pre", "pre_norm_pre"]
+#: ``norm_pre`` (MaPLe's visual prompts on CLIP, whose ``norm_pre`` is ``ln_pre``); ``embeddings``: after a text
+#: model's embedding module (its position embedding and norm included), the attention mask growing to match.
+Where = Literal["post_norm_pre", "pre_norm_pre", "embeddings"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,6 +108,19 @@ class InputSpec:
     std: tuple[float, ...]
     patch: Optional[tuple[int, int]]
     channels: int
+
+
+@dataclass(frozen=True)
+class TextInputSpec(InputSpec):
+    """What a text model takes: token ids ``[B, L]``, int64, ``L <= max_length``, padded with ``pad_id`` (the attention
+    mask is ``ids != pad_id``). ``size`` is ``(max_length,)``; the image fields are empty (``mean``, ``std``: ``()``,
+    ``patch``: None, ``channels``: 0). ``cls_id`` and ``sep_id``: the tokens that open and separate the texts."""
+
+    max_length: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    vocab_size: int
 
 
 @dataclass(frozen=True)
@@ -395,9 +409,9 @@ class TimmAnatomy(Anatomy):
         return self.kind == "convnext" and any(module is b for b in self.blocks)
 
     def token_sequence(self, where: Where = "post_norm_pre") -> Optional[TokenSequence]:
-        if where not in ("post_norm_pre", "pre_norm_pre"):
+        if where not in ("post_norm_pre", "pre_norm_pre", "embeddings"):
             raise ConfigError(f"unknown token insertion point {where!r} (valid: post_norm_pre, pre_norm_pre)")
-        if self.kind != "vit":
+        if self.kind != "vit" or where == "embeddings":  # a text model's point: timm's image models have none
             return None
         m = self.model
         hook = "output" if where == "post_norm_pre" else "input"

@@ -27,6 +27,7 @@ from .data.synth import TASKS as SYNTH_TASKS
 from .data.synth_coop import generate_coop
 from .data.synth_dg import generate_dg
 from .data.synth_seg import generate_seg
+from .data.synth_text import generate_glue
 from .demo import run_clip_demo, run_demo, run_dg_demo, run_seg_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
@@ -36,7 +37,7 @@ from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import merged_format, save_merged
 from .predict import Predictor, image_files, predict_multitask, prompt_mask_files, run_info, write_masks
 from .presets import PRESETS, get_preset
-from .run import evaluate, evaluate_task, load_run
+from .run import evaluate, evaluate_task, load_run, read_run_config
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
 from .spec import apply_overrides, format_spec, parse_spec
 from .targets import Target, evaluate_target
@@ -235,7 +236,8 @@ def cmd_eval(args) -> int:
     # What the run recorded for this very split and data, to compare with (the primary metric).
     same_data = bool(result) and split == test_split and root == cfg.data.root
     if cfg.task.name != "classify":  # a task scored by its own metrics
-        ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels)
+        tok = {"tokenizer": cfg.task.text_encoder(model)} if cfg.task.inputs == "text" else {}
+        ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels, **tok)
         metrics = evaluate_task(
             model,
             objective,
@@ -435,6 +437,12 @@ def cmd_data_synth(args) -> int:
             raise ConfigError("--tasks names tasks of the default suite; --suite seg writes one segmentation task")
         print(generate_seg(Path(args.out) / "seg", seed=args.seed, size=args.size, n_test=args.n_test))
         return 0
+    if args.suite == "glue":
+        if args.tasks:
+            raise ConfigError("--tasks names tasks of the default suite; --suite glue writes its own (RTE, STS-B)")
+        for root in generate_glue(Path(args.out) / "glue", seed=args.seed):
+            print(root)
+        return 0
     if args.suite == "coop":
         if args.tasks:
             raise ConfigError("--tasks names tasks of the default suite; --suite coop writes its own (shapes, texture)")
@@ -500,6 +508,8 @@ def cmd_predict(args) -> int:
         for row in predict_multitask(args.runs, image_files(args.images), args.batch_size, args.device):
             print(json.dumps(row))
         return 0
+    if args.run and read_run_config(args.run).task.inputs == "text":
+        raise ConfigError(f"{args.run} is a text run: vpeft predict reads images; predicting texts is not built yet")
     paths = image_files(args.images)
     predictor = (
         Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged, args.device)
@@ -727,12 +737,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=500, help="test images per task")
     s.add_argument(
         "--suite",
-        choices=["tasks", "dg", "seg", "coop"],
+        choices=["tasks", "dg", "seg", "coop", "glue"],
         default="tasks",
         help="tasks: the six VTAB-1K-layout tasks (and disc_size); dg: a source task and four shifted "
         "target domains over 128 classes, one of them covering a subset (under OUT/dg); seg: a segmentation task "
         "(shapes on textured backgrounds, with their masks; segfolder layout, OUT/seg); coop: two class-named tasks "
-        "in CoOp's layout (split_zhou_*.json beside images/; OUT/coop), for clip_classify",
+        "in CoOp's layout (split_zhou_*.json beside images/; OUT/coop), for clip_classify; glue: generated sentence "
+        "pairs as GLUE's RTE and STS-B TSV files (OUT/glue), for text_classify and text_regress",
     )
     c = dsub.add_parser("check", help="read every list and image of a task folder (or of every task below a root)")
     c.add_argument("root", help="a task folder in the VTAB-1K layout, or a folder of such task folders")

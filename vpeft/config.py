@@ -111,7 +111,13 @@ class DataConfig(BaseConfig):
         split_fractions: Train, val and test shares of a plain folder of class folders (no ``train/``, ``val/``,
             ``test/`` folders), which vpeft splits itself: stratified (each class by these shares, at least one
             image per split with a share where the class has enough) and seeded by ``split_seed``.
-        split_seed: Seed of that split (not ``train.seed``: runs of several seeds see the same split).
+        split_seed: Seed of that split (not ``train.seed``: runs of several seeds see the same split); ``glue``:
+            the seed of ATTEMPT's re-split (ATTEMPT's ``data_seed`` is 42: recipe ``attempt_glue`` sets it).
+        split_rule: ``glue``: ``attempt`` (ATTEMPT's re-split of GLUE's labelled files into train, val and test) or
+            ``glue`` (train, and dev as the test split; no val).
+        glue_task: ``glue``: the GLUE task (``rte``, ``sst2``, ...) where the folder's name is not its name.
+        max_train: ``glue``: keep this many training examples (ATTEMPT's ``max_train_samples``: the first of its
+            permuted or, for a file taken whole, a fresh seeded permutation's); null: all.
         strict_labels: Where nothing declares the classes (no ``classes.txt``, ``num_classes``, class names or
             canonical VTAB-1K count), labels with no training example (a gap, or a label far out of range that
             makes the head larger) are an error naming them; false: a warning.
@@ -145,6 +151,9 @@ class DataConfig(BaseConfig):
     skip_bad: bool = False
     split_fractions: tuple[float, ...] = SPLIT_FRACTIONS
     split_seed: int = 0
+    split_rule: Literal["attempt", "glue"] = "attempt"
+    glue_task: Optional[str] = None
+    max_train: Optional[int] = None
     strict_labels: bool = True
     extra_tests: dict = field(default_factory=dict)
     eval_memory_mb: float = 1024.0
@@ -362,6 +371,9 @@ ADDED_OPTIONS = {
     ("selector", "gps", "norm_bias"): "none",
     ("data", "split_fractions"): list(SPLIT_FRACTIONS),
     ("data", "split_seed"): 0,
+    ("data", "split_rule"): "attempt",
+    ("data", "glue_task"): None,
+    ("data", "max_train"): None,
     ("data", "strict_labels"): True,
     ("data", "lists_root"): None,
     ("data", "image_root"): None,

@@ -38,9 +38,9 @@ MEASURE_KEYS = (
 AMP_KEYS = ("dtype", "autocast_weight_bytes")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The task a backbone family's models do unless ``task`` names another (the rest classify).
-FAMILY_TASKS = {"sam": "segment", "clip": "clip_classify"}
+FAMILY_TASKS = {"sam": "segment", "clip": "clip_classify", "hf_text": "text_classify"}
 #: The data format a task's random batch stands for (the run config checks that the task reads it).
-TASK_FORMATS = {"segment": "segfolder"}
+TASK_FORMATS = {"segment": "segfolder", "text_classify": "glue", "text_regress": "glue"}
 
 
 def default_task(backbone: str) -> str:
@@ -118,9 +118,22 @@ def measure(
     if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
         cfg.selector.apply(model, cfg.selector.structure_only(model))
     model.to(dev), obj.to(dev)
-    h, w = model.input_size
     gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch_size, 3, h, w, generator=gen).to(dev)
+    if cfg.task.inputs == "text":  # random token ids at the model's max_length (no padding: the longest batch)
+        spec = model.anatomy.input_spec
+        size = [spec.max_length]
+        h, w = spec.max_length, 1
+
+        def inputs(b: int) -> torch.Tensor:
+            return torch.randint(1, spec.vocab_size, (b, spec.max_length), generator=gen).to(dev)
+    else:
+        h, w = model.input_size
+        size = [h, w]
+
+        def inputs(b: int) -> torch.Tensor:
+            return torch.randn(b, 3, h, w, generator=gen).to(dev)
+
+    images = inputs(batch_size)
     if cfg.task.labels == "mask":  # 0/1 masks at the input size, as the segment task's batches
         labels = (torch.rand(batch_size, h, w, generator=gen) < 0.5).to(torch.uint8).to(dev)
     else:
@@ -152,7 +165,7 @@ def measure(
     result: dict[str, Any] = {"method": spec_string(cfg.method), "objective": spec_string(cfg.objective)}
     if cfg.task.name != "classify":
         result["task"] = spec_string(cfg.task)
-        result["input_size"] = [h, w]
+        result["input_size"] = size
     if cfg.selector is not None:
         result["selector"] = spec_string(cfg.selector)
     result.update(param_counts(model))
@@ -185,7 +198,7 @@ def measure(
         result["inference"] = []
         with torch.inference_mode(), autocast():
             for b in inference_batch_sizes:
-                x = torch.randn(b, 3, h, w, generator=gen).to(dev)
+                x = inputs(b)
                 masks = (torch.rand(b, h, w, generator=gen) < 0.5).to(dev) if cfg.task.labels == "mask" else None
                 for _ in range(max(1, warmup)):
                     with ground_truth(masks):

@@ -121,6 +121,8 @@ class Layout:
     """
 
     name: str  # set by ``FORMATS.register``
+    #: ``image`` (entries of image files, decoded) or ``text`` (examples tokenised by the backbone: :meth:`examples`).
+    kind: str = "image"
     splits: tuple[str, str, str, str] = ("train", "train", "val", "test")
     augment: str = "none"
     markers: tuple[str, ...] = ("train", "test")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import read_text
 from .entries import (  # noqa: F401  (re-exported)
     IMAGE_SUFFIXES,
@@ -30,7 +30,7 @@ from .entries import (  # noqa: F401  (re-exported)
 )
 from .formats.folder import folder_classes, has_split_folders, ignored_entries  # noqa: F401  (re-exported)
 from .suites import canonical_classes
-from .vtab import StreamedSplit, center_crop, load_split
+from .vtab import ImageDataset, StreamedSplit, center_crop, load_split
 
 CROP_PCT = 0.875  # augmented layouts decode at size / 0.875 and test on the centre crop
 
@@ -47,11 +47,22 @@ def augment_kind(dc) -> str:
 
 
 def load(
-    dc, split: str, size: tuple[int, int], num_classes: int | None, training: bool, root=None, labels: str = "int"
+    dc,
+    split: str,
+    size: tuple[int, int],
+    num_classes: int | None,
+    training: bool,
+    root=None,
+    labels: str = "int",
+    tokenizer=None,
 ):
     """One split as the trainer uses it: direct resize (``none``), or decoded larger and, unless training, centre
-    cropped (the augmented layouts); ``labels`` as the run's task reads them (``int`` or ``float`` targets)."""
+    cropped (the augmented layouts); ``labels`` as the run's task reads them (``int`` or ``float`` targets). A text
+    layout's split (``glue``) is tokenised by ``tokenizer`` (texts -> int64 ids ``[N, L]``: the run's task's
+    :meth:`~vpeft.tasks.base.TaskConfig.text_encoder`) into the dataset's ``images``."""
     root = root or dc.root
+    if layout(dc.format).kind == "text":
+        return load_text(dc, split, num_classes, root, labels, tokenizer)
     if labels == "int" and num_classes is not None:
         names = layout(dc.format).class_names(Path(root))
         if names and len(names) != num_classes and root == dc.root:
@@ -162,6 +173,8 @@ def streamed(dc, split: str, size: tuple[int, int], num_classes: int | None, lab
     ``data.eval_memory_mb`` (ImageNet val: 50,000 images, 7.5 GB at 224 px), so it is read a chunk at a time each
     time it is evaluated; None where it fits (:func:`load` it). Labels out of range and missing images fail naming
     the file and line before anything is decoded (with ``data.skip_bad``: are left out, with a warning)."""
+    if layout(dc.format).kind == "text":  # tokenised whole: token ids are small
+        return None
     entries, image_root = entries_for(dc, split, labels=labels)
     dsize = decode_size(dc, size)
     per_image, budget = 3 * dsize[0] * dsize[1], dc.eval_memory_mb * 2**20
@@ -194,3 +207,26 @@ def streamed(dc, split: str, size: tuple[int, int], num_classes: int | None, lab
         source=str(entries[0].source),
         skipped=skipped,
     )
+
+
+def load_text(dc, split: str, num_classes: int | None, root, labels: str, tokenizer):
+    """A text layout's split (:meth:`~vpeft.data.formats.glue.Glue.examples`), its texts tokenised: a dataset whose
+    ``images`` are int64 token ids ``[N, L]`` (the model's input) and whose ``labels`` are class indices or float
+    targets."""
+    lay = layout(dc.format)
+    if tokenizer is None:
+        raise ConfigError(
+            f"data format {dc.format!r} holds text: train it with a text backbone (hf_text:...) and a text task "
+            "(--task text_classify or text_regress)"
+        )
+    rows = lay.examples(Path(root), split, **layout_options(dc))
+    if labels == "int":
+        y = torch.tensor([int(e.label) for e in rows], dtype=torch.int64)
+        if num_classes is not None and len(y) and int(y.max()) >= num_classes:
+            raise DataError(
+                f"{root}: split {split!r} has label {int(y.max())}, outside the run's {num_classes} classes"
+            )
+    else:
+        y = torch.tensor([float(e.label) for e in rows], dtype=torch.float32)
+    ids = tokenizer([e.texts for e in rows])
+    return ImageDataset(ids, y, f"{root}:{split}", skipped=[])

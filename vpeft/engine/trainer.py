@@ -288,16 +288,18 @@ def _train(
     weights = weights_source(cfg.backbone)
     if weights == "random" and ddp.main:
         warnings.warn(random_backbone_warning(cfg.backbone.spec), stacklevel=3)
-    size = (dc.img_size, dc.img_size) if dc.img_size else model.input_size
+    text = task_cfg.inputs == "text"  # token ids, tokenised by the backbone when loaded
+    size = (0, 0) if text else (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
     labels = task_cfg.labels
-    train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels)
-    val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels) if val_split else None
+    tok = {"tokenizer": task_cfg.text_encoder(model)} if text else {}
+    train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels, **tok)
+    val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels, **tok) if val_split else None
     # A test split too large to hold decoded (ImageNet val) is read a chunk of data.eval_memory_mb at a time.
     test_stream = streamed(dc, test_split, size, num_classes, labels)
     test_ds = None
     if test_stream is None:
-        test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels)
+        test_ds = load_data(dc, test_split, size, num_classes, training=False, labels=labels, **tok)
     skipped = {
         s: len(d.skipped or [])
         for s, d in ((train_split, train_ds), (val_split, val_ds), (test_split, test_ds))

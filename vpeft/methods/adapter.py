@@ -68,7 +68,11 @@ class AdapterConfig(_AdapterBase):
         dim: Hidden (bottleneck) size.
         position: ``block``: after the whole block (GIST/iDAT ``gist_seq_adapter``, the default); ``mlp``: on the
             MLP output h before drop-path and the residual add, ``x + DP(h + A(h))`` (Houlsby);
-            ``mlp_drop_path``: on the MLP output after its drop-path, ``x + DP(h) + A(DP(h))`` (NOAH's code).
+            ``mlp_drop_path``: on the MLP output after its drop-path, ``x + DP(h) + A(DP(h))`` (NOAH's code);
+            ``sublayers``: two per block, on the output of each residual branch (attention and MLP) before its
+            residual add, ``h + A(h)`` (Houlsby; ATTEMPT's placement): on a post-norm BERT layer after each
+            sub-layer's ``dense``, ``LN(x + drop(h + A(h)))``; on timm blocks after each drop-path. Twice the
+            parameters of one per block.
         act: Activation between the projections: ``gelu``, ``relu``, ``quick_gelu`` or ``silu``.
         init: ``trunc_normal`` (std 0.02, zero biases: timm's init, as GIST/iDAT, and what NOAH's code runs, its
             ``init_weights`` re-initialising every Linear), ``zero_up`` (up-projection zero, so the model starts as
@@ -79,13 +83,23 @@ class AdapterConfig(_AdapterBase):
         dropout: Dropout between the activation and the up-projection (NOAH's ``drop_rate_adapter``: 0.1).
     """
 
-    position: Literal["block", "mlp", "mlp_drop_path"] = "block"
+    position: Literal["block", "mlp", "mlp_drop_path", "sublayers"] = "block"
 
     def inject(self, backbone) -> None:
         anatomy = backbone.anatomy
         user = f"method {self.name!r}"
         adapters = nn.ModuleList()
         for block in anatomy.blocks:
+            if self.position == "sublayers":  # Houlsby / ATTEMPT: after attention and after the MLP, before each add
+                branches = anatomy.residual_branches(block)
+                for name in ("attn", "mlp"):
+                    if name not in branches:
+                        raise anatomy.refuse(user, f"branch:{name}", block, "; position=sublayers adapts both outputs")
+                for name in ("attn", "mlp"):
+                    adapter = self._make(anatomy.width(block))
+                    adapters.append(adapter)
+                    backbone.register_module_hook(branches[name].output, post=lambda x, y, a=adapter: y + a(y))
+                continue
             channels_first = False
             if self.position == "mlp":
                 mlp = anatomy.mlp(block)
@@ -105,6 +119,9 @@ class AdapterConfig(_AdapterBase):
             adapters.append(adapter)
             backbone.register_module_hook(target, post=lambda x, y, a=adapter: y + a(y))
         backbone.extras[self.name] = adapters
+
+    def extra_trainable_count(self, backbone) -> int:
+        return super().extra_trainable_count(backbone) * (2 if self.position == "sublayers" else 1)
 
 
 def _inject_parallel(cfg: _AdapterBase, backbone, branches: tuple[str, ...]) -> None:

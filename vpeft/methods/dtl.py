@@ -163,6 +163,10 @@ class _DTLBase(MethodConfig):
                     b,
                     "; its side network adds token-last features to transformer blocks",
                 )
+        if self._kernel() and anatomy.patch_grid() is None and anatomy.token_sequence() is not None:
+            raise anatomy.refuse(
+                f"method {self.name!r}", "patch_grid", None, "; its depthwise convolution runs on the patch grid"
+            )
         backbone.set_pool(self.pool)
         rank, first = self.resolve(backbone)
         return SideNetwork(

@@ -22,7 +22,7 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class MSEConfig(ObjectiveConfig):
     """Mean squared error of a one-unit head against real-valued targets: the ``regress`` task's loss."""
 
-    tasks: ClassVar[tuple[str, ...]] = ("regress",)
+    tasks: ClassVar[tuple[str, ...]] = ("regress", "text_regress")
 
     def attach(self, backbone) -> MSEObjective:
         return MSEObjective()

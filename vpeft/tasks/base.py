@@ -15,7 +15,7 @@ the training metric counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -67,6 +67,8 @@ class TaskConfig(BaseConfig):
         mixes_labels: Its task mixes and smooths class labels into soft targets (``train.mixup``, ``train.cutmix``,
             ``train.smoothing``); the other tasks refuse those options.
         needs_class_names: The model needs the data's class names (:meth:`configure_model`): CLIP's text classifier.
+        inputs: What the model reads: ``image`` or ``text`` (token ids from :meth:`text_encoder`); a data format
+            holds one kind (:attr:`~vpeft.data.entries.Layout.kind`).
     """
 
     name: ClassVar[str]
@@ -77,6 +79,7 @@ class TaskConfig(BaseConfig):
     objectives: ClassVar[Optional[tuple[str, ...]]] = None
     mixes_labels: ClassVar[bool] = False
     needs_class_names: ClassVar[bool] = False
+    inputs: ClassVar[str] = "image"
 
     @property
     def primary_metric(self) -> str:
@@ -99,11 +102,26 @@ class TaskConfig(BaseConfig):
         return True
 
     def formats(self) -> list[str]:
-        """The registered data formats this task reads (those whose label column holds :attr:`labels`)."""
-        return [n for n in FORMATS.names() if self.labels in FORMATS.get(n).label_kinds]
+        """The registered data formats this task reads (those of its :attr:`inputs` whose label column holds
+        :attr:`labels`)."""
+        return [
+            n
+            for n in FORMATS.names()
+            if self.labels in FORMATS.get(n).label_kinds and FORMATS.get(n).kind == self.inputs
+        ]
+
+    def text_encoder(self, backbone) -> Optional[Callable]:
+        """Texts -> int64 token ids ``[N, L]`` for a task whose :attr:`inputs` are text (the backbone's tokenizer);
+        None for image tasks."""
+        return None
 
     def check(self, data_format: str, objective: Any) -> None:
         """Fail with a :class:`ConfigError` unless this task reads ``data_format`` and ``objective`` trains it."""
+        if data_format in FORMATS and layout(data_format).kind != self.inputs:
+            raise ConfigError(
+                f"task {self.name!r} reads {self.inputs}, and data format {data_format!r} holds "
+                f"{layout(data_format).kind}; formats it reads: {', '.join(self.formats())}"
+            )
         if data_format in FORMATS and self.labels not in layout(data_format).label_kinds:
             raise ConfigError(
                 f"task {self.name!r} reads {self.labels} labels, which data format {data_format!r} "

@@ -2,4 +2,4 @@
 :data:`vpeft.registry.FORMATS`; a new layout is one module here (a :class:`~vpeft.data.entries.Layout` subclass under
 ``@FORMATS.register("name")``) plus its line below."""
 
-from . import coop, csvfile, fewshot, fgvc, folder, lists, segfolder, vtab1k  # noqa: F401  (each module registers its layout)
+from . import coop, csvfile, fewshot, fgvc, folder, glue, lists, segfolder, vtab1k  # noqa: F401  (each module registers its layout)

@@ -1,0 +1,83 @@
+"""The ``glue`` data layout and the text tasks' data path (issue 20): a GLUE task folder is detected, named by its
+folder, split by ``data.split_rule`` (ATTEMPT's re-split or GLUE's own), and loaded as token ids by a tokenizer; image
+tasks refuse it and text tasks refuse image data."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vpeft.config import RunConfig
+from vpeft.data.entries import detect, layout
+from vpeft.data.sources import load
+from vpeft.errors import ConfigError, DataError
+
+HEADER = "index\tsentence1\tsentence2\tlabel\n"
+
+
+def _rte(root: Path, n_train: int = 12, n_dev: int = 10) -> Path:
+    folder = root / "RTE"
+    folder.mkdir(parents=True)
+    rows = lambda n, tag: "".join(  # noqa: E731
+        f'{i}\t{tag} premise {i} with a "quote\tit is {tag} {i}\t{"entailment" if i % 2 else "not_entailment"}\n'
+        for i in range(n)
+    )
+    (folder / "train.tsv").write_text(HEADER + rows(n_train, "train"))
+    (folder / "dev.tsv").write_text(HEADER + rows(n_dev, "dev"))
+    (folder / "test.tsv").write_text("index\tsentence1\tsentence2\n" + "0\ta\tb\n")
+    return folder
+
+
+def fake_tokenizer(texts):
+    """One id per word (its length), then padding: a stand-in for a backbone's tokenizer."""
+    ids = [[len(w) for t in pair for w in t.split()][:16] for pair in texts]
+    return torch.tensor([x + [0] * (16 - len(x)) for x in ids], dtype=torch.int64)
+
+
+def _dc(root, **data):
+    return RunConfig.from_dict({"data": {"root": str(root), "format": "glue", **data}, "task": "text_classify"}).data
+
+
+def test_a_glue_folder_is_detected_and_names_its_classes(tmp_path):
+    rte = _rte(tmp_path)
+    assert detect(rte) == ["glue"]
+    assert layout("glue").class_names(rte) == ["entailment", "not_entailment"]
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "train.tsv").write_text("x")
+    with pytest.raises(ConfigError, match=r"'mine' is not a GLUE task's name; name the task with data.glue_task"):
+        layout("glue").task(other)
+
+
+def test_attempts_resplit_and_glues_own_split(tmp_path):
+    rte = _rte(tmp_path)
+    lay = layout("glue")
+    train = lay.examples(rte, "train", "attempt", 42)
+    val, test = lay.examples(rte, "val", "attempt", 42), lay.examples(rte, "test", "attempt", 42)
+    assert [e.index for e in train] == list(range(12)) and len(val) == 5 and len(test) == 5
+    assert sorted(e.index for e in val + test) == list(range(10))  # dev halved, disjoint
+    assert val == lay.examples(rte, "val", "attempt", 42) and val != lay.examples(rte, "val", "attempt", 1)
+    assert train[0].texts == ('train premise 0 with a "quote', "it is train 0") and train[1].label == 0
+    assert [e.index for e in lay.examples(rte, "test", "glue", 0)] == list(range(10))
+    with pytest.raises(DataError, match=r"split 'val' does not exist under data.split_rule=glue"):
+        lay.examples(rte, "val", "glue", 0)
+    assert len(lay.examples(rte, "train", "attempt", 42, max_train=4)) == 4
+
+
+def test_a_split_loads_as_token_ids(tmp_path):
+    rte = _rte(tmp_path)
+    ds = load(_dc(rte, split_seed=42), "train", (0, 0), 2, training=True, tokenizer=fake_tokenizer)
+    assert ds.images.dtype == torch.int64 and ds.images.shape == (12, 16) and ds.labels.tolist()[:2] == [1, 0]
+    with pytest.raises(ConfigError, match=r"data format 'glue' holds text: train it with a text backbone"):
+        load(_dc(rte), "train", (0, 0), 2, training=True)
+    with pytest.raises(DataError, match=r"label 1, outside the run's 1 classes"):
+        load(_dc(rte), "train", (0, 0), 1, training=True, tokenizer=fake_tokenizer)
+
+
+def test_image_tasks_refuse_text_and_text_tasks_refuse_images(tmp_path):
+    rte = _rte(tmp_path)
+    for task in ("classify", "regress"):
+        with pytest.raises(ConfigError, match=rf"task '{task}' reads image, and data format 'glue' holds text"):
+            RunConfig.from_dict({"data": {"root": str(rte), "format": "glue"}, "task": task})
+    with pytest.raises(ConfigError, match=r"task 'text_classify' reads text, and data format 'vtab1k' holds image"):
+        RunConfig.from_dict({"data": {"format": "vtab1k"}, "task": "text_classify"})

@@ -1,0 +1,140 @@
+"""Text tasks on token ids (issue 20): ``text_classify`` (GLUE's classification tasks) and ``text_regress`` (STS-B).
+
+The data are a text layout's splits (``glue``), tokenised when loaded by the run's backbone
+(:meth:`TextClassifyConfig.text_encoder`: the family's tokenizer at the backbone's ``max_length``, a spec key:
+``hf_text:PATH:max_length=256``), so a batch is ``{"image":
+token ids int64 [B, L], "label": ...}`` and the model (a ``hf_text`` backbone) computes its attention mask from the
+ids. No augmentation, no normalisation. ``text_classify`` reports accuracy, F1 of class 1 (binary tasks) and
+Matthews correlation, in percent (:mod:`vpeft.metrics_text`, as GLUE reports them); ``primary`` picks the one that
+selects and heads the reports (CoLA: ``mcc``; MRPC, QQP: ``f1`` or ``accuracy``). ``text_regress`` is ``regress``
+on token ids (Pearson, Spearman, MAE, MSE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..metrics_text import accuracy, f1, mcc
+from ..registry import TASKS
+from .base import Batch, Metric
+from .classify import ClassifyConfig, ClassifyTask
+from .regress import RegressConfig, RegressTask
+
+
+def _encoder(backbone, task: str) -> Callable:
+    encode = getattr(backbone, "text_encoder", None) or getattr(getattr(backbone, "model", None), "text_encoder", None)
+    if encode is None:
+        raise ConfigError(
+            f"task {task!r} reads text: it needs a text backbone (hf_text:..., whose tokenizer encodes it), not "
+            f"{getattr(backbone, 'spec', type(backbone).__name__)!r}"
+        )
+    return encode(None)  # at the backbone's max_length (its spec key: hf_text:PATH:max_length=256)
+
+
+class TextClassMetric(Metric):
+    """Every prediction and label of a split on the device; accuracy, F1 (class 1) and MCC on the host."""
+
+    def __init__(self):
+        self.preds: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def update(self, outputs: torch.Tensor, batch: Batch) -> None:
+        self.preds.append(outputs.detach().argmax(-1))
+        self.labels.append(batch["label"].detach())
+
+    def sync(self, dist) -> None:
+        if dist.enabled:
+            raise ConfigError("text tasks do not run under torchrun yet")
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.preds:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return torch.cat(self.preds).cpu().numpy(), torch.cat(self.labels).cpu().numpy()
+
+    @property
+    def correct(self) -> int:
+        p, y = self._arrays()
+        return int((p == y).sum())
+
+    @property
+    def total(self) -> int:
+        return int(sum(len(y) for y in self.labels))
+
+    def compute(self) -> dict[str, float]:
+        p, y = self._arrays()
+        if not len(y):
+            return {"accuracy": 0.0, "f1": 0.0, "mcc": 0.0}
+        return {"accuracy": accuracy(p, y), "f1": f1(p, y), "mcc": mcc(p, y)}
+
+
+@TASKS.register("text_classify")
+@dataclass(kw_only=True)
+class TextClassifyConfig(ClassifyConfig):
+    """Text classification (GLUE): a linear head on the encoder's [CLS] state, cross-entropy; accuracy, F1 of class
+    1 and Matthews correlation (percent). Reads a text layout (``glue``) with a text backbone (``hf_text``).
+
+    Args:
+        primary: The metric that selects epochs and heads the reports: ``accuracy``, ``f1`` (MRPC, QQP) or ``mcc``
+            (CoLA).
+    """
+
+    primary: Literal["accuracy", "f1", "mcc"] = "accuracy"
+
+    inputs = "text"
+    mixes_labels = False
+
+    @property
+    def primary_metric(self) -> str:
+        return self.primary
+
+    def text_encoder(self, backbone) -> Callable:
+        return _encoder(backbone, self.name)
+
+    def build(self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None):
+        return TextClassifyTask(self, normalize, "none", size)
+
+
+class TextClassifyTask(ClassifyTask):
+    def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
+        """Token ids as they are (no augmentation, no normalisation)."""
+        return dict(batch)
+
+    def metric(self) -> TextClassMetric:
+        return TextClassMetric()
+
+    def result_keys(self, test: Metric, val: Optional[dict]) -> dict:
+        metrics = test.compute()
+        return {
+            "test_acc": metrics["accuracy"],
+            "test_correct": test.correct,
+            "test_total": test.total,
+            "val_acc": val["accuracy"] if val is not None else None,
+        }
+
+
+@TASKS.register("text_regress")
+@dataclass(kw_only=True)
+class TextRegressConfig(RegressConfig):
+    """Text regression (STS-B): a one-unit head on the [CLS] state, mean squared error; Pearson (primary),
+    Spearman, MAE, MSE. Reads a text layout (``glue``) with a text backbone (``hf_text``).
+    """
+
+    inputs = "text"
+
+    def text_encoder(self, backbone) -> Callable:
+        return _encoder(backbone, self.name)
+
+    def build(self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None):
+        return TextRegressTask(self, normalize, "none", size)
+
+
+class TextRegressTask(RegressTask):
+    def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
+        """Token ids as they are (no augmentation, no normalisation)."""
+        return dict(batch)
