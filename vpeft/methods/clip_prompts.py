@@ -174,7 +174,7 @@ class MaPLeConfig(MethodConfig):
         head = clip_head(backbone, self.name)
         blocks = min(len(backbone.anatomy.blocks), len(head.text.transformer.resblocks))
         if self.depth > blocks:
-            raise ConfigError(f"maple depth {self.depth} exceeds the towers' {blocks} blocks")
+            raise ConfigError(f"maple depth {self.depth} exceeds the towers' {blocks} blocks: set maple:depth={blocks}")
 
     def inject(self, backbone) -> None:
         head = clip_head(backbone, self.name)
