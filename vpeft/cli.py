@@ -28,7 +28,7 @@ from .data.synth_coop import generate_coop
 from .data.synth_dg import generate_dg
 from .data.synth_seg import generate_seg
 from .data.synth_text import generate_glue
-from .demo import run_clip_demo, run_demo, run_dg_demo, run_seg_demo
+from .demo import run_clip_demo, run_demo, run_dg_demo, run_seg_demo, run_text_demo
 from .engine.trainer import train
 from .errors import ConfigError, DataError, VpeftError
 from .export import FORMATS as EXPORT_FORMATS
@@ -562,6 +562,11 @@ def cmd_demo(args) -> int:
     if args.suite == "seg":
         run_seg_demo(out=args.out or "runs/demo-seg", epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
         return 0
+    if args.suite == "text":
+        run_text_demo(
+            out=args.out or "runs/demo-text", epochs=args.epochs, seed=args.seed, progress=not args.no_progress
+        )
+        return 0
     if args.suite == "clip":
         out = args.out or "runs/demo-clip"
         run_clip_demo(out=out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
@@ -590,16 +595,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out",
         default=None,
-        help="where data and runs go (default runs/demo, runs/demo-dg, runs/demo-seg, runs/demo-clip)",
+        help="where data and runs go (default runs/demo; runs/demo-dg, -seg, -clip, -text for the other suites)",
     )
-    d.add_argument("--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6; seg: 4; clip: 3)")
+    d.add_argument(
+        "--epochs", type=int, default=None, help="epochs per method (default 8; dg: 6; seg: 4; clip: 3; text: 4)"
+    )
     d.add_argument(
         "--suite",
-        choices=["task", "dg", "seg", "clip"],
+        choices=["task", "dg", "seg", "clip", "text"],
         default="task",
         help="task: one generated task, seven methods (default); dg: domain generalisation, a generated source and "
         "four shifted targets, four methods; seg: segmentation with the shipped tiny SAM (decoder-only, GPS, full) "
-        "and a mask figure; clip: zero-shot, CoOp, MaPLe and MaPLe + GIST on a tiny random CLIP (mechanics only)",
+        "and a mask figure; clip: zero-shot, CoOp, MaPLe and MaPLe + GIST on a tiny random CLIP (mechanics only); "
+        "text: all-MiniLM-L6-v2 with a linear head, adapters, adapters + GIST and LoRA on generated sentence pairs",
     )
     d.add_argument(
         "--task",

