@@ -357,3 +357,29 @@ def test_a_clip_lora_run_merges_and_predicts_its_classes(shapes, tmp_path, capsy
         assert main(["predict", flag, str(path), "--images", image, "--json", "--no-progress"]) == 0
     a, b = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
     assert a["class"] == b["class"] and a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "task, template, first", [("dtd_10cls", "dtd", "banded"), ("flowers102_89cls", "flowers", None)]
+)
+def test_the_shared_vtab_tasks_classes_prompt_clip(tmp_path, task, template, first):
+    """../shared/data/vtab1k's flowers102_89cls and dtd_10cls name their classes in classes.txt: clip_classify reads
+    them as they are (a run with real CLIP weights needs only --checkpoint); zero-shot on the tiny random CLIP."""
+    from conftest import SHARED_DATA
+
+    root = SHARED_DATA / "vtab1k" / task
+    if not root.is_dir():
+        pytest.skip(f"{root} is not here (the shared data is beside checkouts and CI only)")
+    cfg = RunConfig.from_dict(
+        {
+            "backbone": {"spec": "clip:tiny"},
+            "method": "zeroshot",
+            "task": {"name": "clip_classify", "template": template},
+            "data": {"root": str(root), "img_size": 32},
+            "train": {"device": "cpu", "batch_size": 64},
+        }
+    )
+    r = train(cfg, tmp_path / "zs", progress=False)
+    names = [line.split(maxsplit=1)[1] for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    assert r["class_names"] == names and r["num_classes"] == len(names) and r["test_total"] > 0
+    assert first is None or names[0] == first
