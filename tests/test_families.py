@@ -62,9 +62,9 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_the_built_in_families():
-    assert vpeft.FAMILIES is FAMILIES and FAMILIES.names() == ["clip", "hf_text", "sam", "timm"]
-    assert all(issubclass(FAMILIES.get(n), Family) for n in ("timm", "sam", "clip", "hf_text"))
-    registered = r"Registered backbone families: clip, hf_text, sam, timm"
+    assert vpeft.FAMILIES is FAMILIES and FAMILIES.names() == ["clip", "hf_text", "sam", "t5", "timm"]
+    assert all(issubclass(FAMILIES.get(n), Family) for n in ("timm", "sam", "clip", "hf_text", "t5"))
+    registered = r"Registered backbone families: clip, hf_text, sam, t5, timm"
     with pytest.raises(ConfigError, match=r"unknown backbone family 'nosuch'\. " + registered):
         FAMILIES.get("nosuch")
 
@@ -98,7 +98,7 @@ def test_a_spec_names_its_family_only_by_a_registered_prefix(spec, expected):
 def test_a_prefix_that_is_no_family_is_refused_with_both_readings():
     with pytest.raises(
         ConfigError,
-        match=r"'nosuch' is not a backbone family \(registered: clip, hf_text, sam, timm\) and 'vit_b' is not a "
+        match=r"'nosuch' is not a backbone family \(registered: clip, hf_text, sam, t5, timm\) and 'vit_b' is not a "
         r"key=value item",
     ):
         split_backbone_spec("nosuch:vit_b")
@@ -136,7 +136,7 @@ def test_the_timm_family_loads_the_zoo_weights():
 
 
 def test_a_family_joins_through_an_entry_point(toy_family, tmp_path):
-    assert FAMILIES.names() == ["clip", "hf_text", "sam", "timm", "toy"]
+    assert FAMILIES.names() == ["clip", "hf_text", "sam", "t5", "timm", "toy"]
     assert toy_family.__name__ == "Toy" and toy_family.name == "toy"
     assert split_backbone_spec("toy:tiny:depth=2") == ("toy", "tiny", {"depth": 2})
     bb = create_backbone("toy:small:depth=1", num_classes=4, drop_path=0.2)

@@ -191,6 +191,12 @@ class Anatomy:
         """Every linear, convolution and normalisation layer of the block, in module order."""
         return [m for m in block.modules() if isinstance(m, _FEATURE_LAYERS)]
 
+    def bias_free_layers(self) -> dict[str, tuple[nn.Module, int]]:
+        """Layers that BitFit gives a zero-initialised bias, added to their output: ``{qualified name: (module,
+        output width)}``. None by default (BitFit trains the model's own biases); a model without biases (T5) lists
+        its layers."""
+        return {}
+
     def channels_first(self, module: nn.Module) -> bool:
         """Whether ``module`` reads and writes channels-first (NCHW) maps rather than channels in the last dim."""
         return isinstance(module, nn.modules.conv._ConvNd)

@@ -361,6 +361,7 @@ ADDED_OPTIONS = {
     ("method", "lora", "init"): "zero_up",
     ("method", "lora", "bottleneck_dropout"): 0.0,
     ("method", "adapter", "dropout"): 0.0,
+    ("method", "adapter", "train_norms"): False,
     ("method", "adaptformer", "dropout"): 0.0,
     ("method", "adapter_ps", "dropout"): 0.0,
     ("selector", "gps", "selection_amp"): "none",

@@ -13,7 +13,21 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "quick_gelu": QuickGELU, "silu": nn.SiLU, "identity": nn.Identity}
+class NewGELU(nn.Module):
+    """GELU's tanh approximation as Hugging Face's ``gelu_new`` writes it (T5's and ATTEMPT's adapters)."""
+
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "quick_gelu": QuickGELU,
+    "silu": nn.SiLU,
+    "gelu_new": NewGELU,
+    "identity": nn.Identity,
+}
 
 
 def init_linear(layer: nn.Linear, kind: str) -> None:
@@ -62,6 +76,8 @@ class Bottleneck(nn.Module):
         if init == "zero_up":
             init_linear(self.down, "kaiming")
             init_linear(self.up, "zero")
+        elif init == "default":  # nn.Linear's own (ATTEMPT's adapters)
+            pass
         else:
             init_linear(self.down, init)
             init_linear(self.up, init)

@@ -19,8 +19,8 @@ from ..registry import METHODS
 from ._common import Bottleneck
 from .base import MethodConfig
 
-Init = Literal["trunc_normal", "zero_up", "xavier"]
-Act = Literal["gelu", "relu", "quick_gelu", "silu"]
+Init = Literal["trunc_normal", "zero_up", "xavier", "default"]
+Act = Literal["gelu", "relu", "quick_gelu", "silu", "gelu_new"]
 
 
 def _bottleneck_count(dim: int, hidden: int, bias: bool) -> int:
@@ -62,7 +62,9 @@ class AdapterConfig(_AdapterBase):
 
     On ViT-B/16 with ``dim=4`` and biases: 12 x (768*4 + 4 + 4*768 + 768) = 82,992 parameters (``dim=8``: 156,768).
     NOAH's Adapter baseline as its code runs:
-    ``adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1``.
+    ``adapter:dim=8,position=mlp_drop_path,act=quick_gelu,init=trunc_normal,dropout=0.1``. ATTEMPT's adapters on
+    T5-base (GIST's Table 3): ``adapter:position=sublayers,dim=24,act=gelu_new,init=default,train_norms=true``,
+    1,855,104 parameters (48 adapters of 37,656 and the 62 RMS norms' 47,616).
 
     Args:
         dim: Hidden (bottleneck) size.
@@ -73,17 +75,21 @@ class AdapterConfig(_AdapterBase):
             residual add, ``h + A(h)`` (Houlsby; ATTEMPT's placement): on a post-norm BERT layer after each
             sub-layer's ``dense``, ``LN(x + drop(h + A(h)))``; on timm blocks after each drop-path. Twice the
             parameters of one per block.
-        act: Activation between the projections: ``gelu``, ``relu``, ``quick_gelu`` or ``silu``.
+        act: Activation between the projections: ``gelu``, ``relu``, ``quick_gelu``, ``silu`` or ``gelu_new``
+            (GELU's tanh approximation, Hugging Face's ``gelu_new``: ATTEMPT's).
         init: ``trunc_normal`` (std 0.02, zero biases: timm's init, as GIST/iDAT, and what NOAH's code runs, its
             ``init_weights`` re-initialising every Linear), ``zero_up`` (up-projection zero, so the model starts as
-            the backbone) or ``xavier`` (xavier-uniform weights, N(0, 1e-6) biases: NOAH's adapter module code,
-            overwritten in NOAH's runs).
+            the backbone), ``xavier`` (xavier-uniform weights, N(0, 1e-6) biases: NOAH's adapter module code,
+            overwritten in NOAH's runs) or ``default`` (nn.Linear's own: ATTEMPT's).
         bias: Biases in both projections.
         scale: Multiplier of the adapter output (1 for the sequential adapter).
         dropout: Dropout between the activation and the up-projection (NOAH's ``drop_rate_adapter``: 0.1).
+        train_norms: Also train every norm the backbone's anatomy lists (each block's norms and the final norms),
+            as ATTEMPT's ``unfreeze_layer_norms``: on T5 the 62 RMS norms of encoder and decoder (47,616 on T5-base).
     """
 
     position: Literal["block", "mlp", "mlp_drop_path", "sublayers"] = "block"
+    train_norms: bool = False
 
     def inject(self, backbone) -> None:
         anatomy = backbone.anatomy
@@ -119,9 +125,24 @@ class AdapterConfig(_AdapterBase):
             adapters.append(adapter)
             backbone.register_module_hook(target, post=lambda x, y, a=adapter: y + a(y))
         backbone.extras[self.name] = adapters
+        if self.train_norms:
+            for p in _norm_params(anatomy):
+                p.requires_grad_(True)
 
     def extra_trainable_count(self, backbone) -> int:
-        return super().extra_trainable_count(backbone) * (2 if self.position == "sublayers" else 1)
+        norms = sum(p.numel() for p in _norm_params(backbone.anatomy)) if self.train_norms else 0
+        return super().extra_trainable_count(backbone) * (2 if self.position == "sublayers" else 1) + norms
+
+
+def _norm_params(anatomy) -> list[nn.Parameter]:
+    """The parameters of every norm the anatomy lists (each block's, then the final norms), each once."""
+    norms = [n for block in anatomy.blocks for n in anatomy.norms(block).values()]
+    norms += list(anatomy.final_norms().values())
+    seen: dict[int, nn.Parameter] = {}
+    for norm in norms:
+        for p in norm.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
 
 
 def _inject_parallel(cfg: _AdapterBase, backbone, branches: tuple[str, ...]) -> None:
@@ -165,8 +186,9 @@ class AdaptFormerConfig(_AdapterBase):
 
     Args:
         dim: Hidden (bottleneck) size.
-        act: Activation: ``gelu``, ``relu``, ``quick_gelu`` or ``silu``.
-        init: ``trunc_normal`` (GIST/iDAT), ``zero_up`` (AdaptFormer's zero-initialised up-projection) or ``xavier``.
+        act: Activation: ``gelu``, ``relu``, ``quick_gelu``, ``silu`` or ``gelu_new``.
+        init: ``trunc_normal`` (GIST/iDAT), ``zero_up`` (AdaptFormer's zero-initialised up-projection), ``xavier``
+            or ``default`` (nn.Linear's own).
         bias: Biases in both projections.
         scale: Multiplier of the adapter output.
         dropout: Dropout between the activation and the up-projection (PETL-ViT's AdaptFormer: 0.1).
@@ -187,8 +209,9 @@ class AdapterPSConfig(_AdapterBase):
 
     Args:
         dim: Hidden (bottleneck) size.
-        act: Activation: ``gelu``, ``relu``, ``quick_gelu`` or ``silu``.
-        init: ``trunc_normal`` (GIST: timm init runs on the whole model), ``zero_up`` or ``xavier``.
+        act: Activation: ``gelu``, ``relu``, ``quick_gelu``, ``silu`` or ``gelu_new``.
+        init: ``trunc_normal`` (GIST: timm init runs on the whole model), ``zero_up``, ``xavier`` or ``default``
+            (nn.Linear's own).
         bias: Biases in both projections.
         scale: Multiplier of the adapter output.
         dropout: Dropout between the activation and the up-projection.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..registry import METHODS
@@ -60,6 +61,10 @@ class BitFitConfig(MethodConfig):
 
     On ViT-B/16 this is 102,912 parameters without the head: per block the biases of norm1 (768), qkv (2,304),
     proj (768), norm2 (768), fc1 (3,072) and fc2 (768), plus the patch embedding's and the final norm's.
+
+    A model whose layers have no biases gets zero-initialised ones where its anatomy lists them
+    (:meth:`~vpeft.anatomy.Anatomy.bias_free_layers`), added to those layers' outputs: on T5 every Linear and RMS
+    norm of encoder and decoder and the LM head, as Compacter's BitFit for T5 (282,496 on T5-base).
     """
 
     identity_init = True
@@ -69,6 +74,16 @@ class BitFitConfig(MethodConfig):
     def inject(self, backbone) -> None:
         for p in _bias_params(backbone):
             p.requires_grad_(True)
+        added = backbone.anatomy.bias_free_layers()
+        if added:  # none on models with biases: their state dicts stay as they were
+            biases = nn.ParameterDict()
+            for name, (module, width) in added.items():
+                ref = next(module.parameters())
+                bias = nn.Parameter(torch.zeros(width, device=ref.device, dtype=ref.dtype))
+                biases[name.replace(".", "_")] = bias
+                backbone.register_module_hook(module, post=lambda x, y, b=bias: y + b)
+            backbone.extras[self.name] = biases
 
     def extra_trainable_count(self, backbone) -> int:
-        return sum(p.numel() for p in _bias_params(backbone))
+        added = sum(width for _, width in backbone.anatomy.bias_free_layers().values())
+        return sum(p.numel() for p in _bias_params(backbone)) + added

@@ -63,6 +63,8 @@ class _VPTBase(MethodConfig):
     def inject(self, backbone) -> None:
         anatomy = backbone.anatomy
         seq = self._sequence(backbone)
+        if self.deep and len(anatomy.stacks()) > 1:  # an encoder-decoder: the later stacks read other sequences
+            raise anatomy.refuse(f"method {self.name!r}", "deep_prompts")
         depth = len(anatomy.blocks) if self.deep else 1
         spec = anatomy.input_spec
         k = spec.patch or (16, 16)
