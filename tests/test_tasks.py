@@ -46,6 +46,7 @@ TASK_BACKBONES = {
     "clip_classify": ("clip:tiny", "open_clip"),
     "text_classify": ("hf_text:tiny_bert", "transformers"),
     "text_regress": ("hf_text:tiny_bert", "transformers"),
+    "text2text": ("t5:tiny", "transformers"),
 }
 
 

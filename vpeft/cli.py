@@ -236,7 +236,7 @@ def cmd_eval(args) -> int:
     # What the run recorded for this very split and data, to compare with (the primary metric).
     same_data = bool(result) and split == test_split and root == cfg.data.root
     if cfg.task.name != "classify":  # a task scored by its own metrics
-        tok = {"tokenizer": cfg.task.text_encoder(model)} if cfg.task.inputs == "text" else {}
+        tok = {"tokenizer": cfg.task.text_encoder(model, cfg.data)} if cfg.task.inputs == "text" else {}
         ds = load(cfg.data, split, size, None, training=False, root=root, labels=cfg.task.labels, **tok)
         metrics = evaluate_task(
             model,

@@ -292,7 +292,7 @@ def _train(
     size = (0, 0) if text else (dc.img_size, dc.img_size) if dc.img_size else model.input_size
     augment = augment_kind(dc)
     labels = task_cfg.labels
-    tok = {"tokenizer": task_cfg.text_encoder(model)} if text else {}
+    tok = {"tokenizer": task_cfg.text_encoder(model, dc)} if text else {}
     train_ds = load_data(dc, train_split, size, num_classes, training=True, labels=labels, **tok)
     val_ds = load_data(dc, val_split, size, num_classes, training=False, labels=labels, **tok) if val_split else None
     # A test split too large to hold decoded (ImageNet val) is read a chunk of data.eval_memory_mb at a time.

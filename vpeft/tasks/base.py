@@ -110,9 +110,9 @@ class TaskConfig(BaseConfig):
             if self.labels in FORMATS.get(n).label_kinds and FORMATS.get(n).kind == self.inputs
         ]
 
-    def text_encoder(self, backbone) -> Optional[Callable]:
-        """Texts -> int64 token ids ``[N, L]`` for a task whose :attr:`inputs` are text (the backbone's tokenizer);
-        None for image tasks."""
+    def text_encoder(self, backbone, data=None) -> Optional[Callable]:
+        """Texts -> int64 token ids ``[N, L]`` for a task whose :attr:`inputs` are text (the backbone's tokenizer;
+        ``data``: the run's data section, for a task that formats the texts by the dataset); None for image tasks."""
         return None
 
     def check(self, data_format: str, objective: Any) -> None:

@@ -19,6 +19,8 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from ..data.entries import layout
+from ..data.glue import attempt_input
 from ..errors import ConfigError
 from ..metrics_text import accuracy, f1, mcc
 from ..registry import TASKS
@@ -93,7 +95,7 @@ class TextClassifyConfig(ClassifyConfig):
     def primary_metric(self) -> str:
         return self.primary
 
-    def text_encoder(self, backbone) -> Callable:
+    def text_encoder(self, backbone, data=None) -> Callable:
         return _encoder(backbone, self.name)
 
     def build(self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None):
@@ -127,7 +129,7 @@ class TextRegressConfig(RegressConfig):
 
     inputs = "text"
 
-    def text_encoder(self, backbone) -> Callable:
+    def text_encoder(self, backbone, data=None) -> Callable:
         return _encoder(backbone, self.name)
 
     def build(self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None):
@@ -138,3 +140,30 @@ class TextRegressTask(RegressTask):
     def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
         """Token ids as they are (no augmentation, no normalisation)."""
         return dict(batch)
+
+
+@TASKS.register("text2text")
+@dataclass(kw_only=True)
+class Text2TextConfig(TextClassifyConfig):
+    """T5 text-to-text classification (ATTEMPT's GLUE setting): the input formatted as ATTEMPT does ("sentence1: ...
+    sentence2: ..."), the label index as the target string ("0", "1", ...), trained with ATTEMPT's loss (objective
+    ``lm``: the gold string's mean-token negative log-likelihood); predicted by scoring the label strings (the most
+    likely one); accuracy, F1, MCC as ``text_classify``. Needs a ``t5`` backbone and a ``glue`` folder (its GLUE task
+    fixes the input fields). Prediction by free generation is not built yet.
+
+    Args:
+        primary: ``accuracy``, ``f1`` (MRPC, QQP) or ``mcc`` (CoLA).
+    """
+
+    default_objective = "lm"
+
+    def text_encoder(self, backbone, data=None) -> Callable:
+        encode = _encoder(backbone, self.name)
+        if data is None:
+            raise ConfigError("task text2text formats its inputs by the GLUE task: it needs the run's data section")
+        task = layout(data.format).task(data.root, getattr(data, "glue_task", None))
+
+        def formatted(rows):
+            return encode([attempt_input(task, tuple(r) if not isinstance(r, str) else (r,)) for r in rows])
+
+        return formatted
