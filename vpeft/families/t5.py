@@ -46,8 +46,6 @@ Compacter's BitFit for T5 (``freeze_bitfit_lm_head``: the LM head's bias trains,
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,6 +57,7 @@ from ..anatomy import MLP, Anatomy, Branch, Site, TextInputSpec, TokenSequence, 
 from ..backbones import Family, read_state_dict
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
+from ._hf import Source, first_output, local_source, read_json, tokenizers, transformers, weight_file
 from .hf_text import WORDS, TextTokenizer
 
 #: Named configurations with random weights, ``name: T5Config fields``.
@@ -103,7 +102,6 @@ NAMED_MAX_LENGTH = {"tiny": 64, "base": 256}
 DEFAULT_MAX_LENGTH = 512
 #: Spec keys the family reads itself; every other key must be a field of the T5 config (``dropout_rate=0``).
 FAMILY_KEYS = ("max_length",)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 #: A checkpoint key transformers ignores (old checkpoints hold a cross-attention position bias no layer uses).
 IGNORED_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
@@ -112,23 +110,6 @@ SPECIALS = ("<pad>", "</s>", "<unk>")
 #: ATTEMPT's input keys as words of the built-in vocabulary.
 KEY_WORDS = ("sentence1", "sentence2", "question1", "question2", "premise", "hypothesis", "question", "sentence")
 SPACE = "\u2581"  # SentencePiece's word-start mark
-
-
-def transformers():
-    """The ``transformers`` package, or a one-line error saying how to install it."""
-    try:
-        import transformers as tf
-    except ImportError:
-        raise ConfigError("the t5 backbone family needs transformers: pip install 'vpeft[text]'") from None
-    return tf
-
-
-def _tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise ConfigError("the t5 backbone family needs tokenizers: pip install 'vpeft[text]'") from None
-    return tokenizers
 
 
 def builtin_vocab() -> list[str]:
@@ -147,7 +128,7 @@ def builtin_vocab() -> list[str]:
 def _builtin_tokenizer():
     """A Unigram tokenizer over :func:`builtin_vocab` that behaves as T5's: lower-cased, SentencePiece's word-start
     mark, every piece equally likely (the fewest pieces win: ``"3.4"`` is ``▁3 . 4``), ``</s>`` appended."""
-    tk = _tokenizers()
+    tk = tokenizers("t5")
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
     vocab = builtin_vocab()
@@ -163,52 +144,16 @@ def _builtin_tokenizer():
 
 
 # ---- sources -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """Where a spec's model comes from: a named configuration (``folder`` None) or a local folder."""
-
-    name: str
-    folder: Optional[Path]
-
-    @property
-    def label(self) -> str:
-        return f"t5:{self.name}" if self.folder is None else f"t5 folder {self.folder}"
-
-
 def source(name: str) -> Source:
     """The named configuration or the local folder ``name`` stands for, checked: a folder must exist and hold
     ``config.json`` and a tokenizer (its weights are checked by :meth:`T5.weights`)."""
-    if name in CONFIGS:
-        return Source(name, None)
-    path = Path(name).expanduser()
-    if not path.exists():
-        raise ConfigError(
-            f"t5 backbone {name!r}: no such folder, and not a named configuration ({', '.join(CONFIGS)}); give a "
-            "local Hugging Face T5 folder (config.json, model.safetensors, tokenizer.json): nothing is downloaded"
-        )
-    if not path.is_dir():
-        raise ConfigError(f"t5 backbone {name!r} is a file; give the Hugging Face model folder that holds it")
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"t5 folder {path} has no config.json")
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ConfigError(f"t5 folder {path} has no tokenizer: {' or '.join(TOKENIZER_FILES)}")
-    return Source(str(path.resolve()), path.resolve())
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data
+    return local_source(name, "t5", CONFIGS, TOKENIZER_FILES, "Hugging Face T5 folder")
 
 
 def _t5_config(src: Source, overrides: dict):
     """transformers' T5 config of the source, with the spec's overrides (each a field of the config)."""
-    tf = transformers()
-    data = {**COMMON, **CONFIGS[src.name]} if src.folder is None else _read_json(src.folder / "config.json")
+    tf = transformers("t5")
+    data = {**COMMON, **CONFIGS[src.name]} if src.folder is None else read_json(src.folder / "config.json")
     if data.get("model_type") != "t5":
         raise ConfigError(
             f"{src.label}: model type {data.get('model_type')!r} is not t5 (the t5 family builds T5, T5 v1.1 and "
@@ -233,7 +178,7 @@ def _max_length(src: Source, value) -> int:
         if src.folder is None:
             return NAMED_MAX_LENGTH[src.name]
         path = src.folder / "tokenizer_config.json"
-        limit = _read_json(path).get("model_max_length") if path.is_file() else None
+        limit = read_json(path).get("model_max_length") if path.is_file() else None
         return limit if isinstance(limit, int) and 2 <= limit <= 100_000 else DEFAULT_MAX_LENGTH
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
         raise ConfigError(f"t5 option max_length={value!r}: give an integer of at least 2")
@@ -289,7 +234,7 @@ class T5Tokenizer(TextTokenizer):
 def _read_tokenizer(folder: Optional[Path]):
     """The ``tokenizers`` tokenizer of a folder (``tokenizer.json``; else ``spiece.model`` converted by transformers),
     or the built-in one."""
-    tk = _tokenizers()
+    tk = tokenizers("t5")
     if folder is None:
         return _builtin_tokenizer()
     if (folder / "tokenizer.json").is_file():
@@ -300,7 +245,7 @@ def _read_tokenizer(folder: Optional[Path]):
     if not (folder / "spiece.model").is_file():
         raise ConfigError(f"t5 folder {folder} has no tokenizer: {' or '.join(TOKENIZER_FILES)}")
     try:
-        return transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+        return transformers("t5").AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers' converter needs sentencepiece or protobuf
@@ -312,11 +257,6 @@ def _read_tokenizer(folder: Optional[Path]):
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
-def _first(module, args, output):
-    """A block's hidden states where transformers returns a tuple, so hooks on a block read a tensor."""
-    return output[0] if isinstance(output, tuple) else None
-
-
 def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """0 where ``keep``, the dtype's lowest value elsewhere (transformers' additive mask)."""
     return (~keep).to(dtype) * torch.finfo(dtype).min
@@ -402,14 +342,14 @@ class T5TextModel(nn.Module):
 
     def __init__(self, config, max_length: int, source: Source):
         super().__init__()
-        tf = transformers()
+        tf = transformers("t5")
         hf = tf.T5ForConditionalGeneration(config)
         self.config = config
         self.shared, self.encoder, self.decoder, self.lm_head = hf.shared, hf.encoder, hf.decoder, hf.lm_head
         #: The encoder's input embeddings: tokens join at its output (GIST's token, prompt tuning).
         self.encoder_input = nn.Identity()
         for block in (*self.encoder.block, *self.decoder.block):
-            block.register_forward_hook(_first)
+            block.register_forward_hook(first_output)
         self.source = source
         self.tokenizer_folder = source.folder
         self.max_length = max_length
@@ -637,13 +577,13 @@ class T5(Family):
     def weights(self, name: str) -> Optional[Path]:
         if name in CONFIGS:
             return None
-        return weight_file(Path(name).expanduser())
+        return weight_file(Path(name).expanduser(), "t5")
 
     def load_checkpoint(self, model: nn.Module, path) -> None:
         if not isinstance(model, T5TextModel):
             raise CheckpointError(f"checkpoint {path}: the model is not a t5 model")
         path = Path(path)
-        file = weight_file(path) if path.is_dir() else path
+        file = weight_file(path, "t5") if path.is_dir() else path
         model.load_state_dict(t5_state_dict(read_state_dict(file), model, source=f"checkpoint {file}"), strict=False)
         if path.is_dir() and any((path / f).is_file() for f in TOKENIZER_FILES):
             model.tokenizer_folder = path.resolve()  # the folder's vocabulary, not the spec's
@@ -653,17 +593,6 @@ class T5(Family):
 
     def anatomy(self, model: nn.Module) -> Anatomy:
         return T5Anatomy(model)
-
-
-def weight_file(folder: Path) -> Path:
-    """A folder's weight file (:data:`WEIGHT_FILES`), or a one-line error naming what is missing."""
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    sharded = [f for f in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (folder / f).is_file()]
-    if sharded:
-        raise CheckpointError(f"t5 folder {folder}: sharded weights ({sharded[0]}) are not supported")
-    raise CheckpointError(f"t5 folder {folder} has no weights: {' or '.join(WEIGHT_FILES)}")
 
 
 def t5_state_dict(sd: dict[str, torch.Tensor], model: T5TextModel, source: str = "checkpoint") -> dict:
