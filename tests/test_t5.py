@@ -420,3 +420,31 @@ def test_missing_files_and_bad_options_fail_in_one_line(t5_folder, tmp_path):
     with pytest.raises(ConfigError, match=r"has no class token; use pool 'avg'"):
         create_backbone(TINY, num_classes=2, pool="token")
     assert F.softmax(bb(_ids(bb)), -1).shape == (3, 3)
+
+
+def test_gist_on_t5_uses_attempts_loss_for_the_class_term():
+    """vpeft's GIST for T5: the gist token first in the encoder input; with cls_loss=lm the class term is ATTEMPT's
+    loss (lm_loss of the label scores), the gist term CE on the gist scores, the interaction both KLs at T, by hand."""
+    import torch.nn.functional as F
+
+    from vpeft import apply_method, create_backbone
+    from vpeft.objectives.gist import GISTConfig
+
+    torch.manual_seed(0)
+    bb = create_backbone("t5:tiny", num_classes=2)
+    apply_method(bb, "adapter:position=sublayers,dim=4")
+    cfg = GISTConfig(cls_loss="lm", dropout=0.0, temperature=2.0)
+    obj = cfg.attach(bb)
+    bb.eval(), obj.eval()
+    ids = bb.model.text_encoder(16)(["sentence1: a b sentence2: c", "sentence1: d sentence2: e f"])
+    y = torch.tensor([1, 0])
+    with torch.no_grad():
+        out = obj(bb, ids, y)
+        zc, zg = obj.logits(bb, ids)
+        lc, lg = F.log_softmax(zc / 2, -1), F.log_softmax(zg / 2, -1)
+        kl = lambda p, q: (p.exp() * (p - q)).sum(-1).mean()  # noqa: E731
+        want = lm_loss(zc, y, bb.model.label_lengths) + 0.5 * F.cross_entropy(zg, y) + 0.75 * (kl(lc, lg) + kl(lg, lc))
+    assert bb.token_slots["gist"] == slice(0, 1)
+    torch.testing.assert_close(out["loss"], want)
+    with pytest.raises(ConfigError, match=r"cls_loss=lm scores label strings: it needs a t5 backbone"):
+        GISTConfig(cls_loss="lm").attach(create_backbone("hf_text:tiny_bert", num_classes=2))

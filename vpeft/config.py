@@ -357,6 +357,7 @@ ADDED_OPTIONS = {
     ("train", "tf32"): True,
     ("train", "drop_last"): False,
     ("objective", "idat", "teacher_drop_path"): None,
+    ("objective", "gist", "cls_loss"): "ce",
     ("backbone", "head_init"): "trunc_normal",
     ("method", "lora", "init"): "zero_up",
     ("method", "lora", "bottleneck_dropout"): 0.0,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..families.t5 import lm_loss
 from ..registry import OBJECTIVES
 from .base import Objective, ObjectiveConfig
 
@@ -45,6 +46,9 @@ class GISTConfig(ObjectiveConfig):
         t2: Multiply the KL terms by T^2 (Hinton's scaling; the authors' code does not).
         detach: Stop gradients through the target side of each KL term (the first argument), as plain distillation.
         dropout: Dropout on the gist token before it joins the sequence.
+        cls_loss: The class term: ``ce`` (cross-entropy on the class logits, the paper's) or ``lm`` (T5, task
+            text2text: ATTEMPT's loss, the gold label string's mean-token NLL, in its place; the gist and KL terms
+            read the label-string scores as logits).
         source: ``gist`` (the gist token) or ``vpt`` (no new token: the mean of the method's VPT prompts gives the
             extra logits, the ``L_vpt`` of section 3.1; use with ``vpt_shallow`` or ``vpt_deep``).
     """
@@ -58,6 +62,7 @@ class GISTConfig(ObjectiveConfig):
     t2: bool = False
     detach: bool = False
     dropout: float = 0.1
+    cls_loss: Literal["ce", "lm"] = "ce"
     source: Literal["gist", "vpt"] = "gist"
 
     changes_model: ClassVar[bool] = True  # the gist token joins the backbone's token sequence
@@ -75,7 +80,10 @@ class GISTConfig(ObjectiveConfig):
 
     def attach(self, backbone) -> GISTObjective:
         name = type(backbone.model).__name__
-        if not backbone.is_vit or not backbone.has_class_token:
+        text = backbone.anatomy.token_sequence("embeddings") is not None  # BERT: after [CLS]; T5: first
+        if self.cls_loss == "lm" and getattr(backbone.model, "label_lengths", None) is None:
+            raise ConfigError("objective 'gist' with cls_loss=lm scores label strings: it needs a t5 backbone")
+        if not text and (not backbone.is_vit or not backbone.has_class_token):
             raise ConfigError(
                 f"objective 'gist' does not apply to {name}: the gist token joins a token sequence next to a class "
                 "token, which only ViT-like backbones have (Swin and ConvNeXt pool feature maps)"
@@ -95,7 +103,8 @@ class GISTConfig(ObjectiveConfig):
             def insert(x):
                 return torch.cat([x[:, :start], token(x.shape[0]), x[:, start:]], dim=1)
 
-            backbone.register_token_hook(insert, self.length, owner="gist")
+            where = "embeddings" if text else "post_norm_pre"
+            backbone.register_token_hook(insert, self.length, owner="gist", where=where)
             slot = backbone.token_slots["gist"]
         return GISTObjective(self, slot)
 
@@ -165,5 +174,9 @@ class GISTObjective(Objective):
     def forward(self, model, images, labels):
         z_cls, z_gist = self.logits(model, images)
         out = gist_loss(z_cls, z_gist, labels, self.cfg)
+        if self.cfg.cls_loss == "lm" and self.cfg.ce_cls:  # ATTEMPT's loss for the class term (T5)
+            lm = lm_loss(z_cls, labels, model.model.label_lengths)
+            out["loss"] = out["loss"] - out["ce_cls"] + lm
+            out["ce_cls"] = lm
         parts = {k: v.detach() for k, v in out.items() if k != "loss"}
         return {"loss": out["loss"], "logits": z_cls, **parts}
