@@ -1,4 +1,4 @@
-"""vpeft: parameter-efficient transfer learning for pretrained vision transformers.
+"""vpeft: parameter-efficient transfer learning for pretrained models (timm image backbones, SAM, CLIP, text).
 
 Public API::
 

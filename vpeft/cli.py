@@ -580,7 +580,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpeft",
-        description="Parameter-efficient transfer learning for pretrained vision transformers.",
+        description="Parameter-efficient transfer learning for pretrained image, segmentation, CLIP and text models.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
