@@ -448,3 +448,21 @@ def test_gist_on_t5_uses_attempts_loss_for_the_class_term():
     torch.testing.assert_close(out["loss"], want)
     with pytest.raises(ConfigError, match=r"cls_loss=lm scores label strings: it needs a t5 backbone"):
         GISTConfig(cls_loss="lm").attach(create_backbone("hf_text:tiny_bert", num_classes=2))
+
+
+def test_lm_predicts_by_scoring_or_by_generation(monkeypatch):
+    """objective lm:prediction=generation reads each greedy generation as its label string's class; a string that is
+    no label is a class of its own (never right); scoring returns the scores themselves."""
+    from vpeft import apply_method, create_backbone
+    from vpeft.objectives.lm import LMConfig
+
+    bb = create_backbone("t5:tiny", num_classes=2)
+    apply_method(bb, "full")
+    bb.eval()
+    ids = bb.model.text_encoder(16)(["sentence1: a sentence2: b", "sentence1: c sentence2: d", "x"])
+    scoring = LMConfig().attach(bb)
+    with torch.no_grad():
+        torch.testing.assert_close(scoring.predict(bb, ids), bb(ids))
+    monkeypatch.setattr(type(bb.model), "generate", lambda self, x, max_new_tokens=8: ["1", " 0 ", "maybe"])
+    got = LMConfig(prediction="generation").attach(bb).predict(bb, ids)
+    assert got.argmax(-1).tolist() == [1, 0, 2] and got.shape == (3, 3)
