@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+from torch import nn
+
+from ..anatomy import Anatomy, TextInputSpec, TokenSequence, Where
 from ..errors import CheckpointError, ConfigError
 
 #: A folder's weight files, in the order they are looked for.
@@ -92,3 +96,57 @@ def first_output(module, args, output):
     """A forward hook: a layer's output tensor where transformers returns a tuple (before 5.0), so a method's hook
     on a block reads the hidden states."""
     return output[0] if isinstance(output, tuple) else None
+
+
+class TextAnatomy(Anatomy):
+    """The sites every text model of these families shares: token ids in, so no patch grid and no image embedding;
+    tokens join the sequence after :meth:`insertion_module`'s output (``where`` ``post_norm_pre`` or ``embeddings``,
+    one point), counted in the model's ``num_prefix_tokens`` (the attention mask grows with them); the head reads the
+    pooled state as it is. Subclasses give the blocks' sites, :meth:`insertion_module`, ``has_class_token`` and
+    :attr:`apart`, why their blocks cannot run apart from the model."""
+
+    #: Why the blocks cannot run apart from the model (shared-trunk inference), for :meth:`embed`'s refusal.
+    apart = "an attention mask over the padding"
+
+    def insertion_module(self) -> nn.Module:
+        """The module after whose output inserted tokens join."""
+        raise NotImplementedError
+
+    def token_sequence(self, where: Where = "post_norm_pre") -> Optional[TokenSequence]:
+        if where not in ("post_norm_pre", "pre_norm_pre", "embeddings"):
+            raise ConfigError(f"unknown token insertion point {where!r} (valid: post_norm_pre, embeddings)")
+        if where == "pre_norm_pre":  # no norm of its own before the blocks, apart from the embeddings
+            return None
+        m = self.model
+        return TokenSequence(self.insertion_module(), "output", m.num_prefix_tokens, m.embed_dim)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.model.num_prefix_tokens
+
+    def add_prefix_tokens(self, n: int) -> None:
+        self.model.num_prefix_tokens += n
+
+    @property
+    def input_spec(self) -> TextInputSpec:
+        return self.model.input_spec
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        raise ConfigError(
+            f"{self.name} runs its blocks with {self.apart}, so they cannot run apart from the model (shared-trunk "
+            "multi-task inference takes ViT-like image backbones)"
+        )
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.head
+
+    def pooled_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled  # the last norm already ran: the head reads the state as it is
+
+    def reason(self, site: str, block: Optional[nn.Module] = None) -> str:
+        if site == "tokens_last":
+            return f"its {type(block).__name__ if block is not None else 'block'} reads token-last hidden states"
+        if site == "patch_grid":
+            return "its tokens are a text sequence, not a grid of image patches"
+        return super().reason(site, block)

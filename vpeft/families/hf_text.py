@@ -49,11 +49,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..anatomy import MLP, Anatomy, Branch, Embedding, Site, TextInputSpec, TokenSequence, Where
+from ..anatomy import MLP, Anatomy, Branch, Embedding, Site, TextInputSpec
 from ..backbones import Backbone, Family, read_state_dict, split_backbone_spec
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
-from ._hf import Source, first_output, local_source, read_json, tokenizers, transformers, weight_file
+from ._hf import Source, TextAnatomy, first_output, local_source, read_json, tokenizers, transformers, weight_file
 
 #: The model types the family builds, with transformers' model class and the prefix of its pre-training checkpoints.
 MODEL_TYPES = {
@@ -533,7 +533,7 @@ def encoder_state_dict(sd: dict[str, torch.Tensor], model: HFTextEncoder, source
 
 
 # ---- anatomy -------------------------------------------------------------------------------------------------------
-class HFEncoderAnatomy(Anatomy):
+class HFEncoderAnatomy(TextAnatomy):
     """The sites of a Hugging Face BERT-style encoder (:class:`HFTextEncoder`); see the module's docstring.
 
     Per block ``encoder.layer[i]``: attention q / k / v / o (separate Linears, whole outputs), the MLP
@@ -547,6 +547,9 @@ class HFEncoderAnatomy(Anatomy):
     @property
     def name(self) -> str:
         return getattr(self.model, "hf_class", type(self.model).__name__)
+
+    def insertion_module(self) -> nn.Module:
+        return self.model.embeddings
 
     def stacks(self) -> dict[str, list[nn.Module]]:
         return {"encoder": list(self.model.encoder.layer)}
@@ -578,21 +581,6 @@ class HFEncoderAnatomy(Anatomy):
     def width(self, block: nn.Module) -> int:
         return block.attention.output.LayerNorm.normalized_shape[-1]
 
-    def token_sequence(self, where: Where = "post_norm_pre") -> Optional[TokenSequence]:
-        if where not in ("post_norm_pre", "pre_norm_pre", "embeddings"):
-            raise ConfigError(f"unknown token insertion point {where!r} (valid: post_norm_pre, embeddings)")
-        if where == "pre_norm_pre":  # the embedding LayerNorm sits inside the embeddings module
-            return None
-        m = self.model
-        return TokenSequence(m.embeddings, "output", m.num_prefix_tokens, m.embed_dim)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return self.model.num_prefix_tokens
-
-    def add_prefix_tokens(self, n: int) -> None:
-        self.model.num_prefix_tokens += n
-
     @property
     def has_class_token(self) -> bool:
         return True
@@ -600,23 +588,6 @@ class HFEncoderAnatomy(Anatomy):
     def embedding(self) -> Optional[Embedding]:
         emb = self.model.embeddings
         return Embedding(emb, emb.LayerNorm, self.model.embed_dim)
-
-    @property
-    def input_spec(self) -> TextInputSpec:
-        return self.model.input_spec
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        raise ConfigError(
-            f"{self.name} runs its blocks with an attention mask over the padding, so they cannot run apart from the "
-            "model (shared-trunk multi-task inference takes ViT-like image backbones)"
-        )
-
-    @property
-    def head(self) -> nn.Module:
-        return self.model.head
-
-    def pooled_features(self, pooled: torch.Tensor) -> torch.Tensor:
-        return pooled  # post-norm: the last layer's LayerNorm already ran; no final norm, no head dropout
 
     def head_input(self, last: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(last, pre_logits=True)
@@ -627,12 +598,8 @@ class HFEncoderAnatomy(Anatomy):
             return f"its {blk} has no self-attention with query, key and value Linears and an output dense"
         if site == "mlp":
             return f"its {blk} has no intermediate.dense and output.dense Linears"
-        if site == "tokens_last":
-            return f"its {blk} reads token-last hidden states"  # never refused: every site is token-last
         if site.startswith("branch:"):
             return f"its {blk} has no {site.removeprefix('branch:')} residual branch (it has: attn, mlp)"
         if site == "token_sequence":
             return "its embedding LayerNorm sits inside the embeddings module: tokens join after it (post_norm_pre)"
-        if site == "patch_grid":
-            return "its tokens are a text sequence, not a grid of image patches"
         return super().reason(site, block)

@@ -53,11 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..anatomy import MLP, Anatomy, Branch, Site, TextInputSpec, TokenSequence, Where
+from ..anatomy import MLP, Anatomy, Branch, Site, TextInputSpec
 from ..backbones import Family, read_state_dict
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
-from ._hf import Source, first_output, local_source, read_json, tokenizers, transformers, weight_file
+from ._hf import Source, TextAnatomy, first_output, local_source, read_json, tokenizers, transformers, weight_file
 from .hf_text import WORDS, TextTokenizer
 
 #: Named configurations with random weights, ``name: T5Config fields``.
@@ -632,12 +632,17 @@ def t5_state_dict(sd: dict[str, torch.Tensor], model: T5TextModel, source: str =
 
 
 # ---- anatomy -------------------------------------------------------------------------------------------------------
-class T5Anatomy(Anatomy):
+class T5Anatomy(TextAnatomy):
     """The sites of a :class:`T5TextModel`; see the module's docstring."""
 
     @property
     def name(self) -> str:
         return "T5ForConditionalGeneration"
+
+    apart = "an attention mask and a position bias"
+
+    def insertion_module(self) -> nn.Module:
+        return self.model.encoder_input
 
     def stacks(self) -> dict[str, list[nn.Module]]:
         return {"encoder": list(self.model.encoder.block), "decoder": list(self.model.decoder.block)}
@@ -689,45 +694,13 @@ class T5Anatomy(Anatomy):
         out["lm_head"] = (self.model.lm_head, self.model.lm_head.out_features)
         return out
 
-    def token_sequence(self, where: Where = "post_norm_pre") -> Optional[TokenSequence]:
-        if where not in ("post_norm_pre", "pre_norm_pre", "embeddings"):
-            raise ConfigError(f"unknown token insertion point {where!r} (valid: post_norm_pre, embeddings)")
-        if where == "pre_norm_pre":  # T5 has no norm before its blocks
-            return None
-        m = self.model
-        return TokenSequence(m.encoder_input, "output", m.num_prefix_tokens, m.embed_dim)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return self.model.num_prefix_tokens
-
-    def add_prefix_tokens(self, n: int) -> None:
-        self.model.num_prefix_tokens += n
-
     @property
     def has_class_token(self) -> bool:
         return False
 
-    @property
-    def input_spec(self) -> TextInputSpec:
-        return self.model.input_spec
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        raise ConfigError(
-            f"{self.name} runs its blocks with an attention mask and a position bias, so they cannot run apart from "
-            "the model (shared-trunk multi-task inference takes ViT-like image backbones)"
-        )
-
-    @property
-    def head(self) -> nn.Module:
-        return self.model.head
-
     def final_norms(self) -> dict[str, nn.Module]:
         return {"encoder.final_layer_norm": self.model.encoder.final_layer_norm,
                 "decoder.final_layer_norm": self.model.decoder.final_layer_norm}  # fmt: skip
-
-    def pooled_features(self, pooled: torch.Tensor) -> torch.Tensor:
-        return pooled  # the encoder's final norm and dropout already ran: the head reads the state as it is
 
     def head_input(self, last: torch.Tensor) -> torch.Tensor:
         raise ConfigError(f"{self.name}: its head is the decoder, which reads the encoder's states and their mask")
@@ -738,14 +711,10 @@ class T5Anatomy(Anatomy):
             return f"its {blk} has no self-attention with q, k, v and o Linears"
         if site == "mlp":
             return f"its {blk} has a gated feed-forward (wi_0, wi_1, wo), not one wi and one wo"
-        if site == "tokens_last":
-            return f"its {blk} reads token-last hidden states"  # never refused: every site is token-last
         if site.startswith("branch:"):
             return f"its {blk} has no {site.removeprefix('branch:')} residual branch (it has: attn, cross, mlp)"
         if site == "token_sequence":
             return "it has no norm before its blocks: tokens join after the embedding lookup (post_norm_pre)"
-        if site == "patch_grid":
-            return "its tokens are a text sequence, not a grid of image patches"
         if site == "deep_prompts":
             return (
                 "its decoder blocks read the label tokens, not the encoder's sequence, so deep prompts would replace "
