@@ -116,3 +116,8 @@ def test_the_glue_suite_picks_each_folders_task_and_reports(tmp_path):
     summary = (tmp_path / "r" / "report" / "summary.md").read_text()
     header = next(line for line in summary.splitlines() if line.startswith("| method |"))
     assert "RTE" in header and "STS-B" in header and "`lora`" in summary and "`linear`" in summary
+
+
+def test_a_text_task_on_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"^data folder .*nowhere/RTE does not exist$"):
+        RunConfig.from_dict({"data": {"root": str(tmp_path / "nowhere" / "RTE")}, "task": "text_classify"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from .catalog import FORMATS, METHODS, OBJECTIVES, SELECTORS, TASKS
@@ -461,7 +462,11 @@ class RunConfig(BaseConfig):
             data["objective"] if "objective" in data else kwargs["task"].default_objective
         )
         kwargs["selector"] = SELECTORS.build(data["selector"]) if data.get("selector") else None
-        kwargs["task"].check(kwargs["data"].format, kwargs["objective"])
+        dc = kwargs["data"]
+        if dc.root and not Path(dc.root).exists() and FORMATS.get(dc.format).kind != kwargs["task"].inputs:
+            # the layout was guessed for a folder that is not there: name the folder, not the guess
+            raise ConfigError(f"data folder {dc.root} does not exist")
+        kwargs["task"].check(dc.format, kwargs["objective"])
         kwargs["task"].check_training(kwargs["train"], kwargs["objective"])
         if kwargs["selector"] is not None:
             kwargs["selector"].check_task(kwargs["task"])
