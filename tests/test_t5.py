@@ -259,7 +259,10 @@ def test_a_token_joins_the_encoder_at_index_0_and_gists_logits_read_it():
         embeds = torch.cat([token.expand(3, -1, -1), ref.shared(ids)], 1)
         mask = torch.cat([torch.ones(3, 1, dtype=torch.bool), ids != 0], 1)
         states = ref.encoder(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
-        torch.testing.assert_close(bb.forward_features(ids), states, rtol=1e-5, atol=1e-5)
+        got = bb.forward_features(ids)
+        n = got.shape[1]  # the token, then the longest text: columns of padding in every row are left out
+        assert n == 1 + int((ids != 0).sum(1).max()) < 1 + ids.shape[1] and not mask[:, n:].any()
+        torch.testing.assert_close(got, states[:, :n], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(z_c, _ref_scores(bb, ref, memory=states, mask=mask), rtol=1e-5, atol=1e-5)
         gist_only = _ref_scores(bb, ref, memory=states[:, :1], mask=torch.ones(3, 1, dtype=torch.bool))
         torch.testing.assert_close(z_g, gist_only, rtol=1e-5, atol=1e-5)
@@ -270,8 +273,9 @@ def test_prompt_tuning_inserts_prompts_before_the_text():
     bb = _tiny("vpt_shallow:length=3")
     assert bb.token_slots["vpt_shallow"] == slice(0, 3) and count_params(bb) == 3 * 32
     ids = _ids(bb)
-    assert bb.forward_features(ids).shape == (3, 3 + 24, 32)
-    assert bb.model._mask[:, :3].all() and torch.equal(bb.model._mask[:, 3:], ids != 0)
+    n = int((ids != 0).sum(1).max())  # the longest text: columns of padding in every row are left out
+    assert bb.forward_features(ids).shape == (3, 3 + n, 32)
+    assert bb.model._mask[:, :3].all() and torch.equal(bb.model._mask[:, 3:], ids[:, :n] != 0)
 
 
 def test_a_training_step_of_attempts_adapters_reaches_the_adapters_and_norms_only():

@@ -92,6 +92,17 @@ def weight_file(folder: Path, family: str) -> Path:
     raise CheckpointError(f"{family} folder {folder} has no weights: {' or '.join(WEIGHT_FILES)}")
 
 
+def trim_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """``ids`` ``[B, L]`` without the trailing columns that are padding in every row: a batch of short texts padded to
+    ``max_length`` is computed at its own longest length (masked padding changes nothing of the tokens' states; the
+    saving is the attention and MLP work on it, 3x on SST-2 at length 128). Reads one number from the device."""
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        return ids
+    used = (ids != pad_id).any(0)
+    n = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    return ids if n == ids.shape[1] else ids[:, :n]
+
+
 def first_output(module, args, output):
     """A forward hook: a layer's output tensor where transformers returns a tuple (before 5.0), so a method's hook
     on a block reads the hidden states."""

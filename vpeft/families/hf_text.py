@@ -53,7 +53,17 @@ from ..anatomy import MLP, Anatomy, Branch, Embedding, Site, TextInputSpec
 from ..backbones import Backbone, Family, read_state_dict, split_backbone_spec
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
-from ._hf import Source, TextAnatomy, first_output, local_source, read_json, tokenizers, transformers, weight_file
+from ._hf import (
+    Source,
+    TextAnatomy,
+    first_output,
+    local_source,
+    read_json,
+    tokenizers,
+    transformers,
+    trim_padding,
+    weight_file,
+)
 
 #: The model types the family builds, with transformers' model class and the prefix of its pre-training checkpoints.
 MODEL_TYPES = {
@@ -349,11 +359,13 @@ class HFTextEncoder(nn.Module):
         return ((sep.cumsum(1) - sep.long()) > 0).logical_and(self.valid_mask(ids)).long()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final hidden states ``[B, L + inserted, D]`` of token ids ``x`` ``[B, L]``."""
+        """The final hidden states ``[B, L' + inserted, D]`` of token ids ``x`` ``[B, L]``, where ``L'`` leaves out the
+        columns that are padding in every row (:func:`~vpeft.families._hf.trim_padding`)."""
         if x.dim() != 2 or x.is_floating_point():
             raise ValueError(f"an hf_text model takes token ids [batch, length] (int64), got {x.dtype} {list(x.shape)}")
         if x.shape[1] > self.max_positions:
             raise ValueError(f"{x.shape[1]} tokens, more than the {self.max_positions} positions the model embeds")
+        x = trim_padding(x, self.pad_id)
         valid = self.valid_mask(x)
         h = self.embeddings(input_ids=x, token_type_ids=self.token_types(x))
         extra = h.shape[1] - x.shape[1]  # tokens inserted after [CLS] by hooks on the embeddings (VPT, GIST)

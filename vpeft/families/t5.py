@@ -57,7 +57,17 @@ from ..anatomy import MLP, Anatomy, Branch, Site, TextInputSpec
 from ..backbones import Family, read_state_dict
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
-from ._hf import Source, TextAnatomy, first_output, local_source, read_json, tokenizers, transformers, weight_file
+from ._hf import (
+    Source,
+    TextAnatomy,
+    first_output,
+    local_source,
+    read_json,
+    tokenizers,
+    transformers,
+    trim_padding,
+    weight_file,
+)
 from .hf_text import WORDS, TextTokenizer
 
 #: Named configurations with random weights, ``name: T5Config fields``.
@@ -399,9 +409,11 @@ class T5TextModel(nn.Module):
         return stack.block[0].layer[0].SelfAttention.compute_bias(q, k, device=ref.device).to(ref.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's final states ``[B, inserted + L, D]`` of token ids ``x`` ``[B, L]`` (after its final norm
+        """The encoder's final states ``[B, inserted + L', D]`` of token ids ``x`` ``[B, L]`` (``L'``: without the
+        columns that are padding in every row; after its final norm
         and dropout); the mask of those states is kept for :meth:`forward_head`."""
         self._check(x)
+        x = trim_padding(x, self.pad_id)
         valid = self.valid_mask(x)
         h = self.encoder_input(self.shared(x))
         extra = h.shape[1] - x.shape[1]  # tokens inserted at the front by hooks (GIST's token, prompts)
