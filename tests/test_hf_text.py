@@ -349,6 +349,54 @@ def test_the_gist_token_joins_after_cls_and_the_mask_grows():
         assert not torch.allclose(gist.logits(bb, other)[1], z_gist)
 
 
+def test_gist_loss_on_bert_by_hand():
+    """vpeft's GIST on an encoder, written out: CE(z_c, y) + mu CE(z_g, y) + lam (KL(p_c || p_g) + KL(p_g || p_c)),
+    p = softmax(z / T), z_c from [CLS]'s final state and z_g from the gist token's (index 1), both through the head."""
+    bb = _tiny("linear")
+    obj = GISTConfig(dropout=0.0, mu=0.4, lam=0.6, temperature=2.0).attach(bb)
+    with torch.no_grad():
+        bb.extras["gist"].gist_token.normal_()
+    ids, types, _ = _encode(bb)
+    y = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        out = obj(bb, ids, y)
+        states = _states_by_hand(bb, ids, types, inserted=bb.extras["gist"].gist_token[0])
+    zc, zg = bb.model.head(states[:, 0]).double(), bb.model.head(states[:, 1]).double()
+
+    def ce(z):  # -log softmax(z)[y], batch mean
+        return sum(-(z[i, y[i]] - z[i].exp().sum().log()) for i in range(3)) / 3
+
+    def kl(a, b):  # KL(softmax(a / 2) || softmax(b / 2)), summed over classes, batch mean
+        total = 0.0
+        for i in range(3):
+            pa, pb = (a[i] / 2).exp() / (a[i] / 2).exp().sum(), (b[i] / 2).exp() / (b[i] / 2).exp().sum()
+            total = total + sum(pa[c] * (pa[c] / pb[c]).log() for c in range(3))
+        return total / 3
+
+    want = ce(zc) + 0.4 * ce(zg) + 0.6 * (kl(zc, zg) + kl(zg, zc))
+    assert float(want) > 0 and float(kl(zc, zg)) > 1e-4  # the two predictions differ: the interaction is not 0
+    torch.testing.assert_close(out["loss"].double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["kl_fwd"].double(), kl(zc, zg), rtol=1e-5, atol=1e-6)
+
+
+def test_gist_on_a_regression_encoder_is_squared_errors_by_hand():
+    """STS-B on an encoder (one output, real targets): MSE(z_c, y) + mu MSE(z_g, y) + lam MSE(z_c, z_g)."""
+    bb = _tiny("linear", classes=1)
+    obj = GISTConfig(dropout=0.0).attach(bb)
+    with torch.no_grad():
+        bb.extras["gist"].gist_token.normal_()
+    ids, types, _ = _encode(bb)
+    y = torch.tensor([4.2, 0.4, 2.5])
+    with torch.no_grad():
+        out = obj(bb, ids, y)
+        states = _states_by_hand(bb, ids, types, inserted=bb.extras["gist"].gist_token[0])
+    zc, zg = bb.model.head(states[:, 0])[:, 0], bb.model.head(states[:, 1])[:, 0]
+    want = sum((zc - y) ** 2) / 3 + 0.5 * sum((zg - y) ** 2) / 3 + 0.75 * sum((zc - zg) ** 2) / 3
+    assert float(sum((zc - zg) ** 2)) > 1e-6
+    torch.testing.assert_close(out["loss"], want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["mse"], sum((zc - zg) ** 2) / 3, rtol=1e-5, atol=1e-6)
+
+
 def test_vpt_prompts_join_after_cls_and_count():
     bb = _tiny("vpt_deep:length=3")
     assert bb.token_slots["vpt_deep"] == slice(1, 4) and bb.num_prefix_tokens == 4

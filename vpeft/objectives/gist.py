@@ -51,6 +51,10 @@ class GISTConfig(ObjectiveConfig):
             read the label-string scores as logits).
         source: ``gist`` (the gist token) or ``vpt`` (no new token: the mean of the method's VPT prompts gives the
             extra logits, the ``L_vpt`` of section 3.1; use with ``vpt_shallow`` or ``vpt_deep``).
+
+    On a regression task (``regress``, ``text_regress``: one output, real targets) the paper's terms have no meaning
+    (cross-entropy and a softmax over one output); vpeft's own definition is squared errors for the class and gist
+    terms and the squared difference of the two predictions as the interaction (:func:`gist_regression_loss`).
     """
 
     length: int = 1
@@ -125,9 +129,26 @@ def kl(p_log_target: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     return (p_log_target.exp() * (p_log_target - q_log)).sum(-1).mean()
 
 
+def gist_regression_loss(z_cls, z_gist, targets, cfg: GISTConfig) -> dict[str, torch.Tensor]:
+    """GIST on a regression task (one output, real targets: STS-B on an encoder), vpeft's own definition: the class
+    and gist terms are squared errors against the targets, and the interaction is the squared difference of the two
+    predictions (a softmax over one output is constant, so both KL terms would be zero whatever the predictions):
+    ``MSE(z_c, y) + mu MSE(z_g, y) + lam MSE(z_c, z_g)``; ``interaction`` and ``temperature`` do not apply."""
+    zero = z_cls.new_zeros(())
+    zc, zg, y = z_cls.float().squeeze(-1), z_gist.float().squeeze(-1), targets.float()
+    parts = {
+        "ce_cls": F.mse_loss(zc, y) if cfg.ce_cls else zero,
+        "ce_gist": F.mse_loss(zg, y) if cfg.mu > 0 else zero,
+        "mse": F.mse_loss(zc, zg) if cfg.lam > 0 else zero,
+    }
+    return {"loss": parts["ce_cls"] + cfg.mu * parts["ce_gist"] + cfg.lam * parts["mse"], **parts}
+
+
 def gist_loss(z_cls, z_gist, labels, cfg: GISTConfig) -> dict[str, torch.Tensor]:
     """The GIST loss and its parts from class and gist logits; ``labels``: class indices ``[B]`` or soft targets
-    ``[B, C]``."""
+    ``[B, C]``; real-valued targets ``[B]`` with one output: :func:`gist_regression_loss`."""
+    if labels.is_floating_point() and labels.dim() == 1:
+        return gist_regression_loss(z_cls, z_gist, labels, cfg)
     zero = z_cls.new_zeros(())
     parts = {
         "ce_cls": F.cross_entropy(z_cls, labels) if cfg.ce_cls else zero,

@@ -114,7 +114,7 @@ class RegressConfig(TaskConfig):
     labels = "float"
     outputs = 1
     default_objective = "mse"
-    objectives = ("mse",)
+    objectives = ("mse", "gist")  # GIST: squared errors and an MSE interaction (gist_regression_loss)
 
     @property
     def primary_metric(self) -> str:
