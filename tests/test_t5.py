@@ -9,6 +9,8 @@ GIST's gist logits, all against transformers' model with the same modules hooked
 (meta device): 222,903,552, ATTEMPT's 1,855,104; the tokenizer on ATTEMPT's input strings; folders and checkpoints.
 """
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -470,3 +472,56 @@ def test_lm_predicts_by_scoring_or_by_generation(monkeypatch):
     monkeypatch.setattr(type(bb.model), "generate", lambda self, x, max_new_tokens=8: ["1", " 0 ", "maybe"])
     got = LMConfig(prediction="generation").attach(bb).predict(bb, ids)
     assert got.argmax(-1).tolist() == [1, 0, 2] and got.shape == (3, 3)
+
+
+def test_stsb_as_text_classes_by_hand_and_scored_by_the_strings_number(monkeypatch):
+    """text2text_regress: a score's class is its label string's (ATTEMPT: 0.1 steps, 51 strings; T5: 0.2, 26), the
+    metric reads the predicted string's number against the examples' own scores; free generation's extra column
+    (no label string) reads -1.0, as ATTEMPT's string_to_float."""
+    from vpeft.registry import TASKS
+    from vpeft.tasks.regress import pearson
+
+    for rounding, n in (("attempt", 51), ("t5", 26)):
+        cfg = TASKS.build(f"text2text_regress:rounding={rounding}")
+        task = cfg.build()
+        assert cfg.outputs == n and task.strings[0] == "0.0" and task.strings[-1] == "5.0"
+        scores = torch.tensor([3.44, 2.25, 0.85, 5.0])
+        batch = task.prepare({"image": torch.zeros(4, 3, dtype=torch.long), "label": scores}, train=True)
+        # 3.44 -> 3.4; 2.25 -> 2.2 (ties to even); 0.85 is 0.8500000238 in float32 -> 0.9 at 0.1, 0.8 at 0.2
+        want = ["3.4", "2.2", "0.9", "5.0"] if rounding == "attempt" else ["3.4", "2.2", "0.8", "5.0"]
+        assert [task.strings[i] for i in batch["label"].tolist()] == want and torch.equal(batch["score"], scores)
+    metric = task.metric()  # t5 rounding: class i spells 0.2 i
+    outputs = torch.full((4, 27), -5.0)
+    for row, col in enumerate([17, 10, 26, 25]):  # "3.4", "2.0", no label string, "5.0"
+        outputs[row, col] = 0.0
+    metric.update(outputs, batch)
+    got = metric.compute()
+    pred = [3.4, 2.0, -1.0, 5.0]
+    assert got["pearson"] == pytest.approx(pearson(pred, [3.44, 2.25, 0.85, 5.0]), abs=1e-6)
+    assert got["mae"] == pytest.approx((0.04 + 0.25 + 1.85 + 0.0) / 4, abs=1e-6)
+    assert task.predict(outputs).tolist() == pytest.approx(pred)
+    with pytest.raises(ConfigError, match="rounding"):
+        TASKS.build("text2text_regress:rounding=half")
+
+
+def test_stsb_as_text_trains_on_a_t5_and_refuses_an_encoder(tmp_path, capsys):
+    from vpeft.data.synth_text import generate_glue
+    from vpeft.engine.trainer import train
+
+    generate_glue(tmp_path / "glue", seed=0)
+    base = {
+        "method": "lora",
+        "task": "text2text_regress",
+        "data": {"root": str(tmp_path / "glue" / "STS-B")},
+        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+    }
+    r = train(RunConfig.from_dict({**base, "backbone": {"spec": "t5:tiny"}}), tmp_path / "r", progress=False)
+    assert r["num_outputs"] == 51 and r["primary_metric"] == "pearson" and set(r["metrics"]) >= {"pearson", "mae"}
+    assert str(r["objective"]).startswith("lm")
+    from vpeft.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "r"), "--json"]) == 0  # rebuilt from the run: the same scores
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(r["metrics"])
+    with pytest.raises(ConfigError, match="STS-B.s label strings with a decoder: it needs a t5 backbone"):
+        train(RunConfig.from_dict({**base, "backbone": {"spec": "hf_text:tiny_bert"}}), tmp_path / "e", progress=False)

@@ -47,6 +47,7 @@ TASK_BACKBONES = {
     "text_classify": ("hf_text:tiny_bert", "transformers"),
     "text_regress": ("hf_text:tiny_bert", "transformers"),
     "text2text": ("t5:tiny", "transformers"),
+    "text2text_regress": ("t5:tiny", "transformers"),
 }
 
 

@@ -42,6 +42,28 @@ def test_schedule_matches_timm_cosine(unit):
         assert math.isclose(lr_at(t, cfg, per), opt.param_groups[0]["lr"], rel_tol=1e-9), t
 
 
+def test_linear_schedule_with_warmup_steps_matches_transformers():
+    """ATTEMPT's schedule: transformers' get_linear_schedule_with_warmup (500 warm-up steps there), by hand and
+    against transformers: lr * t / warmup, then lr * (total - t) / (total - warmup)."""
+    cfg = TrainConfig(
+        epochs=3, lr=3e-4, warmup_steps=5, warmup_lr=0.0, min_lr=0.0, schedule="linear", sched_unit="step"
+    )
+    per = 7  # 21 steps: 5 up, 16 down
+    want = [3e-4 * t / 5 for t in range(5)] + [3e-4 * (21 - t) / 16 for t in range(5, 21)]
+    got = [lr_at(t, cfg, per) for t in range(21)]
+    assert got == pytest.approx(want, rel=1e-12, abs=0) and got[0] == 0.0 and got[5] == 3e-4
+    transformers = pytest.importorskip("transformers")
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = transformers.get_linear_schedule_with_warmup(opt, num_warmup_steps=5, num_training_steps=21)
+    for t in range(21):
+        assert math.isclose(lr_at(t, cfg, per), opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-15), t
+        opt.step()
+        sched.step()
+    with pytest.raises(ConfigError, match="warmup_steps' counts optimizer steps: it needs sched_unit=step"):
+        TrainConfig(warmup_steps=5)
+    assert TrainConfig(warmup_steps=0).to_dict()["schedule"] == "cosine"
+
+
 def test_weight_decay_only_on_matrices_by_default():
     w, b = torch.nn.Parameter(torch.zeros(3, 3)), torch.nn.Parameter(torch.zeros(3))
     tok = torch.nn.Parameter(torch.zeros(1, 1, 3))

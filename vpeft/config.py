@@ -230,6 +230,11 @@ class TrainConfig(BaseConfig):
         warmup_kind: ``linear``: from ``warmup_lr`` to ``lr`` over ``warmup_epochs``, inside the cosine (timm's
             ``warmup_prefix=False``); ``constant_prefix``: ``warmup_lr`` throughout ``warmup_epochs``, then the
             cosine from its start (Dassl's ``ConstantWarmupScheduler``, which CoOp and MaPLe use).
+        warmup_steps: Warm-up length in optimizer steps instead of epochs (transformers' ``warmup_steps``; ATTEMPT's
+            500); needs ``sched_unit: step`` and ``warmup_epochs: 0``.
+        schedule: After warm-up, ``cosine`` (timm's, from ``lr`` to ``min_lr`` over ``cosine_epochs``) or ``linear``
+            (transformers' ``get_linear_schedule_with_warmup``: straight from ``lr`` to ``min_lr`` at the end of
+            training, 0 in transformers; ATTEMPT's).
         min_lr: Learning rate at the end of the cosine.
         cosine_epochs: Length of the cosine in epochs; null means ``epochs``. Epochs past it stay at ``min_lr``
             (timm's ``--epochs 100`` trains 110 epochs this way).
@@ -281,6 +286,8 @@ class TrainConfig(BaseConfig):
     warmup_epochs: int = 0
     warmup_lr: float = 1e-7
     warmup_kind: Literal["linear", "constant_prefix"] = "linear"
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear"] = "cosine"
     min_lr: float = 1e-8
     cosine_epochs: Optional[int] = None
     sched_unit: Literal["epoch", "step"] = "epoch"
@@ -328,6 +335,13 @@ class TrainConfig(BaseConfig):
                 raise ConfigError(f"train option {name!r} must be a probability in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.smoothing < 1:
             raise ConfigError(f"train option 'smoothing' must be in [0, 1), got {self.smoothing}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train option 'warmup_steps' must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps and (self.sched_unit != "step" or self.warmup_epochs):
+            raise ConfigError(
+                "train option 'warmup_steps' counts optimizer steps: it needs sched_unit=step and warmup_epochs=0 "
+                f"(got sched_unit={self.sched_unit}, warmup_epochs={self.warmup_epochs})"
+            )
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ConfigError(f"train option 'warmup_epochs' must be in [0, epochs], got {self.warmup_epochs}")
 
@@ -386,6 +400,8 @@ ADDED_OPTIONS = {
     ("data", "erasing"): 0.0,
     ("train", "mixup"): 0.0,
     ("train", "warmup_kind"): "linear",
+    ("train", "warmup_steps"): 0,
+    ("train", "schedule"): "cosine",
     ("train", "cutmix"): 0.0,
     ("train", "mixup_prob"): 1.0,
     ("train", "mixup_switch_prob"): 0.5,

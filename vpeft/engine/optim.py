@@ -36,12 +36,17 @@ def build_optimizer(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
 def lr_at(t: float, cfg: TrainConfig, units_per_epoch: int = 1) -> float:
     """Learning rate at time ``t`` (in epochs, or in steps with ``units_per_epoch`` steps per epoch).
 
+    ``schedule=linear``: warm-up over ``warmup_steps`` (or ``warmup_epochs``) from ``warmup_lr``, then a straight line
+    from ``lr`` at the warm-up's end to ``min_lr`` at the end of training (transformers'
+    ``get_linear_schedule_with_warmup`` with ``warmup_lr`` and ``min_lr`` 0: ``lr * t / warmup``, then
+    ``lr * (total - t) / (total - warmup)``).
+
     Linear warm-up from ``warmup_lr`` over ``warmup_epochs``, inside a cosine from ``lr`` to ``min_lr`` over
     ``cosine_epochs`` (timm's ``CosineLRScheduler`` with ``warmup_prefix=False``), then ``min_lr``. With
     ``warmup_kind=constant_prefix``: ``warmup_lr`` for ``warmup_epochs``, then the cosine from its start (Dassl's
     ``ConstantWarmupScheduler``).
     """
-    warmup = cfg.warmup_epochs * units_per_epoch
+    warmup = getattr(cfg, "warmup_steps", 0) or cfg.warmup_epochs * units_per_epoch
     total = (cfg.cosine_epochs or cfg.epochs) * units_per_epoch
     if getattr(cfg, "warmup_kind", "linear") == "constant_prefix":  # Dassl: constant, then the cosine from its start
         if t < warmup:
@@ -51,6 +56,8 @@ def lr_at(t: float, cfg: TrainConfig, units_per_epoch: int = 1) -> float:
         return cfg.warmup_lr + t * (cfg.lr - cfg.warmup_lr) / warmup
     if t >= total:
         return cfg.min_lr
+    if getattr(cfg, "schedule", "cosine") == "linear":  # transformers' get_linear_schedule_with_warmup
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (total - t) / max(1, total - warmup)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t / total))
 
 

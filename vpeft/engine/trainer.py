@@ -614,7 +614,9 @@ def _train(
             "optimizer": tc.optimizer,
             "lr": tc.lr,
             "weight_decay": tc.weight_decay,
-            "schedule": f"cosine, warmup {tc.warmup_epochs} epochs, stepped per {tc.sched_unit}",
+            "schedule": f"{tc.schedule}, warmup "
+            + (f"{tc.warmup_steps} steps" if tc.warmup_steps else f"{tc.warmup_epochs} epochs")
+            + f", stepped per {tc.sched_unit}",
         },
         "skipped_lines": skipped if test_stream is None else {**skipped, test_split: test_stream.bad_lines},
         "warnings": ([BEST_TEST_WARNING] if tc.select == "best-test" else [])

@@ -283,7 +283,7 @@ class T5LabelHead(nn.Module):
 
     def __init__(self, model: T5TextModel):
         super().__init__()
-        self.task = "text2text"  # the one task it serves (TaskConfig.configure_model refuses the others)
+        self.task = ("text2text", "text2text_regress")  # what it serves (TaskConfig.configure_model refuses others)
         object.__setattr__(self, "_model", model)  # not a submodule: the decoder's parameters stay the model's
         self.num_classes = 0
         self.strings: Optional[list[str]] = None

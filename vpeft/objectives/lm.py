@@ -35,7 +35,7 @@ class LMConfig(ObjectiveConfig):
 
     prediction: Literal["scoring", "generation"] = "scoring"
 
-    tasks: ClassVar[tuple[str, ...]] = ("text2text",)
+    tasks: ClassVar[tuple[str, ...]] = ("text2text", "text2text_regress")
 
     def attach(self, backbone) -> LMObjective:
         if getattr(backbone.model, "label_lengths", None) is None:

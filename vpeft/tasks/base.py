@@ -91,9 +91,11 @@ class TaskConfig(BaseConfig):
         :attr:`needs_class_names` (CLIP's text classifier); a head that serves one task only (``head.task``) refuses
         the others."""
         serves = getattr(backbone.head, "task", None)
-        if serves is not None and serves != self.name:
+        serves = (serves,) if isinstance(serves, str) else serves
+        if serves is not None and self.name not in serves:
             raise ConfigError(
-                f"backbone {backbone.spec!r} does task {serves!r}, not {self.name!r}: train it with --task {serves}"
+                f"backbone {backbone.spec!r} does task {' or '.join(map(repr, serves))}, not {self.name!r}: train it "
+                f"with --task {' or --task '.join(serves)}"
             )
 
     @property

@@ -7,7 +7,8 @@ token ids int64 [B, L], "label": ...}`` and the model (a ``hf_text`` backbone) c
 ids. No augmentation, no normalisation. ``text_classify`` reports accuracy, F1 of class 1 (binary tasks) and
 Matthews correlation, in percent (:mod:`vpeft.metrics_text`, as GLUE reports them); ``primary`` picks the one that
 selects and heads the reports (CoLA: ``mcc``; MRPC, QQP: ``f1`` or ``accuracy``). ``text_regress`` is ``regress``
-on token ids (Pearson, Spearman, MAE, MSE).
+on token ids (Pearson, Spearman, MAE, MSE). On a ``t5`` backbone, ``text2text`` classifies by the label strings
+("0", "1", ...) and ``text2text_regress`` is STS-B as strings ("0.0" ... "5.0"), both with ATTEMPT's formatting.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import numpy as np
 import torch
 
 from ..data.entries import layout
-from ..data.glue import attempt_input
+from ..data.glue import STSB_ROUNDING, attempt_input, label_strings, stsb_target
 from ..errors import ConfigError
 from ..metrics_text import accuracy, f1, mcc
 from ..registry import TASKS
 from .base import Batch, Metric
 from .classify import ClassifyConfig, ClassifyTask
-from .regress import RegressConfig, RegressTask
+from .regress import RegressConfig, RegressionMetric, RegressTask
 
 
 def _encoder(backbone, task: str) -> Callable:
@@ -148,8 +149,9 @@ class Text2TextConfig(TextClassifyConfig):
     """T5 text-to-text classification (ATTEMPT's GLUE setting): the input formatted as ATTEMPT does ("sentence1: ...
     sentence2: ..."), the label index as the target string ("0", "1", ...), trained with ATTEMPT's loss (objective
     ``lm``: the gold string's mean-token negative log-likelihood); predicted by scoring the label strings (the most
-    likely one); accuracy, F1, MCC as ``text_classify``. Needs a ``t5`` backbone and a ``glue`` folder (its GLUE task
-    fixes the input fields). Prediction by free generation is not built yet.
+    likely one), or with ``lm:prediction=generation`` by greedy free generation (ATTEMPT's); accuracy, F1, MCC as
+    ``text_classify``. Needs a ``t5`` backbone and a ``glue`` folder (its GLUE task fixes the input fields); STS-B in
+    this form is ``text2text_regress``.
 
     Args:
         primary: ``accuracy``, ``f1`` (MRPC, QQP) or ``mcc`` (CoLA).
@@ -158,12 +160,105 @@ class Text2TextConfig(TextClassifyConfig):
     default_objective = "lm"
 
     def text_encoder(self, backbone, data=None) -> Callable:
-        encode = _encoder(backbone, self.name)
-        if data is None:
-            raise ConfigError("task text2text formats its inputs by the GLUE task: it needs the run's data section")
-        task = layout(data.format).task(data.root, getattr(data, "glue_task", None))
+        return _attempt_encoder(backbone, self.name, data)
 
-        def formatted(rows):
-            return encode([attempt_input(task, tuple(r) if not isinstance(r, str) else (r,)) for r in rows])
 
-        return formatted
+def _attempt_encoder(backbone, name: str, data) -> Callable:
+    """The backbone's tokenizer on ATTEMPT's formatting of each example ("sentence1: ... sentence2: ...")."""
+    encode = _encoder(backbone, name)
+    if data is None:
+        raise ConfigError(f"task {name} formats its inputs by the GLUE task: it needs the run's data section")
+    task = layout(data.format).task(data.root, getattr(data, "glue_task", None))
+
+    def formatted(rows):
+        return encode([attempt_input(task, tuple(r) if not isinstance(r, str) else (r,)) for r in rows])
+
+    return formatted
+
+
+class StringScoreMetric(RegressionMetric):
+    """Pearson, Spearman, MAE and MSE of the scores the predicted label strings spell (``"3.4"`` -> 3.4) against the
+    examples' scores; a prediction that is no label string (free generation's extra column) reads -1.0, as ATTEMPT's
+    ``string_to_float``."""
+
+    def __init__(self, values: list[float]):
+        super().__init__()
+        self.values = torch.tensor([*values, -1.0], dtype=torch.float64)
+
+    def update(self, outputs: torch.Tensor, batch: Batch) -> None:
+        index = outputs.detach().argmax(-1)
+        self.preds.append(self.values.to(index.device)[index].float())
+        self.targets.append(batch["score"].detach().float())
+
+
+@TASKS.register("text2text_regress")
+@dataclass(kw_only=True)
+class Text2TextRegressConfig(TextRegressConfig):
+    """STS-B in T5's text-to-text form (ATTEMPT's): the score becomes a string (``rounding=attempt``: ATTEMPT's
+    ``np.round((label * 5) / 5, decimals=1)``, 51 strings ``"0.0"`` ... ``"5.0"``; ``t5``: T5's steps of 0.2, 26
+    strings), each label string is a class the ``t5`` model scores, trained with ATTEMPT's loss (objective ``lm``)
+    on the gold string; evaluation reads the predicted string's number (scoring: the most likely label string;
+    ``lm:prediction=generation``: the greedy generation, -1.0 where it is no label string) and reports Pearson
+    (primary), Spearman, MAE and MSE against the examples' own scores (ATTEMPT compares with the rounded target
+    strings; the difference is the rounding's, at most 0.05). Needs a ``t5`` backbone and a ``glue`` folder of STS-B.
+
+    Args:
+        rounding: ``attempt`` (0.1, 51 label strings) or ``t5`` (0.2, 26).
+        primary: The metric that selects epochs and heads the reports: ``pearson``, ``spearman``, ``mae`` or
+            ``mse``.
+    """
+
+    rounding: Literal["attempt", "t5"] = "attempt"
+
+    default_objective = "lm"
+    objectives = ("lm", "gist")
+
+    def __post_init__(self):
+        if self.rounding not in STSB_ROUNDING:
+            raise ConfigError(f"task text2text_regress: rounding {self.rounding!r} is not one of {STSB_ROUNDING}")
+
+    @property
+    def outputs(self) -> int:
+        return len(label_strings("stsb", self.rounding))
+
+    def text_encoder(self, backbone, data=None) -> Callable:
+        return _attempt_encoder(backbone, self.name, data)
+
+    def configure_model(self, backbone, class_names: Optional[list[str]]) -> None:
+        super().configure_model(backbone, class_names)
+        if not hasattr(backbone.model, "set_labels"):
+            raise ConfigError(
+                f"task {self.name} scores STS-B's label strings with a decoder: it needs a t5 backbone, not "
+                f"{backbone.spec!r} (an encoder regresses the score with --task text_regress)"
+            )
+        backbone.model.set_labels(list(label_strings("stsb", self.rounding)))
+
+    def build(self, normalize: str = "inception", augment: str = "none", size: Optional[tuple[int, int]] = None):
+        return Text2TextRegressTask(self, normalize, "none", size)
+
+
+class Text2TextRegressTask(TextRegressTask):
+    def __init__(self, cfg: Text2TextRegressConfig, *args):
+        super().__init__(cfg, *args)
+        self.strings = list(label_strings("stsb", cfg.rounding))
+        self.index = {s: i for i, s in enumerate(self.strings)}
+
+    def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
+        """The score's label string as the class (``label``: its index); the score itself stays as ``score``."""
+        out = dict(batch)
+        scores = batch["label"]
+        if scores.is_floating_point():
+            classes = [self.index[stsb_target(v, self.cfg.rounding)] for v in scores.double().tolist()]
+            out["label"], out["score"] = torch.tensor(classes, device=scores.device), scores
+        return out
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(outputs, batch["label"])
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The score each prediction's label string spells (-1.0: no label string)."""
+        values = StringScoreMetric([float(s) for s in self.strings]).values.to(outputs.device)
+        return values[outputs.argmax(-1)].float()
+
+    def metric(self) -> StringScoreMetric:
+        return StringScoreMetric([float(s) for s in self.strings])
