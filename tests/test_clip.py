@@ -249,6 +249,7 @@ def test_gist_for_clip_by_hand(checkpoint):
     bb = _tiny(checkpoint[1], "maple:depth=2")
     gist = GISTConfig(temperature=2.0, dropout=0.0).attach(bb)
     bb.eval(), gist.eval()
+    assert gist.own_definition.startswith("GIST on CLIP is vpeft's own definition")  # recorded in result.json
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 1])
     with torch.no_grad():
         out = gist(bb, x, y)

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -395,6 +396,25 @@ def test_gist_on_a_regression_encoder_is_squared_errors_by_hand():
     assert float(sum((zc - zg) ** 2)) > 1e-6
     torch.testing.assert_close(out["loss"], want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out["mse"], sum((zc - zg) ** 2) / 3, rtol=1e-5, atol=1e-6)
+
+
+def test_gist_on_stsb_trains_and_records_that_its_definition_is_vpeft_own(tmp_path):
+    from vpeft.config import RunConfig
+    from vpeft.data.synth_text import generate_glue
+    from vpeft.engine.trainer import train
+
+    generate_glue(tmp_path / "glue", seed=0)
+    cfg = {
+        "backbone": {"spec": TINY},
+        "method": "adapter:position=sublayers,dim=4",
+        "objective": "gist",
+        "task": "text_regress",
+        "data": {"root": str(tmp_path / "glue" / "STS-B")},
+        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+    }
+    r = train(RunConfig.from_dict(cfg), tmp_path / "r", progress=False)
+    assert [d.split(" is ")[0] for d in r["definitions"]] == ["GIST on a text encoder", "GIST on a regression task"]
+    assert all("vpeft's own definition" in d for d in r["definitions"]) and np.isfinite(r["metrics"]["pearson"])
 
 
 def test_vpt_prompts_join_after_cls_and_count():

@@ -441,6 +441,10 @@ def test_gist_on_t5_uses_attempts_loss_for_the_class_term():
     apply_method(bb, "adapter:position=sublayers,dim=4")
     cfg = GISTConfig(cls_loss="lm", dropout=0.0, temperature=2.0)
     obj = cfg.attach(bb)
+    from vpeft.registry import TASKS
+
+    for task in ("text2text", "text2text_regress"):  # STS-B as strings is classification: no regression definition
+        assert [d.split(" is ")[0] for d in obj.definitions(TASKS.build(task))] == ["GIST on T5"]
     bb.eval(), obj.eval()
     ids = bb.model.text_encoder(16)(["sentence1: a b sentence2: c", "sentence1: d sentence2: e f"])
     y = torch.tensor([1, 0])

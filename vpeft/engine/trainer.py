@@ -619,6 +619,7 @@ def _train(
             + f", stepped per {tc.sched_unit}",
         },
         "skipped_lines": skipped if test_stream is None else {**skipped, test_split: test_stream.bad_lines},
+        "definitions": objective.definitions(cfg.task) if hasattr(objective, "definitions") else [],
         "warnings": ([BEST_TEST_WARNING] if tc.select == "best-test" else [])
         + ([random_backbone_warning(cfg.backbone.spec)] if weights == "random" else []),
         "backbone_weights": weights,

@@ -110,7 +110,34 @@ class GISTConfig(ObjectiveConfig):
             where = "embeddings" if text else "post_norm_pre"
             backbone.register_token_hook(insert, self.length, owner="gist", where=where)
             slot = backbone.token_slots["gist"]
-        return GISTObjective(self, slot)
+        obj = GISTObjective(self, slot)
+        if getattr(backbone.model, "label_lengths", None) is not None:
+            obj.own_definition = T5_DEFINITION
+        elif text:
+            obj.own_definition = ENCODER_DEFINITION
+        elif type(backbone.head).__name__ == "ClipHead":
+            obj.own_definition = CLIP_DEFINITION
+        return obj
+
+
+#: What result.json records where vpeft defines GIST itself (the paper defines it for ViTs only).
+T5_DEFINITION = (
+    "GIST on T5 is vpeft's own definition (the paper gives none): one token first in the encoder input, the mask "
+    "grown; the gist logits are the decoder's scores of the label strings with the token's final encoder state as the "
+    "only memory"
+)
+ENCODER_DEFINITION = (
+    "GIST on a text encoder is vpeft's own definition (the paper gives none): one token right after [CLS], the mask "
+    "grown; its final state goes through the shared head"
+)
+CLIP_DEFINITION = (
+    "GIST on CLIP is vpeft's own definition (the paper gives none): one token after the class token (and MaPLe's "
+    "prompts); its final state goes through ln_post, the projection and the same text classifier"
+)
+REGRESSION_DEFINITION = (
+    "GIST on a regression task is vpeft's own definition: squared errors for the class and gist terms, the squared "
+    "difference of the two predictions as the interaction"
+)
 
 
 class GistToken(nn.Module):
@@ -182,6 +209,13 @@ class GISTObjective(Objective):
         super().__init__()
         self.cfg = cfg
         self.slot = slot
+        self.own_definition: str | None = None
+
+    def definitions(self, task) -> list[str]:
+        """What of this GIST is vpeft's own definition on this backbone and ``task`` (recorded in result.json)."""
+        out = [self.own_definition] if self.own_definition else []
+        regression = getattr(task, "labels", None) == "float" and getattr(task, "outputs", None) == 1
+        return out + ([REGRESSION_DEFINITION] if regression else [])
 
     def logits(self, model, images):
         feats = model.forward_features(images)
