@@ -35,7 +35,15 @@ from .export import FORMATS as EXPORT_FORMATS
 from .export import export
 from .measure import AMP_KEYS, MEASURE_KEYS, measure
 from .methods.merge import merged_format, save_merged
-from .predict import Predictor, image_files, predict_multitask, prompt_mask_files, run_info, write_masks
+from .predict import (
+    Predictor,
+    image_files,
+    predict_multitask,
+    prompt_mask_files,
+    read_texts,
+    run_info,
+    write_masks,
+)
 from .presets import PRESETS, get_preset
 from .run import evaluate, evaluate_task, load_run, read_run_config
 from .rundir import CONFIG_FILE, TRAINABLE_FILE, RunDir
@@ -52,6 +60,7 @@ EPILOG = """examples:
   vpeft eval --run runs/a
   vpeft merge --run runs/a --out merged.safetensors
   vpeft predict --run runs/a --images photos/ --top-k 3 --output predictions.csv
+  vpeft predict --run runs/rte --texts pairs.tsv        # a text run: one example per line, a pair tab-separated
   vpeft predict --merged merged.safetensors --images img.jpg
   vpeft predict --runs runs/dtl-cifar runs/dtl-dtd --images img.jpg   # DTL runs share the backbone trunk
   vpeft export --run runs/lora --format peft --out export/lora
@@ -476,44 +485,73 @@ def cmd_merge(args) -> int:
 
 
 def _prediction_line(row: dict) -> str:
+    item = row["image"] if "image" in row else row["text"].replace("\t", " | ")
     if "value" in row:
-        return f"{row['image']}: {row['value']}"
-    return f"{row['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"])
+        return f"{item}: {row['value']}"
+    return f"{item}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top_k"])
 
 
 def _write_predictions(rows: list[dict], path: Path, top_k: int) -> None:
-    """``.json``: the rows as a list; ``.csv``: image, then class, label and probability per rank (or value)."""
+    """``.json``: the rows as a list; ``.csv``: image (or text), then class, label and probability per rank (or
+    value)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(rows, indent=1) + "\n")
         return
+    key = "text" if rows and "text" in rows[0] else "image"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         if rows and "value" in rows[0]:
-            w.writerow(["image", "value"])
-            w.writerows([r["image"], r["value"]] for r in rows)
+            w.writerow([key, "value"])
+            w.writerows([r[key], r["value"]] for r in rows)
             return
         k = max((len(r["top_k"]) for r in rows), default=top_k)
         w.writerow(
-            ["image"]
+            [key]
             + [f"{c}{'' if i == 1 else f'_{i}'}" for i in range(1, k + 1) for c in ("class", "label", "probability")]
         )
         w.writerows(
-            [r["image"], *(v for t in r["top_k"] for v in (t["class"], t["label"], t["probability"]))] for r in rows
+            [r[key], *(v for t in r["top_k"] for v in (t["class"], t["label"], t["probability"]))] for r in rows
         )
 
 
 def cmd_predict(args) -> int:
+    if bool(args.images) == bool(args.texts):
+        raise ConfigError("vpeft predict: give --images (an image model) or --texts FILE (a text run), one of them")
     if args.runs:  # shared-trunk DTL mode: one JSON line per image, a label per run
+        if args.texts:
+            raise ConfigError("--runs (DTL's shared trunk) predicts images: give --images")
         for row in predict_multitask(args.runs, image_files(args.images), args.batch_size, args.device):
             print(json.dumps(row))
         return 0
-    if args.run and read_run_config(args.run).task.inputs == "text":
-        raise ConfigError(f"{args.run} is a text run: vpeft predict reads images; predicting texts is not built yet")
-    paths = image_files(args.images)
+    text_run = bool(args.run) and read_run_config(args.run).task.inputs == "text"
+    if args.texts:
+        if not text_run:
+            raise ConfigError(
+                f"--texts: {args.run or args.merged} is not a text run (it reads images): give --images"
+                if args.run
+                else "--texts: predicting texts needs the text run itself (--run RUN); a merged file predicts images"
+            )
+        predictor = Predictor.from_run(args.run, args.device)
+        rows = list(predictor.predict_texts(read_texts(args.texts), args.batch_size, args.top_k, not args.no_progress))
+        if args.output:
+            if Path(args.output).suffix.lower() not in (".csv", ".json"):
+                raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
+            _write_predictions(rows, Path(args.output), args.top_k)
+            print(f"wrote {len(rows)} prediction(s) to {args.output}")
+        else:
+            for row in rows:
+                print(json.dumps(row) if args.json else _prediction_line(row), flush=True)
+        return 0
+    if text_run:
+        raise ConfigError(
+            f"{args.run} is a text run: give the examples with --texts FILE (one per line, a pair "
+            "tab-separated), not --images"
+        )
     predictor = (
         Predictor.from_run(args.run, args.device) if args.run else Predictor.from_merged(args.merged, args.device)
     )
+    paths = image_files(args.images)
     if predictor.task_cfg.name == "segment":  # a mask PNG per image, into the --output folder
         if not args.output or Path(args.output).suffix.lower() in (".csv", ".json"):
             raise ConfigError(
@@ -683,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict the classes (values, masks) of image files with a run or a merged model",
         description="Predict with a trained run (--run: any method, objective and selector), a file written by "
         "'vpeft merge' (--merged), or several DTL runs over one shared backbone trunk (--runs). Images are prepared "
-        "as the run's test split is (its input size, resize, crop and normalisation). Classification prints the "
+        "as the run's test split is (its input size, resize, crop and normalisation); a text run reads --texts, "
+        "formatted and tokenised as its data were. Classification prints the "
         "top-k classes with their probabilities (class names where the data has them); segmentation writes a mask "
         "PNG per image into the --output folder (0/255, at the image's size, named by its stem); other tasks print "
         "their value.",
@@ -700,8 +739,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--images",
         nargs="+",
-        required=True,
         help="image files and/or folders (searched recursively for image files; hidden ones skipped)",
+    )
+    pr.add_argument(
+        "--texts",
+        metavar="FILE",
+        help="a text run (GLUE tasks): a UTF-8 file of one example per line, a sentence pair separated by a tab; "
+        "each is formatted and tokenised as the run's data were",
     )
     pr.add_argument("--top-k", type=int, default=1, help="classes per image, most probable first (default 1)")
     pr.add_argument(

@@ -6,7 +6,7 @@ class names where the data has them. :meth:`Predictor.from_run` rebuilds any run
 selector); :meth:`Predictor.from_merged` reads a file written by ``vpeft merge``, whose metadata carries the same.
 A classification run predicts its top-k classes with their probabilities; another task (``regress``) its value; a
 segmentation run (``segment``) a mask per image at the image's own size (:meth:`Predictor.masks`, written as PNGs by
-:func:`write_masks`).
+:func:`write_masks`). A text run predicts lines of a text file (:func:`read_texts`, :meth:`Predictor.predict_texts`).
 :func:`predict_multitask` keeps the shared-trunk mode of several DTL runs (:class:`~vpeft.multitask.MultiTask`).
 """
 
@@ -125,6 +125,25 @@ def image_files(items: list[str | Path]) -> list[Path]:
     return out
 
 
+def read_texts(path: str | Path) -> list[tuple[str, ...]]:
+    """Examples to predict from a text file, one per line (UTF-8): a text, or two texts separated by a tab for a
+    sentence-pair task (RTE, MRPC, STS-B, ...). A blank line or one of more than two fields is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such text file: {path}")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = tuple(line.split("\t"))
+        if not line.strip() or len(fields) > 2 or not all(f.strip() for f in fields):
+            raise DataError(
+                f"{path}, line {n}: expected one text, or two texts separated by one tab, got {line[:80]!r}"
+            )
+        out.append(fields)
+    if not out:
+        raise DataError(f"{path} holds no texts (one example per line)")
+    return out
+
+
 def run_class_names(run_dir: str | Path, cfg=None, num_classes: Optional[int] = None) -> Optional[list[str]]:
     """A run's class names: those its ``result.json`` recorded, else its data's (:func:`data_class_names`)."""
     recorded = (RunDir(run_dir).read_result() or {}).get("class_names")
@@ -161,28 +180,41 @@ class Predictor:
     def __init__(
         self,
         forward: Callable[[torch.Tensor], torch.Tensor],
-        preprocess: Preprocess,
+        preprocess: Optional[Preprocess],
         task,
         class_names: Optional[list[str]] = None,
         device: str | torch.device = "cpu",
         amp: str = "none",
+        encode: Optional[Callable[[list], torch.Tensor]] = None,
     ):
         self.forward, self.preprocess, self.task_cfg = forward, preprocess, task
-        self.task = task.build(preprocess.normalize)
+        self.task = task.build(preprocess.normalize) if preprocess is not None else task.build()
         self.class_names, self.device, self.amp = class_names, torch.device(device), amp
+        #: A text run's tokenizer (texts -> token ids, formatted as the run's data were); None for an image model.
+        self.encode = encode
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
-        """The trained model of a run directory, with the run's preprocessing and class names."""
+        """The trained model of a run directory, with the run's preprocessing (a text run: its tokenizer and
+        formatting) and class names."""
         model, objective, cfg, num_classes = load_run(run_dir, device=device)
-        prep = Preprocess.of_data(cfg.data, model.input_size)
         names = run_class_names(run_dir, cfg, num_classes) if isinstance(cfg.task, ClassifyConfig) else None
+        if cfg.task.inputs == "text":
+            encode = cfg.task.text_encoder(model, cfg.data)
+            return cls(lambda x: objective.predict(model, x), None, cfg.task, names, device, cfg.train.amp, encode)
+        prep = Preprocess.of_data(cfg.data, model.input_size)
         return cls(lambda x: objective.predict(model, x), prep, cfg.task, names, device, cfg.train.amp)
 
     @classmethod
     def from_merged(cls, path: str | Path, device: str = "cpu") -> Predictor:
         """A file written by ``vpeft merge`` with the preprocessing and class names in its metadata."""
         meta = read_merged_metadata(path)
+        task = TASKS.build(meta.get("task") or "classify")
+        if task.inputs == "text":
+            raise ConfigError(
+                f"{path} is a merged text model: vpeft predict reads texts from the run itself (--run RUN --texts "
+                "FILE); load the merged file in Python with vpeft.load_merged"
+            )
         if "preprocess" not in meta:
             raise CheckpointError(
                 f"{path} records no preprocessing (written by an older 'vpeft merge'): merge the "
@@ -192,7 +224,7 @@ class Predictor:
         return cls(
             model,
             Preprocess.from_dict(meta["preprocess"]),
-            TASKS.build(meta.get("task") or "classify"),
+            task,
             meta.get("class_names"),
             device,
         )
@@ -231,24 +263,52 @@ class Predictor:
 
         if batch_size < 1 or top_k < 1:
             raise ConfigError(f"batch size and top-k must be >= 1, got {batch_size} and {top_k}")
+        if self.encode is not None:
+            raise ConfigError("this is a text model: predict texts with Predictor.predict_texts (--texts FILE)")
         paths = [Path(p) for p in paths]
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, file=sys.stderr) as bar:
             for start in range(0, len(paths), batch_size):
                 chunk = paths[start : start + batch_size]
-                out = self.outputs(chunk)
-                if isinstance(self.task_cfg, ClassifyConfig):  # clip_classify too
-                    probs = out.softmax(-1)
-                    p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-                    for path, pj, ij in zip(chunk, p.tolist(), idx.tolist()):
-                        top = [{"class": self.class_name(i), "label": i, "probability": q} for i, q in zip(ij, pj)]
-                        yield {"image": str(path), **top[0], "top_k": top}
-                elif self.task_cfg.name == "segment":
+                if self.task_cfg.name == "segment":
                     raise ConfigError(
                         "a segment run predicts a mask per image: use Predictor.masks, or write_masks for PNG files"
                     )
-                else:
-                    for path, v in zip(chunk, self.task.predict(out).tolist()):
-                        yield {"image": str(path), "value": v}
+                yield from self._rows("image", [str(p) for p in chunk], self.outputs(chunk), top_k)
+                bar.update(len(chunk))
+
+    def _rows(self, key: str, items: list, out: torch.Tensor, top_k: int) -> Iterator[dict]:
+        """Prediction rows of a batch's outputs: top-k classes with probabilities, or the task's value."""
+        if isinstance(self.task_cfg, ClassifyConfig):  # clip_classify and the text classifiers too
+            probs = out.softmax(-1)
+            p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            for item, pj, ij in zip(items, p.tolist(), idx.tolist()):
+                top = [{"class": self.class_name(i), "label": i, "probability": q} for i, q in zip(ij, pj)]
+                yield {key: item, **top[0], "top_k": top}
+        else:
+            for item, v in zip(items, self.task.predict(out).tolist()):
+                yield {key: item, "value": v}
+
+    @torch.no_grad()
+    def predict_texts(
+        self, texts: list[tuple[str, ...]], batch_size: int = 32, top_k: int = 1, progress: bool = False
+    ) -> Iterator[dict]:
+        """One row per example of a text run, in order: ``{"text", "class", "label", "probability", "top_k"}`` for
+        a classifier, ``{"text", "value"}`` for a regression (STS-B: the score); ``text`` is the example's texts
+        joined by a tab. Each example is one text or a pair (:func:`read_texts`), formatted and tokenised as the
+        run's data were (ATTEMPT's "sentence1: ... sentence2: ..." for T5)."""
+        from tqdm.auto import tqdm
+
+        if self.encode is None:
+            raise ConfigError("this model reads images: predict image files with Predictor.predict (--images)")
+        if batch_size < 1 or top_k < 1:
+            raise ConfigError(f"batch size and top-k must be >= 1, got {batch_size} and {top_k}")
+        with tqdm(total=len(texts), desc="predict", unit="text", disable=not progress, file=sys.stderr) as bar:
+            for start in range(0, len(texts), batch_size):
+                chunk = [tuple(t) for t in texts[start : start + batch_size]]
+                ids = self.encode(chunk).to(self.device)
+                with amp_context(self.device, self.amp):
+                    out = self.forward(ids).float()
+                yield from self._rows("text", ["\t".join(t) for t in chunk], out, top_k)
                 bar.update(len(chunk))
 
     def masks(
