@@ -18,6 +18,9 @@ skips what would overrun it):
 * ``sam``: SAM ViT-B (random weights, 1024 px, batch 1, task segment) per Table 5 method (decoder-only, full, BitFit,
   adapter, SSF, LoRA, GPS), with :func:`vpeft.measure.measure`: step time and peak memory (``--smoke``: ``sam:tiny``).
   Needs segment-anything (the sam extra); skipped without it.
+* ``text``: T5-base (length 256, ATTEMPT's) and BERT-base (length 128), random weights and token ids, batch 32, per
+  GIST Table 3 method (full, ATTEMPT's adapters, adapters + GIST, LoRA, BitFit): step time and peak memory
+  (``--smoke``: ``t5:tiny``, ``hf_text:tiny_bert``). Needs transformers (the text extra); skipped without it.
 
 Writes benchmarks/results/gpu.{json,md}. ``--smoke`` runs every part but ``nccl`` (skipped: no CUDA) on the CPU with
 the tiny ViT in about a minute, writing to ``--out``.
@@ -228,6 +231,74 @@ def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline:
     out = {"backbone": spec, "rows": rows}
     if failed:
         return {"status": "failed", "error": f"sam methods failed: {', '.join(failed)}", **out}
+    return out
+
+
+#: ATTEMPT's adapters (1,855,104 trainable on T5-base), as recipe attempt_glue.
+ATTEMPT_ADAPTER = "adapter:position=sublayers,dim=24,act=gelu_new,init=default,train_norms=true"
+#: (label, model: t5 or bert, method, objective): the GIST paper's Table 3 rows on T5-base, and BERT-base beside them.
+TEXT_ROWS = (
+    ("t5 full", "t5", "full", "lm"),
+    ("t5 adapter (ATTEMPT)", "t5", ATTEMPT_ADAPTER, "lm"),
+    ("t5 adapter+gist", "t5", ATTEMPT_ADAPTER, "gist:cls_loss=lm"),
+    ("t5 lora", "t5", "lora", "lm"),
+    ("t5 bitfit", "t5", "bitfit", "lm"),
+    ("bert full", "bert", "full", "ce"),
+    ("bert adapter", "bert", "adapter:position=sublayers,dim=24", "ce"),
+    ("bert adapter+gist", "bert", "adapter:position=sublayers,dim=24", "gist"),
+    ("bert lora", "bert", "lora", "ce"),
+    ("bert bitfit", "bert", "bitfit", "ce"),
+)
+
+
+def text_part(smoke: bool, batch: int, device, amp: str, warmup: int, repeats: int, deadline: float) -> dict:
+    """T5-base at ATTEMPT's length 256 and BERT-base at 128 (random weights, random token ids with no padding, so
+    every position computes), per Table 3 method: step time and peak memory. Needs transformers (the text extra)."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return {"status": "skipped", "reason": "transformers is not installed (pip install 'vpeft[text]')"}
+    from vpeft.measure import measure
+
+    specs = (
+        {"t5": "t5:tiny:max_length=32", "bert": "hf_text:tiny_bert:max_length=32"}
+        if smoke
+        else {"t5": "t5:base:max_length=256", "bert": "hf_text:bert_base:max_length=128"}
+    )
+    rows, failed = {}, []
+    for label, model, method, objective in TEXT_ROWS:
+        if time.perf_counter() > deadline:
+            rows[label] = {"status": "skipped", "reason": "time budget spent"}
+            continue
+        try:
+            r = measure(
+                specs[model],
+                method,
+                objective=objective,
+                batch_size=batch,
+                num_classes=2,
+                device=str(device),
+                amp=amp,
+                warmup=warmup,
+                repeats=repeats,
+            )
+            rows[label] = {
+                "status": "ok",
+                "backbone": specs[model],
+                "trainable": r["trainable"],
+                "step_seconds": r["step_seconds"],
+                "train_memory_bytes": r["train_memory_bytes"],
+                "cuda_peak_bytes": r.get("cuda_max_memory_allocated"),
+            }
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            rows[label] = {"status": "failed", "error": _error(e)}
+            failed.append(label)
+        print(f"  text {label}: {rows[label]['status']}", file=sys.stderr, flush=True)
+        _free(device)
+    out = {"backbones": specs, "batch_size": batch, "rows": rows}
+    if failed:
+        return {"status": "failed", "error": f"text methods failed: {', '.join(failed)}", **out}
     return out
 
 
@@ -503,6 +574,22 @@ def markdown(data: dict) -> list[str]:
                     f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} "
                     f"| {peak} |"
                 )
+    text = parts.get("text", {})
+    if text.get("status") == "ok":
+        lines += [
+            "",
+            f"## Text ({text['backbones']['t5']}, {text['backbones']['bert']}), batch {text['batch_size']}",
+            "",
+            "| model and method | trainable | step s | train memory MiB (probe) | peak allocated MiB |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, r in text["rows"].items():
+            if r["status"] == "ok":
+                peak = _mib(r["cuda_peak_bytes"]) if r["cuda_peak_bytes"] else "-"
+                lines.append(
+                    f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} "
+                    f"| {peak} |"
+                )
     return lines
 
 
@@ -575,6 +662,9 @@ def main(argv=None) -> int:
         parts["nccl"] = run_part("nccl", lambda: nccl_part(device), deadline)
         parts["sam"] = run_part(
             "sam", lambda: sam_part(args.smoke, device, args.amp, warmup, repeats, deadline), deadline
+        )
+        parts["text"] = run_part(
+            "text", lambda: text_part(args.smoke, batch, device, args.amp, warmup, repeats, deadline), deadline
         )
     data = {
         "meta": meta,

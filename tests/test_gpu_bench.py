@@ -48,6 +48,11 @@ def test_gpu_benchmark_smoke_runs_every_part(tmp_path):
     if parts["sam"]["status"] == "ok":  # with the sam extra: every Table 5 method timed on the tiny SAM
         assert parts["sam"]["backbone"] == "sam:tiny" and list(parts["sam"]["rows"]) == list(gpu.SAM_ROWS)
         assert all(r["step_seconds"] > 0 for r in parts["sam"]["rows"].values()) and "## SAM (sam:tiny)" in md
+    if parts["text"]["status"] == "ok":  # with the text extra: Table 3's methods on the tiny T5 and BERT
+        text = parts["text"]["rows"]
+        assert list(text) == [label for label, *_ in gpu.TEXT_ROWS] and "## Text (t5:tiny" in md
+        assert all(r["status"] == "ok" and r["step_seconds"] > 0 for r in text.values()), text
+        assert text["t5 adapter+gist"]["trainable"] == text["t5 adapter (ATTEMPT)"]["trainable"] + 32  # one token
     assert (
         "## Methods" in md
         and "## Data path" in md

@@ -529,3 +529,15 @@ def test_stsb_as_text_trains_on_a_t5_and_refuses_an_encoder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(r["metrics"])
     with pytest.raises(ConfigError, match="STS-B.s label strings with a decoder: it needs a t5 backbone"):
         train(RunConfig.from_dict({**base, "backbone": {"spec": "hf_text:tiny_bert"}}), tmp_path / "e", progress=False)
+
+
+def test_measure_on_the_meta_device_keeps_t5s_tied_embeddings():
+    """Moving a model to ``meta`` makes a parameter per holder of a tied one; vpeft measure re-ties them, so T5-base's
+    word embedding, encoder and decoder embeddings and LM head count once (222,903,552, as on the CPU)."""
+    from vpeft.measure import measure
+
+    r = measure("t5:base:max_length=64", "full", device="meta", batch_size=2, num_classes=2)
+    assert r["trainable"] == r["total"] == 222_903_552
+    a = measure("t5:base:max_length=64", "adapter:position=sublayers,dim=24,act=gelu_new,init=default,train_norms=true",
+                device="meta", batch_size=2, num_classes=2)  # fmt: skip
+    assert a["trainable"] == 1_855_104 and a["total"] == 222_903_552 + 48 * 37_656

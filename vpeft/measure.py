@@ -38,14 +38,36 @@ MEASURE_KEYS = (
 AMP_KEYS = ("dtype", "autocast_weight_bytes")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The task a backbone family's models do unless ``task`` names another (the rest classify).
-FAMILY_TASKS = {"sam": "segment", "clip": "clip_classify", "hf_text": "text_classify"}
+FAMILY_TASKS = {"sam": "segment", "clip": "clip_classify", "hf_text": "text_classify", "t5": "text2text"}
 #: The data format a task's random batch stands for (the run config checks that the task reads it).
-TASK_FORMATS = {"segment": "segfolder", "text_classify": "glue", "text_regress": "glue"}
+TASK_FORMATS = {
+    "segment": "segfolder",
+    "text_classify": "glue",
+    "text_regress": "glue",
+    "text2text": "glue",
+    "text2text_regress": "glue",
+}
 
 
 def default_task(backbone: str) -> str:
     """The task ``backbone`` does by default: ``segment`` for a ``sam`` backbone, else ``classify``."""
     return FAMILY_TASKS.get(split_backbone_spec(backbone)[0], "classify")
+
+
+def _to_keeping_ties(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module.to(device)`` with tied parameters still tied: a move to the ``meta`` device makes a new parameter for
+    each module that holds one (T5's word embedding, encoder and decoder embeddings and LM head would count 4x)."""
+    places: dict[int, list[tuple[torch.nn.Module, str]]] = {}
+    for mod in module.modules():
+        for name, p in mod._parameters.items():
+            if p is not None:
+                places.setdefault(id(p), []).append((mod, name))
+    module.to(device)
+    for owners in places.values():
+        first = owners[0][0]._parameters[owners[0][1]]
+        for mod, name in owners[1:]:
+            mod._parameters[name] = first
+    return module
 
 
 def _median(values: list[float]) -> float:
@@ -117,7 +139,7 @@ def measure(
     model, obj = build_model(cfg, num_classes, class_names=names)
     if cfg.selector is not None:  # no data here: a selection of the same structure (what trains, its memory)
         cfg.selector.apply(model, cfg.selector.structure_only(model))
-    model.to(dev), obj.to(dev)
+    _to_keeping_ties(model, dev), obj.to(dev)
     gen = torch.Generator().manual_seed(seed)
     if cfg.task.inputs == "text":  # random token ids at the model's max_length (no padding: the longest batch)
         spec = model.anatomy.input_spec
