@@ -1,22 +1,25 @@
 """GLUE with all-MiniLM-L6-v2: six methods x four tasks x 3 seeds, under ATTEMPT's re-split and GLUE's split (issue 20).
 
-    python benchmarks/glue_minilm.py                                  # both splits (resumable), then the reports
-    python benchmarks/glue_minilm.py --splits glue --seeds 0 --max-train 64 --epochs 1 --work runs/glue_try  # a try
+    python benchmarks/glue_minilm.py                                  # the sweeps (resumable), then the reports
+    python benchmarks/glue_minilm.py --seeds 0 --max-train 64 --epochs 1 --work runs/glue_try --out /tmp/glue_try
     python benchmarks/glue_minilm.py --report-only                    # rebuild the reports from the sweep folders
 
 ``benchmarks/experiments/glue_minilm.yaml`` holds the protocol (methods, the training subsample, epochs, learning
-rates). ``--splits attempt`` is ATTEMPT's re-split (select the epoch on the validation half of dev, test on the other
-half; SST-2: 1,000 held-out training rows validate, dev tests); ``--splits glue`` is GLUE's own (train, test on the
-whole dev set, the last epoch: GLUE gives no validation split, and choosing on dev would be choosing on the test).
-The runs go seed by seed through both splits, so a sweep stopped early holds whole seeds. Sweeps go to
-``runs/glue_minilm/<split>``, reports to ``benchmarks/results/glue_minilm/<split>/`` and the two side by side to
-``benchmarks/results/glue_minilm/summary.md`` (with ``meta.json``: command, data root, seconds, device).
-The data is not shipped: ``../shared/data/glue`` (the official TSVs, see its PROVENANCE.md).
+rates; the last epoch is tested). The two splits differ in their test sets: ATTEMPT's re-split (``split_rule
+attempt``) tests the small tasks (RTE, MRPC, STS-B) on one half of dev, GLUE's split on the whole dev set; their
+training rows are the same (train.tsv in file order, the same seeded subsample), checked here example by example, so
+one run per task, method and seed is trained and its model tested on both (``vpeft.run.evaluate_task`` on the GLUE
+split's test set, written to ``<work>/glue_split/<run>.json``). Where the training rows differ (SST-2: ATTEMPT holds
+1,000 training rows out), the GLUE split gets runs of its own (the sweep ``<work>/glue``). Runs go seed by seed, so a
+sweep stopped early holds whole seeds. Reports: ``benchmarks/results/glue_minilm/`` (``summary.md``: both splits side
+by side; ``attempt/`` and ``glue/``: vpeft's reports of the sweeps; ``meta.json``: command, data root, seconds,
+device). The data is not shipped: ``../shared/data/glue`` (the official TSVs, see its PROVENANCE.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -30,21 +33,22 @@ except ImportError:  # imported as benchmarks.glue_minilm
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = ROOT / "benchmarks" / "experiments" / "glue_minilm.yaml"
-SPLITS = {
-    "attempt": {"data": {"split_rule": "attempt"}, "train": {"select": "val"}},
-    "glue": {"data": {"split_rule": "glue"}, "train": {"select": "last"}},
-}
-#: Each task's reported metric (percent): GLUE's first for it.
+#: Each task's reported metric (percent; correlations x 100): GLUE's first for it.
 METRICS = {"RTE": "accuracy", "MRPC": "f1", "STS-B": "pearson", "SST-2": "accuracy"}
 
 
-def experiment(split: str, data: str, seeds, methods=None, max_train=None, epochs=None):
+def experiment(split: str, data: str, seeds, tasks, methods=None, max_train=None, epochs=None):
     from vpeft.bench import load_experiment
 
-    setting = SPLITS[split]
-    data_over = dict(setting["data"], **({"max_train": max_train} if max_train else {}))
-    train_over = dict(setting["train"], **({"epochs": epochs} if epochs else {}))
-    exp = load_experiment(EXPERIMENT, data_root=data, seeds=seeds, data=data_over, train=train_over)
+    data_over = {"split_rule": split, **({"max_train": max_train} if max_train else {})}
+    exp = load_experiment(
+        EXPERIMENT,
+        data_root=data,
+        seeds=seeds,
+        tasks=list(tasks),
+        data=data_over,
+        train={"epochs": epochs} if epochs else None,
+    )
     if methods:
         unknown = [m for m in methods if m not in [e["label"] for e in exp.methods]]
         if unknown:
@@ -54,74 +58,108 @@ def experiment(split: str, data: str, seeds, methods=None, max_train=None, epoch
     return exp
 
 
-def score(result: dict, task: str) -> float | None:
-    """A finished run's test score on its task's metric (percent; STS-B: Pearson x 100)."""
+def same_training_rows(data: str, task: str, max_train: int | None) -> bool:
+    """Whether ATTEMPT's re-split and GLUE's split train on the same examples, in the same order."""
+    from vpeft.data.entries import layout
+
+    glue = layout("glue")
+    rows = {
+        rule: [(e.texts, e.label) for e in glue.examples(Path(data) / task, "train", rule, 42, None, max_train)]
+        for rule in ("attempt", "glue")
+    }
+    return rows["attempt"] == rows["glue"]
+
+
+def test_on_glue_split(run_dir: Path) -> dict:
+    """The metrics of an ATTEMPT-split run's model on GLUE's test split (the whole dev set)."""
+    from vpeft.data.sources import load_text
+    from vpeft.run import evaluate_task, load_run
+
+    model, objective, cfg, num_classes = load_run(run_dir)
+    dc = dataclasses.replace(cfg.data, split_rule="glue")
+    tokens = cfg.task.text_encoder(model, dc)
+    ds = load_text(dc, "test", num_classes if cfg.task.labels == "int" else None, dc.root, cfg.task.labels, tokens)
+    metric = evaluate_task(model, objective, ds, cfg.task.build(), cfg.train.eval_batch_size or 64)
+    return {"metrics": metric.compute(), "test_total": len(ds), "trained_as": str(run_dir)}
+
+
+def score(metrics: dict, task: str) -> float | None:
+    """A test score on the task's metric, in percent (correlations are fractions: x 100)."""
     metric = METRICS.get(task, "accuracy")
-    value = (result.get("metrics") or {}).get(metric)
+    value = metrics.get(metric)
     if value is None:
         return None
-    return float(value) * (100.0 if metric in ("pearson", "spearman") else 1.0)  # correlations are fractions
+    return float(value) * (100.0 if metric in ("pearson", "spearman") else 1.0)
 
 
-def summary_table(work: Path, splits: list[str]) -> tuple[list[str], dict]:
-    """Methods x tasks (mean +- std over seeds) for each split, and the trainable parameters."""
-    lines, data = [], {}
-    for split in splits:
-        plan = work / split / "runs.jsonl"
-        if not plan.is_file():
+def _plan(work: Path) -> list[dict]:
+    path = work / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _result(work: Path, spec: dict) -> dict | None:
+    path = work / "runs" / Path(spec["run_dir"]).name / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(work: Path) -> tuple[dict, dict]:
+    """``{split: {label: {task: [score per seed]}}}`` and ``{label: trainable on RTE}``."""
+    cells: dict = {"attempt": {}, "glue": {}}
+    params: dict = {}
+    for spec in _plan(work / "attempt"):
+        r = _result(work / "attempt", spec)
+        if r is None:
             continue
-        specs = [json.loads(line) for line in plan.read_text().splitlines() if line.strip()]
-        cells: dict = {}
-        params: dict = {}
-        for s in specs:
-            res = Path(s["run_dir"])
-            res = work / split / "runs" / res.name / "result.json"
-            if not res.is_file():
-                continue
-            r = json.loads(res.read_text())
-            v = score(r, s["task"])
-            if v is not None:
-                cells.setdefault(s["label"], {}).setdefault(s["task"], []).append(v)
-            params.setdefault(s["label"], {})[s["task"]] = r.get("trainable_params")
-        tasks = list(METRICS)
-        lines += [
-            f"### split: {split}",
-            "",
-            "| method | trainable (RTE) | " + " | ".join(f"{t} ({METRICS[t]})" for t in tasks) + " | mean |",
-            "|---|---:|" + "---:|" * (len(tasks) + 1),
-        ]
-        for label, per in cells.items():
-            row, means = [], []
-            for t in tasks:
-                vals = per.get(t, [])
-                if vals:
-                    m = statistics.mean(vals)
-                    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                    row.append(f"{m:.1f} ± {sd:.1f} (n={len(vals)})")
-                    means.append(m)
-                else:
-                    row.append("–")
-            mean = f"{statistics.mean(means):.1f}" if len(means) == len(tasks) else "–"
-            n = params.get(label, {}).get("RTE")
-            lines.append(f"| {label} | {n:,} | " if n else f"| {label} | – | ")
-            lines[-1] += " | ".join(row) + f" | {mean} |"
-        lines.append("")
-        data[split] = cells
-    return lines, data
+        label, task = spec["label"], spec["task"]
+        cells["attempt"].setdefault(label, {}).setdefault(task, []).append(score(r["metrics"], task))
+        if task == "RTE":
+            params[label] = r["trainable_params"]
+        cross = work / "glue_split" / f"{Path(spec['run_dir']).name}.json"
+        if cross.is_file():
+            m = json.loads(cross.read_text())["metrics"]
+            cells["glue"].setdefault(label, {}).setdefault(task, []).append(score(m, task))
+    for spec in _plan(work / "glue"):
+        r = _result(work / "glue", spec)
+        if r is not None:
+            cells["glue"].setdefault(spec["label"], {}).setdefault(spec["task"], []).append(
+                score(r["metrics"], spec["task"])
+            )
+    return cells, params
+
+
+def table(cells: dict, params: dict, split: str) -> list[str]:
+    tasks = list(METRICS)
+    lines = [
+        "| method | trainable (RTE) | " + " | ".join(f"{t} ({METRICS[t]})" for t in tasks) + " | mean |",
+        "|---|---:|" + "---:|" * (len(tasks) + 1),
+    ]
+    for label, per in cells[split].items():
+        row, means = [], []
+        for t in tasks:
+            vals = [v for v in per.get(t, []) if v is not None]
+            if vals:
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                row.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}" + ("" if len(vals) == 3 else f" (n={len(vals)})"))
+                means.append(statistics.mean(vals))
+            else:
+                row.append("–")
+        mean = f"{statistics.mean(means):.1f}" if len(means) == len(tasks) else "–"
+        n = params.get(label)
+        lines.append(f"| {label} | {f'{n:,}' if n is not None else '–'} | " + " | ".join(row) + f" | {mean} |")
+    return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "glue"), help="folder of GLUE task folders")
-    p.add_argument("--work", default=str(ROOT / "runs" / "glue_minilm"), help="sweep folder (one per split inside)")
+    p.add_argument("--work", default=str(ROOT / "runs" / "glue_minilm"), help="sweep folder")
     p.add_argument("--out", default=str(OUT / "glue_minilm"), help="report folder")
-    p.add_argument("--splits", nargs="+", choices=list(SPLITS), default=list(SPLITS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", help="only these method labels (default: the experiment's six)")
     p.add_argument("--max-train", type=int, help="training pairs per task (default: the experiment's)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the experiment's)")
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
 
@@ -130,36 +168,62 @@ def main(argv=None) -> int:
     work, out = Path(args.work), Path(args.out)
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
     seconds = old.get("seconds") or 0.0
+    shared = old.get("same_training_rows", {})
     if not args.report_only:
         missing = [t for t in METRICS if not (Path(args.data) / t / "train.tsv").is_file()]
         if missing:
             p.error(f"no GLUE data in {args.data} (missing {', '.join(missing)}/train.tsv): give --data")
+        max_train = args.max_train or experiment("attempt", args.data, [0], METRICS).base["data"]["max_train"]
+        shared = {t: same_training_rows(args.data, t, max_train) for t in METRICS}
+        own = [t for t, same in shared.items() if not same]  # the GLUE split trains these itself
+        print(f"same training rows under both splits: {', '.join(t for t, s in shared.items() if s)}; "
+              f"GLUE-split runs of their own: {', '.join(own) or 'none'}", flush=True)  # fmt: skip
         t0 = time.time()
-        for seed in args.seeds:  # seed-major through both splits: a stopped sweep holds whole seeds
-            for split in args.splits:
-                exp = experiment(split, args.data, [seed], args.methods, args.max_train, args.epochs)
-                s = run_sweep(exp, work / split, LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
-                print(f"seed {seed}, split {split}: {s['done']}/{s['total']} finished, {len(s['failed'])} failed")
-        seconds = time.time() - t0
+        for seed in args.seeds:  # seed-major: a stopped sweep holds whole seeds
+            exp = experiment("attempt", args.data, [seed], METRICS, args.methods, args.max_train, args.epochs)
+            s = run_sweep(exp, work / "attempt", LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
+            print(f"seed {seed}, ATTEMPT's split: {s['done']}/{s['total']} finished, {len(s['failed'])} failed")
+            for spec in _plan(work / "attempt"):
+                run = work / "attempt" / "runs" / Path(spec["run_dir"]).name
+                target = work / "glue_split" / f"{run.name}.json"
+                if spec["task"] in shared and shared[spec["task"]] and (run / "result.json").is_file():
+                    if not target.is_file():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_text(json.dumps(test_on_glue_split(run), indent=1) + "\n")
+            if own:
+                exp = experiment("glue", args.data, [seed], own, args.methods, args.max_train, args.epochs)
+                s = run_sweep(exp, work / "glue", LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
+                print(f"seed {seed}, GLUE's split ({', '.join(own)}): {s['done']}/{s['total']} finished")
+        seconds += time.time() - t0
     reports = {}
-    for split in args.splits:
-        if (work / split / "runs.jsonl").is_file():
+    for split in ("attempt", "glue"):
+        if _plan(work / split):
             reports[split] = write_report(work / split, out / split, title=f"GLUE, all-MiniLM-L6-v2, split {split}")
-    lines, cells = summary_table(work, args.splits)
-    head = [
+    cells, params = collect(work)
+    lines = [
         "# GLUE with all-MiniLM-L6-v2 (issue 20)",
         "",
         "Test score in percent (RTE, SST-2: accuracy; MRPC: F1 of the paraphrase class; STS-B: Pearson x 100), mean ± "
-        "standard deviation over seeds; trainable parameters with the head on RTE (2 classes). Setting: "
-        "benchmarks/experiments/glue_minilm.yaml.",
+        "standard deviation over 3 seeds; trainable parameters with the head on RTE (2 classes). Setting: "
+        "benchmarks/experiments/glue_minilm.yaml (256 training pairs per task, 3 epochs, the last one tested, mean "
+        "pooling, max length 128). Where both splits train on the same rows (RTE, MRPC, STS-B) one model per run is "
+        "tested on both test sets; SST-2 is trained under each split.",
+        "",
+        "## ATTEMPT's re-split (test: one half of dev; SST-2: dev)",
+        "",
+        *table(cells, params, "attempt"),
+        "",
+        "## GLUE's split (test: the whole dev set)",
+        "",
+        *table(cells, params, "glue"),
         "",
     ]
-    (out / "summary.md").parent.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text("\n".join(head + lines))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines))
     meta = {
         "command": old.get("command") if args.report_only and old.get("command") else command("glue_minilm.py", argv),
         "experiment": "benchmarks/experiments/glue_minilm.yaml",
-        "splits": args.splits,
+        "same_training_rows": shared,
         "cells": cells,
         "seconds": seconds,
         "device": f"cpu, {args.threads} thread(s) per run, {args.jobs} run(s) at a time, float32",
@@ -167,7 +231,7 @@ def main(argv=None) -> int:
         "failures": {k: len(v["failures"]) for k, v in reports.items()},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print("\n".join(head + lines))
+    print("\n".join(lines))
     return 0
 
 
