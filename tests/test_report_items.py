@@ -128,3 +128,25 @@ def test_plot_axes_show_the_data(x):
     assert ax.get_xscale() == ("symlog" if x == "params" else "log")
     assert len(_visible_ticks(ax)) >= 2
     plt.close(fig)
+
+
+def test_correlations_are_reported_in_percent_beside_accuracies(tmp_path):
+    """Table 3's mean averages accuracies with STS-B's Pearson x 100: reports show pearson and spearman x 100
+    (result.json keeps the fractions)."""
+    _run(tmp_path / "sw", "rte", label="adapter", test=60.0)
+    d = _run(tmp_path / "sw", "stsb", label="adapter", test=0.0)
+    r = json.loads((d / "result.json").read_text())
+    r.update(
+        task="s",
+        primary_metric="pearson",
+        metrics={"pearson": 0.8, "spearman": 0.75, "mae": 0.5, "mse": 0.4},
+        val_metrics={"pearson": 0.7, "spearman": 0.6, "mae": 0.6, "mse": 0.5},
+    )
+    (d / "result.json").write_text(json.dumps(r))
+    (d / "bench.json").write_text(json.dumps({"label": "adapter", "task": "s"}))
+    stsb = next(x for x in collect(tmp_path / "sw") if x["run_dir"] == "stsb")
+    assert stsb["test_pearson"] == pytest.approx(80.0) and stsb["val_spearman"] == pytest.approx(60.0)
+    assert stsb["test_mae"] == 0.5  # errors keep their units
+    summary = write_report(tmp_path / "sw", tmp_path / "out")["markdown"]
+    text = "\n".join(summary)
+    assert "pearson (x 100)" in text and "**70.000**" in text  # the mean of 60 and 80

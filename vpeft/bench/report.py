@@ -41,14 +41,29 @@ def metric_key(record: dict, split: str) -> str:
     return f"{split}_{name}" if name else f"{split}_acc"
 
 
+#: Metrics that result.json holds as fractions and reports show in percent (x 100), as GLUE and the papers report
+#: them, so a mean over tasks scored by accuracy and by correlation (Table 3's) averages like with like.
+PERCENT_OF_FRACTION = ("pearson", "spearman")
+
+
 def _metric_title(metric: str) -> str:
-    """A metric as a table's heading names it: ``dice`` is ``dice (Dice per image, %)``."""
+    """A metric as a table's heading names it: ``dice`` is ``dice (Dice per image, %)``, ``pearson``
+    ``pearson (x 100)``."""
+    if " / " in metric:  # tasks scored by different metrics
+        return " / ".join(_metric_title(m) for m in metric.split(" / "))
+    if metric in PERCENT_OF_FRACTION:
+        return f"{metric} (x 100)"
     return f"{metric} ({SEG_METRICS[metric]}, %)" if metric in SEG_METRICS else metric
 
 
 def _metric_of(records: list[dict]) -> str:
     """The primary metric the records share (``accuracy`` unless they name another), or the names joined."""
     return " / ".join(sorted({r.get("primary_metric") or "accuracy" for r in records}))
+
+
+def _in_report(metric: str, value):
+    """A metric's value as reports show it (:data:`PERCENT_OF_FRACTION` x 100)."""
+    return value * 100.0 if metric in PERCENT_OF_FRACTION and isinstance(value, (int, float)) else value
 
 
 def collect(root: str | Path) -> list[dict]:
@@ -109,8 +124,8 @@ def collect(root: str | Path) -> list[dict]:
             }
         if r.get("primary_metric", "accuracy") != "accuracy":  # a task scored by another metric than accuracy
             record.update({"primary_metric": r["primary_metric"], "higher_is_better": r.get("higher_is_better", True)})
-            record.update({f"test_{k}": v for k, v in r.get("metrics", {}).items()})
-            record.update({f"val_{k}": v for k, v in (r.get("val_metrics") or {}).items()})
+            for split, metrics in (("test", r.get("metrics")), ("val", r.get("val_metrics"))):
+                record.update({f"{split}_{k}": _in_report(k, v) for k, v in (metrics or {}).items()})
         records.append(record)
     return records
 
