@@ -190,33 +190,21 @@ def methods_part(
     return {"rows": rows}
 
 
-def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline: float) -> dict:
-    try:
-        import segment_anything  # noqa: F401
-    except ImportError:
-        return {"status": "skipped", "reason": "segment-anything is not installed (pip install 'vpeft[sam]')"}
+def _measured(part: str, runs: list[tuple[str, dict]], device, deadline: float) -> tuple[dict, list[str]]:
+    """:func:`vpeft.measure.measure` per ``(label, its keyword arguments)``: step time and peak memory of each row
+    (a failure is recorded and the next row runs; rows past the deadline are skipped), and the failed labels."""
     from vpeft.measure import measure
 
-    spec = "sam:tiny" if smoke else "sam:vit_b"
     rows, failed = {}, []
-    for label, (method, selector) in SAM_ROWS.items():
+    for label, kwargs in runs:
         if time.perf_counter() > deadline:
             rows[label] = {"status": "skipped", "reason": "time budget spent"}
             continue
         try:
-            r = measure(
-                spec,
-                method,
-                selector=selector,
-                task="segment",
-                batch_size=1,
-                device=str(device),
-                amp=amp,
-                warmup=warmup,
-                repeats=repeats,
-            )
+            r = measure(device=str(device), **kwargs)
             rows[label] = {
                 "status": "ok",
+                "backbone": kwargs["backbone"],
                 "trainable": r["trainable"],
                 "step_seconds": r["step_seconds"],
                 "train_memory_bytes": r["train_memory_bytes"],
@@ -226,8 +214,33 @@ def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline:
             traceback.print_exc()
             rows[label] = {"status": "failed", "error": _error(e)}
             failed.append(label)
-        print(f"  sam {label}: {rows[label]['status']}", file=sys.stderr, flush=True)
+        print(f"  {part} {label}: {rows[label]['status']}", file=sys.stderr, flush=True)
         _free(device)
+    return rows, failed
+
+
+def _step_table(title: str, first: str, rows: dict) -> list[str]:
+    """A markdown table of :func:`_measured`'s rows."""
+    lines = ["", title, "", f"| {first} | trainable | step s | train memory MiB (probe) | peak allocated MiB |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for label, r in rows.items():
+        if r["status"] == "ok":
+            peak = _mib(r["cuda_peak_bytes"]) if r["cuda_peak_bytes"] else "-"
+            lines.append(
+                f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} | {peak} |"
+            )
+    return lines
+
+
+def sam_part(smoke: bool, device, amp: str, warmup: int, repeats: int, deadline: float) -> dict:
+    try:
+        import segment_anything  # noqa: F401
+    except ImportError:
+        return {"status": "skipped", "reason": "segment-anything is not installed (pip install 'vpeft[sam]')"}
+    spec = "sam:tiny" if smoke else "sam:vit_b"
+    common = {"backbone": spec, "task": "segment", "batch_size": 1, "amp": amp, "warmup": warmup, "repeats": repeats}
+    runs = [(label, {**common, "method": m, "selector": sel}) for label, (m, sel) in SAM_ROWS.items()]
+    rows, failed = _measured("sam", runs, device, deadline)
     out = {"backbone": spec, "rows": rows}
     if failed:
         return {"status": "failed", "error": f"sam methods failed: {', '.join(failed)}", **out}
@@ -258,44 +271,17 @@ def text_part(smoke: bool, batch: int, device, amp: str, warmup: int, repeats: i
         import transformers  # noqa: F401
     except ImportError:
         return {"status": "skipped", "reason": "transformers is not installed (pip install 'vpeft[text]')"}
-    from vpeft.measure import measure
-
     specs = (
         {"t5": "t5:tiny:max_length=32", "bert": "hf_text:tiny_bert:max_length=32"}
         if smoke
         else {"t5": "t5:base:max_length=256", "bert": "hf_text:bert_base:max_length=128"}
     )
-    rows, failed = {}, []
-    for label, model, method, objective in TEXT_ROWS:
-        if time.perf_counter() > deadline:
-            rows[label] = {"status": "skipped", "reason": "time budget spent"}
-            continue
-        try:
-            r = measure(
-                specs[model],
-                method,
-                objective=objective,
-                batch_size=batch,
-                num_classes=2,
-                device=str(device),
-                amp=amp,
-                warmup=warmup,
-                repeats=repeats,
-            )
-            rows[label] = {
-                "status": "ok",
-                "backbone": specs[model],
-                "trainable": r["trainable"],
-                "step_seconds": r["step_seconds"],
-                "train_memory_bytes": r["train_memory_bytes"],
-                "cuda_peak_bytes": r.get("cuda_max_memory_allocated"),
-            }
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            rows[label] = {"status": "failed", "error": _error(e)}
-            failed.append(label)
-        print(f"  text {label}: {rows[label]['status']}", file=sys.stderr, flush=True)
-        _free(device)
+    common = {"batch_size": batch, "num_classes": 2, "amp": amp, "warmup": warmup, "repeats": repeats}
+    runs = [
+        (label, {**common, "backbone": specs[model], "method": method, "objective": objective})
+        for label, model, method, objective in TEXT_ROWS
+    ]
+    rows, failed = _measured("text", runs, device, deadline)
     out = {"backbones": specs, "batch_size": batch, "rows": rows}
     if failed:
         return {"status": "failed", "error": f"text methods failed: {', '.join(failed)}", **out}
@@ -560,36 +546,11 @@ def markdown(data: dict) -> list[str]:
         lines.append(f"- nccl: world {parts['nccl']['world_size']}, {', '.join(parts['nccl']['checks'])}: right.")
     sam = parts.get("sam", {})
     if sam.get("status") == "ok":
-        lines += [
-            "",
-            f"## SAM ({sam['backbone']}), batch 1, task segment",
-            "",
-            "| method | trainable | step s | train memory MiB (probe) | peak allocated MiB |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for label, r in sam["rows"].items():
-            if r["status"] == "ok":
-                peak = _mib(r["cuda_peak_bytes"]) if r["cuda_peak_bytes"] else "-"
-                lines.append(
-                    f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} "
-                    f"| {peak} |"
-                )
+        lines += _step_table(f"## SAM ({sam['backbone']}), batch 1, task segment", "method", sam["rows"])
     text = parts.get("text", {})
     if text.get("status") == "ok":
-        lines += [
-            "",
-            f"## Text ({text['backbones']['t5']}, {text['backbones']['bert']}), batch {text['batch_size']}",
-            "",
-            "| model and method | trainable | step s | train memory MiB (probe) | peak allocated MiB |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for label, r in text["rows"].items():
-            if r["status"] == "ok":
-                peak = _mib(r["cuda_peak_bytes"]) if r["cuda_peak_bytes"] else "-"
-                lines.append(
-                    f"| {label} | {r['trainable']:,} | {r['step_seconds']:.3f} | {_mib(r['train_memory_bytes'])} "
-                    f"| {peak} |"
-                )
+        title = f"## Text ({text['backbones']['t5']}, {text['backbones']['bert']}), batch {text['batch_size']}"
+        lines += _step_table(title, "model and method", text["rows"])
     return lines
 
 
