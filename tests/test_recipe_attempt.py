@@ -96,8 +96,8 @@ def test_a_small_sweep_of_the_recipe_runs_and_reports_table_3s_layout(glue_root,
     exp.write_text(
         f"name: tiny-attempt\nsuite: glue\ndata_root: {glue_root}\nrecipe: attempt_glue\n"
         "backbone: {spec: 't5:tiny:max_length=48'}\n"
-        "data: {max_train: 64}\n"
-        "train: {epochs: 2, batch_size: 16, warmup_steps: 3, device: cpu}\n"
+        "data: {max_train: 32}\n"
+        "train: {epochs: 1, batch_size: 16, warmup_steps: 3, device: cpu}\n"
     )
     assert main(["bench", "run", str(exp), "--out", str(tmp_path / "r"), "--no-progress", "--report"]) == 0
     summary = (tmp_path / "r" / "report" / "summary.md").read_text()
@@ -109,4 +109,4 @@ def test_a_small_sweep_of_the_recipe_runs_and_reports_table_3s_layout(glue_root,
     stsb = [r for r in results if r["primary_metric"] == "pearson"]
     assert len(results) == 8 and len(stsb) == 4
     assert all(r["num_outputs"] == 51 and set(r["metrics"]) == {"pearson", "spearman", "mae", "mse"} for r in stsb)
-    assert all(r["selected_epoch"] in (1, 2) and "linear, warmup 3 steps" in r["protocol"]["schedule"] for r in results)
+    assert all(r["selected_epoch"] == 1 and "linear, warmup 3 steps" in r["protocol"]["schedule"] for r in results)
