@@ -37,7 +37,7 @@ EXPERIMENT = ROOT / "benchmarks" / "experiments" / "glue_minilm.yaml"
 METRICS = {"RTE": "accuracy", "MRPC": "f1", "STS-B": "pearson", "SST-2": "accuracy"}
 
 
-def experiment(split: str, data: str, seeds, tasks, methods=None, max_train=None, epochs=None):
+def experiment(split: str, data: str, seeds, tasks, methods=None, max_train=None, epochs=None, backbone=None):
     from vpeft.bench import load_experiment
 
     data_over = {"split_rule": split, **({"max_train": max_train} if max_train else {})}
@@ -48,6 +48,7 @@ def experiment(split: str, data: str, seeds, tasks, methods=None, max_train=None
         tasks=list(tasks),
         data=data_over,
         train={"epochs": epochs} if epochs else None,
+        backbone={"spec": backbone} if backbone else None,
     )
     if methods:
         unknown = [m for m in methods if m not in [e["label"] for e in exp.methods]]
@@ -93,12 +94,14 @@ def score(metrics: dict, task: str) -> float | None:
 
 
 def _plan(work: Path) -> list[dict]:
-    path = work / "runs.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    """The runs of a sweep folder, every seed's (each run's ``bench.json``: label, task, seed, run_dir); the sweep's
+    ``runs.jsonl`` holds the last call's seeds only."""
+    found = sorted((work / "runs").glob("*/bench.json")) if (work / "runs").is_dir() else []
+    return [{**json.loads(p.read_text()), "run_dir": str(p.parent)} for p in found]
 
 
 def _result(work: Path, spec: dict) -> dict | None:
-    path = work / "runs" / Path(spec["run_dir"]).name / "result.json"
+    path = Path(spec["run_dir"]) / "result.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -133,7 +136,10 @@ def table(cells: dict, params: dict, split: str) -> list[str]:
         "| method | trainable (RTE) | " + " | ".join(f"{t} ({METRICS[t]})" for t in tasks) + " | mean |",
         "|---|---:|" + "---:|" * (len(tasks) + 1),
     ]
-    for label, per in cells[split].items():
+    import yaml
+
+    order = [e["label"] if isinstance(e, dict) else e for e in yaml.safe_load(EXPERIMENT.read_text())["methods"]]
+    for label, per in sorted(cells[split].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         row, means = [], []
         for t in tasks:
             vals = [v for v in per.get(t, []) if v is not None]
@@ -156,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(OUT / "glue_minilm"), help="report folder")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", help="only these method labels (default: the experiment's six)")
+    p.add_argument("--tasks", nargs="+", choices=list(METRICS), default=list(METRICS), help="GLUE task folders")
+    p.add_argument("--backbone", help="backbone spec (default: the experiment's hf_text:minilm)")
     p.add_argument("--max-train", type=int, help="training pairs per task (default: the experiment's)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the experiment's)")
     p.add_argument("--jobs", type=int, default=2)
@@ -166,35 +174,48 @@ def main(argv=None) -> int:
     from vpeft.bench import LocalExecutor, run_sweep, write_report
 
     work, out = Path(args.work), Path(args.out)
+
+    def exp_of(split: str, data: str, seeds, tasks):
+        return experiment(split, data, seeds, tasks, args.methods, args.max_train, args.epochs, args.backbone)
+
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
     seconds = old.get("seconds") or 0.0
     shared = old.get("same_training_rows", {})
     if not args.report_only:
-        missing = [t for t in METRICS if not (Path(args.data) / t / "train.tsv").is_file()]
+        missing = [t for t in args.tasks if not (Path(args.data) / t / "train.tsv").is_file()]
         if missing:
             p.error(f"no GLUE data in {args.data} (missing {', '.join(missing)}/train.tsv): give --data")
-        max_train = args.max_train or experiment("attempt", args.data, [0], METRICS).base["data"]["max_train"]
-        shared = {t: same_training_rows(args.data, t, max_train) for t in METRICS}
+        max_train = args.max_train or experiment("attempt", args.data, [0], args.tasks).base["data"]["max_train"]
+        shared = {t: same_training_rows(args.data, t, max_train) for t in args.tasks}
         own = [t for t, same in shared.items() if not same]  # the GLUE split trains these itself
         print(f"same training rows under both splits: {', '.join(t for t, s in shared.items() if s)}; "
               f"GLUE-split runs of their own: {', '.join(own) or 'none'}", flush=True)  # fmt: skip
         t0 = time.time()
         for seed in args.seeds:  # seed-major: a stopped sweep holds whole seeds
-            exp = experiment("attempt", args.data, [seed], METRICS, args.methods, args.max_train, args.epochs)
+            exp = exp_of("attempt", args.data, [seed], args.tasks)
             s = run_sweep(exp, work / "attempt", LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
             print(f"seed {seed}, ATTEMPT's split: {s['done']}/{s['total']} finished, {len(s['failed'])} failed")
             for spec in _plan(work / "attempt"):
-                run = work / "attempt" / "runs" / Path(spec["run_dir"]).name
+                run = Path(spec["run_dir"])
                 target = work / "glue_split" / f"{run.name}.json"
                 if spec["task"] in shared and shared[spec["task"]] and (run / "result.json").is_file():
                     if not target.is_file():
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_text(json.dumps(test_on_glue_split(run), indent=1) + "\n")
             if own:
-                exp = experiment("glue", args.data, [seed], own, args.methods, args.max_train, args.epochs)
+                exp = exp_of("glue", args.data, [seed], own)
                 s = run_sweep(exp, work / "glue", LocalExecutor(jobs=args.jobs, threads=args.threads), progress=False)
                 print(f"seed {seed}, GLUE's split ({', '.join(own)}): {s['done']}/{s['total']} finished")
         seconds += time.time() - t0
+    # The sweeps ran a seed at a time, each writing its own plan: write the whole plan, so the reports read every seed.
+    from vpeft.bench.runner import plan
+
+    data_root = args.data if not args.report_only else old.get("data_root", args.data)
+    own = [t for t, same in shared.items() if not same]
+    for split, tasks in (("attempt", [t for t in args.tasks if t in shared]), ("glue", own)):
+        if tasks and (work / split / "runs").is_dir():
+            exp = exp_of(split, data_root, args.seeds, tasks)
+            plan(exp, work / split)
     reports = {}
     for split in ("attempt", "glue"):
         if _plan(work / split):

@@ -378,6 +378,19 @@ def kvasir_table() -> str:
     return "\n".join(lines)
 
 
+def glue_table() -> str:
+    """benchmarks/glue_minilm.py's two tables (ATTEMPT's re-split and GLUE's split), with the command and its time."""
+    meta = json.loads((RESULTS / "glue_minilm" / "meta.json").read_text())
+    lines = (RESULTS / "glue_minilm" / "summary.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## "))
+    body = [f"**{line[3:]}**" if line.startswith("## ") else line for line in lines[start:]]
+    head = (
+        f"`{meta['command']}` ({meta['seconds'] / 60:.0f} min on {meta['device']}); the report and each split's "
+        "vpeft report: `benchmarks/results/glue_minilm/`."
+    )
+    return "\n".join([head, "", *body]).strip()
+
+
 def pretrain_table() -> str:
     return (RESULTS / "pretrain_c10.md").read_text().strip()
 
@@ -395,6 +408,7 @@ TABLES = {
     "pacs": pacs_table,
     "sam_memory": sam_memory_table,
     "kvasir": kvasir_table,
+    "glue": glue_table,
 }
 
 
