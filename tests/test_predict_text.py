@@ -95,6 +95,8 @@ def test_bad_text_files_and_mismatched_inputs_fail_in_one_line(glue, tmp_path, c
     assert "is a text run: give the examples with --texts FILE" in capsys.readouterr().err
     assert main(["predict", "--run", str(tmp_path / "r")]) == 2
     assert "give --images (an image model) or --texts FILE" in capsys.readouterr().err
+    assert main(["predict", "--runs", str(tmp_path / "r"), "--texts", str(tmp_path / "ok.tsv")]) == 2
+    assert "--runs (DTL's shared trunk) predicts images: give --images" in capsys.readouterr().err
     assert main(["merge", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "m.safetensors")]) == 0
     for given, said in (
         (["--images", str(tmp_path)], "is a merged text model: vpeft predict reads texts from the run itself"),

@@ -516,16 +516,17 @@ def _write_predictions(rows: list[dict], path: Path, top_k: int) -> None:
 
 
 def cmd_predict(args) -> int:
-    if bool(args.images) == bool(args.texts):
-        raise ConfigError("vpeft predict: give --images (an image model) or --texts FILE (a text run), one of them")
+    texts = getattr(args, "texts", None)
     if args.runs:  # shared-trunk DTL mode: one JSON line per image, a label per run
-        if args.texts:
+        if texts or args.images is None:
             raise ConfigError("--runs (DTL's shared trunk) predicts images: give --images")
         for row in predict_multitask(args.runs, image_files(args.images), args.batch_size, args.device):
             print(json.dumps(row))
         return 0
+    if bool(args.images) == bool(texts):
+        raise ConfigError("vpeft predict: give --images (an image model) or --texts FILE (a text run), one of them")
     text_run = bool(args.run) and read_run_config(args.run).task.inputs == "text"
-    if args.texts:
+    if texts:
         if not text_run:
             raise ConfigError(
                 f"--texts: {args.run or args.merged} is not a text run (it reads images): give --images"
@@ -533,7 +534,7 @@ def cmd_predict(args) -> int:
                 else "--texts: predicting texts needs the text run itself (--run RUN); a merged file predicts images"
             )
         predictor = Predictor.from_run(args.run, args.device)
-        rows = list(predictor.predict_texts(read_texts(args.texts), args.batch_size, args.top_k, not args.no_progress))
+        rows = list(predictor.predict_texts(read_texts(texts), args.batch_size, args.top_k, not args.no_progress))
         if args.output:
             if Path(args.output).suffix.lower() not in (".csv", ".json"):
                 raise ConfigError(f"--output {args.output}: write predictions to a .csv or a .json file")
