@@ -2,6 +2,7 @@
 folder, split by ``data.split_rule`` (ATTEMPT's re-split or GLUE's own), and loaded as token ids by a tokenizer; image
 tasks refuse it and text tasks refuse image data."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from vpeft.config import RunConfig
 from vpeft.data.entries import detect, layout
 from vpeft.data.sources import load
 from vpeft.errors import ConfigError, DataError
+from vpeft.registry import TASKS
 
 HEADER = "index\tsentence1\tsentence2\tlabel\n"
 
@@ -121,3 +123,22 @@ def test_the_glue_suite_picks_each_folders_task_and_reports(tmp_path):
 def test_a_text_task_on_a_missing_folder_names_the_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"^data folder .*nowhere/RTE does not exist$"):
         RunConfig.from_dict({"data": {"root": str(tmp_path / "nowhere" / "RTE")}, "task": "text_classify"})
+
+
+@pytest.mark.parametrize("name", [n for n in TASKS.names() if TASKS.get(n).inputs == "text"])
+def test_a_text_task_on_the_other_kind_of_glue_task_says_which_task_reads_it(name, tmp_path):
+    """STS-B holds scores, the other GLUE tasks classes: a task of the other kind fails before anything loads, naming
+    the tasks that read the folder (a classification task on STS-B used to die guessing image classes; a regression
+    on RTE trained on 0/1 as scores)."""
+    rte = _rte(tmp_path)
+    stsb = tmp_path / "STS-B"
+    stsb.mkdir()
+    (stsb / "train.tsv").write_text("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\ts1\ts2\tscore\n")
+    (stsb / "dev.tsv").write_text((stsb / "train.tsv").read_text())
+    cfg = TASKS.build(name)
+    wrong, right = (rte, stsb) if cfg.labels == "float" else (stsb, rte)
+    cfg.check_data(_dc(right))  # its own kind passes
+    hint = "text_classify (an encoder) or text2text (T5)" if cfg.labels == "float" else "text_regress (an encoder)"
+    said = rf"task '{name}' reads .* and .*{wrong.name} holds .*: use --task {re.escape(hint)}"
+    with pytest.raises(ConfigError, match=said):
+        cfg.check_data(_dc(wrong))

@@ -262,6 +262,7 @@ def _train(
     train_split, val_split, test_split = _splits(cfg)
     all_splits = [s for s in (train_split, val_split, test_split) if s]
     task_cfg = cfg.task
+    task_cfg.check_data(dc)
     num_classes = task_cfg.num_outputs(dc, all_splits)  # the head's size: classes, or the task's fixed outputs
     task_name = Path(dc.root).resolve().name  # `--data .` names the folder, not ""
     targets = parse_targets(dc.extra_tests)

@@ -117,6 +117,20 @@ class TaskConfig(BaseConfig):
         ``data``: the run's data section, for a task that formats the texts by the dataset); None for image tasks."""
         return None
 
+    def check_data(self, dc) -> None:
+        """Fail with a :class:`ConfigError` where the data folder's own labels are not this task's kind (a layout
+        whose folders differ, ``glue``: STS-B holds scores, the other tasks classes; ``label_kind``)."""
+        lay = layout(dc.format) if dc.format in FORMATS else None
+        kind_of = getattr(lay, "label_kind", None)
+        kind = kind_of(dc.root, getattr(dc, "glue_task", None)) if kind_of is not None and dc.root else None
+        if kind is not None and kind != self.labels:
+            what = {"int": "class labels", "float": "real-valued targets"}
+            hint = lay.task_hint(kind) if hasattr(lay, "task_hint") else ""
+            raise ConfigError(
+                f"task {self.name!r} reads {what.get(self.labels, self.labels)}, and {dc.root} holds "
+                f"{what.get(kind, kind)}" + (f": {hint}" if hint else "")
+            )
+
     def check(self, data_format: str, objective: Any) -> None:
         """Fail with a :class:`ConfigError` unless this task reads ``data_format`` and ``objective`` trains it."""
         if data_format in FORMATS and layout(data_format).kind != self.inputs:

@@ -43,6 +43,20 @@ class Glue(Layout):
                 "(cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)"
             ) from None
 
+    def label_kind(self, root, glue_task_name: str | None = None) -> str | None:
+        """``float`` for STS-B's scores, ``int`` for the other tasks' classes; None where the folder names no task."""
+        try:
+            task = self.task(Path(root), glue_task_name)
+        except ConfigError:
+            return None
+        return "float" if task.label_names is None else "int"
+
+    def task_hint(self, kind: str) -> str:
+        """The tasks that read ``kind`` labels of a GLUE folder."""
+        if kind == "float":
+            return "use --task text_regress (an encoder) or text2text_regress (T5)"
+        return "use --task text_classify (an encoder) or text2text (T5)"
+
     def class_names(self, root: Path) -> list[str] | None:
         try:
             names = self.task(root).label_names
