@@ -115,3 +115,18 @@ def tiny_sam_reference(seed=None):
             for v in sam.state_dict().values():
                 v.copy_(torch.randn(v.shape, generator=g) * 0.5)
     return sam
+
+
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module, importable as ``python benchmarks/<name>.py`` runs it (the scripts import
+    ``_common`` from their folder)."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ all-MiniLM-L6-v2 under ATTEMPT's re-split and GLUE's split. The experiment's set
 GLUE folders (the tiny BERT) trains each small task once and tests its model on both splits' test sets (equal to a
 run trained under GLUE's split), trains SST-2 under each split, and writes both tables."""
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("transformers", reason="the hf_text family needs the text extra: pip install 'vpeft[text]'")
+
+from conftest import benchmark_script  # noqa: E402
 
 from vpeft.bench import expand, load_experiment  # noqa: E402
 from vpeft.config import RunConfig  # noqa: E402
@@ -23,10 +24,7 @@ LABELS = ["linear", "full", "adapter", "adapter+gist", "lora", "bitfit"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("glue_minilm", ROOT / "benchmarks" / "glue_minilm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("glue_minilm")
 
 
 @pytest.fixture(scope="module")

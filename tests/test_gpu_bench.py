@@ -1,22 +1,13 @@
 """benchmarks/gpu.py end to end on the CPU (``--smoke``: the tiny ViT, tiny data), and the metadata it records."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import benchmark_script
 
 
 def _module(name: str):
-    if str(BENCH) not in sys.path:  # as `python benchmarks/gpu.py` does: the scripts import _common
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_script(name)
 
 
 def test_gpu_benchmark_smoke_runs_every_part(tmp_path):

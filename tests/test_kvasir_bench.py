@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 from vpeft.bench import expand, load_experiment
 from vpeft.config import RunConfig
@@ -19,10 +20,7 @@ LABELS = ["linear", "full", "bitfit", "adapter", "ssf", "lora", "gps"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("kvasir_seg", ROOT / "benchmarks" / "kvasir_seg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("kvasir_seg")
 
 
 @pytest.fixture(scope="module")
