@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..anatomy import Anatomy, TextInputSpec, TokenSequence, Where
+from ..backbones import read_state_dict
 from ..errors import CheckpointError, ConfigError
 
 #: A folder's weight files, in the order they are looked for.
@@ -101,6 +102,82 @@ def trim_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     used = (ids != pad_id).any(0)
     n = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
     return ids if n == ids.shape[1] else ids[:, :n]
+
+
+class HFTextModel(nn.Module):
+    """What the two Hugging Face text models share: ids padded with ``pad_id``, a tokenizer per length read from
+    ``tokenizer_folder`` (:meth:`_new_tokenizer`), and the input spec from their special ids (``cls_id``, -1 where
+    there is none; ``sep_id``). ``max_positions``: the longest input the model embeds (None: relative positions,
+    no limit)."""
+
+    max_positions: Optional[int] = None
+
+    def _init_text(self, source: Source, max_length: int, pad_id: int, cls_id: int, sep_id: int) -> None:
+        self.source = source
+        self.tokenizer_folder = source.folder
+        self.max_length = max_length
+        self.pad_id, self.cls_id, self.sep_id = pad_id, cls_id, sep_id
+        self._tokenizers: dict = {}
+
+    def _new_tokenizer(self, max_length: int):
+        raise NotImplementedError
+
+    def valid_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which positions of ``ids`` are tokens (not padding): the attention mask, ``[B, L]`` bool."""
+        return ids != self.pad_id
+
+    def tokenizer(self):
+        """The model's tokenizer at its ``max_length`` (read once, then kept)."""
+        return self.text_encoder(None)
+
+    def text_encoder(self, max_length: Optional[int] = None):
+        """The model's tokenizer giving ids ``[N, max_length]`` (None: the model's ``max_length``; at most
+        ``max_positions``), read once per length, then kept."""
+        n = self.max_length if max_length is None else max_length
+        top = self.max_positions
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2 or (top is not None and n > top):
+            limit = f"from 2 to {top} (the positions the model embeds)" if top is not None else "of at least 2"
+            raise ConfigError(f"{self.source.label}: max_length {n!r} must be an integer {limit}")
+        if n not in self._tokenizers:
+            self._tokenizers[n] = self._new_tokenizer(n)
+        return self._tokenizers[n]
+
+    @property
+    def input_spec(self) -> TextInputSpec:
+        return TextInputSpec(
+            size=(self.max_length,),
+            mean=(),
+            std=(),
+            patch=None,
+            channels=0,
+            max_length=self.max_length,
+            pad_id=self.pad_id,
+            cls_id=self.cls_id,
+            sep_id=self.sep_id,
+            vocab_size=self.config.vocab_size,
+        )
+
+
+def read_weights_into(model: nn.Module, path, family: str, keyed, tokenizer_files: tuple[str, ...]) -> None:
+    """A family's ``load_checkpoint``: the weight file (or a folder's) read, keyed by ``keyed(sd, model, source)``
+    (which checks it whole) and loaded; a folder with tokenizer files also becomes the model's tokenizer source."""
+    path = Path(path)
+    file = weight_file(path, family) if path.is_dir() else path
+    model.load_state_dict(keyed(read_state_dict(file), model, source=f"checkpoint {file}"), strict=False)
+    if path.is_dir() and any((path / f).is_file() for f in tokenizer_files):
+        model.tokenizer_folder = path.resolve()  # the folder's vocabulary, not the spec's
+        model._tokenizers.clear()
+
+
+def refuse_download_and_drop_path(family: str, what: str, pretrained: bool, drop_path: float) -> None:
+    """A family's ``create`` refuses hub weights (nothing is downloaded) and stochastic depth, in one line each."""
+    if pretrained:
+        raise ConfigError(
+            f"the {family} family downloads nothing: give a local Hugging Face {what}folder as {family}:PATH "
+            "(config.json, model.safetensors, tokenizer.json), or weights with --checkpoint"
+        )
+    if drop_path:
+        raise ConfigError(f"{family} models have no stochastic depth: leave train.drop_path at 0 (got {drop_path})")
 
 
 def first_output(module, args, output):

@@ -49,16 +49,19 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..anatomy import MLP, Anatomy, Branch, Embedding, Site, TextInputSpec
-from ..backbones import Backbone, Family, read_state_dict, split_backbone_spec
+from ..anatomy import MLP, Anatomy, Branch, Embedding, Site
+from ..backbones import Backbone, Family, split_backbone_spec
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
 from ._hf import (
+    HFTextModel,
     Source,
     TextAnatomy,
     first_output,
     local_source,
     read_json,
+    read_weights_into,
+    refuse_download_and_drop_path,
     tokenizers,
     transformers,
     trim_padding,
@@ -295,7 +298,7 @@ def _special_ids(tokenizer, origin: str) -> tuple[int, int]:
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
-class HFTextEncoder(nn.Module):
+class HFTextEncoder(HFTextModel):
     """A Hugging Face encoder (its ``embeddings`` and ``encoder``, no pooler) and a Linear ``head`` on the pooled
     final state, with timm's classifier interface; the input is token ids ``[B, L]`` padded with ``pad_id``.
 
@@ -317,12 +320,9 @@ class HFTextEncoder(nn.Module):
         self.encoder = hf.encoder
         for layer in self.encoder.layer:
             layer.register_forward_hook(first_output)
-        self.source = source
-        self.tokenizer_folder = source.folder
-        self.max_length = max_length
+        pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+        self._init_text(source, max_length, pad_id, cls_id, sep_id)
         self.max_positions = _positions(config)
-        self.pad_id = config.pad_token_id if config.pad_token_id is not None else 0
-        self.cls_id, self.sep_id = cls_id, sep_id
         #: Segment ids from the separators (BERT's pairs); RoBERTa has one segment.
         self.type_ids = getattr(config, "type_vocab_size", 1) > 1
         self.num_features = self.embed_dim = config.hidden_size
@@ -334,7 +334,6 @@ class HFTextEncoder(nn.Module):
         self.num_classes = 0
         self.head: nn.Module = nn.Identity()
         self._pool_mask: Optional[torch.Tensor] = None
-        self._tokenizers: dict[int, TextTokenizer] = {}
 
     # ---- timm's classifier interface ------------------------------------------------------------------------------
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
@@ -345,10 +344,6 @@ class HFTextEncoder(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
-
-    def valid_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """Which positions of ``ids`` are tokens (not padding): the attention mask, ``[B, L]`` bool."""
-        return ids != self.pad_id
 
     def token_types(self, ids: torch.Tensor) -> Optional[torch.Tensor]:
         """BERT's segment ids: 1 from the token after the first separator on (the second text and its separator), 0
@@ -395,37 +390,8 @@ class HFTextEncoder(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     # ---- text ------------------------------------------------------------------------------------------------------
-    def tokenizer(self) -> TextTokenizer:
-        """The model's tokenizer at its ``max_length`` (read once, then kept)."""
-        return self.text_encoder(None)
-
-    def text_encoder(self, max_length: Optional[int] = None) -> TextTokenizer:
-        """The model's tokenizer giving ids ``[N, max_length]`` (None: the model's ``max_length``; at most the
-        positions the model embeds), read once per length, then kept."""
-        n = self.max_length if max_length is None else max_length
-        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= self.max_positions:
-            raise ConfigError(
-                f"{self.source.label}: max_length {n!r} must be an integer from 2 to {self.max_positions} "
-                "(the positions the model embeds)"
-            )
-        if n not in self._tokenizers:
-            self._tokenizers[n] = _build_tokenizer(self.tokenizer_folder, n, self.pad_id, self.source.label)
-        return self._tokenizers[n]
-
-    @property
-    def input_spec(self) -> TextInputSpec:
-        return TextInputSpec(
-            size=(self.max_length,),
-            mean=(),
-            std=(),
-            patch=None,
-            channels=0,
-            max_length=self.max_length,
-            pad_id=self.pad_id,
-            cls_id=self.cls_id,
-            sep_id=self.sep_id,
-            vocab_size=self.config.vocab_size,
-        )
+    def _new_tokenizer(self, max_length: int) -> TextTokenizer:
+        return _build_tokenizer(self.tokenizer_folder, max_length, self.pad_id, self.source.label)
 
 
 def _build_tokenizer(folder: Optional[Path], max_length: int, pad_id: int, origin: str) -> TextTokenizer:
@@ -481,13 +447,7 @@ class HFText(Family):
         return src.name, dict(kwargs)
 
     def create(self, arch: str, kwargs: dict, *, drop_path: float = 0.0, pretrained: bool = False) -> nn.Module:
-        if pretrained:
-            raise ConfigError(
-                "the hf_text family downloads nothing: give a local Hugging Face model folder as hf_text:PATH "
-                "(config.json, model.safetensors, tokenizer.json), or weights with --checkpoint"
-            )
-        if drop_path:
-            raise ConfigError(f"hf_text models have no stochastic depth: leave train.drop_path at 0 (got {drop_path})")
+        refuse_download_and_drop_path("hf_text", "model ", pretrained, drop_path)
         src = source(arch)
         kwargs = dict(kwargs)
         config = _hf_config(src, {k: v for k, v in kwargs.items() if k not in FAMILY_KEYS})
@@ -503,14 +463,7 @@ class HFText(Family):
     def load_checkpoint(self, model: nn.Module, path) -> None:
         if not isinstance(model, HFTextEncoder):
             raise CheckpointError(f"checkpoint {path}: the model is not an hf_text model")
-        path = Path(path)
-        file = weight_file(path, "hf_text") if path.is_dir() else path
-        model.load_state_dict(
-            encoder_state_dict(read_state_dict(file), model, source=f"checkpoint {file}"), strict=False
-        )
-        if path.is_dir() and any((path / f).is_file() for f in TOKENIZER_FILES):
-            model.tokenizer_folder = path.resolve()  # the folder's vocabulary, not the spec's
-            model._tokenizers.clear()
+        read_weights_into(model, path, "hf_text", encoder_state_dict, TOKENIZER_FILES)
 
     def anatomy(self, model: nn.Module) -> Anatomy:
         return HFEncoderAnatomy(model)

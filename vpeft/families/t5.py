@@ -53,16 +53,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..anatomy import MLP, Anatomy, Branch, Site, TextInputSpec
-from ..backbones import Family, read_state_dict
+from ..anatomy import MLP, Anatomy, Branch, Site
+from ..backbones import Family
 from ..errors import CheckpointError, ConfigError, describe_mismatch
 from ..registry import FAMILIES
 from ._hf import (
+    HFTextModel,
     Source,
     TextAnatomy,
     first_output,
     local_source,
     read_json,
+    read_weights_into,
+    refuse_download_and_drop_path,
     tokenizers,
     transformers,
     trim_padding,
@@ -340,7 +343,7 @@ class T5LabelHead(nn.Module):
         return self._model.score(x, mask)
 
 
-class T5TextModel(nn.Module):
+class T5TextModel(HFTextModel):
     """transformers' T5 (``shared``, ``encoder``, ``decoder``, ``lm_head``) as a scorer of label strings, with timm's
     classifier interface; the input is token ids ``[B, L]`` padded with ``pad_id``. See the module docstring.
 
@@ -360,12 +363,10 @@ class T5TextModel(nn.Module):
         self.encoder_input = nn.Identity()
         for block in (*self.encoder.block, *self.decoder.block):
             block.register_forward_hook(first_output)
-        self.source = source
-        self.tokenizer_folder = source.folder
-        self.max_length = max_length
-        self.pad_id = config.pad_token_id if config.pad_token_id is not None else 0
         eos = config.eos_token_id
         self.eos_id = eos[0] if isinstance(eos, (list, tuple)) else (eos if eos is not None else 1)
+        pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+        self._init_text(source, max_length, pad_id, -1, self.eos_id)  # no class token; </s> ends the text
         self.decoder_start_id = config.decoder_start_token_id
         scale = getattr(config, "scale_decoder_outputs", None)  # transformers 5; before, tie_word_embeddings said it
         self.scale_decoder_outputs = bool(config.tie_word_embeddings if scale is None else scale)
@@ -373,7 +374,6 @@ class T5TextModel(nn.Module):
         self.num_prefix_tokens = 0  # tokens inserted before the text (GIST's token, prompts)
         self.has_class_token = False
         self._mask: Optional[torch.Tensor] = None
-        self._tokenizers: dict[int, T5Tokenizer] = {}
         self.num_classes = 0
         self.head = T5LabelHead(self)
 
@@ -398,10 +398,6 @@ class T5TextModel(nn.Module):
     def _check(self, ids: torch.Tensor) -> None:
         if ids.dim() != 2 or ids.is_floating_point():
             raise ValueError(f"a t5 model takes token ids [batch, length] (int64), got {ids.dtype} {list(ids.shape)}")
-
-    def valid_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """Which positions of ``ids`` are tokens (not padding), ``[B, L]`` bool."""
-        return ids != self.pad_id
 
     @staticmethod
     def _position_bias(stack, q: int, k: int, ref: torch.Tensor) -> torch.Tensor:
@@ -513,36 +509,9 @@ class T5TextModel(nn.Module):
         return [tok.decode(row) for row in self.generate_ids(ids, max_new_tokens).tolist()]
 
     # ---- text ------------------------------------------------------------------------------------------------------
-    def tokenizer(self) -> T5Tokenizer:
-        """The model's tokenizer at its ``max_length`` (read once, then kept)."""
-        return self.text_encoder(None)
-
-    def text_encoder(self, max_length: Optional[int] = None) -> T5Tokenizer:
-        """The model's tokenizer giving ids ``[N, max_length]`` (None: the model's ``max_length``), read once per
-        length, then kept."""
-        n = self.max_length if max_length is None else max_length
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ConfigError(f"{self.source.label}: max_length {n!r} must be an integer of at least 2")
-        if n not in self._tokenizers:
-            self._tokenizers[n] = T5Tokenizer(
-                _read_tokenizer(self.tokenizer_folder), n, self.pad_id, self.eos_id, self.source.label
-            )
-        return self._tokenizers[n]
-
-    @property
-    def input_spec(self) -> TextInputSpec:
-        return TextInputSpec(
-            size=(self.max_length,),
-            mean=(),
-            std=(),
-            patch=None,
-            channels=0,
-            max_length=self.max_length,
-            pad_id=self.pad_id,
-            cls_id=-1,  # T5 has no class token
-            sep_id=self.eos_id,
-            vocab_size=self.config.vocab_size,
-        )
+    def _new_tokenizer(self, max_length: int) -> T5Tokenizer:
+        tok = _read_tokenizer(self.tokenizer_folder)
+        return T5Tokenizer(tok, max_length, self.pad_id, self.eos_id, self.source.label)
 
 
 def lm_loss(scores: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -575,13 +544,7 @@ class T5(Family):
         return src.name, dict(kwargs)
 
     def create(self, arch: str, kwargs: dict, *, drop_path: float = 0.0, pretrained: bool = False) -> nn.Module:
-        if pretrained:
-            raise ConfigError(
-                "the t5 family downloads nothing: give a local Hugging Face T5 folder as t5:PATH (config.json, "
-                "model.safetensors, tokenizer.json), or weights with --checkpoint"
-            )
-        if drop_path:
-            raise ConfigError(f"t5 models have no stochastic depth: leave train.drop_path at 0 (got {drop_path})")
+        refuse_download_and_drop_path("t5", "T5 ", pretrained, drop_path)
         src = source(arch)
         config = _t5_config(src, {k: v for k, v in kwargs.items() if k not in FAMILY_KEYS})
         return T5TextModel(config, _max_length(src, kwargs.get("max_length")), src)
@@ -594,14 +557,9 @@ class T5(Family):
     def load_checkpoint(self, model: nn.Module, path) -> None:
         if not isinstance(model, T5TextModel):
             raise CheckpointError(f"checkpoint {path}: the model is not a t5 model")
-        path = Path(path)
-        file = weight_file(path, "t5") if path.is_dir() else path
-        model.load_state_dict(t5_state_dict(read_state_dict(file), model, source=f"checkpoint {file}"), strict=False)
-        if path.is_dir() and any((path / f).is_file() for f in TOKENIZER_FILES):
-            model.tokenizer_folder = path.resolve()  # the folder's vocabulary, not the spec's
-            model._tokenizers.clear()
-            if model.head.strings is not None:
-                model.head.set_labels(model.head.strings)  # their ids in that vocabulary
+        read_weights_into(model, path, "t5", t5_state_dict, TOKENIZER_FILES)
+        if model.head.strings is not None:
+            model.head.set_labels(model.head.strings)  # their ids in the (possibly new) vocabulary
 
     def anatomy(self, model: nn.Module) -> Anatomy:
         return T5Anatomy(model)
