@@ -181,9 +181,9 @@ class StringScoreMetric(RegressionMetric):
     examples' scores; a prediction that is no label string (free generation's extra column) reads -1.0, as ATTEMPT's
     ``string_to_float``."""
 
-    def __init__(self, values: list[float]):
+    def __init__(self, values: torch.Tensor):
         super().__init__()
-        self.values = torch.tensor([*values, -1.0], dtype=torch.float64)
+        self.values = values  # each label string's number, then -1.0 for no label string
 
     def update(self, outputs: torch.Tensor, batch: Batch) -> None:
         index = outputs.detach().argmax(-1)
@@ -242,6 +242,7 @@ class Text2TextRegressTask(TextRegressTask):
         super().__init__(cfg, *args)
         self.strings = list(label_strings("stsb", cfg.rounding))
         self.index = {s: i for i, s in enumerate(self.strings)}
+        self.values = torch.tensor([*map(float, self.strings), -1.0], dtype=torch.float64)
 
     def prepare(self, batch: Batch, train: bool, generator: Optional[torch.Generator] = None) -> dict:
         """The score's label string as the class (``label``: its index); the score itself stays as ``score``."""
@@ -257,8 +258,7 @@ class Text2TextRegressTask(TextRegressTask):
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """The score each prediction's label string spells (-1.0: no label string)."""
-        values = StringScoreMetric([float(s) for s in self.strings]).values.to(outputs.device)
-        return values[outputs.argmax(-1)].float()
+        return self.values.to(outputs.device)[outputs.argmax(-1)].float()
 
     def metric(self) -> StringScoreMetric:
-        return StringScoreMetric([float(s) for s in self.strings])
+        return StringScoreMetric(self.values)
