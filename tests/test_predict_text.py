@@ -85,6 +85,9 @@ def test_bad_text_files_and_mismatched_inputs_fail_in_one_line(glue, tmp_path, c
     bad.write_text("one\ttwo\tthree\n", encoding="utf-8")
     with pytest.raises(DataError, match="line 1"):
         read_texts(bad)
+    bad.write_bytes(b"\xff\xfe\x00bad\n")
+    with pytest.raises(DataError, match=r"bad.tsv is not UTF-8 text \(byte 0: invalid start byte\)"):
+        read_texts(bad)
     with pytest.raises(DataError, match="no such text file"):
         read_texts(tmp_path / "missing.tsv")
     assert read_texts_ok(tmp_path) == [("a sentence",), ("first", "second")]

@@ -131,8 +131,12 @@ def read_texts(path: str | Path) -> list[tuple[str, ...]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such text file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}): save it as UTF-8") from None
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         fields = tuple(line.split("\t"))
         if not line.strip() or len(fields) > 2 or not all(f.strip() for f in fields):
             raise DataError(

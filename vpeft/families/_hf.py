@@ -96,7 +96,7 @@ def weight_file(folder: Path, family: str) -> Path:
 def trim_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     """``ids`` ``[B, L]`` without the trailing columns that are padding in every row: a batch of short texts padded to
     ``max_length`` is computed at its own longest length (masked padding changes nothing of the tokens' states; the
-    saving is the attention and MLP work on it, 3x on SST-2 at length 128). Reads one number from the device."""
+    saving is the attention and MLP work on the padding). Reads one number from the device."""
     if ids.dim() != 2 or ids.shape[1] == 0 or ids.is_meta:  # meta: shapes only, every column kept
         return ids
     used = (ids != pad_id).any(0)
